@@ -1,0 +1,44 @@
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::BlobError;
+
+/// Proof that a part was stored, to be handed back when the upload completes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartReceipt {
+    pub part_number: u32,
+    pub etag: String,
+}
+
+/// Opaque object storage with S3's shape.
+///
+/// Contract, checked by the shared backend test suite:
+/// - an object becomes visible only when `complete_upload` returns, all at once;
+/// - parts are numbered from 1, may arrive in any order, and a re-sent part replaces the old;
+/// - `read_range` returns exactly `len` bytes or fails;
+/// - `delete` removes every stored version and is idempotent;
+/// - `abort_upload` removes every part of an unfinished upload.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// A short name for logs and certificates, such as `filesystem`.
+    fn kind(&self) -> &'static str;
+    async fn create_upload(&self, key: &str) -> Result<String, BlobError>;
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        data: Bytes,
+    ) -> Result<PartReceipt, BlobError>;
+    async fn complete_upload(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<PartReceipt>,
+    ) -> Result<(), BlobError>;
+    async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<(), BlobError>;
+    async fn read_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes, BlobError>;
+    /// The stored length, or `None` when there is no such object.
+    async fn size(&self, key: &str) -> Result<Option<u64>, BlobError>;
+    async fn delete(&self, key: &str) -> Result<(), BlobError>;
+}

@@ -1,0 +1,370 @@
+//! The `custody` command.
+//!
+//! One binary for every role: `custody server` runs the service; every other subcommand is a
+//! client of its HTTPS API. Client settings come from flags or the environment
+//! (`CUSTODY_SERVER`, `CUSTODY_TOKEN`, `CUSTODY_CA`); the token is better passed by
+//! environment, where it does not show in the process list.
+#![forbid(unsafe_code)]
+
+mod client;
+mod fetch;
+mod output;
+mod upload;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+use types::{RepoRef, UserName, VendorName};
+
+use crate::client::Client;
+use crate::output::Output;
+
+#[derive(Parser)]
+#[command(
+    name = "custody",
+    version,
+    about = "Holds pre-release model weights in trust"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct Global {
+    /// Server URL, for example https://custody.example:8443
+    #[arg(long, env = "CUSTODY_SERVER", global = true)]
+    server: Option<String>,
+    /// Bearer token (prefer the environment variable)
+    #[arg(long, env = "CUSTODY_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// PEM file with the server certificate (or its CA) to trust
+    #[arg(long, env = "CUSTODY_CA", global = true)]
+    ca: Option<PathBuf>,
+    /// Print results as JSON, for scripts
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (HTTPS only)
+    Server(ServerArgs),
+    /// Manage vendors (operator)
+    #[command(subcommand)]
+    Vendor(VendorCommand),
+    /// Manage tokens (operator)
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Upload a model folder as one immutable revision (vendor admin)
+    Upload {
+        /// Local folder in Hugging Face layout
+        dir: PathBuf,
+        /// VENDOR/MODEL
+        model: String,
+        #[arg(long, short, default_value = "")]
+        message: String,
+    },
+    /// Grant a user read access to a model (vendor admin)
+    Grant {
+        /// VENDOR/MODEL
+        model: String,
+        #[arg(long)]
+        to: String,
+    },
+    /// Revoke a user's access to a model (vendor admin)
+    Revoke {
+        /// VENDOR/MODEL
+        model: String,
+        #[arg(long)]
+        from: String,
+    },
+    /// List models, or a model's revisions
+    Ls {
+        /// VENDOR or VENDOR/MODEL
+        target: Option<String>,
+    },
+    /// Download a revision's files, verifying each file's SHA-256
+    Fetch {
+        /// VENDOR/MODEL or VENDOR/MODEL@COMMIT
+        model: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct ServerArgs {
+    /// Data directory; created with the embedded default on first start
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// TOML configuration file (see deploy/custody.toml); flags override it
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// sqlite://PATH or postgres://... (default: SQLite inside the data directory)
+    #[arg(long, env = "CUSTODY_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum VendorCommand {
+    /// Create a vendor
+    Create { name: String },
+    /// List vendors
+    Ls,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token; it is printed once
+    Create {
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        vendor: Option<String>,
+        /// Who the token is for (grants name this user)
+        #[arg(long)]
+        name: String,
+        /// Lifetime such as 30d or 12h
+        #[arg(long)]
+        expires_in: Option<humantime_arg::Duration>,
+    },
+}
+
+mod humantime_arg {
+    /// A duration flag like `30d`, parsed without pulling a date library into the CLI.
+    #[derive(Clone, Copy)]
+    pub struct Duration(pub u64);
+
+    impl std::str::FromStr for Duration {
+        type Err = String;
+        fn from_str(s: &str) -> Result<Self, String> {
+            let (number, unit) =
+                s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+            let n: u64 = number
+                .parse()
+                .map_err(|_| format!("invalid duration {s:?}"))?;
+            let scale = match unit {
+                "s" | "" => 1,
+                "m" => 60,
+                "h" => 3600,
+                "d" => 86400,
+                _ => return Err(format!("invalid duration unit in {s:?} (use s, m, h or d)")),
+            };
+            n.checked_mul(scale)
+                .map(Duration)
+                .ok_or_else(|| "duration too long".into())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let output = Output::new(cli.global.json);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            output.error(&anyhow::anyhow!("starting the async runtime: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli, &output)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            output.error(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
+    let global = cli.global;
+    match cli.command {
+        Command::Server(args) => run_server(args).await,
+        Command::Vendor(VendorCommand::Create { name }) => {
+            let name = VendorName::parse(&name)?;
+            let client = Client::from_settings(&global)?;
+            let v = client
+                .post_json("/v1/vendors", &json!({ "name": name }))
+                .await?;
+            out.result(&v, || format!("created vendor {name}"));
+            Ok(())
+        }
+        Command::Vendor(VendorCommand::Ls) => {
+            let client = Client::from_settings(&global)?;
+            let v = client.get_json("/v1/vendors").await?;
+            out.result(&v, || {
+                output::lines(&v["vendors"], |x| x.as_str().unwrap_or("").to_owned())
+            });
+            Ok(())
+        }
+        Command::Token(TokenCommand::Create {
+            role,
+            vendor,
+            name,
+            expires_in,
+        }) => {
+            let client = Client::from_settings(&global)?;
+            let v = client
+                .post_json(
+                    "/v1/tokens",
+                    &json!({
+                        "role": role, "vendor": vendor, "name": name,
+                        "expires_in_secs": expires_in.map(|d| d.0),
+                    }),
+                )
+                .await?;
+            // The token itself goes to stdout alone, so `$(custody token create …)` captures it.
+            out.result(&v, || v["token"].as_str().unwrap_or("").to_owned());
+            Ok(())
+        }
+        Command::Upload {
+            dir,
+            model,
+            message,
+        } => {
+            let repo = RepoRef::parse(&model)?;
+            let client = Client::from_settings(&global)?;
+            let done = upload::upload(&client, &dir, &repo, &message, out).await?;
+            out.result(&done, || done["commit"].as_str().unwrap_or("").to_owned());
+            Ok(())
+        }
+        Command::Grant { model, to } => {
+            let repo = RepoRef::parse(&model)?;
+            let user = UserName::parse(&to)?;
+            let client = Client::from_settings(&global)?;
+            let v = client
+                .post_json(
+                    &format!("/v1/models/{repo}/grants"),
+                    &json!({ "user": user }),
+                )
+                .await?;
+            out.result(&v, || format!("granted {user} access to {repo}"));
+            Ok(())
+        }
+        Command::Revoke { model, from } => {
+            let repo = RepoRef::parse(&model)?;
+            let user = UserName::parse(&from)?;
+            let client = Client::from_settings(&global)?;
+            let v = client
+                .delete_json(&format!("/v1/models/{repo}/grants/{user}"))
+                .await?;
+            out.result(&v, || format!("revoked {user}'s access to {repo}"));
+            Ok(())
+        }
+        Command::Ls { target } => {
+            let client = Client::from_settings(&global)?;
+            match target.as_deref() {
+                Some(t) if t.contains('/') => {
+                    let repo = RepoRef::parse(t)?;
+                    let v = client.get_json(&format!("/v1/models/{repo}")).await?;
+                    out.result(&v, || {
+                        output::lines(&v["revisions"], |r| {
+                            format!(
+                                "{}  {}  {}",
+                                r["commit"].as_str().unwrap_or(""),
+                                r["created_by"].as_str().unwrap_or(""),
+                                r["message"].as_str().unwrap_or("")
+                            )
+                        })
+                    });
+                }
+                vendor => {
+                    let vendor = vendor.map(VendorName::parse).transpose()?;
+                    let path = match &vendor {
+                        Some(v) => format!("/v1/models?vendor={v}"),
+                        None => "/v1/models".to_owned(),
+                    };
+                    let v = client.get_json(&path).await?;
+                    out.result(&v, || {
+                        output::lines(&v["models"], |m| {
+                            format!(
+                                "{}  {}",
+                                m["id"].as_str().unwrap_or(""),
+                                m["latest"].as_str().unwrap_or("(no revision)")
+                            )
+                        })
+                    });
+                }
+            }
+            Ok(())
+        }
+        Command::Fetch { model, out: dir } => {
+            let (name, rev) = match model.split_once('@') {
+                Some((n, r)) => (n, r),
+                None => (model.as_str(), "main"),
+            };
+            let repo = RepoRef::parse(name)?;
+            let client = Client::from_settings(&global)?;
+            let done = fetch::fetch(&client, &repo, rev, &dir, out).await?;
+            out.result(&done, || {
+                format!(
+                    "fetched {} files of {}@{} into {}",
+                    done["files"].as_array().map_or(0, Vec::len),
+                    repo,
+                    done["commit"].as_str().unwrap_or(""),
+                    dir.display()
+                )
+            });
+            Ok(())
+        }
+    }
+}
+
+async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CUSTODY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut config = match (&args.config, &args.data_dir) {
+        (Some(path), _) => server::ServerConfig::from_toml_file(path)?,
+        (None, Some(dir)) => server::ServerConfig::new(dir.clone()),
+        (None, None) => anyhow::bail!("give --data-dir DIR or --config FILE"),
+    };
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(url) = args.database_url {
+        config.database_url = Some(url);
+    }
+    server::run(config, |started| {
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        // Printed to stdout, line by line, for the operator and for scripts; never logged.
+        let _ = writeln!(
+            stdout,
+            "custody: certificate {}",
+            started.cert_path.display()
+        );
+        let _ = writeln!(
+            stdout,
+            "custody: certificate fingerprint {}",
+            started.fingerprint
+        );
+        if let Some(token) = &started.bootstrap_token {
+            let _ = writeln!(
+                stdout,
+                "custody: operator bootstrap token (shown once, store it now): {token}"
+            );
+        }
+        let _ = writeln!(stdout, "custody: listening on https://{}", started.listen);
+        let _ = stdout.flush();
+    })
+    .await
+    .context("server stopped")
+}

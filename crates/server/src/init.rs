@@ -1,0 +1,135 @@
+//! Opening an installation, and creating the embedded default on first start.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use blobstore::{BlobStore, FsBackend};
+use rustls::ServerConfig as TlsConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use shred::KeyHierarchy;
+use store::{NewToken, Store};
+use types::{Role, UserName};
+
+pub(crate) struct Prepared {
+    pub store: Store,
+    pub blobs: BlobStore,
+    pub keys: KeyHierarchy,
+    pub tls: Arc<TlsConfig>,
+    pub cert_path: PathBuf,
+    pub fingerprint: String,
+    pub bootstrap_token: Option<String>,
+}
+
+pub(crate) async fn prepare(config: &crate::ServerConfig) -> anyhow::Result<Prepared> {
+    create_private_dir(&config.data_dir)?;
+    if config.database_url.is_none() {
+        create_private_dir(&config.data_dir.join("db"))?;
+    }
+    let keys = KeyHierarchy::open_or_init(&config.key_dir())
+        .with_context(|| format!("opening key store {}", config.key_dir().display()))?;
+    let store = Store::connect(&config.database_url())
+        .await
+        .context("opening the metadata database")?;
+    let blob_dir = config.blob_dir();
+    create_private_dir(&blob_dir)?;
+    let blobs = BlobStore::new(Arc::new(FsBackend::open(&blob_dir)?));
+
+    let (cert_path, key_path) = config.tls_paths();
+    if !cert_path.exists() && !key_path.exists() {
+        create_self_signed(&cert_path, &key_path, &config.hostnames)?;
+    }
+    let (tls, fingerprint) = load_tls(&cert_path, &key_path)?;
+
+    let bootstrap_token = bootstrap_operator(&store).await?;
+    Ok(Prepared {
+        store,
+        blobs,
+        keys,
+        tls,
+        cert_path,
+        fingerprint,
+        bootstrap_token,
+    })
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restricting {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+fn create_self_signed(cert_path: &Path, key_path: &Path, names: &[String]) -> anyhow::Result<()> {
+    let (cert_pem, key_pem) = crypto::tls::self_signed_server_cert(names)?;
+    if let Some(dir) = cert_path.parent() {
+        create_private_dir(dir)?;
+    }
+    write_file(key_path, key_pem.as_bytes(), 0o600)?;
+    write_file(cert_path, cert_pem.as_bytes(), 0o644)?;
+    Ok(())
+}
+
+fn write_file(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+fn load_tls(cert_path: &Path, key_path: &Path) -> anyhow::Result<(Arc<TlsConfig>, String)> {
+    let certs = CertificateDer::pem_file_iter(cert_path)
+        .with_context(|| format!("reading {}", cert_path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("parsing {}", cert_path.display()))?;
+    let first = certs
+        .first()
+        .with_context(|| format!("{} holds no certificate", cert_path.display()))?;
+    let fingerprint = crypto::tls::fingerprint_sha256(first);
+    let key = PrivateKeyDer::from_pem_file(key_path)
+        .with_context(|| format!("reading the private key {}", key_path.display()))?;
+    let mut tls = TlsConfig::builder_with_provider(crypto::tls::provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok((Arc::new(tls), fingerprint))
+}
+
+/// On an installation without any token, makes the first operator token. It is returned once,
+/// to be printed once; only its hash is stored.
+async fn bootstrap_operator(store: &Store) -> anyhow::Result<Option<String>> {
+    if store.token_count().await? > 0 {
+        return Ok(None);
+    }
+    let id = crypto::token::random_id()?;
+    let secret = crypto::token::TokenSecret::generate()?;
+    let user = UserName::parse("bootstrap-operator")?;
+    store
+        .create_token(
+            &NewToken {
+                id: &id,
+                secret_hash: &secret.hash(),
+                role: Role::Operator,
+                vendor_id: None,
+                user: &user,
+                expires_at: None,
+            },
+            audit::Entry::new("system", "token.create", "service")
+                .with_detail(format!("operator bootstrap token {id}")),
+        )
+        .await?;
+    Ok(Some(format!("{id}.{}", secret.expose_secret())))
+}

@@ -1,0 +1,67 @@
+//! custody's HTTPS server.
+//!
+//! This is the only crate that knows HTTP. Handlers are thin: authenticate the bearer token,
+//! ask the policy crate for a decision, call the store and the blob store, and turn the
+//! result into JSON or a byte stream. Every error becomes a response in one place,
+//! [`error::ApiError`], so a status code and its stable error code are decided once.
+//!
+//! Start-up ([`init`]) creates the embedded default on an empty data directory: a SQLite
+//! database, a blob directory, a key store beside (never inside) the database, a self-signed
+//! certificate and a one-time operator bootstrap token.
+#![forbid(unsafe_code)]
+
+mod api;
+mod auth;
+pub mod config;
+mod error;
+mod init;
+mod tls;
+
+use std::sync::Arc;
+
+use blobstore::BlobStore;
+use shred::KeyHierarchy;
+use store::Store;
+use tokio::net::TcpListener;
+
+pub use config::ServerConfig;
+
+/// Shared state of all handlers.
+pub(crate) struct App {
+    pub store: Store,
+    pub blobs: BlobStore,
+    pub keys: KeyHierarchy,
+    pub config: ServerConfig,
+}
+
+/// What start-up reports to the operator, printed by the CLI.
+#[derive(Debug)]
+pub struct Started {
+    pub listen: std::net::SocketAddr,
+    pub cert_path: std::path::PathBuf,
+    pub fingerprint: String,
+    /// Shown once, on the first start of an empty installation.
+    pub bootstrap_token: Option<String>,
+}
+
+/// Opens (or initialises) the installation, binds the listener and serves until the process
+/// ends. `on_started` is called once the server accepts connections.
+pub async fn run(config: ServerConfig, on_started: impl FnOnce(&Started)) -> anyhow::Result<()> {
+    let prepared = init::prepare(&config).await?;
+    let listener = TcpListener::bind(config.listen).await?;
+    let started = Started {
+        listen: listener.local_addr()?,
+        cert_path: prepared.cert_path.clone(),
+        fingerprint: prepared.fingerprint.clone(),
+        bootstrap_token: prepared.bootstrap_token,
+    };
+    let app = Arc::new(App {
+        store: prepared.store,
+        blobs: prepared.blobs,
+        keys: prepared.keys,
+        config,
+    });
+    let router = api::router(app);
+    on_started(&started);
+    tls::serve(listener, prepared.tls, router).await
+}

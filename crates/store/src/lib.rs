@@ -1,0 +1,644 @@
+//! custody's metadata, in SQL.
+//!
+//! One code path for both databases: sqlx's `Any` driver, `$N` placeholders, and only the
+//! column types both understand (TEXT, BIGINT, BLOB/BYTEA). SQLite is the embedded default;
+//! PostgreSQL is for several stateless servers. Each has its own migrations folder under
+//! `migrations/` because their DDL differs in small ways.
+//!
+//! The audit invariant lives here: every method that changes state takes the [`audit::Entry`]
+//! that describes the change and commits it in the same transaction ([`AuditedTx`]). There is
+//! no way to change state without writing its entry.
+#![forbid(unsafe_code)]
+
+mod records;
+mod tx;
+
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor, Row};
+use types::{CommitId, ModelName, ObjectId, RepoPath, Role, Sha256Hex, UserName, VendorName};
+
+pub use records::*;
+pub use tx::AuditedTx;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("database holds an invalid value: {0}")]
+    Corrupt(String),
+    #[error("unsupported database url (expected sqlite:// or postgres://)")]
+    UnsupportedUrl,
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// Handle to the metadata database. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+pub(crate) fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+impl Store {
+    /// Connects and brings the schema up to date. `url` is `sqlite://PATH` or `postgres://…`.
+    pub async fn connect(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let dialect = if url.starts_with("sqlite:") {
+            Dialect::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Dialect::Postgres
+        } else {
+            return Err(StoreError::UnsupportedUrl);
+        };
+        let options = AnyConnectOptions::from_str(url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(if dialect == Dialect::Sqlite { 8 } else { 16 })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        // WAL for concurrent readers, FULL sync so a commit is durable when it
+                        // returns, a busy timeout so writers queue instead of failing.
+                        conn.execute(
+                            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; \
+                             PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        match dialect {
+            Dialect::Sqlite => sqlx::migrate!("../../migrations/sqlite").run(&pool).await?,
+            Dialect::Postgres => {
+                sqlx::migrate!("../../migrations/postgres")
+                    .run(&pool)
+                    .await?
+            }
+        }
+        Ok(Store { pool, dialect })
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Starts a state-changing transaction; see [`AuditedTx`].
+    pub async fn begin(&self) -> Result<AuditedTx> {
+        AuditedTx::begin(&self.pool).await
+    }
+
+    /// Records an entry on its own: refusals and reads, which change no other state.
+    pub async fn record(&self, entry: audit::Entry) -> Result<u64> {
+        self.begin().await?.commit(entry).await
+    }
+
+    // ----- vendors -------------------------------------------------------------------------
+
+    pub async fn create_vendor(
+        &self,
+        id: &str,
+        name: &VendorName,
+        entry: audit::Entry,
+    ) -> Result<VendorRecord> {
+        let mut tx = self.begin().await?;
+        if vendor_by_name(tx.conn(), name).await?.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "vendor {name} already exists"
+            )));
+        }
+        sqlx::query("INSERT INTO vendors (id, name, created_at) VALUES ($1, $2, $3)")
+            .bind(id)
+            .bind(name.as_str())
+            .bind(now())
+            .execute(tx.conn())
+            .await?;
+        tx.commit(entry).await?;
+        Ok(VendorRecord {
+            id: id.to_owned(),
+            name: name.clone(),
+        })
+    }
+
+    pub async fn vendor(&self, name: &VendorName) -> Result<Option<VendorRecord>> {
+        let mut conn = self.pool.acquire().await?;
+        vendor_by_name(&mut conn, name).await
+    }
+
+    pub async fn vendors(&self) -> Result<Vec<VendorRecord>> {
+        let rows = sqlx::query("SELECT id, name FROM vendors ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(VendorRecord {
+                    id: r.try_get("id")?,
+                    name: VendorName::parse(r.try_get("name")?).map_err(corrupt)?,
+                })
+            })
+            .collect()
+    }
+
+    // ----- tokens --------------------------------------------------------------------------
+
+    pub async fn create_token(&self, token: &NewToken<'_>, entry: audit::Entry) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO tokens (id, secret_hash, role, vendor_id, user_name, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(token.id)
+        .bind(token.secret_hash.to_vec())
+        .bind(token.role.as_str())
+        .bind(token.vendor_id)
+        .bind(token.user.as_str())
+        .bind(now())
+        .bind(token.expires_at)
+        .execute(tx.conn())
+        .await?;
+        tx.commit(entry).await?;
+        Ok(())
+    }
+
+    pub async fn token(&self, id: &str) -> Result<Option<TokenRecord>> {
+        let row = sqlx::query(
+            "SELECT t.id, t.secret_hash, t.role, v.name AS vendor, t.user_name, t.expires_at, t.revoked_at \
+             FROM tokens t LEFT JOIN vendors v ON v.id = t.vendor_id WHERE t.id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        let vendor: Option<String> = r.try_get("vendor")?;
+        Ok(Some(TokenRecord {
+            id: r.try_get("id")?,
+            secret_hash: r.try_get("secret_hash")?,
+            role: Role::parse(r.try_get("role")?).map_err(corrupt)?,
+            vendor: vendor
+                .map(|v| VendorName::parse(&v))
+                .transpose()
+                .map_err(corrupt)?,
+            user: UserName::parse(r.try_get("user_name")?).map_err(corrupt)?,
+            expires_at: r.try_get("expires_at")?,
+            revoked_at: r.try_get("revoked_at")?,
+        }))
+    }
+
+    pub async fn token_count(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM tokens")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    // ----- models --------------------------------------------------------------------------
+
+    pub async fn model(
+        &self,
+        vendor: &VendorName,
+        model: &ModelName,
+    ) -> Result<Option<ModelRecord>> {
+        let row = sqlx::query(&format!("{MODEL_SELECT} WHERE v.name = $1 AND m.name = $2"))
+            .bind(vendor.as_str())
+            .bind(model.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(model_from_row).transpose()
+    }
+
+    pub async fn model_by_id(&self, id: &str) -> Result<Option<ModelRecord>> {
+        let row = sqlx::query(&format!("{MODEL_SELECT} WHERE m.id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(model_from_row).transpose()
+    }
+
+    pub async fn models(&self, vendor: Option<&VendorName>) -> Result<Vec<ModelRecord>> {
+        let rows = match vendor {
+            Some(v) => {
+                sqlx::query(&format!(
+                    "{MODEL_SELECT} WHERE v.name = $1 ORDER BY v.name, m.name"
+                ))
+                .bind(v.as_str())
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(&format!("{MODEL_SELECT} ORDER BY v.name, m.name"))
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter().map(model_from_row).collect()
+    }
+
+    /// Creates a model with its wrapped key. A concurrent creation of the same model loses
+    /// with `Conflict`; the caller reads the winner's record.
+    pub async fn create_model(&self, model: &NewModel<'_>, entry: audit::Entry) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let exists = sqlx::query("SELECT id FROM models WHERE vendor_id = $1 AND name = $2")
+            .bind(model.vendor_id)
+            .bind(model.name.as_str())
+            .fetch_optional(tx.conn())
+            .await?;
+        if exists.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "model {} already exists",
+                model.name
+            )));
+        }
+        sqlx::query(
+            "INSERT INTO models (id, vendor_id, name, key_epoch, wrapped_key, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(model.id)
+        .bind(model.vendor_id)
+        .bind(model.name.as_str())
+        .bind(model.key_epoch as i64)
+        .bind(model.wrapped_key.to_vec())
+        .bind(now())
+        .execute(tx.conn())
+        .await?;
+        tx.commit(entry).await?;
+        Ok(())
+    }
+
+    // ----- grants --------------------------------------------------------------------------
+
+    pub async fn grant(
+        &self,
+        model_id: &str,
+        user: &UserName,
+        granted_by: &str,
+        entry: audit::Entry,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM grants WHERE model_id = $1 AND user_name = $2")
+            .bind(model_id)
+            .bind(user.as_str())
+            .execute(tx.conn())
+            .await?;
+        sqlx::query(
+            "INSERT INTO grants (model_id, user_name, granted_by, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(model_id)
+        .bind(user.as_str())
+        .bind(granted_by)
+        .bind(now())
+        .execute(tx.conn())
+        .await?;
+        tx.commit(entry).await?;
+        Ok(())
+    }
+
+    /// Removes a grant; `NotFound` when there was none (and nothing is recorded).
+    pub async fn revoke(&self, model_id: &str, user: &UserName, entry: audit::Entry) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query("DELETE FROM grants WHERE model_id = $1 AND user_name = $2")
+            .bind(model_id)
+            .bind(user.as_str())
+            .execute(tx.conn())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound("grant"));
+        }
+        tx.commit(entry).await?;
+        Ok(())
+    }
+
+    pub async fn is_granted(&self, model_id: &str, user: &UserName) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 AS one FROM grants WHERE model_id = $1 AND user_name = $2")
+            .bind(model_id)
+            .bind(user.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    pub async fn grants(&self, model_id: &str) -> Result<Vec<UserName>> {
+        let rows =
+            sqlx::query("SELECT user_name FROM grants WHERE model_id = $1 ORDER BY user_name")
+                .bind(model_id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| UserName::parse(r.try_get("user_name")?).map_err(corrupt))
+            .collect()
+    }
+
+    // ----- uploads -------------------------------------------------------------------------
+
+    pub async fn create_upload(&self, upload: &NewUpload<'_>, entry: audit::Entry) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO upload_sessions (id, model_id, created_by, message, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(upload.id)
+        .bind(upload.model_id)
+        .bind(upload.created_by)
+        .bind(upload.message)
+        .bind(now())
+        .bind(upload.expires_at)
+        .execute(tx.conn())
+        .await?;
+        for (idx, f) in upload.files.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO upload_files (session_id, idx, path, size, sha256, object_id, done) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 0)",
+            )
+            .bind(upload.id)
+            .bind(idx as i64)
+            .bind(f.path.as_str())
+            .bind(f.size as i64)
+            .bind(f.sha256.as_str())
+            .bind(f.object_id.as_str())
+            .execute(tx.conn())
+            .await?;
+        }
+        tx.commit(entry).await?;
+        Ok(())
+    }
+
+    pub async fn upload(&self, id: &str) -> Result<Option<UploadSession>> {
+        let Some(s) = sqlx::query(
+            "SELECT id, model_id, created_by, message, expires_at FROM upload_sessions WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let rows = sqlx::query(
+            "SELECT path, size, sha256, object_id, done FROM upload_files WHERE session_id = $1 ORDER BY idx",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        let files = rows
+            .iter()
+            .map(|r| {
+                Ok(UploadFile {
+                    file: file_from_row(r)?,
+                    done: r.try_get::<i64, _>("done")? != 0,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Some(UploadSession {
+            id: s.try_get("id")?,
+            model_id: s.try_get("model_id")?,
+            created_by: s.try_get("created_by")?,
+            message: s.try_get("message")?,
+            expires_at: s.try_get("expires_at")?,
+            files,
+        }))
+    }
+
+    /// Records that one file of an upload is stored, with its object. No audit entry: the
+    /// upload's commit records every file; an object of an abandoned upload is found through
+    /// its session and removed when the session expires.
+    pub async fn upload_file_done(
+        &self,
+        upload_id: &str,
+        idx: usize,
+        model_id: &str,
+        file: &FileRecord,
+        stored_size: u64,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO objects (id, model_id, size, sha256, stored_size, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(file.object_id.as_str())
+        .bind(model_id)
+        .bind(file.size as i64)
+        .bind(file.sha256.as_str())
+        .bind(stored_size as i64)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE upload_files SET done = 1 WHERE session_id = $1 AND idx = $2")
+            .bind(upload_id)
+            .bind(idx as i64)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Turns a finished upload into an immutable revision and closes the session.
+    pub async fn commit_upload(
+        &self,
+        upload: &UploadSession,
+        commit: &CommitId,
+        entry: audit::Entry,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let seq: i64 =
+            sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 AS n FROM revisions WHERE model_id = $1")
+                .bind(&upload.model_id)
+                .fetch_one(tx.conn())
+                .await?
+                .try_get("n")?;
+        sqlx::query(
+            "INSERT INTO revisions (commit_id, model_id, seq, message, created_by, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(commit.as_str())
+        .bind(&upload.model_id)
+        .bind(seq)
+        .bind(&upload.message)
+        .bind(&upload.created_by)
+        .bind(now())
+        .execute(tx.conn())
+        .await?;
+        for f in &upload.files {
+            sqlx::query(
+                "INSERT INTO revision_files (commit_id, path, object_id, size, sha256) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(commit.as_str())
+            .bind(f.file.path.as_str())
+            .bind(f.file.object_id.as_str())
+            .bind(f.file.size as i64)
+            .bind(f.file.sha256.as_str())
+            .execute(tx.conn())
+            .await?;
+        }
+        delete_upload_rows(tx.conn(), &upload.id).await?;
+        tx.commit(entry).await?;
+        Ok(())
+    }
+
+    // ----- revisions -----------------------------------------------------------------------
+
+    pub async fn revisions(&self, model_id: &str) -> Result<Vec<RevisionRecord>> {
+        let rows = sqlx::query(&format!(
+            "{REVISION_SELECT} WHERE model_id = $1 ORDER BY seq DESC"
+        ))
+        .bind(model_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(revision_from_row).collect()
+    }
+
+    pub async fn revision(
+        &self,
+        model_id: &str,
+        commit: &CommitId,
+    ) -> Result<Option<RevisionRecord>> {
+        let row = sqlx::query(&format!(
+            "{REVISION_SELECT} WHERE model_id = $1 AND commit_id = $2"
+        ))
+        .bind(model_id)
+        .bind(commit.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(revision_from_row).transpose()
+    }
+
+    pub async fn latest_revision(&self, model_id: &str) -> Result<Option<RevisionRecord>> {
+        let row = sqlx::query(&format!(
+            "{REVISION_SELECT} WHERE model_id = $1 ORDER BY seq DESC LIMIT 1"
+        ))
+        .bind(model_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(revision_from_row).transpose()
+    }
+
+    pub async fn revision_files(&self, commit: &CommitId) -> Result<Vec<FileRecord>> {
+        let rows = sqlx::query(
+            "SELECT path, size, sha256, object_id FROM revision_files WHERE commit_id = $1 ORDER BY path",
+        )
+        .bind(commit.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(file_from_row).collect()
+    }
+
+    pub async fn revision_file(
+        &self,
+        commit: &CommitId,
+        path: &RepoPath,
+    ) -> Result<Option<FileRecord>> {
+        let row = sqlx::query(
+            "SELECT path, size, sha256, object_id FROM revision_files WHERE commit_id = $1 AND path = $2",
+        )
+        .bind(commit.as_str())
+        .bind(path.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(file_from_row).transpose()
+    }
+
+    // ----- audit ---------------------------------------------------------------------------
+
+    /// Entries with `from <= seq < to`, as stored bytes.
+    pub async fn audit_entries(&self, from: u64, to: u64) -> Result<Vec<(u64, Vec<u8>)>> {
+        let rows = sqlx::query(
+            "SELECT seq, entry FROM audit_log WHERE seq >= $1 AND seq < $2 ORDER BY seq",
+        )
+        .bind(from as i64)
+        .bind(to as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get::<i64, _>("seq")? as u64, r.try_get("entry")?)))
+            .collect()
+    }
+}
+
+const MODEL_SELECT: &str = "SELECT m.id, m.vendor_id, v.name AS vendor, m.name, m.key_epoch, m.wrapped_key \
+     FROM models m JOIN vendors v ON v.id = m.vendor_id";
+
+const REVISION_SELECT: &str =
+    "SELECT commit_id, model_id, seq, message, created_by, created_at FROM revisions";
+
+async fn vendor_by_name(
+    conn: &mut sqlx::AnyConnection,
+    name: &VendorName,
+) -> Result<Option<VendorRecord>> {
+    let row = sqlx::query("SELECT id, name FROM vendors WHERE name = $1")
+        .bind(name.as_str())
+        .fetch_optional(conn)
+        .await?;
+    row.map(|r| {
+        Ok(VendorRecord {
+            id: r.try_get("id")?,
+            name: VendorName::parse(r.try_get("name")?).map_err(corrupt)?,
+        })
+    })
+    .transpose()
+}
+
+async fn delete_upload_rows(conn: &mut sqlx::AnyConnection, id: &str) -> Result<()> {
+    sqlx::query("DELETE FROM upload_files WHERE session_id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM upload_sessions WHERE id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+fn model_from_row(r: &sqlx::any::AnyRow) -> Result<ModelRecord> {
+    Ok(ModelRecord {
+        id: r.try_get("id")?,
+        vendor_id: r.try_get("vendor_id")?,
+        vendor: VendorName::parse(r.try_get("vendor")?).map_err(corrupt)?,
+        name: ModelName::parse(r.try_get("name")?).map_err(corrupt)?,
+        key_epoch: r.try_get::<i64, _>("key_epoch")? as u64,
+        wrapped_key: r.try_get("wrapped_key")?,
+    })
+}
+
+fn revision_from_row(r: &sqlx::any::AnyRow) -> Result<RevisionRecord> {
+    Ok(RevisionRecord {
+        commit: CommitId::parse(r.try_get("commit_id")?).map_err(corrupt)?,
+        model_id: r.try_get("model_id")?,
+        seq: r.try_get::<i64, _>("seq")? as u64,
+        message: r.try_get("message")?,
+        created_by: r.try_get("created_by")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn file_from_row(r: &sqlx::any::AnyRow) -> Result<FileRecord> {
+    Ok(FileRecord {
+        path: RepoPath::parse(r.try_get("path")?).map_err(corrupt)?,
+        object_id: ObjectId::parse(r.try_get("object_id")?).map_err(corrupt)?,
+        size: r.try_get::<i64, _>("size")? as u64,
+        sha256: Sha256Hex::parse(r.try_get("sha256")?).map_err(corrupt)?,
+    })
+}

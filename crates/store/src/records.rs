@@ -1,0 +1,93 @@
+//! Plain records read from and written to the database.
+
+use types::{CommitId, ModelName, ObjectId, RepoPath, Role, Sha256Hex, UserName, VendorName};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VendorRecord {
+    pub id: String,
+    pub name: VendorName,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelRecord {
+    pub id: String,
+    pub vendor_id: String,
+    pub vendor: VendorName,
+    pub name: ModelName,
+    /// The epoch key that wraps `wrapped_key`.
+    pub key_epoch: u64,
+    pub wrapped_key: Vec<u8>,
+}
+
+pub struct NewModel<'a> {
+    pub id: &'a str,
+    pub vendor_id: &'a str,
+    pub name: &'a ModelName,
+    pub key_epoch: u64,
+    pub wrapped_key: &'a [u8],
+}
+
+/// A stored token: only the SHA-256 of its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: String,
+    pub secret_hash: Vec<u8>,
+    pub role: Role,
+    pub vendor: Option<VendorName>,
+    pub user: UserName,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+pub struct NewToken<'a> {
+    pub id: &'a str,
+    pub secret_hash: &'a [u8; 32],
+    pub role: Role,
+    pub vendor_id: Option<&'a str>,
+    pub user: &'a UserName,
+    pub expires_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevisionRecord {
+    pub commit: CommitId,
+    pub model_id: String,
+    pub seq: u64,
+    pub message: String,
+    pub created_by: String,
+    pub created_at: i64,
+}
+
+/// One file of a revision (or of an upload in progress).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRecord {
+    pub path: RepoPath,
+    pub object_id: ObjectId,
+    pub size: u64,
+    pub sha256: Sha256Hex,
+}
+
+pub struct NewUpload<'a> {
+    pub id: &'a str,
+    pub model_id: &'a str,
+    pub created_by: &'a str,
+    pub message: &'a str,
+    pub expires_at: i64,
+    pub files: &'a [FileRecord],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadFile {
+    pub file: FileRecord,
+    pub done: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadSession {
+    pub id: String,
+    pub model_id: String,
+    pub created_by: String,
+    pub message: String,
+    pub expires_at: i64,
+    pub files: Vec<UploadFile>,
+}

@@ -1,0 +1,47 @@
+use sqlx::{Any, AnyPool, Row, Transaction};
+
+use crate::Result;
+
+/// A transaction that can only be committed together with its audit entry.
+///
+/// Its first statement claims the next audit sequence number by updating the one-row
+/// `audit_head` table. That write comes first on purpose: it takes the write lock before any
+/// read (SQLite cannot upgrade a read transaction safely under concurrency), and on PostgreSQL
+/// the row lock orders concurrent writers, so sequence numbers have no gaps and follow commit
+/// order. Dropping an `AuditedTx` without committing rolls everything back, entry included.
+pub struct AuditedTx {
+    tx: Transaction<'static, Any>,
+    seq: u64,
+}
+
+impl AuditedTx {
+    pub(crate) async fn begin(pool: &AnyPool) -> Result<Self> {
+        let mut tx = pool.begin().await?;
+        let row = sqlx::query(
+            "UPDATE audit_head SET next_seq = next_seq + 1 WHERE id = 1 RETURNING next_seq - 1 AS seq",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let seq: i64 = row.try_get("seq")?;
+        Ok(AuditedTx {
+            tx,
+            seq: seq as u64,
+        })
+    }
+
+    pub(crate) fn conn(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.tx
+    }
+
+    /// Writes the entry with this transaction's sequence number and commits both.
+    pub async fn commit(mut self, mut entry: audit::Entry) -> Result<u64> {
+        entry.seq = self.seq;
+        sqlx::query("INSERT INTO audit_log (seq, entry) VALUES ($1, $2)")
+            .bind(self.seq as i64)
+            .bind(entry.to_canonical_bytes())
+            .execute(&mut *self.tx)
+            .await?;
+        self.tx.commit().await?;
+        Ok(self.seq)
+    }
+}

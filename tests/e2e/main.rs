@@ -1,0 +1,14 @@
+//! End-to-end tests: the real `custody` binary, a real server over HTTPS, real files.
+//!
+//! One test binary (built as the `e2e` test of the cli crate so Cargo hands it the path of
+//! the `custody` executable). Each test starts its own server on a free port in a fresh data
+//! directory and talks to it as users would: through the CLI, and through raw HTTPS where a
+//! test needs to send what the CLI never would.
+
+mod support;
+
+mod access;
+mod refusals;
+mod roundtrip;
+mod scale;
+mod tamper;

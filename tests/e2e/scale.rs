@@ -1,0 +1,69 @@
+//! Large files stream through bounded memory; the server runs on PostgreSQL too.
+
+use crate::support::*;
+
+/// Peak resident memory of a process, from /proc.
+fn peak_rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .map(|v| v.trim().trim_end_matches("kB").trim().parse().unwrap())
+        .unwrap();
+    kib * 1024
+}
+
+#[test]
+fn a_two_gib_file_moves_with_bounded_server_memory() {
+    let world = World::new();
+    let src = tempfile::tempdir().unwrap();
+    let size = 2u64 << 30;
+    write_data(&src.path().join("model.safetensors"), size, 42);
+    world.upload(src.path(), "acme/huge");
+    world
+        .server
+        .ok(&world.admin, &["grant", "acme/huge", "--to", "alice"]);
+    let out = tempfile::tempdir().unwrap();
+    world.server.ok(
+        &world.alice,
+        &["fetch", "acme/huge", "--out", out.path().to_str().unwrap()],
+    );
+    assert_same_file(
+        &src.path().join("model.safetensors"),
+        &out.path().join("model.safetensors"),
+    );
+    let peak = peak_rss_bytes(world.server.pid());
+    assert!(
+        peak < 128 << 20,
+        "server peak resident memory {} MiB while moving 2 GiB",
+        peak >> 20
+    );
+}
+
+#[test]
+fn the_server_runs_on_postgresql() {
+    let cluster = testkit::PgCluster::shared().unwrap();
+    let url = cluster.fresh_database().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(data, &["--database-url", &url]);
+    server.create_vendor("acme");
+    let admin = server.token("vendor-admin", Some("acme"), "pg-admin");
+    let alice = server.token("committer", None, "alice");
+    let src = tempfile::tempdir().unwrap();
+    write_data(&src.path().join("nested/w.bin"), (1 << 20) + 3, 8);
+    std::fs::write(src.path().join("empty"), b"").unwrap();
+    server.ok(&admin, &["upload", src.path().to_str().unwrap(), "acme/pg"]);
+    server.ok(&admin, &["grant", "acme/pg", "--to", "alice"]);
+    let out = tempfile::tempdir().unwrap();
+    server.ok(
+        &alice,
+        &["fetch", "acme/pg", "--out", out.path().to_str().unwrap()],
+    );
+    for f in ["nested/w.bin", "empty"] {
+        assert_same_file(&src.path().join(f), &out.path().join(f));
+    }
+    assert!(
+        !server.data_dir().join("db").exists(),
+        "with PostgreSQL no SQLite database is created"
+    );
+}

@@ -1,0 +1,352 @@
+//! The harness: a server process, CLI runs against it, and test data.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_custody");
+
+pub struct TestServer {
+    child: Child,
+    pub data: tempfile::TempDir,
+    pub url: String,
+    pub ca: PathBuf,
+    pub operator: String,
+    pub stdout: Vec<String>,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        TestServer::start_with(tempfile::tempdir().unwrap(), &[])
+    }
+
+    /// Starts a server on `data` (which may hold an earlier installation) with extra flags.
+    pub fn start_with(data: tempfile::TempDir, extra: &[&str]) -> TestServer {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data.path().join("server.log"))
+            .unwrap();
+        let mut child = Command::new(BIN)
+            .arg("server")
+            .arg("--data-dir")
+            .arg(data.path().join("custody"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("CUSTODY_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut lines = Vec::new();
+        let url = loop {
+            match rx.recv_timeout(Duration::from_secs(120)) {
+                Ok(line) => {
+                    if let Some(addr) = line.strip_prefix("custody: listening on ") {
+                        let url = addr.to_owned();
+                        lines.push(line);
+                        break url;
+                    }
+                    lines.push(line);
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let log =
+                        std::fs::read_to_string(data.path().join("server.log")).unwrap_or_default();
+                    panic!("server did not start; stdout: {lines:?}\nlog:\n{log}");
+                }
+            }
+        };
+        let operator = lines
+            .iter()
+            .find_map(|l| l.split("(shown once, store it now): ").nth(1))
+            .map(str::to_owned)
+            .unwrap_or_default();
+        let ca = data.path().join("custody/tls/cert.pem");
+        TestServer {
+            child,
+            data,
+            url,
+            ca,
+            operator,
+            stdout: lines,
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.data.path().join("custody")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops the server and hands back its data directory (for a restart).
+    pub fn stop(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = tempfile::tempdir().unwrap();
+        let data = std::mem::replace(&mut self.data, dir);
+        drop(self);
+        data
+    }
+
+    /// Runs the CLI as the holder of `token`.
+    pub fn custody(&self, token: &str, args: &[&str]) -> Run {
+        let output = Command::new(BIN)
+            .args(args)
+            .env("CUSTODY_SERVER", &self.url)
+            .env("CUSTODY_TOKEN", token)
+            .env("CUSTODY_CA", &self.ca)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        Run::from(output)
+    }
+
+    /// Runs the CLI and insists that it succeeds; returns stdout.
+    pub fn ok(&self, token: &str, args: &[&str]) -> String {
+        let run = self.custody(token, args);
+        assert!(run.success, "custody {args:?} failed:\n{}", run.stderr);
+        run.stdout
+    }
+
+    pub fn create_vendor(&self, name: &str) {
+        self.ok(&self.operator, &["vendor", "create", name]);
+    }
+
+    pub fn token(&self, role: &str, vendor: Option<&str>, name: &str) -> String {
+        let mut args = vec!["token", "create", "--role", role, "--name", name];
+        if let Some(v) = vendor {
+            args.extend(["--vendor", v]);
+        }
+        let token = self.ok(&self.operator, &args).trim().to_owned();
+        assert!(token.contains('.'), "not a token: {token}");
+        token
+    }
+
+    /// Calls the API directly, for requests the CLI would never make.
+    pub fn api(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let url = format!("{}{path}", self.url);
+        let ca = self.ca.clone();
+        let token = token.to_owned();
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        runtime().block_on(async move {
+            let client = https_client(&ca);
+            let mut request = client.request(method, url).bearer_auth(token);
+            if let Some(body) = body {
+                request = request.json(&body);
+            }
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let value = response.json().await.unwrap_or(Value::Null);
+            (status, value)
+        })
+    }
+
+    /// Sends raw bytes as a file of an upload session.
+    pub fn put_bytes(&self, token: &str, path: &str, bytes: Vec<u8>) -> (u16, Value) {
+        let url = format!("{}{path}", self.url);
+        let ca = self.ca.clone();
+        let token = token.to_owned();
+        runtime().block_on(async move {
+            let response = https_client(&ca)
+                .put(url)
+                .bearer_auth(token)
+                .body(bytes)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.json().await.unwrap_or(Value::Null))
+        })
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+pub fn https_client(ca: &Path) -> reqwest::Client {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(crypto::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(Arc::new(roots))
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .build()
+        .unwrap()
+}
+
+pub struct Run {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Self {
+        Run {
+            success: o.status.success(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+/// Writes `len` bytes of deterministic, incompressible-looking data: a random 1 MiB block,
+/// each copy stamped with its index and the seed so no two segments are alike.
+pub fn write_data(path: &Path, len: u64, seed: u64) {
+    use rand::{RngCore, SeedableRng};
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    let mut block = vec![0u8; 1 << 20];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut block);
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut written = 0u64;
+    let mut index = 0u64;
+    while written < len {
+        block[..8].copy_from_slice(&index.to_le_bytes());
+        block[8..16].copy_from_slice(&seed.to_le_bytes());
+        let n = (len - written).min(block.len() as u64) as usize;
+        file.write_all(&block[..n]).unwrap();
+        written += n as u64;
+        index += 1;
+    }
+    file.flush().unwrap();
+}
+
+/// Asserts two files are byte-identical, without loading them whole.
+pub fn assert_same_file(a: &Path, b: &Path) {
+    use std::io::Read;
+    let (ma, mb) = (std::fs::metadata(a).unwrap(), std::fs::metadata(b).unwrap());
+    assert_eq!(
+        ma.len(),
+        mb.len(),
+        "{} and {} differ in size",
+        a.display(),
+        b.display()
+    );
+    let mut fa = std::io::BufReader::new(std::fs::File::open(a).unwrap());
+    let mut fb = std::io::BufReader::new(std::fs::File::open(b).unwrap());
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let n = fa.read(&mut ba).unwrap();
+        if n == 0 {
+            break;
+        }
+        fb.read_exact(&mut bb[..n]).unwrap();
+        assert!(
+            ba[..n] == bb[..n],
+            "{} and {} differ",
+            a.display(),
+            b.display()
+        );
+    }
+}
+
+/// Every file under `dir`, relative, sorted.
+pub fn list_files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                out.push(
+                    path.strip_prefix(root)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+    }
+    if dir.exists() {
+        walk(dir, dir, &mut out);
+    }
+    out.sort();
+    out
+}
+
+/// The stored objects of a server, by path, for tamper tests.
+pub fn stored_objects(server: &TestServer) -> Vec<PathBuf> {
+    let root = server.data_dir().join("blobs/objects");
+    list_files(&root)
+        .into_iter()
+        .map(|p| root.join(p))
+        .collect()
+}
+
+/// A server with vendor `acme`, its admin, and a committer `alice`.
+pub struct World {
+    pub server: TestServer,
+    pub admin: String,
+    pub alice: String,
+}
+
+impl World {
+    pub fn new() -> World {
+        let server = TestServer::start();
+        server.create_vendor("acme");
+        let admin = server.token("vendor-admin", Some("acme"), "acme-admin");
+        let alice = server.token("committer", None, "alice");
+        World {
+            server,
+            admin,
+            alice,
+        }
+    }
+
+    /// Uploads `dir` as `acme/MODEL`; returns the commit id.
+    pub fn upload(&self, dir: &Path, model: &str) -> String {
+        let commit = self
+            .server
+            .ok(&self.admin, &["upload", dir.to_str().unwrap(), model])
+            .trim()
+            .to_owned();
+        assert_eq!(commit.len(), 40, "not a commit id: {commit:?}");
+        assert!(commit.bytes().all(|b| b.is_ascii_hexdigit()));
+        commit
+    }
+}
