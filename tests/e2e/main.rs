@@ -4,6 +4,12 @@
 //! the `custody` executable). Each test starts its own server on a free port in a fresh data
 //! directory and talks to it as users would: through the CLI, and through raw HTTPS where a
 //! test needs to send what the CLI never would.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
 
 mod support;
 

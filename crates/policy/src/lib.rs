@@ -175,7 +175,8 @@ mod tests {
         use Role::*;
         let acme = "acme";
         let other = "other";
-        let cases: &[(Role, Option<&str>, Action, Option<&str>, bool, bool)] = &[
+        type Case<'a> = (Role, Option<&'a str>, Action, Option<&'a str>, bool, bool);
+        let cases: &[Case] = &[
             (Operator, None, CreateVendor, None, false, true),
             (Operator, None, CreateToken, None, false, true),
             (Operator, None, Fetch, Some(acme), true, false),

@@ -62,6 +62,7 @@ pub struct WrappedModelKey {
 /// The root of trust and the live epoch keys, loaded from the key store directory.
 pub struct KeyHierarchy {
     dir: PathBuf,
+    root: Option<SecretKey>,
     epochs: BTreeMap<u64, SecretKey>,
 }
 
@@ -75,7 +76,8 @@ impl KeyHierarchy {
         fs::create_dir_all(dir).map_err(io)?;
         restrict_dir(dir).map_err(io)?;
         let root_path = dir.join("root.key");
-        let root = if root_path.exists() {
+        let fresh = !root_path.exists();
+        let root = if !fresh {
             read_root(&root_path)?
         } else {
             let root = SecretKey::generate()?;
@@ -103,11 +105,19 @@ impl KeyHierarchy {
         }
         let mut hierarchy = KeyHierarchy {
             dir: dir.to_owned(),
+            root: None,
             epochs,
         };
         if hierarchy.epochs.is_empty() {
+            // Only a brand-new key store starts at epoch 1. An existing one without any epoch
+            // lost its keys (or had them destroyed): inventing a new epoch would silently
+            // reuse a number that wraps shredded keys, so refuse instead.
+            if !fresh {
+                return Err(KeyError::NoEpoch(dir.to_owned()));
+            }
             hierarchy.create_epoch(&root, 1)?;
         }
+        hierarchy.root = Some(root);
         Ok(hierarchy)
     }
 
@@ -144,6 +154,19 @@ impl KeyHierarchy {
             &model_key_aad(model_id, wrapped.epoch),
         )
         .map_err(|_| KeyError::Unwrap)
+    }
+
+    /// Creates the next epoch; new model keys are wrapped under it from now on. The deletion
+    /// service re-wraps surviving keys under it and then destroys the old epoch.
+    pub fn create_next_epoch(&mut self) -> Result<u64, KeyError> {
+        let next = self.current_epoch() + 1;
+        let root = self
+            .root
+            .take()
+            .ok_or(KeyError::NoEpoch(self.dir.clone()))?;
+        let result = self.create_epoch(&root, next);
+        self.root = Some(root);
+        result.map(|()| next)
     }
 
     fn create_epoch(&mut self, root: &SecretKey, epoch: u64) -> Result<(), KeyError> {
@@ -274,15 +297,30 @@ mod tests {
     #[test]
     fn without_its_epoch_file_a_wrapped_key_is_unreadable() {
         let dir = tempfile::tempdir().unwrap();
-        let keys = KeyHierarchy::open_or_init(dir.path()).unwrap();
-        let (_, wrapped) = keys.new_model_key("m1").unwrap();
+        let mut keys = KeyHierarchy::open_or_init(dir.path()).unwrap();
+        let (_, old) = keys.new_model_key("m1").unwrap();
+        assert_eq!(keys.create_next_epoch().unwrap(), 2);
+        let (key, new) = keys.new_model_key("m2").unwrap();
+        assert_eq!(new.epoch, 2);
         drop(keys);
         fs::remove_file(dir.path().join("epoch-1.key")).unwrap();
-        // A new epoch is created, but it cannot open what epoch 1 wrapped.
         let keys = KeyHierarchy::open_or_init(dir.path()).unwrap();
         assert!(matches!(
-            keys.unwrap_model_key("m1", &wrapped),
+            keys.unwrap_model_key("m1", &old),
             Err(KeyError::EpochDestroyed(1))
+        ));
+        let again = keys.unwrap_model_key("m2", &new).unwrap();
+        assert_eq!(again.expose_secret(), key.expose_secret());
+    }
+
+    #[test]
+    fn a_key_store_that_lost_every_epoch_refuses_to_open() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(KeyHierarchy::open_or_init(dir.path()).unwrap());
+        fs::remove_file(dir.path().join("epoch-1.key")).unwrap();
+        assert!(matches!(
+            KeyHierarchy::open_or_init(dir.path()),
+            Err(KeyError::NoEpoch(_))
         ));
     }
 

@@ -88,7 +88,8 @@ mod tests {
 
     #[test]
     fn refuses_escapes_and_control_characters() {
-        let cases: &[(&str, fn(&NameError) -> bool)] = &[
+        type Check = fn(&NameError) -> bool;
+        let cases: &[(&str, Check)] = &[
             ("", |e| matches!(e, NameError::Empty { .. })),
             ("/etc/passwd", |e| matches!(e, NameError::AbsolutePath(_))),
             ("../x", |e| matches!(e, NameError::DotSegment(_))),

@@ -1,0 +1,312 @@
+//! One suite, every database: each test runs against SQLite and against a throwaway
+//! PostgreSQL cluster started from the system's binaries.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
+
+use std::collections::BTreeSet;
+
+use store::{FileRecord, NewModel, NewToken, NewUpload, Store, StoreError};
+use types::{CommitId, ModelName, ObjectId, RepoPath, Role, Sha256Hex, UserName, VendorName};
+
+async fn sqlite() -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("db.sqlite").display()
+    );
+    (Store::connect(&url).await.unwrap(), dir)
+}
+
+async fn postgres() -> (Store, tempfile::TempDir) {
+    let cluster = testkit::PgCluster::shared().unwrap_or_else(|e| panic!("{e}"));
+    let url = cluster.fresh_database().unwrap();
+    (
+        Store::connect(&url).await.unwrap(),
+        tempfile::tempdir().unwrap(),
+    )
+}
+
+/// Generates `mod NAME { sqlite, postgres }` running the same async body on both.
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { let (s, _d) = super::sqlite().await; super::$name(s).await } )* }
+        mod on_postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { let (s, _d) = super::postgres().await; super::$name(s).await } )* }
+    };
+}
+
+suite!(
+    vendors_are_unique_and_a_refused_change_writes_no_entry,
+    tokens_store_only_a_hash,
+    a_commit_makes_one_immutable_revision,
+    grants_come_and_go,
+    concurrent_changes_get_gap_free_sequence_numbers,
+);
+
+fn entry(action: &str) -> audit::Entry {
+    audit::Entry::new("operator:test", action, "service")
+}
+
+fn vendor(name: &str) -> VendorName {
+    VendorName::parse(name).unwrap()
+}
+
+async fn audit_actions(store: &Store) -> Vec<String> {
+    store
+        .audit_entries(0, u64::MAX >> 1)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(seq, bytes)| {
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(v["seq"], seq, "stored seq and entry seq agree");
+            v["action"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+async fn vendors_are_unique_and_a_refused_change_writes_no_entry(store: Store) {
+    store
+        .create_vendor("v1", &vendor("acme"), entry("vendor.create"))
+        .await
+        .unwrap();
+    let err = store
+        .create_vendor("v2", &vendor("acme"), entry("vendor.create"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert_eq!(
+        audit_actions(&store).await,
+        ["vendor.create"],
+        "the refused create left an entry"
+    );
+    let names: Vec<_> = store
+        .vendors()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.name)
+        .collect();
+    assert_eq!(names, [vendor("acme")]);
+    assert!(store.vendor(&vendor("nobody")).await.unwrap().is_none());
+}
+
+async fn tokens_store_only_a_hash(store: Store) {
+    store
+        .create_vendor("v1", &vendor("acme"), entry("vendor.create"))
+        .await
+        .unwrap();
+    let user = UserName::parse("alice").unwrap();
+    store
+        .create_token(
+            &NewToken {
+                id: "00aa",
+                secret_hash: &[7u8; 32],
+                role: Role::VendorAdmin,
+                vendor_id: Some("v1"),
+                user: &user,
+                expires_at: Some(123),
+            },
+            entry("token.create"),
+        )
+        .await
+        .unwrap();
+    let t = store.token("00aa").await.unwrap().unwrap();
+    assert_eq!(t.secret_hash, vec![7u8; 32]);
+    assert_eq!(
+        (t.role, t.vendor, t.user, t.expires_at),
+        (Role::VendorAdmin, Some(vendor("acme")), user, Some(123))
+    );
+    assert!(store.token("00bb").await.unwrap().is_none());
+    assert_eq!(store.token_count().await.unwrap(), 1);
+}
+
+fn file(path: &str, n: u8) -> FileRecord {
+    FileRecord {
+        path: RepoPath::parse(path).unwrap(),
+        object_id: ObjectId::from_bytes(&[n; 16]),
+        size: n as u64 * 10,
+        sha256: Sha256Hex::from_bytes(&[n; 32]),
+    }
+}
+
+async fn model(store: &Store) -> String {
+    store
+        .create_vendor("v1", &vendor("acme"), entry("vendor.create"))
+        .await
+        .unwrap();
+    let name = ModelName::parse("m").unwrap();
+    store
+        .create_model(
+            &NewModel {
+                id: "m1",
+                vendor_id: "v1",
+                name: &name,
+                key_epoch: 1,
+                wrapped_key: &[1, 2, 3],
+            },
+            entry("model.create"),
+        )
+        .await
+        .unwrap();
+    let dup = store
+        .create_model(
+            &NewModel {
+                id: "m2",
+                vendor_id: "v1",
+                name: &name,
+                key_epoch: 1,
+                wrapped_key: &[9],
+            },
+            entry("model.create"),
+        )
+        .await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))));
+    "m1".into()
+}
+
+async fn a_commit_makes_one_immutable_revision(store: Store) {
+    let model_id = model(&store).await;
+    let files = [file("b/w.bin", 2), file("config.json", 1)];
+    store
+        .create_upload(
+            &NewUpload {
+                id: "u1",
+                model_id: &model_id,
+                created_by: "vendor-admin:a",
+                message: "first",
+                expires_at: i64::MAX,
+                files: &files,
+            },
+            entry("upload.begin"),
+        )
+        .await
+        .unwrap();
+    let session = store.upload("u1").await.unwrap().unwrap();
+    assert_eq!(session.files.len(), 2);
+    assert!(session.files.iter().all(|f| !f.done));
+    assert!(
+        store.latest_revision(&model_id).await.unwrap().is_none(),
+        "no revision before commit"
+    );
+
+    for (idx, f) in files.iter().enumerate() {
+        store
+            .upload_file_done("u1", idx, &model_id, f, 99)
+            .await
+            .unwrap();
+    }
+    let session = store.upload("u1").await.unwrap().unwrap();
+    assert!(session.files.iter().all(|f| f.done));
+    let commit = CommitId::from_bytes(&[0xab; 20]);
+    store
+        .commit_upload(&session, &commit, entry("upload.commit"))
+        .await
+        .unwrap();
+
+    assert!(
+        store.upload("u1").await.unwrap().is_none(),
+        "the session is closed"
+    );
+    let latest = store.latest_revision(&model_id).await.unwrap().unwrap();
+    assert_eq!(
+        (latest.commit.clone(), latest.seq, latest.message.as_str()),
+        (commit.clone(), 1, "first")
+    );
+    let stored = store.revision_files(&commit).await.unwrap();
+    assert_eq!(stored, vec![file("b/w.bin", 2), file("config.json", 1)]);
+    let one = store
+        .revision_file(&commit, &RepoPath::parse("config.json").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(one, Some(file("config.json", 1)));
+
+    // The same commit id cannot be written twice.
+    store
+        .create_upload(
+            &NewUpload {
+                id: "u2",
+                model_id: &model_id,
+                created_by: "x",
+                message: "",
+                expires_at: i64::MAX,
+                files: &[file("c", 3)],
+            },
+            entry("upload.begin"),
+        )
+        .await
+        .unwrap();
+    store
+        .upload_file_done("u2", 0, &model_id, &file("c", 3), 1)
+        .await
+        .unwrap();
+    let session = store.upload("u2").await.unwrap().unwrap();
+    assert!(
+        store
+            .commit_upload(&session, &commit, entry("upload.commit"))
+            .await
+            .is_err()
+    );
+    assert_eq!(store.revisions(&model_id).await.unwrap().len(), 1);
+    assert_eq!(
+        audit_actions(&store).await,
+        [
+            "vendor.create",
+            "model.create",
+            "upload.begin",
+            "upload.commit",
+            "upload.begin"
+        ]
+    );
+}
+
+async fn grants_come_and_go(store: Store) {
+    let model_id = model(&store).await;
+    let alice = UserName::parse("alice").unwrap();
+    assert!(!store.is_granted(&model_id, &alice).await.unwrap());
+    store
+        .grant(&model_id, &alice, "admin", entry("grant"))
+        .await
+        .unwrap();
+    store
+        .grant(&model_id, &alice, "admin", entry("grant"))
+        .await
+        .unwrap();
+    assert!(store.is_granted(&model_id, &alice).await.unwrap());
+    assert_eq!(
+        store.grants(&model_id).await.unwrap(),
+        std::slice::from_ref(&alice)
+    );
+    store
+        .revoke(&model_id, &alice, entry("revoke"))
+        .await
+        .unwrap();
+    assert!(!store.is_granted(&model_id, &alice).await.unwrap());
+    let again = store.revoke(&model_id, &alice, entry("revoke")).await;
+    assert!(matches!(again, Err(StoreError::NotFound(_))));
+    let actions = audit_actions(&store).await;
+    assert_eq!(
+        actions.iter().filter(|a| *a == "revoke").count(),
+        1,
+        "{actions:?}"
+    );
+}
+
+async fn concurrent_changes_get_gap_free_sequence_numbers(store: Store) {
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.record(entry(&format!("probe-{i}"))).await.unwrap()
+        }));
+    }
+    let mut seqs = BTreeSet::new();
+    for t in tasks {
+        assert!(seqs.insert(t.await.unwrap()));
+    }
+    assert_eq!(seqs, (0..40).collect::<BTreeSet<u64>>());
+    assert_eq!(audit_actions(&store).await.len(), 40);
+}
