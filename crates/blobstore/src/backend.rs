@@ -8,6 +8,7 @@ use crate::BlobError;
 pub struct PartReceipt {
     pub part_number: u32,
     pub etag: String,
+    pub size: u64,
 }
 
 /// Opaque object storage with S3's shape.
@@ -16,7 +17,9 @@ pub struct PartReceipt {
 /// - an object becomes visible only when `complete_upload` returns, all at once;
 /// - parts are numbered from 1, may arrive in any order, and a re-sent part replaces the old;
 /// - `read_range` returns exactly `len` bytes or fails;
-/// - `delete` removes every stored version and is idempotent;
+/// - `list_parts` reports the parts an unfinished upload holds, so a new process can resume it;
+/// - `delete` removes every stored version of the key and aborts its unfinished uploads, and is
+///   idempotent (crypto-shredding relies on it to leave no ciphertext behind);
 /// - `abort_upload` removes every part of an unfinished upload.
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
@@ -37,6 +40,8 @@ pub trait Backend: Send + Sync + 'static {
         parts: Vec<PartReceipt>,
     ) -> Result<(), BlobError>;
     async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<(), BlobError>;
+    /// Parts stored so far, sorted by part number. `UploadNotFound` if the upload is gone.
+    async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<PartReceipt>, BlobError>;
     async fn read_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes, BlobError>;
     /// The stored length, or `None` when there is no such object.
     async fn size(&self, key: &str) -> Result<Option<u64>, BlobError>;

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use crate::{Backend, BlobError, PartReceipt};
 
 /// Objects as files under one directory: `objects/ab/abcdef…`, unfinished uploads as part
-/// files under `uploads/<upload id>/`. Completion concatenates the parts into a temporary file,
+/// files under `uploads/<key>/<upload id>/`. Completion concatenates the parts into a temporary file,
 /// syncs it and renames it into place, so an object is either whole or absent after a crash.
 #[derive(Debug, Clone)]
 pub struct FsBackend {
@@ -29,9 +29,10 @@ impl FsBackend {
         Ok(self.root.join("objects").join(&key[..2]).join(key))
     }
 
-    fn upload_dir(&self, upload_id: &str) -> Result<PathBuf, BlobError> {
+    fn upload_dir(&self, key: &str, upload_id: &str) -> Result<PathBuf, BlobError> {
+        check_opaque(key)?;
         check_opaque(upload_id)?;
-        Ok(self.root.join("uploads").join(upload_id))
+        Ok(self.root.join("uploads").join(key).join(upload_id))
     }
 }
 
@@ -69,9 +70,8 @@ impl Backend for FsBackend {
     }
 
     async fn create_upload(&self, key: &str) -> Result<String, BlobError> {
-        check_opaque(key)?;
         let upload_id = hex::encode(crypto::random_bytes::<16>()?);
-        let dir = self.upload_dir(&upload_id)?;
+        let dir = self.upload_dir(key, &upload_id)?;
         blocking(move || {
             std::fs::create_dir_all(&dir)?;
             Ok(upload_id)
@@ -86,23 +86,27 @@ impl Backend for FsBackend {
         part_number: u32,
         data: Bytes,
     ) -> Result<PartReceipt, BlobError> {
-        check_opaque(key)?;
         if part_number == 0 {
             return Err(BlobError::Backend("part numbers start at 1".into()));
         }
-        let dir = self.upload_dir(upload_id)?;
+        let dir = self.upload_dir(key, upload_id)?;
         let upload_id = upload_id.to_owned();
         blocking(move || {
             if !dir.is_dir() {
                 return Err(BlobError::UploadNotFound(upload_id));
             }
             let etag = hex::encode(crypto::hash::sha256(&data));
+            let size = data.len() as u64;
             let tmp = dir.join(format!("{part_number:06}.tmp"));
             let mut file = std::fs::File::create(&tmp)?;
             file.write_all(&data)?;
             file.sync_data()?;
             std::fs::rename(&tmp, dir.join(format!("{part_number:06}")))?;
-            Ok(PartReceipt { part_number, etag })
+            Ok(PartReceipt {
+                part_number,
+                etag,
+                size,
+            })
         })
         .await
     }
@@ -114,7 +118,7 @@ impl Backend for FsBackend {
         mut parts: Vec<PartReceipt>,
     ) -> Result<(), BlobError> {
         let target = self.object_path(key)?;
-        let dir = self.upload_dir(upload_id)?;
+        let dir = self.upload_dir(key, upload_id)?;
         let tmp = self.root.join("tmp").join(upload_id);
         let upload_id = upload_id.to_owned();
         blocking(move || {
@@ -144,17 +148,53 @@ impl Backend for FsBackend {
                 sync_dir(parent)?;
             }
             std::fs::remove_dir_all(&dir)?;
+            if let Some(key_dir) = dir.parent() {
+                // Empty unless another upload of the same key is open; then it stays.
+                let _ = std::fs::remove_dir(key_dir);
+            }
             Ok(())
         })
         .await
     }
 
     async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<(), BlobError> {
-        check_opaque(key)?;
-        let dir = self.upload_dir(upload_id)?;
+        let dir = self.upload_dir(key, upload_id)?;
         blocking(move || match std::fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
+        })
+        .await
+    }
+
+    async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<PartReceipt>, BlobError> {
+        let dir = self.upload_dir(key, upload_id)?;
+        let upload_id = upload_id.to_owned();
+        blocking(move || {
+            let entries = match std::fs::read_dir(&dir) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(BlobError::UploadNotFound(upload_id));
+                }
+                other => other?,
+            };
+            let mut parts = Vec::new();
+            for entry in entries {
+                let entry = entry?;
+                let Some(part_number) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| n.parse::<u32>().ok())
+                else {
+                    continue; // a .tmp of an interrupted write
+                };
+                let data = std::fs::read(entry.path())?;
+                parts.push(PartReceipt {
+                    part_number,
+                    etag: hex::encode(crypto::hash::sha256(&data)),
+                    size: data.len() as u64,
+                });
+            }
+            parts.sort_by_key(|p| p.part_number);
+            Ok(parts)
         })
         .await
     }
@@ -198,9 +238,20 @@ impl Backend for FsBackend {
 
     async fn delete(&self, key: &str) -> Result<(), BlobError> {
         let path = self.object_path(key)?;
-        match tokio::fs::remove_file(&path).await {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-            _ => Ok(()),
-        }
+        let uploads = self.root.join("uploads").join(key);
+        blocking(move || {
+            for result in [
+                std::fs::remove_file(&path),
+                std::fs::remove_dir_all(&uploads),
+            ] {
+                if let Err(e) = result
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    return Err(e.into());
+                }
+            }
+            Ok(())
+        })
+        .await
     }
 }

@@ -52,6 +52,11 @@ macro_rules! backend_suite {
                 super::encrypted_objects_roundtrip_by_range(b).await
             }
             #[tokio::test]
+            async fn unfinished_uploads_list_their_parts_and_die_with_delete() {
+                let (b, _g) = $make;
+                super::unfinished_uploads_list_their_parts_and_die_with_delete(b).await
+            }
+            #[tokio::test]
             async fn unsafe_keys_are_refused() {
                 let (b, _g) = $make;
                 super::unsafe_keys_are_refused(b).await
@@ -131,6 +136,43 @@ async fn ranges_read_exactly(b: Arc<dyn Backend>) {
         b.read_range(KEY, 9_999, 2).await.is_err(),
         "a range past the end must fail"
     );
+}
+
+async fn unfinished_uploads_list_their_parts_and_die_with_delete(b: Arc<dyn Backend>) {
+    let upload = b.create_upload(KEY).await.unwrap();
+    assert!(b.list_parts(KEY, &upload).await.unwrap().is_empty());
+    let p3 = b
+        .upload_part(KEY, &upload, 3, Bytes::from(vec![3u8; 300]))
+        .await
+        .unwrap();
+    let p1 = b
+        .upload_part(KEY, &upload, 1, Bytes::from(vec![1u8; 100]))
+        .await
+        .unwrap();
+    let listed = b.list_parts(KEY, &upload).await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|p| (p.part_number, p.size))
+            .collect::<Vec<_>>(),
+        [(1, 100), (3, 300)]
+    );
+    assert_eq!(listed[0].etag, p1.etag);
+    assert_eq!(listed[1].etag, p3.etag);
+
+    // An object, and a second unfinished upload of the same key: delete removes both.
+    let done = b.create_upload(KEY).await.unwrap();
+    let p = b
+        .upload_part(KEY, &done, 1, Bytes::from_static(b"v1"))
+        .await
+        .unwrap();
+    b.complete_upload(KEY, &done, vec![p]).await.unwrap();
+    b.delete(KEY).await.unwrap();
+    assert_eq!(b.size(KEY).await.unwrap(), None);
+    assert!(matches!(
+        b.list_parts(KEY, &upload).await,
+        Err(BlobError::UploadNotFound(_))
+    ));
 }
 
 async fn unsafe_keys_are_refused(b: Arc<dyn Backend>) {
