@@ -38,7 +38,10 @@ impl TestServer {
             .arg(data.path().join("custody"))
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
-            .env("CUSTODY_LOG", "info")
+            .env(
+                "CUSTODY_LOG",
+                std::env::var("CUSTODY_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -123,7 +126,15 @@ impl TestServer {
     /// Runs the CLI and insists that it succeeds; returns stdout.
     pub fn ok(&self, token: &str, args: &[&str]) -> String {
         let run = self.custody(token, args);
-        assert!(run.success, "custody {args:?} failed:\n{}", run.stderr);
+        if !run.success {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            panic!(
+                "custody {args:?} failed:\n{}\nserver log (last lines, newest first):\n{}",
+                run.stderr,
+                tail.join("\n")
+            );
+        }
         run.stdout
     }
 

@@ -47,3 +47,18 @@ pub trait Backend: Send + Sync + 'static {
     async fn size(&self, key: &str) -> Result<Option<u64>, BlobError>;
     async fn delete(&self, key: &str) -> Result<(), BlobError>;
 }
+
+/// Keys (and the filesystem backend's upload ids) are lowercase hex made by custody; every
+/// backend refuses anything else before it can become a path or an object name.
+pub(crate) fn check_opaque(name: &str) -> Result<(), BlobError> {
+    let ok = (8..=128).contains(&name.len())
+        && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if ok {
+        Ok(())
+    } else {
+        Err(BlobError::Backend(format!(
+            "refusing storage name {:?}: not an opaque hex id",
+            name.chars().take(80).collect::<String>()
+        )))
+    }
+}

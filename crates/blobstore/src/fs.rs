@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use crate::backend::check_opaque;
 use crate::{Backend, BlobError, PartReceipt};
 
 /// Objects as files under one directory: `objects/ab/abcdef…`, unfinished uploads as part
@@ -33,21 +34,6 @@ impl FsBackend {
         check_opaque(key)?;
         check_opaque(upload_id)?;
         Ok(self.root.join("uploads").join(key).join(upload_id))
-    }
-}
-
-/// Keys and upload ids are lowercase hex made by custody; anything else is refused before it
-/// can become a path.
-fn check_opaque(name: &str) -> Result<(), BlobError> {
-    let ok = (8..=128).contains(&name.len())
-        && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    if ok {
-        Ok(())
-    } else {
-        Err(BlobError::Backend(format!(
-            "refusing storage name {:?}: not an opaque hex id",
-            name.chars().take(80).collect::<String>()
-        )))
     }
 }
 

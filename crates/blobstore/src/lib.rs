@@ -3,9 +3,9 @@
 //! Two layers. A [`Backend`] stores opaque byte objects under opaque keys and knows nothing of
 //! encryption; its shape is S3's (multipart uploads of numbered parts, ranged reads, delete of
 //! every version) so that the filesystem backend and an S3 backend are interchangeable and one
-//! test suite runs against both. Above it, [`ObjectWriter`] and [`BlobStore::open_range`]
-//! speak the streaming AEAD of `crypto::stream`: plaintext goes in and comes out one 1 MiB
-//! segment at a time, so memory stays bounded whatever the file size, and plaintext never
+//! test suite runs against both. Above it, [`PartSealer`] and [`BlobStore::open_range`]
+//! speak the streaming AEAD of `crypto::stream`: plaintext goes in one part and comes out one
+//! 1 MiB segment at a time, so memory stays bounded whatever the file size, and plaintext never
 //! reaches a backend.
 //!
 //! A storage key is the object id alone: random, it says nothing about vendor, model or file.
@@ -14,10 +14,14 @@
 mod backend;
 mod fs;
 mod object;
+mod parts;
+mod s3;
 
 pub use backend::{Backend, PartReceipt};
 pub use fs::FsBackend;
-pub use object::{BlobStore, ObjectWriter, PART_TARGET_LEN, WrittenObject};
+pub use object::BlobStore;
+pub use parts::{MAX_PARTS, MIN_SEGMENTS_PER_PART, PartLayout, PartSealer};
+pub use s3::{S3Backend, S3Config, S3Secret};
 
 /// Errors of the blob store. `Integrity` is the one a user must never see as success.
 #[derive(Debug, thiserror::Error)]

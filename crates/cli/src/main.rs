@@ -21,6 +21,7 @@ use serde_json::json;
 use types::{RepoRef, UserName, VendorName};
 
 use crate::client::Client;
+
 use crate::output::Output;
 
 #[derive(Parser)]
@@ -113,6 +114,9 @@ struct ServerArgs {
     /// sqlite://PATH or postgres://... (default: SQLite inside the data directory)
     #[arg(long, env = "CUSTODY_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// Seconds an uncommitted upload is kept before its parts are removed
+    #[arg(long)]
+    upload_ttl_secs: Option<i64>,
 }
 
 #[derive(Subcommand)]
@@ -170,7 +174,13 @@ mod humantime_arg {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let output = Output::new(cli.global.json);
-    let runtime = match tokio::runtime::Runtime::new() {
+    // Few blocking threads: each one that allocates gets its own allocator arena, and the
+    // server's blocking work (sealing, opening, file I/O) needs only a handful.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(16)
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             output.error(&anyhow::anyhow!("starting the async runtime: {e}"));
@@ -341,6 +351,9 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     }
     if let Some(url) = args.database_url {
         config.database_url = Some(url);
+    }
+    if let Some(ttl) = args.upload_ttl_secs {
+        config.upload_ttl_secs = ttl;
     }
     server::run(config, |started| {
         use std::io::Write;

@@ -8,7 +8,7 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use types::{RepoPath, RepoRef};
 
 use crate::client::Client;
@@ -118,52 +118,151 @@ pub async fn upload(
         .iter()
         .map(|f| json!({ "path": f.path, "size": f.size, "sha256": f.sha256 }))
         .collect();
-    let session = client
-        .post_json(
-            &format!("/v1/models/{repo}/uploads"),
-            &json!({ "message": message, "files": manifest }),
-        )
-        .await?;
+    let begin = json!({ "message": message, "files": manifest });
+    let begin_path = format!("/v1/models/{repo}/uploads");
+    // Sending the same manifest again returns the open session with what it already holds.
+    let mut session = client.post_json(&begin_path, &begin).await?;
     let upload_id = session["upload_id"]
         .as_str()
         .context("the server did not return an upload id")?
         .to_owned();
 
     let bar = progress(total, out, "uploading");
-    for (index, file) in files.iter().enumerate() {
-        let handle = tokio::fs::File::open(&file.local)
-            .await
-            .with_context(|| format!("opening {}", file.local.display()))?;
-        let counter = bar.clone();
-        let stream = tokio_util_reader(handle).map(move |chunk| {
-            if let Ok(bytes) = &chunk {
-                counter.inc(bytes.len() as u64);
+    let mut bytes_sent = 0u64;
+    for attempt in 0..2 {
+        let offsets = resume_offsets(&session, files.len())?;
+        let stored: u64 = offsets.iter().map(|o| o.unwrap_or(0)).sum::<u64>()
+            + files
+                .iter()
+                .zip(&offsets)
+                .filter(|(_, o)| o.is_none())
+                .map(|(f, _)| f.size)
+                .sum::<u64>();
+        bar.set_position(stored);
+        let pending: Vec<(usize, &LocalFile, u64)> = files
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| offsets[i].map(|offset| (i, f, offset)))
+            .collect();
+        // Large files one at a time (the server already spreads one file over every core and
+        // keeps its memory bounded per file); small files several at once.
+        let (large, small): (Vec<_>, Vec<_>) = pending
+            .into_iter()
+            .partition(|(_, f, _)| f.size >= LARGE_FILE);
+        let mut results: Vec<anyhow::Result<u64>> = Vec::new();
+        for (index, file, offset) in large {
+            results.push(send_file(client, &upload_id, index, file, offset, &bar).await);
+        }
+        results.extend(
+            futures::stream::iter(small)
+                .map(|(index, file, offset)| {
+                    send_file(client, &upload_id, index, file, offset, &bar)
+                })
+                .buffer_unordered(SMALL_FILES_AT_ONCE)
+                .collect::<Vec<_>>()
+                .await,
+        );
+        let mut failure = None;
+        for result in results {
+            match result {
+                Ok(n) => bytes_sent += n,
+                Err(e) => failure = failure.or(Some(e)),
             }
-            chunk
-        });
-        let request = client
-            .request(
-                Method::PUT,
-                &format!("/v1/uploads/{upload_id}/files/{index}"),
-            )
-            .header(reqwest::header::CONTENT_LENGTH, file.size)
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .body(reqwest::Body::wrap_stream(stream));
-        client
-            .send(request)
-            .await
-            .with_context(|| format!("uploading {}", file.path))?;
+        }
+        match failure {
+            None => break,
+            // Another run of the same upload moved the server ahead: look again, once.
+            Some(e) if attempt == 0 && is_resume_mismatch(&e) => {
+                session = client.post_json(&begin_path, &begin).await?;
+            }
+            Some(e) => return Err(e),
+        }
     }
     bar.finish_and_clear();
 
-    client
+    let mut done = client
         .post_json(&format!("/v1/uploads/{upload_id}/commit"), &json!({}))
+        .await?;
+    done["bytes_sent"] = json!(bytes_sent);
+    Ok(done)
+}
+
+/// Files at least this large are sent one at a time.
+const LARGE_FILE: u64 = 8 << 20;
+const SMALL_FILES_AT_ONCE: usize = 4;
+
+/// For each file of the session: `None` when stored, else the offset to send from.
+fn resume_offsets(session: &Value, count: usize) -> anyhow::Result<Vec<Option<u64>>> {
+    let files = session["files"]
+        .as_array()
+        .context("the server's session has no files")?;
+    if files.len() != count {
+        bail!(
+            "the server's session lists {} files, expected {count}",
+            files.len()
+        );
+    }
+    files
+        .iter()
+        .map(|f| {
+            if f["done"].as_bool().unwrap_or(false) {
+                Ok(None)
+            } else {
+                Ok(Some(
+                    f["resume_offset"]
+                        .as_u64()
+                        .context("session without resume offset")?,
+                ))
+            }
+        })
+        .collect()
+}
+
+fn is_resume_mismatch(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<crate::client::ServerError>())
+        .any(|s| s.code == "resume_mismatch")
+}
+
+/// Sends one file from `offset` to its end; returns the bytes sent.
+async fn send_file(
+    client: &Client,
+    upload_id: &str,
+    index: usize,
+    file: &LocalFile,
+    offset: u64,
+    bar: &ProgressBar,
+) -> anyhow::Result<u64> {
+    let mut handle = tokio::fs::File::open(&file.local)
         .await
+        .with_context(|| format!("opening {}", file.local.display()))?;
+    handle.seek(std::io::SeekFrom::Start(offset)).await?;
+    let length = file.size - offset;
+    let counter = bar.clone();
+    let stream = file_chunks(handle.take(length)).map(move |chunk| {
+        if let Ok(bytes) = &chunk {
+            counter.inc(bytes.len() as u64);
+        }
+        chunk
+    });
+    let request = client
+        .request(
+            Method::PUT,
+            &format!("/v1/uploads/{upload_id}/files/{index}?offset={offset}"),
+        )
+        .header(reqwest::header::CONTENT_LENGTH, length)
+        .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+        .body(reqwest::Body::wrap_stream(stream));
+    client
+        .send(request)
+        .await
+        .with_context(|| format!("uploading {}", file.path))?;
+    Ok(length)
 }
 
 /// Reads a file as a stream of 1 MiB chunks.
-fn tokio_util_reader(
-    file: tokio::fs::File,
+fn file_chunks(
+    file: tokio::io::Take<tokio::fs::File>,
 ) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
     futures::stream::try_unfold(file, |mut file| async move {
         let mut buf = vec![0u8; 1 << 20];

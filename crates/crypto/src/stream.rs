@@ -144,32 +144,46 @@ impl ObjectSealer {
         last: bool,
         buf: &mut Vec<u8>,
     ) -> Result<(), CryptoError> {
+        buf.reserve_exact(TAG_LEN);
+        let tag = self.seal_segment_detached(index, last, buf.as_mut_slice())?;
+        buf.extend_from_slice(&tag);
+        Ok(())
+    }
+
+    /// Like [`ObjectSealer::seal_segment`], encrypting `data` in place and returning the tag,
+    /// for callers that lay out many segments in one buffer without copying.
+    pub fn seal_segment_detached(
+        &self,
+        index: u64,
+        last: bool,
+        data: &mut [u8],
+    ) -> Result<[u8; TAG_LEN], CryptoError> {
         if last {
-            if buf.len() > SEGMENT_PLAINTEXT_LEN {
+            if data.len() > SEGMENT_PLAINTEXT_LEN {
                 return Err(CryptoError::InvalidFormat(
                     "last segment longer than SEGMENT_PLAINTEXT_LEN",
                 ));
             }
-            if buf.is_empty() && index != 0 {
+            if data.is_empty() && index != 0 {
                 return Err(CryptoError::InvalidFormat(
                     "only an empty object may end with an empty segment",
                 ));
             }
-        } else if buf.len() != SEGMENT_PLAINTEXT_LEN {
+        } else if data.len() != SEGMENT_PLAINTEXT_LEN {
             return Err(CryptoError::InvalidFormat(
                 "non-last segment must be exactly SEGMENT_PLAINTEXT_LEN bytes",
             ));
         }
         let nonce = self.inner.nonce(index, last)?;
-        buf.reserve_exact(TAG_LEN);
         let tag = self
             .inner
             .key
-            .seal_in_place_separate_tag(nonce, Aad::from(&self.inner.header), buf.as_mut_slice())
+            .seal_in_place_separate_tag(nonce, Aad::from(&self.inner.header), data)
             // ring only fails here for inputs beyond GCM's 64 GiB per-message limit.
             .map_err(|_| CryptoError::TooLarge)?;
-        buf.extend_from_slice(tag.as_ref());
-        Ok(())
+        let mut out = [0u8; TAG_LEN];
+        out.copy_from_slice(tag.as_ref());
+        Ok(out)
     }
 }
 
@@ -304,10 +318,10 @@ pub fn segment_offset(index: u64) -> u64 {
 /// Ciphertext length of segment `index` of an object of this plaintext length; 0 if the object
 /// has no such segment.
 pub fn segment_ciphertext_len(plaintext_len: u64, index: u64) -> u64 {
-    let count = segment_count(plaintext_len);
-    if index + 1 < count {
+    let last = segment_count(plaintext_len) - 1;
+    if index < last {
         SEG_CT
-    } else if index + 1 == count {
+    } else if index == last {
         plaintext_len - index * SEG_PT + TAG
     } else {
         0
@@ -321,6 +335,25 @@ pub fn segments_for_range(start: u64, end: u64) -> (u64, u64) {
     let first = start / SEG_PT;
     let last = end.saturating_sub(1).max(start) / SEG_PT;
     (first, last)
+}
+
+impl ObjectSealer {
+    /// A sealer for an object whose header was made earlier by [`ObjectSealer::new`], to seal
+    /// more of its segments in another request or process (a resumed upload).
+    ///
+    /// Sealing the same segment index twice with different plaintext under one header reuses a
+    /// nonce. Callers may only re-seal a segment with the same plaintext (the same byte range
+    /// of the same file, whose digest the caller checks), which yields the same ciphertext.
+    pub fn resume(
+        model_key: &SecretKey,
+        ctx: &ObjectContext,
+        header: &[u8],
+    ) -> Result<Self, CryptoError> {
+        let opener = ObjectOpener::new(model_key, ctx, header)?;
+        Ok(ObjectSealer {
+            inner: opener.inner,
+        })
+    }
 }
 
 /// Constructors that bypass the random salt and nonce prefix. For test vectors only: reusing a

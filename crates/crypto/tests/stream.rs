@@ -447,6 +447,8 @@ fn length_math_matches_brute_force() {
         Err(CryptoError::TooLarge)
     );
     let _ = segments_for_range(u64::MAX, 0);
+    assert_eq!(segment_ciphertext_len(5, u64::MAX), 0);
+    assert_eq!(segment_ciphertext_len(u64::MAX, u64::MAX), 0);
 }
 
 /// Arbitrary input never panics, and nothing but a genuine segment ever opens.

@@ -18,10 +18,15 @@ pub(crate) enum ApiError {
     BadRequest { code: &'static str, message: String },
     #[error("{0}")]
     Conflict(String),
+    /// A resumed upload sent bytes from another offset than the server holds.
+    #[error("{0}")]
+    ResumeMismatch(String),
     #[error(
         "the stored data failed its integrity check; the file was not served (the operator should investigate)"
     )]
     Integrity,
+    #[error("the requested range is outside the file of {size} bytes")]
+    RangeNotSatisfiable { size: u64 },
     /// Details go to the server log only; the client gets a request id to quote.
     #[error("internal error")]
     Internal(String),
@@ -54,7 +59,11 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::ResumeMismatch(_) => (StatusCode::CONFLICT, "resume_mismatch"),
             ApiError::Integrity => (StatusCode::INTERNAL_SERVER_ERROR, "integrity_error"),
+            ApiError::RangeNotSatisfiable { .. } => {
+                (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable")
+            }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

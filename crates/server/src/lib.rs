@@ -15,6 +15,7 @@ mod auth;
 pub mod config;
 mod error;
 mod init;
+mod sweep;
 mod tls;
 
 use std::sync::Arc;
@@ -61,6 +62,7 @@ pub async fn run(config: ServerConfig, on_started: impl FnOnce(&Started)) -> any
         keys: prepared.keys,
         config,
     });
+    tokio::spawn(sweep::run(app.clone()));
     let router = api::router(app);
     on_started(&started);
     tls::serve(listener, prepared.tls, router).await

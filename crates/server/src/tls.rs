@@ -53,7 +53,7 @@ pub(crate) async fn serve(
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                tracing::debug!(%peer, error = ?e, "connection ended with an error");
             }
         });
     }

@@ -359,8 +359,8 @@ impl Store {
     pub async fn create_upload(&self, upload: &NewUpload<'_>, entry: audit::Entry) -> Result<()> {
         let mut tx = self.begin().await?;
         sqlx::query(
-            "INSERT INTO upload_sessions (id, model_id, created_by, message, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO upload_sessions (id, model_id, created_by, message, created_at, expires_at, manifest_digest) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(upload.id)
         .bind(upload.model_id)
@@ -368,6 +368,7 @@ impl Store {
         .bind(upload.message)
         .bind(now())
         .bind(upload.expires_at)
+        .bind(upload.manifest_digest)
         .execute(tx.conn())
         .await?;
         for (idx, f) in upload.files.iter().enumerate() {
@@ -399,7 +400,8 @@ impl Store {
             return Ok(None);
         };
         let rows = sqlx::query(
-            "SELECT path, size, sha256, object_id, done FROM upload_files WHERE session_id = $1 ORDER BY idx",
+            "SELECT path, size, sha256, object_id, done, header, backend_upload_id, parts_done, hash_state \
+             FROM upload_files WHERE session_id = $1 ORDER BY idx",
         )
         .bind(id)
         .fetch_all(&self.pool)
@@ -410,6 +412,10 @@ impl Store {
                 Ok(UploadFile {
                     file: file_from_row(r)?,
                     done: r.try_get::<i64, _>("done")? != 0,
+                    header: r.try_get("header")?,
+                    backend_upload_id: r.try_get("backend_upload_id")?,
+                    parts_done: r.try_get::<i64, _>("parts_done")? as u32,
+                    hash_state: r.try_get("hash_state")?,
                 })
             })
             .collect::<Result<_>>()?;
@@ -451,7 +457,161 @@ impl Store {
             .bind(idx as i64)
             .execute(&mut *tx)
             .await?;
+        sqlx::query("DELETE FROM upload_parts WHERE session_id = $1 AND idx = $2")
+            .bind(upload_id)
+            .bind(idx as i64)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// The open session of this user for this exact manifest, if any: running the same upload
+    /// again continues it.
+    pub async fn find_upload(
+        &self,
+        model_id: &str,
+        created_by: &str,
+        manifest_digest: &str,
+        now: i64,
+    ) -> Result<Option<UploadSession>> {
+        let row = sqlx::query(
+            "SELECT id FROM upload_sessions WHERE model_id = $1 AND created_by = $2 \
+             AND manifest_digest = $3 AND expires_at > $4 ORDER BY created_at DESC LIMIT 1",
+        )
+        .bind(model_id)
+        .bind(created_by)
+        .bind(manifest_digest)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(r) => self.upload(&r.try_get::<String, _>("id")?).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Fixes (or, after a refused attempt, replaces) the header and backend upload of one file,
+    /// forgetting any parts stored before.
+    pub async fn start_file_upload(
+        &self,
+        upload_id: &str,
+        idx: usize,
+        header: Option<&[u8]>,
+        backend_upload_id: Option<&str>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE upload_files SET header = $1, backend_upload_id = $2, parts_done = 0, hash_state = NULL \
+             WHERE session_id = $3 AND idx = $4",
+        )
+        .bind(header.map(<[u8]>::to_vec))
+        .bind(backend_upload_id)
+        .bind(upload_id)
+        .bind(idx as i64)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM upload_parts WHERE session_id = $1 AND idx = $2")
+            .bind(upload_id)
+            .bind(idx as i64)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records a stored part, and how far the durable prefix of the file now reaches.
+    pub async fn record_part(
+        &self,
+        upload_id: &str,
+        idx: usize,
+        part: &StoredPart,
+        parts_done: u32,
+        hash_state: Option<&[u8]>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "DELETE FROM upload_parts WHERE session_id = $1 AND idx = $2 AND part_number = $3",
+        )
+        .bind(upload_id)
+        .bind(idx as i64)
+        .bind(part.part_number as i64)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO upload_parts (session_id, idx, part_number, etag, size) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(upload_id)
+        .bind(idx as i64)
+        .bind(part.part_number as i64)
+        .bind(&part.etag)
+        .bind(part.size as i64)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(state) = hash_state {
+            sqlx::query(
+                "UPDATE upload_files SET parts_done = $1, hash_state = $2 WHERE session_id = $3 AND idx = $4",
+            )
+            .bind(parts_done as i64)
+            .bind(state.to_vec())
+            .bind(upload_id)
+            .bind(idx as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Recorded parts of one file, by part number.
+    pub async fn stored_parts(&self, upload_id: &str, idx: usize) -> Result<Vec<StoredPart>> {
+        let rows = sqlx::query(
+            "SELECT part_number, etag, size FROM upload_parts WHERE session_id = $1 AND idx = $2 ORDER BY part_number",
+        )
+        .bind(upload_id)
+        .bind(idx as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredPart {
+                    part_number: r.try_get::<i64, _>("part_number")? as u32,
+                    etag: r.try_get("etag")?,
+                    size: r.try_get::<i64, _>("size")? as u64,
+                })
+            })
+            .collect()
+    }
+
+    /// Sessions whose time is up.
+    pub async fn expired_uploads(&self, now: i64) -> Result<Vec<UploadSession>> {
+        let rows = sqlx::query(
+            "SELECT id FROM upload_sessions WHERE expires_at <= $1 ORDER BY expires_at LIMIT 100",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut sessions = Vec::with_capacity(rows.len());
+        for r in rows {
+            if let Some(s) = self.upload(&r.try_get::<String, _>("id")?).await? {
+                sessions.push(s);
+            }
+        }
+        Ok(sessions)
+    }
+
+    /// Forgets an abandoned session and the objects of its finished files (whose storage the
+    /// caller has already removed).
+    pub async fn drop_upload(&self, upload: &UploadSession, entry: audit::Entry) -> Result<()> {
+        let mut tx = self.begin().await?;
+        for f in upload.files.iter().filter(|f| f.done) {
+            sqlx::query("DELETE FROM objects WHERE id = $1")
+                .bind(f.file.object_id.as_str())
+                .execute(tx.conn())
+                .await?;
+        }
+        delete_upload_rows(tx.conn(), &upload.id).await?;
+        tx.commit(entry).await?;
         Ok(())
     }
 
@@ -601,6 +761,10 @@ async fn vendor_by_name(
 }
 
 async fn delete_upload_rows(conn: &mut sqlx::AnyConnection, id: &str) -> Result<()> {
+    sqlx::query("DELETE FROM upload_parts WHERE session_id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
     sqlx::query("DELETE FROM upload_files WHERE session_id = $1")
         .bind(id)
         .execute(&mut *conn)

@@ -69,6 +69,8 @@ pub struct FileRecord {
 
 pub struct NewUpload<'a> {
     pub id: &'a str,
+    /// Identifies the manifest, so running the same upload again finds this session.
+    pub manifest_digest: &'a str,
     pub model_id: &'a str,
     pub created_by: &'a str,
     pub message: &'a str,
@@ -80,6 +82,21 @@ pub struct NewUpload<'a> {
 pub struct UploadFile {
     pub file: FileRecord,
     pub done: bool,
+    /// The stored object's header (salt and nonce prefix), fixed once the first part is sent.
+    pub header: Option<Vec<u8>>,
+    pub backend_upload_id: Option<String>,
+    /// Leading parts durably stored.
+    pub parts_done: u32,
+    /// SHA-256 state of the plaintext of those parts.
+    pub hash_state: Option<Vec<u8>>,
+}
+
+/// A part stored at the backend, as recorded for completing the upload later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPart {
+    pub part_number: u32,
+    pub etag: String,
+    pub size: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

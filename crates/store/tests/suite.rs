@@ -44,6 +44,7 @@ suite!(
     a_commit_makes_one_immutable_revision,
     grants_come_and_go,
     concurrent_changes_get_gap_free_sequence_numbers,
+    upload_progress_survives_and_expires,
 );
 
 fn entry(action: &str) -> audit::Entry {
@@ -175,6 +176,7 @@ async fn a_commit_makes_one_immutable_revision(store: Store) {
         .create_upload(
             &NewUpload {
                 id: "u1",
+                manifest_digest: "d1",
                 model_id: &model_id,
                 created_by: "vendor-admin:a",
                 message: "first",
@@ -229,6 +231,7 @@ async fn a_commit_makes_one_immutable_revision(store: Store) {
         .create_upload(
             &NewUpload {
                 id: "u2",
+                manifest_digest: "d2",
                 model_id: &model_id,
                 created_by: "x",
                 message: "",
@@ -309,4 +312,103 @@ async fn concurrent_changes_get_gap_free_sequence_numbers(store: Store) {
     }
     assert_eq!(seqs, (0..40).collect::<BTreeSet<u64>>());
     assert_eq!(audit_actions(&store).await.len(), 40);
+}
+
+async fn upload_progress_survives_and_expires(store: Store) {
+    let model_id = model(&store).await;
+    let files = [file("big.bin", 5), file("small", 6)];
+    let new = |id, digest, expires_at| NewUpload {
+        id,
+        manifest_digest: digest,
+        model_id: "m1",
+        created_by: "vendor-admin:a",
+        message: "",
+        expires_at,
+        files: &files,
+    };
+    store
+        .create_upload(&new("u1", "same", 1000), entry("upload.begin"))
+        .await
+        .unwrap();
+    store
+        .create_upload(&new("u2", "other", 1000), entry("upload.begin"))
+        .await
+        .unwrap();
+    let found = store
+        .find_upload(&model_id, "vendor-admin:a", "same", 10)
+        .await
+        .unwrap();
+    assert_eq!(found.map(|s| s.id), Some("u1".to_owned()));
+    assert!(
+        store
+            .find_upload(&model_id, "vendor-admin:b", "same", 10)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .find_upload(&model_id, "vendor-admin:a", "same", 1000)
+            .await
+            .unwrap()
+            .is_none(),
+        "expired"
+    );
+
+    store
+        .start_file_upload("u1", 0, Some(&[1; 40]), Some("backend-1"))
+        .await
+        .unwrap();
+    let part = |n| store::StoredPart {
+        part_number: n,
+        etag: format!("e{n}"),
+        size: 8,
+    };
+    store.record_part("u1", 0, &part(2), 0, None).await.unwrap();
+    store
+        .record_part("u1", 0, &part(1), 2, Some(&[7; 41]))
+        .await
+        .unwrap();
+    let f = &store.upload("u1").await.unwrap().unwrap().files[0];
+    assert_eq!(
+        (
+            f.parts_done,
+            f.header.as_deref(),
+            f.backend_upload_id.as_deref()
+        ),
+        (2, Some(&[1u8; 40][..]), Some("backend-1"))
+    );
+    assert_eq!(f.hash_state.as_deref(), Some(&[7u8; 41][..]));
+    assert_eq!(
+        store.stored_parts("u1", 0).await.unwrap(),
+        vec![part(1), part(2)]
+    );
+
+    // A refused attempt forgets parts and header alike.
+    store.start_file_upload("u1", 0, None, None).await.unwrap();
+    let f = &store.upload("u1").await.unwrap().unwrap().files[0];
+    assert_eq!(
+        (f.parts_done, f.header.clone(), f.hash_state.clone()),
+        (0, None, None)
+    );
+    assert!(store.stored_parts("u1", 0).await.unwrap().is_empty());
+
+    // Expiry: both sessions are due at 1000; dropping one leaves no rows and one entry.
+    store
+        .upload_file_done("u1", 1, &model_id, &file("small", 6), 1)
+        .await
+        .unwrap();
+    let expired = store.expired_uploads(1000).await.unwrap();
+    assert_eq!(expired.len(), 2);
+    assert!(store.expired_uploads(999).await.unwrap().is_empty());
+    let u1 = expired.into_iter().find(|s| s.id == "u1").unwrap();
+    store
+        .drop_upload(&u1, entry("upload.expire"))
+        .await
+        .unwrap();
+    assert!(store.upload("u1").await.unwrap().is_none());
+    assert_eq!(
+        audit_actions(&store).await.last().map(String::as_str),
+        Some("upload.expire")
+    );
 }

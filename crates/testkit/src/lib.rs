@@ -11,10 +11,17 @@
 //!   never dropped) and a test binary may be killed or abort. No threads, no `libc`.
 //! * PostgreSQL refuses to run as root. When the effective uid is 0, the temp dir is handed to
 //!   user `postgres` and every PostgreSQL binary runs through `runuser -u postgres --`.
+//! * [`MotoServer::start`] runs moto's S3 server (`moto_server`, from the venv that `tests/run`
+//!   creates: `$CUSTODY_TEST_VENV`, else `.venv` at the workspace root) on a free port, under
+//!   the same kind of watchdog; dropping it kills the server.
 //! * Missing binaries are an error naming the package to install, never a silent skip.
 //!
 //! Errors are plain `String`s with enough context (command, stderr, server log) to act on.
 #![forbid(unsafe_code)]
+
+mod moto;
+
+pub use moto::MotoServer;
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -226,27 +233,18 @@ impl PgCluster {
     /// Background `sh` that stops the server and removes the dir once this process is gone.
     fn spawn_watchdog(&self) -> Result<Child, String> {
         let q = |p: &Path| sh_quote(&p.to_string_lossy());
-        let pg_ctl = q(&self.bindir.join("pg_ctl"));
         let as_pg = if self.as_postgres {
             "runuser -u postgres -- "
         } else {
             ""
         };
-        let script = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
-             {as_pg}{pg_ctl} -D {data} -m immediate stop; rm -rf {dir}",
-            pid = std::process::id(),
+        let on_exit = format!(
+            "{as_pg}{pg_ctl} -D {data} -m immediate stop; rm -rf {dir}",
+            pg_ctl = q(&self.bindir.join("pg_ctl")),
             data = q(&self.data_dir()),
             dir = q(self.dir.path()),
         );
-        Command::new("sh")
-            .args(["-c", &script])
-            .current_dir("/")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot spawn the PostgreSQL watchdog (sh): {e}"))
+        spawn_watchdog("PostgreSQL", &on_exit)
     }
 }
 
@@ -265,6 +263,23 @@ impl Drop for PgCluster {
         let _ = stop.status();
         // `self.dir` (TempDir) is removed when the fields drop, right after this.
     }
+}
+
+/// A background `sh` that polls this process with `kill -0` once a second and runs the shell
+/// command `on_exit` once it is gone: cleans up after statics and killed test binaries.
+fn spawn_watchdog(what: &str, on_exit: &str) -> Result<Child, String> {
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {on_exit}",
+        pid = std::process::id(),
+    );
+    Command::new("sh")
+        .args(["-c", &script])
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot spawn the {what} watchdog (sh): {e}"))
 }
 
 /// Run `cmd` to completion; Ok(stdout) on success, otherwise an error with its output.

@@ -1,10 +1,12 @@
-//! File bytes: decrypted on the fly, one segment at a time, never written to disk.
+//! File bytes: decrypted on the fly, one segment at a time, never written to disk. A `Range`
+//! request reads and opens only the segments that cover it.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use futures::StreamExt;
 use policy::Action;
@@ -16,10 +18,63 @@ use crate::App;
 use crate::auth::Caller;
 use crate::error::ApiError;
 
+/// The one byte range a `Range` header asks for, clipped to the file; `None` for the whole
+/// file. Unparseable or multi-range headers are ignored (served whole), as RFC 9110 allows.
+pub(crate) fn requested_range(
+    header: Option<&HeaderValue>,
+    size: u64,
+) -> Result<Option<Range<u64>>, ApiError> {
+    let Some(spec) = header
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.trim().strip_prefix("bytes="))
+    else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let Some((first, last)) = spec.split_once('-') else {
+        return Ok(None);
+    };
+    let (first, last) = (first.trim(), last.trim());
+    let unsatisfiable = ApiError::RangeNotSatisfiable { size };
+    let range = if first.is_empty() {
+        // The last N bytes.
+        let Ok(n) = last.parse::<u64>() else {
+            return Ok(None);
+        };
+        if n == 0 || size == 0 {
+            return Err(unsatisfiable);
+        }
+        size.saturating_sub(n)..size
+    } else {
+        let Ok(start) = first.parse::<u64>() else {
+            return Ok(None);
+        };
+        let end = if last.is_empty() {
+            size
+        } else {
+            let Ok(last) = last.parse::<u64>() else {
+                return Ok(None);
+            };
+            if last < start {
+                return Ok(None);
+            }
+            last.saturating_add(1).min(size)
+        };
+        if start >= size {
+            return Err(unsatisfiable);
+        }
+        start..end
+    };
+    Ok(Some(range))
+}
+
 pub(crate) async fn file(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path((vendor, model, rev, path)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let found = load_model(&app, &vendor, &model).await?;
     let decision = authorize_model(&app, &caller, Action::Fetch, &found).await?;
@@ -33,6 +88,8 @@ pub(crate) async fn file(
         .ok_or_else(|| {
             ApiError::NotFound(format!("{path} in {}@{}", found.name, revision.commit))
         })?;
+    let range = requested_range(headers.get(header::RANGE), file.size)?;
+    let (start, end) = range.clone().map_or((0, file.size), |r| (r.start, r.end));
     let key = app.keys.unwrap_model_key(
         &found.record.id,
         &WrappedModelKey {
@@ -48,7 +105,7 @@ pub(crate) async fn file(
                 &found.record.id,
                 &file.object_id,
                 file.size,
-                0..file.size,
+                start..end,
             )
             .await?,
     );
@@ -66,7 +123,7 @@ pub(crate) async fn file(
         .with_touched(vec![audit::Touched {
             path: path.to_string(),
             sha256: file.sha256.to_string(),
-            bytes: file.size,
+            bytes: end - start,
         }]);
     app.store.record(entry).await?;
 
@@ -81,7 +138,11 @@ pub(crate) async fn file(
     });
     let body = Body::from_stream(futures::stream::once(async move { Ok(first) }).chain(rest));
     let mut response = Response::new(body);
-    *response.status_mut() = StatusCode::OK;
+    *response.status_mut() = if range.is_some() {
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
+    };
     let headers = response.headers_mut();
     let value =
         |s: String| HeaderValue::from_str(&s).map_err(|e| ApiError::Internal(e.to_string()));
@@ -89,10 +150,54 @@ pub(crate) async fn file(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
-    headers.insert(header::CONTENT_LENGTH, value(file.size.to_string())?);
+    if range.is_some() {
+        headers.insert(
+            header::CONTENT_RANGE,
+            value(format!(
+                "bytes {start}-{}/{}",
+                end.saturating_sub(1),
+                file.size
+            ))?,
+        );
+    }
+    headers.insert(header::CONTENT_LENGTH, value((end - start).to_string())?);
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     headers.insert(header::ETAG, value(format!("\"{}\"", file.sha256))?);
     headers.insert("x-custody-sha256", value(file.sha256.to_string())?);
     headers.insert("x-custody-commit", value(revision.commit.to_string())?);
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(h: &str, size: u64) -> Result<Option<Range<u64>>, u16> {
+        requested_range(Some(&HeaderValue::from_str(h).unwrap()), size)
+            .map_err(|e| e.status().0.as_u16())
+    }
+
+    #[test]
+    fn range_headers_follow_rfc_9110() {
+        assert_eq!(range("bytes=0-99", 1000), Ok(Some(0..100)));
+        assert_eq!(range("bytes=990-2000", 1000), Ok(Some(990..1000)));
+        assert_eq!(range("bytes=500-", 1000), Ok(Some(500..1000)));
+        assert_eq!(range("bytes=-100", 1000), Ok(Some(900..1000)));
+        assert_eq!(range("bytes=-5000", 1000), Ok(Some(0..1000)));
+        assert_eq!(range("bytes=1000-", 1000), Err(416));
+        assert_eq!(range("bytes=-0", 1000), Err(416));
+        assert_eq!(range("bytes=0-", 0), Err(416));
+        // Ignored, served whole: malformed, reversed, several ranges, other units.
+        for ignored in [
+            "bytes=abc",
+            "bytes=9-3",
+            "bytes=0-1,5-6",
+            "items=0-1",
+            "bytes=5",
+        ] {
+            assert_eq!(range(ignored, 1000), Ok(None), "{ignored}");
+        }
+        assert_eq!(requested_range(None, 10).ok(), Some(None));
+    }
 }

@@ -2,20 +2,23 @@
 //! file's bytes streamed through encryption, then a commit that makes one immutable revision.
 //! Until the commit nothing is visible; a refused or abandoned upload leaves no revision.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use blobstore::{PartLayout, PartReceipt, PartSealer};
+use crypto::hash::ResumableSha256;
 use futures::StreamExt;
 use policy::{Action, Resource};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use shred::WrappedModelKey;
 use store::{FileRecord, NewModel, NewUpload, UploadSession};
+use tokio::task::JoinSet;
 use types::{CommitId, ModelName, ObjectId, RepoPath, Sha256Hex, VendorName};
 
 use super::json_body;
@@ -116,6 +119,39 @@ fn validate_manifest(request: &UploadRequest) -> Result<Vec<(RepoPath, u64, Sha2
     Ok(files)
 }
 
+/// A digest of the manifest as sent, so the same upload run again finds its session.
+fn manifest_digest(message: &str, files: &[(RepoPath, u64, Sha256Hex)]) -> String {
+    let mut hasher = crypto::hash::Sha256::new();
+    hasher.update(b"custody-manifest-v1\n");
+    hasher.update(message.as_bytes());
+    for (path, size, sha256) in files {
+        hasher.update(format!("\n{path}\0{size}\0{sha256}").as_bytes());
+    }
+    hex::encode(hasher.finish())
+}
+
+/// How a session looks to the client: which files are stored, and from where to resume.
+fn session_json(name: &str, session: &UploadSession) -> Value {
+    let files: Vec<Value> = session
+        .files
+        .iter()
+        .enumerate()
+        .map(|(index, f)| {
+            let layout = PartLayout::new(f.file.size);
+            let resume_offset =
+                (u64::from(f.parts_done) * layout.part_plaintext_len()).min(f.file.size);
+            json!({
+                "index": index,
+                "path": f.file.path,
+                "size": f.file.size,
+                "done": f.done,
+                "resume_offset": if f.done { f.file.size } else { resume_offset },
+            })
+        })
+        .collect();
+    json!({ "upload_id": session.id, "model": name, "files": files })
+}
+
 pub(crate) async fn begin(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -140,6 +176,7 @@ pub(crate) async fn begin(
     .await?;
     let request = json_body(body)?;
     let files = validate_manifest(&request)?;
+    let digest = manifest_digest(&request.message, &files);
 
     let model_record = match app.store.model(&vendor, &model).await? {
         Some(m) => m,
@@ -175,6 +212,15 @@ pub(crate) async fn begin(
         }
     };
 
+    // The same user sending the same manifest again continues where the last run stopped.
+    if let Some(session) = app
+        .store
+        .find_upload(&model_record.id, &caller.actor(), &digest, store_now())
+        .await?
+    {
+        return Ok((StatusCode::OK, Json(session_json(&name, &session))));
+    }
+
     let upload_id = hex::encode(crypto::random_bytes::<16>()?);
     let records = files
         .iter()
@@ -199,6 +245,7 @@ pub(crate) async fn begin(
         .create_upload(
             &NewUpload {
                 id: &upload_id,
+                manifest_digest: &digest,
                 model_id: &model_record.id,
                 created_by: &caller.actor(),
                 message: &request.message,
@@ -208,15 +255,12 @@ pub(crate) async fn begin(
             entry,
         )
         .await?;
-    let files: Vec<Value> = records
-        .iter()
-        .enumerate()
-        .map(|(index, f)| json!({ "index": index, "path": f.path, "size": f.size }))
-        .collect();
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "upload_id": upload_id, "model": name, "files": files })),
-    ))
+    let session = app
+        .store
+        .upload(&upload_id)
+        .await?
+        .ok_or_else(|| ApiError::Internal("new upload session vanished".into()))?;
+    Ok((StatusCode::CREATED, Json(session_json(&name, &session))))
 }
 
 /// Loads an upload session for its owner, re-checking the right to upload.
@@ -258,17 +302,25 @@ async fn owned_session(
     Ok((session, model, decision.policy))
 }
 
+#[derive(Deserialize)]
+pub(crate) struct PutQuery {
+    #[serde(default)]
+    offset: u64,
+}
+
 pub(crate) async fn put_file(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path((id, index)): Path<(String, usize)>,
+    Query(query): Query<PutQuery>,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let (session, model, _) = owned_session(&app, &caller, &id).await?;
     let upload_file = session
         .files
         .get(index)
-        .ok_or_else(|| ApiError::NotFound(format!("file {index} of upload {id}")))?;
+        .ok_or_else(|| ApiError::NotFound(format!("file {index} of upload {id}")))?
+        .clone();
     if upload_file.done {
         return Err(ApiError::Conflict(format!(
             "{} is already stored in this upload",
@@ -276,6 +328,14 @@ pub(crate) async fn put_file(
         )));
     }
     let file = &upload_file.file;
+    let layout = PartLayout::new(file.size);
+    let stored = (u64::from(upload_file.parts_done) * layout.part_plaintext_len()).min(file.size);
+    if query.offset != stored {
+        return Err(ApiError::ResumeMismatch(format!(
+            "the server holds the first {stored} bytes of {}; resend from offset {stored}",
+            file.path
+        )));
+    }
     let key = app.keys.unwrap_model_key(
         &model.id,
         &WrappedModelKey {
@@ -283,72 +343,321 @@ pub(crate) async fn put_file(
             wrapped: model.wrapped_key.clone(),
         },
     )?;
-    let mut writer = app
-        .blobs
-        .begin(&key, &model.vendor_id, &model.id, &file.object_id)
-        .await?;
-    let mut stream = body.into_data_stream();
-    let failure = loop {
-        match stream.next().await {
-            None => break None,
-            Some(Err(e)) => {
-                break Some(ApiError::bad_request(
-                    "upload_interrupted",
-                    format!("the request body ended early: {e}"),
-                ));
-            }
-            Some(Ok(chunk)) => {
-                if writer.plaintext_len() + chunk.len() as u64 > file.size {
-                    break Some(ApiError::bad_request(
-                        "size_mismatch",
-                        format!(
-                            "{} is longer than the {} bytes declared",
-                            file.path, file.size
-                        ),
-                    ));
-                }
-                if let Err(e) = writer.write(&chunk).await {
-                    break Some(e.into());
-                }
-            }
+    let backend = app.blobs.backend().clone();
+    let object_key = file.object_id.as_str().to_owned();
+    let resumable = match (
+        &upload_file.header,
+        &upload_file.backend_upload_id,
+        &upload_file.hash_state,
+    ) {
+        (Some(header), Some(upload), state) if upload_file.parts_done > 0 || state.is_none() => {
+            Some((header.clone(), upload.clone(), state.clone()))
+        }
+        _ => None,
+    };
+    let (sealer, backend_upload, hasher) = match resumable {
+        Some((header, upload, state)) => {
+            let sealer = PartSealer::resume(
+                &key,
+                &model.vendor_id,
+                &model.id,
+                &file.object_id,
+                file.size,
+                &header,
+            )?;
+            let hasher = match state {
+                Some(state) => ResumableSha256::import(&state)?,
+                None => ResumableSha256::new(),
+            };
+            (sealer, upload, hasher)
+        }
+        None => {
+            let sealer = PartSealer::new(
+                &key,
+                &model.vendor_id,
+                &model.id,
+                &file.object_id,
+                file.size,
+            )?;
+            let upload = backend.create_upload(&object_key).await?;
+            app.store
+                .start_file_upload(&id, index, Some(&sealer.header()), Some(&upload))
+                .await?;
+            (sealer, upload, ResumableSha256::new())
         }
     };
-    let failure = failure.or_else(|| {
-        if writer.plaintext_len() != file.size {
-            return Some(ApiError::bad_request(
+    drop(key);
+
+    let mut pipeline = PartPipeline {
+        app: app.clone(),
+        upload_id: id.clone(),
+        index,
+        sealer: Arc::new(sealer),
+        backend_upload: backend_upload.clone(),
+        object_key: object_key.clone(),
+        hasher,
+        next_part: upload_file.parts_done + 1,
+        durable: upload_file.parts_done,
+        in_flight: JoinSet::new(),
+        finished: BTreeMap::new(),
+        received: stored,
+    };
+    let outcome = pipeline.run(body.into_data_stream(), file).await;
+    match outcome {
+        Ok(()) => {}
+        Err(Failure::Interrupted(error)) => return Err(error),
+        Err(Failure::Refused(error)) => {
+            // The bytes were not the declared file: forget every part, and the header with
+            // them, so a new attempt never reuses nonces under it.
+            if let Err(e) = backend.abort_upload(&object_key, &backend_upload).await {
+                tracing::warn!(upload = %id, error = %e, "could not remove the parts of a refused file");
+            }
+            app.store.start_file_upload(&id, index, None, None).await?;
+            return Err(error);
+        }
+    }
+    let parts = app.store.stored_parts(&id, index).await?;
+    let receipts: Vec<PartReceipt> = parts
+        .into_iter()
+        .map(|p| PartReceipt {
+            part_number: p.part_number,
+            etag: p.etag,
+            size: p.size,
+        })
+        .collect();
+    if receipts.len() != layout.part_count() as usize {
+        return Err(ApiError::Internal(format!(
+            "{} parts recorded for {}, expected {}",
+            receipts.len(),
+            file.path,
+            layout.part_count()
+        )));
+    }
+    backend
+        .complete_upload(&object_key, &backend_upload, receipts)
+        .await?;
+    app.store
+        .upload_file_done(
+            &id,
+            index,
+            &model.id,
+            file,
+            crypto::stream::ciphertext_len(file.size),
+        )
+        .await?;
+    Ok(Json(
+        json!({ "path": file.path, "size": file.size, "sha256": file.sha256 }),
+    ))
+}
+
+/// Parts being sealed and stored concurrently, at most this many per file.
+const PARTS_IN_FLIGHT: usize = 3;
+
+enum Failure {
+    /// The stream broke or storage failed: what is durable stays, the client resumes.
+    Interrupted(ApiError),
+    /// The client sent other bytes than it declared: everything of this file is dropped.
+    Refused(ApiError),
+}
+
+/// Receives one file's plaintext, hashes it in order, and seals and stores its parts in
+/// parallel, recording each durable prefix so an interruption loses at most the parts in
+/// flight.
+struct PartPipeline {
+    app: Arc<App>,
+    upload_id: String,
+    index: usize,
+    sealer: Arc<PartSealer>,
+    backend_upload: String,
+    object_key: String,
+    hasher: ResumableSha256,
+    next_part: u32,
+    /// Leading parts known to be stored.
+    durable: u32,
+    in_flight: JoinSet<(u32, Result<PartReceipt, blobstore::BlobError>)>,
+    /// Stored parts beyond the durable prefix, with the hash state at their end.
+    finished: BTreeMap<u32, (PartReceipt, Option<[u8; crypto::hash::STATE_LEN]>)>,
+    received: u64,
+}
+
+impl PartPipeline {
+    async fn run(
+        &mut self,
+        mut body: impl futures::Stream<Item = Result<bytes::Bytes, axum::Error>> + Unpin,
+        file: &FileRecord,
+    ) -> Result<(), Failure> {
+        let layout = self.sealer.layout();
+        let mut states = BTreeMap::new();
+        let mut buf: Vec<u8> = Vec::new();
+        let mut leftover = bytes::Bytes::new();
+        while self.next_part <= layout.part_count() {
+            let range = layout.part_range(self.next_part);
+            let part_len = (range.end - range.start) as usize;
+            while buf.len() < part_len && !leftover.is_empty() {
+                if buf.capacity() == 0 {
+                    // Room for the ciphertext too: the part is sealed in this buffer.
+                    buf.reserve_exact(self.sealer.stored_part_len(self.next_part));
+                }
+                let take = (part_len - buf.len()).min(leftover.len());
+                buf.extend_from_slice(&leftover.split_to(take));
+            }
+            if buf.len() == part_len {
+                let plaintext = std::mem::take(&mut buf);
+                // In byte order, on this task: a few milliseconds per part with SHA-NI.
+                self.hasher.update(&plaintext);
+                states.insert(self.next_part, self.hasher.export());
+                self.dispatch(self.next_part, plaintext);
+                self.next_part += 1;
+                while self.in_flight.len() >= PARTS_IN_FLIGHT {
+                    if let Err(e) = self.settle_one(&mut states).await {
+                        self.drain(&mut states).await;
+                        return Err(Failure::Interrupted(e));
+                    }
+                }
+                continue;
+            }
+            match self.next_chunk(&mut body, file, &mut states).await? {
+                Some(chunk) => leftover = chunk,
+                None => break,
+            }
+        }
+        // Every part is on its way: anything more is more than was declared.
+        while self.next_part > layout.part_count() {
+            match self.next_chunk(&mut body, file, &mut states).await? {
+                Some(_) => {}
+                None => break,
+            }
+        }
+        while !self.in_flight.is_empty() {
+            if let Err(e) = self.settle_one(&mut states).await {
+                self.drain(&mut states).await;
+                return Err(Failure::Interrupted(e));
+            }
+        }
+        if self.received != file.size || self.next_part <= layout.part_count() {
+            return Err(Failure::Refused(ApiError::bad_request(
                 "size_mismatch",
                 format!(
                     "{}: received {} bytes, the manifest declared {}",
-                    file.path,
-                    writer.plaintext_len(),
-                    file.size
+                    file.path, self.received, file.size
                 ),
-            ));
+            )));
         }
-        let digest = Sha256Hex::from_bytes(&writer.digest());
-        (digest != file.sha256).then(|| {
-            ApiError::bad_request(
+        let digest = Sha256Hex::from_bytes(&self.hasher.clone().finish());
+        if digest != file.sha256 {
+            return Err(Failure::Refused(ApiError::bad_request(
                 "digest_mismatch",
                 format!(
                     "{}: the bytes received have sha256 {digest}, the manifest declared {}",
                     file.path, file.sha256
                 ),
-            )
-        })
-    });
-    if let Some(error) = failure {
-        if let Err(e) = writer.abort().await {
-            tracing::warn!(upload = %id, error = %e, "could not remove the parts of a refused file");
+            )));
         }
-        return Err(error);
+        Ok(())
     }
-    let written = writer.finish().await?;
-    app.store
-        .upload_file_done(&id, index, &model.id, file, written.stored_len)
-        .await?;
-    Ok(Json(
-        json!({ "path": file.path, "size": file.size, "sha256": file.sha256 }),
-    ))
+
+    /// The next piece of the body, or `None` at its end. Counts bytes, and stops the pipeline
+    /// on a broken stream or on more bytes than declared.
+    async fn next_chunk(
+        &mut self,
+        body: &mut (impl futures::Stream<Item = Result<bytes::Bytes, axum::Error>> + Unpin),
+        file: &FileRecord,
+        states: &mut BTreeMap<u32, Option<[u8; crypto::hash::STATE_LEN]>>,
+    ) -> Result<Option<bytes::Bytes>, Failure> {
+        match body.next().await {
+            None => Ok(None),
+            Some(Err(e)) => {
+                self.drain(states).await;
+                Err(Failure::Interrupted(ApiError::bad_request(
+                    "upload_interrupted",
+                    format!("the request body ended early: {e}"),
+                )))
+            }
+            Some(Ok(chunk)) => {
+                self.received += chunk.len() as u64;
+                if self.received > file.size {
+                    self.drain(states).await;
+                    return Err(Failure::Refused(ApiError::bad_request(
+                        "size_mismatch",
+                        format!(
+                            "{} is longer than the {} bytes declared",
+                            file.path, file.size
+                        ),
+                    )));
+                }
+                Ok(Some(chunk))
+            }
+        }
+    }
+
+    fn dispatch(&mut self, part: u32, plaintext: Vec<u8>) {
+        let sealer = self.sealer.clone();
+        let backend = self.app.blobs.backend().clone();
+        let key = self.object_key.clone();
+        let upload = self.backend_upload.clone();
+        self.in_flight.spawn(async move {
+            let sealed = tokio::task::spawn_blocking(move || {
+                let mut buf = plaintext;
+                sealer.seal_part(part, &mut buf).map(|()| buf)
+            })
+            .await;
+            let result = match sealed {
+                Ok(Ok(ciphertext)) => {
+                    backend
+                        .upload_part(&key, &upload, part, bytes::Bytes::from(ciphertext))
+                        .await
+                }
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(blobstore::BlobError::Backend(format!(
+                    "sealing task failed: {e}"
+                ))),
+            };
+            (part, result)
+        });
+    }
+
+    /// Waits for one part to be stored and records how far the durable prefix reaches.
+    async fn settle_one(
+        &mut self,
+        states: &mut BTreeMap<u32, Option<[u8; crypto::hash::STATE_LEN]>>,
+    ) -> Result<(), ApiError> {
+        let Some(joined) = self.in_flight.join_next().await else {
+            return Ok(());
+        };
+        let (part, result) =
+            joined.map_err(|e| ApiError::Internal(format!("part task failed: {e}")))?;
+        let receipt = result?;
+        let state = states.remove(&part).flatten();
+        self.finished.insert(part, (receipt, state));
+        while let Some((receipt, state)) = self.finished.remove(&(self.durable + 1)) {
+            self.durable += 1;
+            let stored = store::StoredPart {
+                part_number: receipt.part_number,
+                etag: receipt.etag,
+                size: receipt.size,
+            };
+            self.app
+                .store
+                .record_part(
+                    &self.upload_id,
+                    self.index,
+                    &stored,
+                    self.durable,
+                    state.as_ref().map(|s| &s[..]),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// After a failure: let parts in flight land and record what became durable.
+    async fn drain(&mut self, states: &mut BTreeMap<u32, Option<[u8; crypto::hash::STATE_LEN]>>) {
+        while !self.in_flight.is_empty() {
+            if let Err(e) = self.settle_one(states).await {
+                tracing::warn!(upload = %self.upload_id, error = %e, "a part failed while stopping");
+            }
+        }
+    }
 }
 
 pub(crate) async fn commit(

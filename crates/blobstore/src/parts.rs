@@ -1,0 +1,236 @@
+//! How an object is cut into backend parts, and sealing one part.
+//!
+//! Part `p` (numbered from 1) holds the ciphertext of a fixed run of segments; part 1 also
+//! starts with the object's header. Because each segment's nonce carries its index, any part
+//! can be sealed on any core, in any order, by any process that has the header: uploads
+//! encrypt parts in parallel and resume after an interruption at the first missing part.
+
+use std::ops::Range;
+
+use crypto::SecretKey;
+use crypto::stream::{self, HEADER_LEN, ObjectContext, ObjectSealer, SEGMENT_PLAINTEXT_LEN};
+use types::ObjectId;
+
+use crate::BlobError;
+
+/// Segments per part at least: 8 MiB, above S3's 5 MiB minimum part size.
+pub const MIN_SEGMENTS_PER_PART: u64 = 8;
+/// S3 allows 10,000 parts; parts grow for objects larger than 10,000 × 8 MiB.
+pub const MAX_PARTS: u64 = 10_000;
+
+/// The part layout of an object of a given plaintext length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartLayout {
+    pub plaintext_len: u64,
+    pub segments_per_part: u64,
+}
+
+impl PartLayout {
+    pub fn new(plaintext_len: u64) -> Self {
+        let segments = stream::segment_count(plaintext_len);
+        PartLayout {
+            plaintext_len,
+            segments_per_part: segments.div_ceil(MAX_PARTS).max(MIN_SEGMENTS_PER_PART),
+        }
+    }
+
+    /// Plaintext bytes in a full part.
+    pub fn part_plaintext_len(&self) -> u64 {
+        self.segments_per_part * SEGMENT_PLAINTEXT_LEN as u64
+    }
+
+    pub fn part_count(&self) -> u32 {
+        stream::segment_count(self.plaintext_len).div_ceil(self.segments_per_part) as u32
+    }
+
+    /// The plaintext bytes of part `part` (1-based).
+    pub fn part_range(&self, part: u32) -> Range<u64> {
+        let start = (u64::from(part) - 1) * self.part_plaintext_len();
+        let end = (start + self.part_plaintext_len()).min(self.plaintext_len);
+        start.min(self.plaintext_len)..end
+    }
+}
+
+/// Seals the parts of one object. `Send + Sync`: share it across blocking tasks.
+pub struct PartSealer {
+    sealer: ObjectSealer,
+    header: [u8; HEADER_LEN],
+    layout: PartLayout,
+}
+
+fn context<'a>(
+    vendor_id: &'a str,
+    model_id: &'a str,
+    object_id: &'a ObjectId,
+) -> ObjectContext<'a> {
+    ObjectContext {
+        vendor_id,
+        model_id,
+        object_id: object_id.as_str(),
+    }
+}
+
+impl PartSealer {
+    /// A new object, with a fresh random header.
+    pub fn new(
+        model_key: &SecretKey,
+        vendor_id: &str,
+        model_id: &str,
+        object_id: &ObjectId,
+        plaintext_len: u64,
+    ) -> Result<Self, BlobError> {
+        let sealer = ObjectSealer::new(model_key, &context(vendor_id, model_id, object_id))?;
+        Ok(PartSealer {
+            header: sealer.header(),
+            sealer,
+            layout: PartLayout::new(plaintext_len),
+        })
+    }
+
+    /// More parts of an object whose header was fixed earlier (a resumed upload). The caller
+    /// must only seal a part again with the same plaintext; see `ObjectSealer::resume`.
+    pub fn resume(
+        model_key: &SecretKey,
+        vendor_id: &str,
+        model_id: &str,
+        object_id: &ObjectId,
+        plaintext_len: u64,
+        header: &[u8],
+    ) -> Result<Self, BlobError> {
+        let sealer =
+            ObjectSealer::resume(model_key, &context(vendor_id, model_id, object_id), header)?;
+        let mut fixed = [0u8; HEADER_LEN];
+        fixed.copy_from_slice(header);
+        Ok(PartSealer {
+            sealer,
+            header: fixed,
+            layout: PartLayout::new(plaintext_len),
+        })
+    }
+
+    pub fn header(&self) -> [u8; HEADER_LEN] {
+        self.header
+    }
+
+    pub fn layout(&self) -> PartLayout {
+        self.layout
+    }
+
+    /// The length of part `part`'s stored form: its ciphertext, and the header in part 1.
+    pub fn stored_part_len(&self, part: u32) -> usize {
+        let range = self.layout.part_range(part);
+        let plain = (range.end - range.start) as usize;
+        let segments = plain.div_ceil(SEGMENT_PLAINTEXT_LEN).max(1);
+        plain + segments * stream::TAG_LEN + if part == 1 { HEADER_LEN } else { 0 }
+    }
+
+    /// Turns `buf`, holding exactly part `part`'s plaintext, into the bytes stored as that part,
+    /// in place: one buffer per part in flight, no copy beside it. Give `buf` a capacity of
+    /// [`PartSealer::stored_part_len`] to avoid a reallocation.
+    pub fn seal_part(&self, part: u32, buf: &mut Vec<u8>) -> Result<(), BlobError> {
+        let range = self.layout.part_range(part);
+        if part == 0
+            || part > self.layout.part_count()
+            || buf.len() as u64 != range.end - range.start
+        {
+            return Err(BlobError::Backend(format!(
+                "part {part} must hold {} plaintext bytes, got {}",
+                range.end - range.start,
+                buf.len()
+            )));
+        }
+        let segments = stream::segment_count(self.layout.plaintext_len);
+        let first = range.start / SEGMENT_PLAINTEXT_LEN as u64;
+        let plain_len = buf.len();
+        let count = plain_len.div_ceil(SEGMENT_PLAINTEXT_LEN).max(1);
+        let header_len = if part == 1 { HEADER_LEN } else { 0 };
+        buf.resize(self.stored_part_len(part), 0);
+        // Last segment first: each moves right to make room for the tags before it, so no
+        // plaintext is overwritten before it is sealed.
+        for k in (0..count).rev() {
+            let p_start = k * SEGMENT_PLAINTEXT_LEN;
+            let p_end = (p_start + SEGMENT_PLAINTEXT_LEN).min(plain_len);
+            let c_start = header_len + k * stream::SEGMENT_CIPHERTEXT_LEN;
+            let len = p_end - p_start;
+            buf.copy_within(p_start..p_end, c_start);
+            let index = first + k as u64;
+            let tag = self.sealer.seal_segment_detached(
+                index,
+                index + 1 == segments,
+                &mut buf[c_start..c_start + len],
+            )?;
+            buf[c_start + len..c_start + len + stream::TAG_LEN].copy_from_slice(&tag);
+        }
+        buf[..header_len].copy_from_slice(&self.header[..header_len]);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_covers_every_byte_once() {
+        const SEG: u64 = SEGMENT_PLAINTEXT_LEN as u64;
+        for len in [0, 1, SEG, 8 * SEG - 1, 8 * SEG, 8 * SEG + 1, 81 * SEG + 3] {
+            let layout = PartLayout::new(len);
+            let mut next = 0;
+            for part in 1..=layout.part_count() {
+                let r = layout.part_range(part);
+                assert_eq!(r.start, next);
+                next = r.end;
+            }
+            assert_eq!(next, len, "len {len}");
+            assert!(layout.part_count() >= 1);
+        }
+        // Huge objects keep to S3's part limit.
+        let huge = PartLayout::new(200 << 30);
+        assert!(u64::from(huge.part_count()) <= MAX_PARTS);
+        assert!(huge.segments_per_part > MIN_SEGMENTS_PER_PART);
+    }
+}
+
+#[cfg(test)]
+mod sealing {
+    use super::*;
+
+    /// In-place sealing gives exactly the bytes the segment-by-segment API gives.
+    #[test]
+    fn in_place_parts_equal_the_reference_stream() {
+        const SEG: usize = SEGMENT_PLAINTEXT_LEN;
+        let key = SecretKey::generate().unwrap();
+        let id = ObjectId::from_bytes(&[7; 16]);
+        for len in [0, 5, SEG, 8 * SEG, 8 * SEG + 1, 17 * SEG - 3] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 31 % 256) as u8).collect();
+            let sealer = PartSealer::new(&key, "v", "m", &id, len as u64).unwrap();
+            let mut stored = Vec::new();
+            for part in 1..=sealer.layout().part_count() {
+                let r = sealer.layout().part_range(part);
+                let mut buf = data[r.start as usize..r.end as usize].to_vec();
+                sealer.seal_part(part, &mut buf).unwrap();
+                assert_eq!(buf.len(), sealer.stored_part_len(part));
+                stored.extend_from_slice(&buf);
+            }
+            assert_eq!(stored.len() as u64, stream::ciphertext_len(len as u64));
+            let ctx = ObjectContext {
+                vendor_id: "v",
+                model_id: "m",
+                object_id: id.as_str(),
+            };
+            let opener =
+                crypto::stream::ObjectOpener::new(&key, &ctx, &stored[..HEADER_LEN]).unwrap();
+            let count = stream::segment_count(len as u64);
+            let mut plain = Vec::new();
+            for i in 0..count {
+                let off = stream::segment_offset(i) as usize;
+                let mut seg = stored
+                    [off..off + stream::segment_ciphertext_len(len as u64, i) as usize]
+                    .to_vec();
+                opener.open_segment(i, i + 1 == count, &mut seg).unwrap();
+                plain.extend_from_slice(&seg);
+            }
+            assert_eq!(plain, data, "len {len}");
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! Background work: expiring abandoned upload sessions.
+//!
+//! An upload that is never committed must not leave ciphertext behind: when its session
+//! expires, every part and every finished object of it is removed from storage, then the
+//! session is forgotten with an audit entry. Storage goes first, so a crash in between leaves
+//! a session that is swept again, never an orphaned object.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::App;
+use crate::auth::store_now;
+
+pub(crate) fn interval(upload_ttl_secs: i64) -> Duration {
+    Duration::from_secs((upload_ttl_secs / 4).clamp(1, 60) as u64)
+}
+
+pub(crate) async fn run(app: Arc<App>) {
+    let period = interval(app.config.upload_ttl_secs);
+    loop {
+        tokio::time::sleep(period).await;
+        if let Err(e) = sweep_once(&app).await {
+            tracing::warn!(error = %e, "sweeping expired uploads failed; will retry");
+        }
+    }
+}
+
+pub(crate) async fn sweep_once(app: &App) -> anyhow::Result<usize> {
+    let expired = app.store.expired_uploads(store_now()).await?;
+    for session in &expired {
+        for file in &session.files {
+            // Deleting the key removes a finished object and aborts unfinished uploads alike.
+            if file.done || file.backend_upload_id.is_some() {
+                app.blobs.delete(&file.file.object_id).await?;
+            }
+        }
+        let model = app.store.model_by_id(&session.model_id).await?;
+        let resource =
+            model.map_or_else(|| "unknown".into(), |m| format!("{}/{}", m.vendor, m.name));
+        let entry = audit::Entry::new("system", "upload.expire", resource).with_detail(format!(
+            "upload {} by {} expired; {} files removed from storage",
+            session.id,
+            session.created_by,
+            session.files.len()
+        ));
+        app.store.drop_upload(session, entry).await?;
+        tracing::info!(upload = %session.id, "expired an abandoned upload");
+    }
+    Ok(expired.len())
+}
