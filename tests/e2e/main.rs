@@ -14,7 +14,9 @@
 mod support;
 
 mod access;
+mod ranges;
 mod refusals;
+mod resume;
 mod roundtrip;
 mod scale;
 mod tamper;

@@ -189,6 +189,52 @@ impl TestServer {
         })
     }
 
+    /// GET with an optional `Range` header: status, `Content-Range`, and the body (or the
+    /// error that cut it).
+    pub fn get_range(
+        &self,
+        token: &str,
+        path: &str,
+        range: Option<&str>,
+    ) -> (u16, Option<String>, Result<Vec<u8>, String>) {
+        let url = format!("{}{path}", self.url);
+        let ca = self.ca.clone();
+        let token = token.to_owned();
+        let range = range.map(str::to_owned);
+        runtime().block_on(async move {
+            let mut request = https_client(&ca).get(url).bearer_auth(token);
+            if let Some(r) = range {
+                request = request.header("range", r);
+            }
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let content_range = response
+                .headers()
+                .get("content-range")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body = response
+                .bytes()
+                .await
+                .map(|b| b.to_vec())
+                .map_err(|e| format!("{e:#}"));
+            (status, content_range, body)
+        })
+    }
+
+    /// Starts the CLI without waiting for it, for tests that interrupt it.
+    pub fn spawn_custody(&self, token: &str, args: &[&str]) -> Child {
+        Command::new(BIN)
+            .args(args)
+            .env("CUSTODY_SERVER", &self.url)
+            .env("CUSTODY_TOKEN", token)
+            .env("CUSTODY_CA", &self.ca)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.data.path().join("server.log")).unwrap_or_default()
     }
@@ -338,7 +384,10 @@ pub struct World {
 
 impl World {
     pub fn new() -> World {
-        let server = TestServer::start();
+        World::on(TestServer::start())
+    }
+
+    pub fn on(server: TestServer) -> World {
         server.create_vendor("acme");
         let admin = server.token("vendor-admin", Some("acme"), "acme-admin");
         let alice = server.token("committer", None, "alice");
@@ -359,5 +408,17 @@ impl World {
         assert_eq!(commit.len(), 40, "not a commit id: {commit:?}");
         assert!(commit.bytes().all(|b| b.is_ascii_hexdigit()));
         commit
+    }
+}
+
+/// Waits until `ready` holds, polling; panics after `secs`.
+pub fn wait_for(secs: u64, what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
     }
 }

@@ -116,6 +116,8 @@ enum Missing<'a> {
     Object(&'a str),
     /// The multipart upload with this id.
     Upload(&'a str),
+    /// Nothing in particular: a 404 is an error like any other (a listing, a delete).
+    Nothing,
 }
 
 impl S3Backend {
@@ -263,7 +265,7 @@ impl S3Backend {
                 .set_upload_id_marker(id_marker.take())
                 .send()
                 .await
-                .map_err(|e| self.error("list uploads", name, Missing::Object(name), e))?;
+                .map_err(|e| self.error("list uploads", name, Missing::Nothing, e))?;
             ids.extend(
                 out.uploads()
                     .iter()
@@ -296,7 +298,7 @@ impl S3Backend {
                 .set_version_id_marker(version_marker.take())
                 .send()
                 .await
-                .map_err(|e| self.error("list versions", name, Missing::Object(name), e))?;
+                .map_err(|e| self.error("list versions", name, Missing::Nothing, e))?;
             for v in out.versions().iter().filter(|v| v.key() == Some(name)) {
                 versions.push(v.version_id().map(str::to_owned));
             }
@@ -367,7 +369,7 @@ impl Backend for S3Backend {
             .content_type("application/octet-stream")
             .send()
             .await
-            .map_err(|e| self.error("create upload", &name, Missing::Object(key), e))?;
+            .map_err(|e| self.error("create upload", &name, Missing::Nothing, e))?;
         out.upload_id().map(str::to_owned).ok_or_else(|| {
             BlobError::Backend(format!(
                 "s3 create upload {name}: no upload id in the answer"
@@ -571,7 +573,7 @@ impl Backend for S3Backend {
                 Ok(_) => {}
                 // Deleted meanwhile by someone else: the goal is reached.
                 Err(e) if e.code() == Some("NoSuchVersion") => {}
-                Err(e) => return Err(self.error("delete", &name, Missing::Object(key), e)),
+                Err(e) => return Err(self.error("delete", &name, Missing::Nothing, e)),
             }
         }
         tracing::debug!(

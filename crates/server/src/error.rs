@@ -83,13 +83,19 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        (
+        let mut response = (
             status,
             Json(ErrorBody {
                 error: ErrorDetail { code, message },
             }),
         )
-            .into_response()
+            .into_response();
+        if let ApiError::RangeNotSatisfiable { size } = self
+            && let Ok(v) = format!("bytes */{size}").parse()
+        {
+            response.headers_mut().insert("content-range", v);
+        }
+        response
     }
 }
 
