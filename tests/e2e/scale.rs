@@ -67,3 +67,43 @@ fn the_server_runs_on_postgresql() {
         "with PostgreSQL no SQLite database is created"
     );
 }
+
+#[test]
+fn the_server_keeps_ciphertext_in_an_s3_bucket() {
+    let moto = testkit::MotoServer::shared().unwrap();
+    let bucket = moto.fresh_bucket(true).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("custody.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\n[s3]\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\nbucket = \"{bucket}\"\n\
+             force_path_style = true\naccess_key_id = \"test\"\nsecret_access_key = \"test\"\nprefix = \"objects/\"\n",
+            data.path().join("custody").display(),
+            moto.url()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let world = World::on(TestServer::start_with(data, &["--config", &config]));
+    let src = tempfile::tempdir().unwrap();
+    // Three parts, the last one short.
+    write_data(&src.path().join("w.safetensors"), (17 << 20) + 5, 31);
+    std::fs::write(src.path().join("config.json"), b"{}").unwrap();
+    world.upload(src.path(), "acme/in-s3");
+    world
+        .server
+        .ok(&world.admin, &["grant", "acme/in-s3", "--to", "alice"]);
+    let out = tempfile::tempdir().unwrap();
+    world.server.ok(
+        &world.alice,
+        &["fetch", "acme/in-s3", "--out", out.path().to_str().unwrap()],
+    );
+    for f in ["w.safetensors", "config.json"] {
+        assert_same_file(&src.path().join(f), &out.path().join(f));
+    }
+    assert!(
+        !world.server.data_dir().join("blobs").exists(),
+        "with S3 configured nothing goes to the local blob directory"
+    );
+}

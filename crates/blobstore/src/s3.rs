@@ -30,7 +30,8 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::RequestId;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Part};
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
@@ -178,7 +179,7 @@ impl S3Backend {
                 BlobError::Backend(format!(
                     "s3 bucket {:?} is not usable: {}",
                     backend.bucket,
-                    DisplayErrorContext(&e)
+                    describe(&e)
                 ))
             })?;
         Ok(backend)
@@ -209,7 +210,7 @@ impl S3Backend {
             _ => BlobError::Backend(format!(
                 "s3 {op} {}/{name}: {}",
                 self.bucket,
-                DisplayErrorContext(&err)
+                describe(&err)
             )),
         }
     }
@@ -319,6 +320,45 @@ impl S3Backend {
             }
         }
     }
+}
+
+/// One line for an operator: the server's error code, status, message and request id when it
+/// answered with an error, else the chain of causes (connection refused, no credentials, ...).
+/// Not `DisplayErrorContext`, which appends a `Debug` dump of the raw response.
+fn describe<E>(err: &SdkError<E>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let Some(code) = err.code() else {
+        return chain(err);
+    };
+    let mut out = code.to_owned();
+    if let Some(status) = err.raw_response().map(|r| r.status().as_u16()) {
+        out.push_str(&format!(" (HTTP {status})"));
+    }
+    if let Some(message) = err.message().filter(|m| !m.is_empty()) {
+        out.push_str(&format!(": {message}"));
+    }
+    if let Some(id) = err.request_id() {
+        out.push_str(&format!(" [request id {id}]"));
+    }
+    out
+}
+
+/// An error and its sources, `: `-separated, skipping a source whose text the line already ends
+/// with.
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = e.source();
+    }
+    out
 }
 
 fn truncated(op: &str, name: &str) -> BlobError {
@@ -479,6 +519,8 @@ impl Backend for S3Backend {
     async fn read_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes, BlobError> {
         let name = self.object_name(key)?;
         if len == 0 {
+            // No request: unlike the filesystem backend, an empty read of an absent object or
+            // past the end succeeds.
             return Ok(Bytes::new());
         }
         let (Some(last), Ok(want)) = (offset.checked_add(len - 1), usize::try_from(len)) else {
@@ -506,11 +548,7 @@ impl Backend for S3Backend {
         let mut body = out.body;
         let mut buf = BytesMut::with_capacity(want);
         while let Some(chunk) = body.try_next().await.map_err(|e| {
-            BlobError::Backend(format!(
-                "s3 read {}/{name}: {}",
-                self.bucket,
-                DisplayErrorContext(&e)
-            ))
+            BlobError::Backend(format!("s3 read {}/{name}: {}", self.bucket, chain(&e)))
         })? {
             if buf.len() + chunk.len() > want {
                 return Err(BlobError::Backend(format!(

@@ -28,7 +28,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod hash;
+pub mod sign;
 pub mod stream;
 pub mod tls;
 pub mod token;

@@ -36,11 +36,42 @@ pub fn self_signed_server_cert(
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, first.as_str());
     params.distinguished_name = dn;
+    // rcgen's default validity runs to the year 4096; a certificate should expire. Starting a
+    // year back keeps clocks that lag a little from rejecting it.
+    let year = current_year();
+    params.not_before = rcgen::date_time_ymd(year - 1, 1, 1);
+    params.not_after = rcgen::date_time_ymd(year + CERT_YEARS, 1, 1);
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let key_pair = KeyPair::generate().map_err(tls_err)?;
     let cert = params.self_signed(&key_pair).map_err(tls_err)?;
     Ok((cert.pem(), Zeroizing::new(key_pair.serialize_pem())))
+}
+
+/// Years a self-signed certificate stays valid; replace it (delete both files and restart, or
+/// configure your own) before then.
+pub const CERT_YEARS: i32 = 2;
+
+fn current_year() -> i32 {
+    year_of(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    )
+}
+
+/// The civil (UTC) year of a Unix time.
+fn year_of(secs: u64) -> i32 {
+    // Days to a civil year (Howard Hinnant's algorithm), enough for a validity window.
+    let days = (secs / 86_400) as i64 + 719_468;
+    let era = days.div_euclid(146_097);
+    let doe = days.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(month <= 2)) as i32
 }
 
 /// `"SHA256:"` followed by the colon-separated uppercase hex of the SHA-256 of the DER
@@ -55,6 +86,19 @@ pub fn fingerprint_sha256(cert_der: &[u8]) -> String {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unix_times_map_to_their_years() {
+        for (secs, year) in [
+            (0, 1970),
+            (951_782_400, 2000),   // 2000-02-29
+            (1_735_689_599, 2024), // 2024-12-31T23:59:59
+            (1_735_689_600, 2025), // 2025-01-01
+            (4_102_444_800, 2100), // 2100-01-01
+        ] {
+            assert_eq!(year_of(secs), year, "{secs}");
+        }
+    }
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
     use rustls::{ClientConnection, ServerConnection};

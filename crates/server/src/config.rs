@@ -16,9 +16,12 @@ pub struct ServerConfig {
     /// `sqlite://…` or `postgres://…`; default: SQLite at `DATA/db/custody.sqlite`.
     #[serde(default)]
     pub database_url: Option<String>,
-    /// Default: `DATA/blobs`.
+    /// Default: `DATA/blobs`. Ignored when `[s3]` is set.
     #[serde(default)]
     pub blob_dir: Option<PathBuf>,
+    /// Store ciphertext in an S3-compatible bucket instead of `blob_dir`.
+    #[serde(default)]
+    pub s3: Option<blobstore::S3Config>,
     /// The key store (root key, epoch keys). Default: `DATA/keys`. Keep it out of database
     /// backups: a backup of both defeats crypto-shredding.
     #[serde(default)]
@@ -56,6 +59,7 @@ impl ServerConfig {
             listen: default_listen(),
             database_url: None,
             blob_dir: None,
+            s3: None,
             key_dir: None,
             tls_cert: None,
             tls_key: None,
@@ -112,6 +116,23 @@ mod tests {
         let config = ServerConfig::from_toml_file(&path).unwrap();
         assert_eq!(config.data_dir, PathBuf::from("/var/lib/custody"));
         assert!(config.database_url().starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn the_example_s3_section_parses_when_uncommented() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/custody.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let start = text.find("# [s3]").unwrap();
+        let uncommented: String = text[start..]
+            .lines()
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let config: ServerConfig =
+            toml::from_str(&format!("{}\n{uncommented}", &text[..start])).unwrap();
+        let s3 = config.s3.unwrap();
+        assert_eq!(s3.bucket, "custody-weights");
+        assert!(s3.force_path_style);
     }
 
     #[test]

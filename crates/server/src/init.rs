@@ -32,9 +32,19 @@ pub(crate) async fn prepare(config: &crate::ServerConfig) -> anyhow::Result<Prep
     let store = Store::connect(&config.database_url())
         .await
         .context("opening the metadata database")?;
-    let blob_dir = config.blob_dir();
-    create_private_dir(&blob_dir)?;
-    let blobs = BlobStore::new(Arc::new(FsBackend::open(&blob_dir)?));
+    let backend: Arc<dyn blobstore::Backend> = match &config.s3 {
+        Some(s3) => Arc::new(
+            blobstore::S3Backend::connect(s3)
+                .await
+                .context("connecting to the S3 bucket")?,
+        ),
+        None => {
+            let blob_dir = config.blob_dir();
+            create_private_dir(&blob_dir)?;
+            Arc::new(FsBackend::open(&blob_dir)?)
+        }
+    };
+    let blobs = BlobStore::new(backend);
 
     let (cert_path, key_path) = config.tls_paths();
     if !cert_path.exists() && !key_path.exists() {

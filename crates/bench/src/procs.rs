@@ -1,0 +1,212 @@
+//! Child processes (the `custody` server and CLI, the static server), their memory high-water
+//! mark, and the server side of a transfer seen through `/proc/PID/io`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// A server process we started; killed (by its own handle) when dropped.
+pub struct Server {
+    child: Child,
+    pub url: String,
+    /// Lines it printed before it listened.
+    pub stdout: Vec<String>,
+}
+
+impl Server {
+    /// Starts `cmd` and waits for a line `PREFIX URL` on its stdout, as tests/e2e/support.rs
+    /// does for the custody server. stderr goes to `log`.
+    pub fn start(mut cmd: Command, prefix: &str, log: &Path) -> anyhow::Result<Server> {
+        let log_file = std::fs::File::create(log)?;
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log_file))
+            .spawn()
+            .context("starting the server")?;
+        let stdout = child.stdout.take().context("no stdout pipe")?;
+        let (tx, rx) = mpsc::channel();
+        // Keeps draining stdout for the life of the process.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let mut lines = Vec::new();
+        let mut server = loop {
+            match rx.recv_timeout(Duration::from_secs(120)) {
+                Ok(line) => {
+                    if let Some(url) = line.strip_prefix(prefix) {
+                        let url = url.trim().to_owned();
+                        lines.push(line);
+                        break Server {
+                            child,
+                            url,
+                            stdout: Vec::new(),
+                        };
+                    }
+                    lines.push(line);
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let log = std::fs::read_to_string(log).unwrap_or_default();
+                    bail!("the server did not start; stdout: {lines:?}\nlog:\n{log}");
+                }
+            }
+        };
+        server.stdout = lines;
+        Ok(server)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Peak resident memory so far (`VmHWM`), in KiB.
+    pub fn peak_rss_kib(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("no VmHWM in /proc/PID/status")
+    }
+
+    pub fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `(rchar, wchar)` of a process: bytes it read and wrote through system calls (sockets and
+/// files alike). `None` where the kernel does not let us read them.
+fn io_counters(pid: u32) -> Option<(u64, u64)> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    let field = |name: &str| {
+        io.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    Some((field("rchar:")?, field("wchar:")?))
+}
+
+/// Which of the server's counters carries the file's bytes.
+#[derive(Clone, Copy)]
+pub enum Direction {
+    /// The server reads the body from its socket (`rchar`).
+    Upload,
+    /// The server writes the body to its socket (`wchar`).
+    Download,
+}
+
+/// One timed client run.
+pub struct Timed {
+    /// From starting the client to its exit: what the user waits for.
+    pub wall: Duration,
+    /// The server's part: from its first MiB of body to its last byte (download) or to the
+    /// client's exit (upload, which ends with completing and committing the object).
+    pub server_side: Option<Duration>,
+}
+
+/// Runs the client `cmd` to completion, sampling the server's I/O counters every 5 ms.
+pub fn run_timed(mut cmd: Command, server_pid: u32, direction: Direction) -> anyhow::Result<Timed> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let Some((r, w)) = io_counters(server_pid) else {
+                    return Vec::new();
+                };
+                samples.push((start.elapsed(), r, w));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            samples
+        })
+    };
+    let output = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output();
+    let wall = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let samples = sampler.join().unwrap_or_default();
+    let output = output.context("running the client")?;
+    if !output.status.success() {
+        bail!(
+            "{:?} failed ({}):\n{}",
+            cmd.get_args().collect::<Vec<_>>(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(Timed {
+        wall,
+        server_side: server_window(&samples, direction, wall),
+    })
+}
+
+fn server_window(
+    samples: &[(Duration, u64, u64)],
+    direction: Direction,
+    wall: Duration,
+) -> Option<Duration> {
+    const MIB: u64 = 1 << 20;
+    let value = |s: &(Duration, u64, u64)| match direction {
+        Direction::Upload => s.1,
+        Direction::Download => s.2,
+    };
+    let base = value(samples.first()?);
+    let last = value(samples.last()?);
+    if last.saturating_sub(base) < 16 * MIB {
+        return None;
+    }
+    let first = samples.iter().find(|s| value(s) >= base + MIB)?.0;
+    let end = match direction {
+        Direction::Upload => wall,
+        Direction::Download => samples.iter().find(|s| value(s) + 64 * 1024 >= last)?.0,
+    };
+    end.checked_sub(first)
+}
+
+/// The `custody` binary: `explicit`, or beside this executable (the same target directory).
+pub fn custody_binary(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let path = match explicit {
+        Some(p) => p,
+        None => std::env::current_exe()?
+            .parent()
+            .context("this executable has no parent directory")?
+            .join("custody"),
+    };
+    if !path.is_file() {
+        bail!(
+            "no custody binary at {} (build it with `cargo build --release -p cli`, or pass --custody PATH)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Flushes dirty pages so one step's write-back does not land in the next step's time.
+pub fn settle() {
+    let _ = Command::new("sync").status();
+    std::thread::sleep(Duration::from_millis(500));
+}
