@@ -164,7 +164,7 @@ fn abandoned_uploads_expire_and_their_parts_are_removed() {
     );
 
     // The sweeper runs every second with a 2 s lifetime.
-    wait_for(15, "expiry", || {
+    wait_for(60, "expiry", || {
         s.log().contains("expired an abandoned upload")
     });
     assert_eq!(
