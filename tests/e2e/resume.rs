@@ -155,9 +155,8 @@ fn abandoned_uploads_expire_and_their_parts_are_removed() {
         assert!(result.is_err() || !result.unwrap().status().is_success());
     });
     let blobs = s.data_dir().join("blobs");
-    wait_for(10, "the stored part", || {
-        !list_files(&blobs.join("uploads")).is_empty()
-    });
+    // Whether the cut request's part landed depends on when the client gave up; the finished
+    // file's object is certain, and after expiry nothing at all may remain.
     assert!(
         !list_files(&blobs.join("objects")).is_empty(),
         "the finished file is stored"

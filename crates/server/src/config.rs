@@ -7,7 +7,9 @@ use serde::Deserialize;
 
 /// Everything the server needs to start. Only `data_dir` is required; the rest defaults to
 /// the embedded installation inside it.
-#[derive(Debug, Clone, Deserialize)]
+///
+/// No `Debug`: `database_url` may carry a password.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     pub data_dir: PathBuf,
@@ -137,8 +139,9 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused() {
-        let err =
-            toml::from_str::<ServerConfig>("data_dir = \"/x\"\nlisten_addr = \"1\"").unwrap_err();
+        let err = toml::from_str::<ServerConfig>("data_dir = \"/x\"\nlisten_addr = \"1\"")
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("listen_addr"), "{err}");
     }
 }

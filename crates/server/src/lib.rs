@@ -35,8 +35,7 @@ pub(crate) struct App {
     pub config: ServerConfig,
 }
 
-/// What start-up reports to the operator, printed by the CLI.
-#[derive(Debug)]
+/// What start-up reports to the operator, printed by the CLI. No `Debug`: it holds a token.
 pub struct Started {
     pub listen: std::net::SocketAddr,
     pub cert_path: std::path::PathBuf,

@@ -350,7 +350,7 @@ pub(crate) async fn put_file(
         &upload_file.backend_upload_id,
         &upload_file.hash_state,
     ) {
-        (Some(header), Some(upload), state) if upload_file.parts_done > 0 || state.is_none() => {
+        (Some(header), Some(upload), state) => {
             Some((header.clone(), upload.clone(), state.clone()))
         }
         _ => None,
