@@ -14,6 +14,8 @@
 mod support;
 
 mod access;
+mod authz;
+mod hub;
 mod ranges;
 mod refusals;
 mod resume;

@@ -50,6 +50,9 @@ fn an_interrupted_upload_resumes_without_resending_stored_parts() {
     world
         .server
         .ok(&world.admin, &["grant", "acme/resumed", "--to", "alice"]);
+    world
+        .server
+        .ok(&world.admin, &["host", "allow", "acme/resumed", "gpu"]);
     let fetched = tempfile::tempdir().unwrap();
     world.server.ok(
         &world.alice,

@@ -132,9 +132,11 @@ fn a_restarted_server_keeps_its_data_and_keys() {
         .server
         .ok(&world.admin, &["grant", "acme/keep", "--to", "alice"]);
     let World { server, alice, .. } = world;
+    let host = server.host.clone();
     let data = server.stop();
 
-    let server = TestServer::start_with(data, &[]);
+    let mut server = TestServer::start_with(data, &[]);
+    server.host = host;
     assert!(
         server.operator.is_empty(),
         "the bootstrap token must be shown only once"

@@ -45,18 +45,16 @@ fn the_server_runs_on_postgresql() {
     let cluster = testkit::PgCluster::shared().unwrap();
     let url = cluster.fresh_database().unwrap();
     let data = tempfile::tempdir().unwrap();
-    let server = TestServer::start_with(data, &["--database-url", &url]);
-    server.create_vendor("acme");
-    let admin = server.token("vendor-admin", Some("acme"), "pg-admin");
-    let alice = server.token("committer", None, "alice");
+    let world = World::on(TestServer::start_with(data, &["--database-url", &url]));
+    let (server, admin, alice) = (&world.server, &world.admin, &world.alice);
     let src = tempfile::tempdir().unwrap();
     write_data(&src.path().join("nested/w.bin"), (1 << 20) + 3, 8);
     std::fs::write(src.path().join("empty"), b"").unwrap();
-    server.ok(&admin, &["upload", src.path().to_str().unwrap(), "acme/pg"]);
-    server.ok(&admin, &["grant", "acme/pg", "--to", "alice"]);
+    world.upload(src.path(), "acme/pg");
+    server.ok(admin, &["grant", "acme/pg", "--to", "alice"]);
     let out = tempfile::tempdir().unwrap();
     server.ok(
-        &alice,
+        alice,
         &["fetch", "acme/pg", "--out", out.path().to_str().unwrap()],
     );
     for f in ["nested/w.bin", "empty"] {

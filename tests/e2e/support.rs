@@ -18,6 +18,16 @@ pub struct TestServer {
     pub ca: PathBuf,
     pub operator: String,
     pub stdout: Vec<String>,
+    /// The exclusive host the CLI and API helpers act from, once one is enrolled.
+    pub host: Option<HostCert>,
+}
+
+/// An enrolled exclusive host's certificate and key files.
+#[derive(Clone, Debug)]
+pub struct HostCert {
+    pub name: String,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 impl TestServer {
@@ -89,6 +99,7 @@ impl TestServer {
             ca,
             operator,
             stdout: lines,
+            host: None,
         }
     }
 
@@ -110,17 +121,67 @@ impl TestServer {
         data
     }
 
-    /// Runs the CLI as the holder of `token`.
+    /// Runs the CLI as the holder of `token`, on the default host (if one is enrolled).
     pub fn custody(&self, token: &str, args: &[&str]) -> Run {
-        let output = Command::new(BIN)
-            .args(args)
+        self.custody_on(self.host.as_ref(), token, args)
+    }
+
+    /// Runs the CLI as the holder of `token` on `host` (`None`: without a host certificate).
+    pub fn custody_on(&self, host: Option<&HostCert>, token: &str, args: &[&str]) -> Run {
+        let mut command = self.command(host, token);
+        Run::from(command.args(args).output().unwrap())
+    }
+
+    fn command(&self, host: Option<&HostCert>, token: &str) -> Command {
+        let mut command = Command::new(BIN);
+        command
             .env("CUSTODY_SERVER", &self.url)
             .env("CUSTODY_TOKEN", token)
             .env("CUSTODY_CA", &self.ca)
-            .stdin(Stdio::null())
+            .env_remove("CUSTODY_HOST_CERT")
+            .env_remove("CUSTODY_HOST_KEY")
+            .stdin(Stdio::null());
+        if let Some(h) = host {
+            command
+                .env("CUSTODY_HOST_CERT", &h.cert)
+                .env("CUSTODY_HOST_KEY", &h.key);
+        }
+        command
+    }
+
+    /// Makes a host key and request (as the host would), and enrolls it (as the operator).
+    pub fn enroll_host(&self, name: &str, group: &str) -> HostCert {
+        let dir = self.data.path().join("hosts").join(name);
+        let out = dir.to_str().unwrap();
+        let csr = Command::new(BIN)
+            .args(["host", "csr", "--name", name, "--out", out])
             .output()
             .unwrap();
-        Run::from(output)
+        assert!(
+            csr.status.success(),
+            "{}",
+            String::from_utf8_lossy(&csr.stderr)
+        );
+        let cert = dir.join("host.crt");
+        self.ok(
+            &self.operator,
+            &[
+                "host",
+                "enroll",
+                dir.join("host.csr").to_str().unwrap(),
+                "--name",
+                name,
+                "--group",
+                group,
+                "--out",
+                cert.to_str().unwrap(),
+            ],
+        );
+        HostCert {
+            name: name.to_owned(),
+            cert,
+            key: dir.join("host.key"),
+        }
     }
 
     /// Runs the CLI and insists that it succeeds; returns stdout.
@@ -158,8 +219,9 @@ impl TestServer {
         let ca = self.ca.clone();
         let token = token.to_owned();
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let host = self.host.clone();
         runtime().block_on(async move {
-            let client = https_client(&ca);
+            let client = https_client_on(&ca, host.as_ref());
             let mut request = client.request(method, url).bearer_auth(token);
             if let Some(body) = body {
                 request = request.json(&body);
@@ -201,8 +263,11 @@ impl TestServer {
         let ca = self.ca.clone();
         let token = token.to_owned();
         let range = range.map(str::to_owned);
+        let host = self.host.clone();
         runtime().block_on(async move {
-            let mut request = https_client(&ca).get(url).bearer_auth(token);
+            let mut request = https_client_on(&ca, host.as_ref())
+                .get(url)
+                .bearer_auth(token);
             if let Some(r) = range {
                 request = request.header("range", r);
             }
@@ -223,12 +288,8 @@ impl TestServer {
 
     /// Starts the CLI without waiting for it, for tests that interrupt it.
     pub fn spawn_custody(&self, token: &str, args: &[&str]) -> Child {
-        Command::new(BIN)
+        self.command(self.host.as_ref(), token)
             .args(args)
-            .env("CUSTODY_SERVER", &self.url)
-            .env("CUSTODY_TOKEN", token)
-            .env("CUSTODY_CA", &self.ca)
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -255,17 +316,33 @@ pub fn runtime() -> tokio::runtime::Runtime {
 }
 
 pub fn https_client(ca: &Path) -> reqwest::Client {
-    use rustls_pki_types::CertificateDer;
+    https_client_on(ca, None)
+}
+
+/// An HTTPS client trusting `ca`, presenting `host`'s certificate when given.
+pub fn https_client_on(ca: &Path, host: Option<&HostCert>) -> reqwest::Client {
     use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).unwrap() {
         roots.add(cert.unwrap()).unwrap();
     }
-    let tls = rustls::ClientConfig::builder_with_provider(crypto::tls::provider())
+    let builder = rustls::ClientConfig::builder_with_provider(crypto::tls::provider())
         .with_safe_default_protocol_versions()
         .unwrap()
-        .with_root_certificates(Arc::new(roots))
-        .with_no_client_auth();
+        .with_root_certificates(Arc::new(roots));
+    let tls = match host {
+        Some(h) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_file_iter(&h.cert)
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect(),
+                PrivateKeyDer::from_pem_file(&h.key).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
     reqwest::Client::builder()
         .use_preconfigured_tls(tls)
         .build()
@@ -387,10 +464,13 @@ impl World {
         World::on(TestServer::start())
     }
 
-    pub fn on(server: TestServer) -> World {
+    /// The server gets an enrolled host `gpu-01` in host group `gpu`, which the CLI and API
+    /// helpers then act from; [`World::upload`] allows that group for the model.
+    pub fn on(mut server: TestServer) -> World {
         server.create_vendor("acme");
         let admin = server.token("vendor-admin", Some("acme"), "acme-admin");
         let alice = server.token("committer", None, "alice");
+        server.host = Some(server.enroll_host("gpu-01", "gpu"));
         World {
             server,
             admin,
@@ -407,6 +487,8 @@ impl World {
             .to_owned();
         assert_eq!(commit.len(), 40, "not a commit id: {commit:?}");
         assert!(commit.bytes().all(|b| b.is_ascii_hexdigit()));
+        self.server
+            .ok(&self.admin, &["host", "allow", model, "gpu"]);
         commit
     }
 }

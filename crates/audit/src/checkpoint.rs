@@ -100,6 +100,10 @@ impl Checkpoint {
 }
 
 /// ASCII decimal without sign or leading zeros (but "0" itself).
+pub fn parse_canonical_decimal(s: &str) -> Option<u64> {
+    parse_decimal(s)
+}
+
 fn parse_decimal(s: &str) -> Option<u64> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0'))
     {

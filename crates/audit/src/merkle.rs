@@ -11,8 +11,12 @@
 //! short run of stored perfect subtrees (one per set bit of its width), folded right to left:
 //! roots and proofs cost O(log n) (inclusion, consistency: O(log² n)) reads.
 //!
-//! The tree knows nothing about where nodes live: [`TreeStore`] is implemented by
-//! [`MemoryTreeStore`] here and by the database later. Proof *verification* needs no store at all.
+//! The tree knows nothing about where nodes live: [`TreeStore`] is a synchronous trait,
+//! implemented by [`MemoryTreeStore`]. A database (the store crate, async) does not implement
+//! it: it asks which nodes an operation reads ([`edge_nodes`], [`root_nodes`],
+//! [`inclusion_nodes`], [`consistency_nodes`]), fetches those in one query, and runs the same
+//! code over them in memory; appends go through [`append_leaves`], which returns the nodes to
+//! write. Proof *verification* needs no store at all.
 
 use std::collections::HashMap;
 
@@ -332,6 +336,104 @@ pub fn verify_consistency(
     fr == *old_root && sr == *new_root && sn == 0
 }
 
+/// A stored node: `(level, index, hash)`.
+pub type Node = (u8, u64, Hash);
+
+/// The right edge of the tree of `size` leaves: the perfect subtrees given by the set bits of
+/// `size`, as `(level, index)`, largest (leftmost) first. Appending to a tree needs exactly these
+/// nodes (and the ones the appends themselves create).
+pub fn edge_nodes(size: u64) -> Vec<(u8, u64)> {
+    (0..64u32)
+        .rev()
+        .filter(|level| size >> level & 1 == 1)
+        .map(|level| (level as u8, (size >> level) - 1))
+        .collect()
+}
+
+/// Appends `leaves` (leaf hashes) to the tree of `size` leaves whose right edge is `edge`
+/// (the hashes of [`edge_nodes`]`(size)`, in that order). Returns every node the appends
+/// complete, in creation order: what a store writes to hold the longer tree.
+pub fn append_leaves(size: u64, edge: &[Hash], leaves: &[Hash]) -> Result<Vec<Node>, TreeError> {
+    let keys = edge_nodes(size);
+    if keys.len() != edge.len() {
+        let (level, index) = keys.get(edge.len()).copied().unwrap_or((0, size));
+        return Err(TreeError::MissingNode { level, index });
+    }
+    let mut store = RecordingStore {
+        inner: MemoryTreeStore::new(),
+        created: Vec::with_capacity(leaves.len() * 2 + 1),
+    };
+    for (&(level, index), hash) in keys.iter().zip(edge) {
+        store.inner.put(level, index, *hash);
+    }
+    let mut size = size;
+    for leaf in leaves {
+        size = append(&mut store, size, *leaf)?;
+    }
+    Ok(store.created)
+}
+
+/// A memory store that remembers what was put into it.
+struct RecordingStore {
+    inner: MemoryTreeStore,
+    created: Vec<Node>,
+}
+
+impl TreeStore for RecordingStore {
+    fn get(&self, level: u8, index: u64) -> Option<Hash> {
+        self.inner.get(level, index)
+    }
+
+    fn put(&mut self, level: u8, index: u64, hash: Hash) {
+        self.inner.put(level, index, hash);
+        self.created.push((level, index, hash));
+    }
+}
+
+/// A store that holds every node and records which ones were read. The tree's algorithms
+/// never branch on hash values, only on sizes and indices, so running one against this store
+/// lists exactly the nodes it needs: a database fetches those in one query, then runs the
+/// algorithm again over them in memory.
+#[derive(Default)]
+struct NodeRecorder {
+    read: std::cell::RefCell<Vec<(u8, u64)>>,
+}
+
+impl TreeStore for NodeRecorder {
+    fn get(&self, level: u8, index: u64) -> Option<Hash> {
+        self.read.borrow_mut().push((level, index));
+        Some([0; 32])
+    }
+
+    fn put(&mut self, _level: u8, _index: u64, _hash: Hash) {}
+}
+
+fn recorded<T>(
+    run: impl FnOnce(&NodeRecorder) -> Result<T, TreeError>,
+) -> Result<Vec<(u8, u64)>, TreeError> {
+    let recorder = NodeRecorder::default();
+    run(&recorder)?;
+    let mut nodes = recorder.read.into_inner();
+    nodes.sort_unstable();
+    nodes.dedup();
+    Ok(nodes)
+}
+
+/// The stored nodes [`root`] reads for a tree of `size` leaves.
+pub fn root_nodes(size: u64) -> Vec<(u8, u64)> {
+    recorded(|s| root(s, size)).unwrap_or_default()
+}
+
+/// The stored nodes [`inclusion_proof`] reads.
+pub fn inclusion_nodes(index: u64, size: u64) -> Result<Vec<(u8, u64)>, TreeError> {
+    recorded(|s| inclusion_proof(s, index, size))
+}
+
+/// The stored nodes [`consistency_proof`] reads.
+pub fn consistency_nodes(old: u64, new: u64) -> Result<Vec<(u8, u64)>, TreeError> {
+    recorded(|s| consistency_proof(s, old, new))
+}
+
 /// The right edge of a tree being built leaf by leaf: one perfect-subtree hash per set bit of
 /// the size, O(log n) memory. Gives the root at any size; used to rebuild a log offline.
 #[derive(Debug, Clone, Default)]
@@ -348,6 +450,25 @@ impl CompactRange {
 
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// The range of a tree of `size` leaves from its right edge (the hashes of
+    /// [`edge_nodes`]`(size)`, largest first), to go on appending where a log left off.
+    pub fn from_edge(size: u64, edge: Vec<Hash>) -> Result<CompactRange, TreeError> {
+        if size >= MAX_TREE_SIZE {
+            return Err(TreeError::TooLarge);
+        }
+        let keys = edge_nodes(size);
+        if keys.len() != edge.len() {
+            let (level, index) = keys.get(edge.len()).copied().unwrap_or((0, size));
+            return Err(TreeError::MissingNode { level, index });
+        }
+        Ok(CompactRange { size, peaks: edge })
+    }
+
+    /// The right edge: one perfect-subtree hash per set bit of the size, largest first.
+    pub fn edge(&self) -> &[Hash] {
+        &self.peaks
     }
 
     /// Appends one leaf hash.

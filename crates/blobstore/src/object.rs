@@ -133,6 +133,11 @@ impl BlobStore {
     pub async fn delete(&self, object_id: &ObjectId) -> Result<(), BlobError> {
         self.backend.delete(object_id.as_str()).await
     }
+
+    /// Whether storage still holds the object (any finished version of it).
+    pub async fn exists(&self, object_id: &ObjectId) -> Result<bool, BlobError> {
+        Ok(self.backend.size(object_id.as_str()).await?.is_some())
+    }
 }
 
 /// Reads, opens and trims one segment to the requested range.

@@ -18,6 +18,7 @@ use types::{RepoPath, RepoRef, Sha256Hex};
 use crate::client::{Client, encode_path};
 use crate::output::Output;
 use crate::upload::progress;
+use crate::wipe::FetchRecord;
 
 /// Suffix of a download in progress. Nothing with it is ever a finished file.
 const PARTIAL_SUFFIX: &str = ".custody-partial";
@@ -58,6 +59,7 @@ pub async fn fetch(
     repo: &RepoRef,
     rev: &str,
     out_dir: &Path,
+    record: Option<&FetchRecord>,
     out: &Output,
 ) -> anyhow::Result<Value> {
     let revision = client
@@ -68,6 +70,12 @@ pub async fn fetch(
         .context("the server's revision has no commit id")?
         .to_owned();
     let files = parse_manifest(&revision)?;
+    // On a host, note where the files go before the first byte arrives, so `custody wipe`
+    // finds them (and any partial download) once the model is deleted.
+    if let Some(record) = record {
+        let paths: Vec<&RepoPath> = files.iter().map(|f| &f.path).collect();
+        record.note(repo, &commit, out_dir, &paths)?;
+    }
     let total: u64 = files.iter().map(|f| f.size).sum();
     let bar = progress(total, out, "fetching");
     let mut fetched = Vec::new();

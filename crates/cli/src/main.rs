@@ -6,10 +6,15 @@
 //! environment, where it does not show in the process list.
 #![forbid(unsafe_code)]
 
+mod access;
+mod agent;
+mod certificate;
 mod client;
+mod delete;
 mod fetch;
 mod output;
 mod upload;
+mod wipe;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,7 +23,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
-use types::{RepoRef, UserName, VendorName};
+use types::{RepoRef, VendorName};
 
 use crate::client::Client;
 
@@ -48,6 +53,16 @@ struct Global {
     /// PEM file with the server certificate (or its CA) to trust
     #[arg(long, env = "CUSTODY_CA", global = true)]
     ca: Option<PathBuf>,
+    /// The exclusive host's client certificate (PEM), from `custody host enroll`
+    #[arg(long, env = "CUSTODY_HOST_CERT", global = true)]
+    host_cert: Option<PathBuf>,
+    /// The exclusive host's private key (PEM), from `custody host csr`
+    #[arg(long, env = "CUSTODY_HOST_KEY", global = true)]
+    host_key: Option<PathBuf>,
+    /// On an exclusive host: the file where `fetch` notes its copies for `wipe` (default
+    /// $XDG_STATE_HOME/custody/fetched.json or ~/.local/state/custody/fetched.json)
+    #[arg(long, env = "CUSTODY_HOST_STATE", global = true)]
+    host_state: Option<PathBuf>,
     /// Print results as JSON, for scripts
     #[arg(long, global = true)]
     json: bool,
@@ -71,20 +86,11 @@ enum Command {
         model: String,
         #[arg(long, short, default_value = "")]
         message: String,
-    },
-    /// Grant a user read access to a model (vendor admin)
-    Grant {
-        /// VENDOR/MODEL
-        model: String,
-        #[arg(long)]
-        to: String,
-    },
-    /// Revoke a user's access to a model (vendor admin)
-    Revoke {
-        /// VENDOR/MODEL
-        model: String,
-        #[arg(long)]
-        from: String,
+        /// Upload what you made from COMMIT of the same model (converted or quantized
+        /// weights, test logs): a revision of the model, shredded with it (committers need a
+        /// grant on the model)
+        #[arg(long, value_name = "COMMIT")]
+        derived_from: Option<String>,
     },
     /// List models, or a model's revisions
     Ls {
@@ -97,6 +103,31 @@ enum Command {
         model: String,
         #[arg(long)]
         out: PathBuf,
+    },
+    #[command(flatten)]
+    Access(access::AccessCommand),
+    #[command(flatten)]
+    Delete(delete::DeleteCommand),
+    /// Run the host agent on an exclusive server: Hugging Face clients on this machine use
+    /// HF_ENDPOINT=http://LISTEN; it forwards to the server with the host certificate
+    Agent {
+        /// Loopback address to listen on, for example 127.0.0.1:8090
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+    /// Verify a deletion certificate offline (exit 0 valid, 1 invalid, 2 unusable input)
+    VerifyCertificate(certificate::VerifyArgs),
+    /// On an exclusive host: delete the local copies of models that have been deleted (what
+    /// `custody fetch` wrote, and the Hugging Face cache) and confirm it to the server.
+    /// Authenticated by the host certificate alone; no token needed
+    Wipe {
+        /// Show what would be removed; remove nothing, confirm nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Hugging Face cache folder to clean (default: HF_HUB_CACHE, HF_HOME/hub or
+        /// ~/.cache/huggingface/hub)
+        #[arg(long)]
+        hf_cache: Option<PathBuf>,
     },
 }
 
@@ -117,6 +148,9 @@ struct ServerArgs {
     /// Seconds an uncommitted upload is kept before its parts are removed
     #[arg(long)]
     upload_ttl_secs: Option<i64>,
+    /// Cedar policy directory to use instead of the built-in policies (strictly validated)
+    #[arg(long)]
+    policy_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -142,6 +176,8 @@ enum TokenCommand {
         #[arg(long)]
         expires_in: Option<humantime_arg::Duration>,
     },
+    #[command(flatten)]
+    Admin(access::TokenAdmin),
 }
 
 mod humantime_arg {
@@ -174,6 +210,10 @@ mod humantime_arg {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let output = Output::new(cli.global.json);
+    // Offline and synchronous, with its own exit codes: no runtime, no server settings.
+    if let Command::VerifyCertificate(args) = &cli.command {
+        return certificate::run(args, &output);
+    }
     // Few blocking threads: each one that allocates gets its own allocator arena, and the
     // server's blocking work (sealing, opening, file I/O) needs only a handful.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -241,35 +281,31 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
             dir,
             model,
             message,
+            derived_from,
         } => {
             let repo = RepoRef::parse(&model)?;
             let client = Client::from_settings(&global)?;
-            let done = upload::upload(&client, &dir, &repo, &message, out).await?;
+            let done = upload::upload(&client, &dir, &repo, &message, derived_from.as_deref(), out)
+                .await?;
             out.result(&done, || done["commit"].as_str().unwrap_or("").to_owned());
             Ok(())
         }
-        Command::Grant { model, to } => {
-            let repo = RepoRef::parse(&model)?;
-            let user = UserName::parse(&to)?;
-            let client = Client::from_settings(&global)?;
-            let v = client
-                .post_json(
-                    &format!("/v1/models/{repo}/grants"),
-                    &json!({ "user": user }),
-                )
-                .await?;
-            out.result(&v, || format!("granted {user} access to {repo}"));
+        Command::Access(command) => access::run(command, &global, out).await,
+        Command::Wipe { dry_run, hf_cache } => {
+            let done = wipe::wipe(&global, &wipe::WipeArgs { dry_run, hf_cache }, out).await?;
+            out.result(&done, || wipe::human(&done));
             Ok(())
         }
-        Command::Revoke { model, from } => {
-            let repo = RepoRef::parse(&model)?;
-            let user = UserName::parse(&from)?;
-            let client = Client::from_settings(&global)?;
-            let v = client
-                .delete_json(&format!("/v1/models/{repo}/grants/{user}"))
-                .await?;
-            out.result(&v, || format!("revoked {user}'s access to {repo}"));
-            Ok(())
+        Command::Delete(command) => delete::run(command, &global, out).await,
+        Command::VerifyCertificate(_) => {
+            anyhow::bail!("verify-certificate runs before the async runtime starts")
+        }
+        Command::Agent { listen } => {
+            init_logging();
+            agent::run(listen, &global).await
+        }
+        Command::Token(TokenCommand::Admin(command)) => {
+            access::run_token_admin(command, &global, out).await
         }
         Command::Ls { target } => {
             let client = Client::from_settings(&global)?;
@@ -279,8 +315,12 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
                     let v = client.get_json(&format!("/v1/models/{repo}")).await?;
                     out.result(&v, || {
                         output::lines(&v["revisions"], |r| {
+                            let derived = r["derived_from"]
+                                .as_str()
+                                .map(|c| format!("  (derived from {c})"))
+                                .unwrap_or_default();
                             format!(
-                                "{}  {}  {}",
+                                "{}  {}  {}{derived}",
                                 r["commit"].as_str().unwrap_or(""),
                                 r["created_by"].as_str().unwrap_or(""),
                                 r["message"].as_str().unwrap_or("")
@@ -315,7 +355,8 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
             };
             let repo = RepoRef::parse(name)?;
             let client = Client::from_settings(&global)?;
-            let done = fetch::fetch(&client, &repo, rev, &dir, out).await?;
+            let record = wipe::fetch_record(&global, &client)?;
+            let done = fetch::fetch(&client, &repo, rev, &dir, record.as_ref(), out).await?;
             out.result(&done, || {
                 format!(
                     "fetched {} files of {}@{} into {}",
@@ -330,7 +371,8 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
     }
 }
 
-async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
+/// Logs to stderr, filtered by `CUSTODY_LOG` (default `info`): for the long-running commands.
+fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CUSTODY_LOG")
@@ -338,6 +380,10 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+}
+
+async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
+    init_logging();
     let mut config = match (&args.config, &args.data_dir) {
         (Some(path), _) => server::ServerConfig::from_toml_file(path)?,
         (None, Some(dir)) => server::ServerConfig::new(dir.clone()),
@@ -354,6 +400,9 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     }
     if let Some(ttl) = args.upload_ttl_secs {
         config.upload_ttl_secs = ttl;
+    }
+    if let Some(dir) = args.policy_dir {
+        config.policy_dir = Some(dir);
     }
     server::run(config, |started| {
         use std::io::Write;

@@ -96,6 +96,7 @@ pub async fn upload(
     dir: &Path,
     repo: &RepoRef,
     message: &str,
+    derived_from: Option<&str>,
     out: &Output,
 ) -> anyhow::Result<Value> {
     let found = collect(dir)?;
@@ -118,7 +119,10 @@ pub async fn upload(
         .iter()
         .map(|f| json!({ "path": f.path, "size": f.size, "sha256": f.sha256 }))
         .collect();
-    let begin = json!({ "message": message, "files": manifest });
+    let mut begin = json!({ "message": message, "files": manifest });
+    if let Some(commit) = derived_from {
+        begin["derived_from"] = json!(commit);
+    }
     let begin_path = format!("/v1/models/{repo}/uploads");
     // Sending the same manifest again returns the open session with what it already holds.
     let mut session = client.post_json(&begin_path, &begin).await?;

@@ -166,6 +166,37 @@ impl Default for ResumableSha256 {
     }
 }
 
+/// A Git object id: SHA-1 over `"<kind> <len>\0"` followed by the content. Only a name that
+/// Hub clients expect (blob ids of small files, tree ids); never used for integrity, which
+/// SHA-256 provides.
+pub struct GitObjectHasher(digest::Context);
+
+impl GitObjectHasher {
+    /// `kind` is `blob` or `tree`; `len` the exact number of content bytes that follow.
+    pub fn new(kind: &str, len: u64) -> Self {
+        let mut ctx = digest::Context::new(&digest::SHA1_FOR_LEGACY_USE_ONLY);
+        ctx.update(format!("{kind} {len}\0").as_bytes());
+        Self(ctx)
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+
+    pub fn finish(self) -> [u8; 20] {
+        let mut out = [0u8; 20];
+        out.copy_from_slice(self.0.finish().as_ref());
+        out
+    }
+}
+
+/// The Git object id of `content` (what `git hash-object -t KIND` prints, as bytes).
+pub fn git_object_id(kind: &str, content: &[u8]) -> [u8; 20] {
+    let mut h = GitObjectHasher::new(kind, content.len() as u64);
+    h.update(content);
+    h.finish()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
@@ -182,6 +213,23 @@ mod tests {
             hex::encode(sha256(b"abc")),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn git_object_ids_match_git() {
+        // `git hash-object --stdin` of "" and "hello\n".
+        assert_eq!(
+            hex::encode(git_object_id("blob", b"")),
+            "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
+        );
+        assert_eq!(
+            hex::encode(git_object_id("blob", b"hello\n")),
+            "ce013625030ba8dba906f756967f9e9ca394464a"
+        );
+        let mut h = GitObjectHasher::new("blob", 6);
+        h.update(b"hel");
+        h.update(b"lo\n");
+        assert_eq!(h.finish(), git_object_id("blob", b"hello\n"));
     }
 
     #[test]

@@ -28,8 +28,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod age_file;
 pub mod bench;
 pub mod hash;
+pub mod host_ca;
 pub mod sign;
 pub mod stream;
 pub mod tls;

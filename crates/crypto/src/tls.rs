@@ -52,7 +52,7 @@ pub fn self_signed_server_cert(
 /// configure your own) before then.
 pub const CERT_YEARS: i32 = 2;
 
-fn current_year() -> i32 {
+pub(crate) fn current_year() -> i32 {
     year_of(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

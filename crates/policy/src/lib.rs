@@ -10,10 +10,8 @@
 //! Nothing here does IO except [`PolicyEngine::load`] and [`validate`] (module `load`), which
 //! read a policy directory once at start.
 //!
-//! Two entry points:
-//! - [`PolicyEngine::decide`] over [`Facts`] — the API to use.
-//! - [`decide`]`(principal, action, resource)` — the former rule-table signature, kept as a
-//!   thin adapter over the embedded policies (see its docs for what it assumes).
+//! The entry point is [`PolicyEngine::decide`] over [`Facts`]. There is no shortcut: every
+//! decision goes through the strictly validated policies with the facts of the request.
 #![forbid(unsafe_code)]
 
 mod engine;
@@ -58,6 +56,8 @@ pub enum Action {
     /// Receive plaintext weight bytes.
     Fetch,
     Upload,
+    /// Upload a revision derived from one of the model's revisions (Cedar `upload_derived`).
+    UploadDerived,
     Grant,
     Revoke,
     Exclude,
@@ -65,16 +65,21 @@ pub enum Action {
     Approve,
     ExportAudit,
     ManageHosts,
+    /// Add or remove members of user groups (Cedar `manage_groups`).
+    ManageGroups,
+    /// Change a vendor's or model's settings: embargo window, two-person rule.
+    Configure,
 }
 
 impl Action {
-    pub const ALL: [Action; 13] = [
+    pub const ALL: [Action; 16] = [
         Action::CreateVendor,
         Action::CreateToken,
         Action::ListVendors,
         Action::ReadMetadata,
         Action::Fetch,
         Action::Upload,
+        Action::UploadDerived,
         Action::Grant,
         Action::Revoke,
         Action::Exclude,
@@ -82,6 +87,8 @@ impl Action {
         Action::Approve,
         Action::ExportAudit,
         Action::ManageHosts,
+        Action::ManageGroups,
+        Action::Configure,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -92,6 +99,7 @@ impl Action {
             Action::ReadMetadata => "read-metadata",
             Action::Fetch => "fetch",
             Action::Upload => "upload",
+            Action::UploadDerived => "upload-derived",
             Action::Grant => "grant",
             Action::Revoke => "revoke",
             Action::Exclude => "exclude",
@@ -99,6 +107,8 @@ impl Action {
             Action::Approve => "approve",
             Action::ExportAudit => "export-audit",
             Action::ManageHosts => "manage-hosts",
+            Action::ManageGroups => "manage-groups",
+            Action::Configure => "configure",
         }
     }
 
@@ -110,6 +120,7 @@ impl Action {
             Action::ListVendors | Action::ReadMetadata => "list",
             Action::Fetch => "fetch",
             Action::Upload => "upload",
+            Action::UploadDerived => "upload_derived",
             Action::Grant => "grant",
             Action::Revoke => "revoke",
             Action::Exclude => "exclude",
@@ -117,6 +128,8 @@ impl Action {
             Action::Approve => "approve",
             Action::ExportAudit => "export_audit",
             Action::ManageHosts => "manage_hosts",
+            Action::ManageGroups => "manage_groups",
+            Action::Configure => "configure",
         }
     }
 }
@@ -141,89 +154,5 @@ impl PolicyEngine {
     /// The engine over the policies embedded at build time (validated once, on first use).
     pub fn embedded() -> Result<&'static PolicyEngine, PolicyError> {
         EMBEDDED.as_ref().map_err(Clone::clone)
-    }
-}
-
-/// What the action touches, with the facts the former rule table needed.
-#[derive(Debug, Clone, Copy)]
-pub enum Resource<'a> {
-    /// The service as a whole (vendors, tokens).
-    Service,
-    /// One vendor (listing its models, creating a model by upload).
-    Vendor { vendor: &'a VendorName },
-    /// One model, and whether the principal holds a grant on it.
-    Model {
-        vendor: &'a VendorName,
-        granted: bool,
-    },
-}
-
-/// Host group and host the compatibility adapter assumes (see [`decide`]).
-pub const LEGACY_HOST_GROUP: &str = "legacy-unverified";
-
-/// Compatibility adapter: the former signature, decided by the embedded Cedar policies.
-///
-/// It knows only what the old `Resource` carries, so it assumes: no groups, no exclusions,
-/// no embargo, time 0, and — because the server does not yet identify hosts — that every
-/// model request comes from a host `legacy-unverified` in a host group allowed for the
-/// model. That keeps today's behaviour (a granted committer may fetch) and is the one place
-/// the host requirement is waived; it disappears when the server calls
-/// [`PolicyEngine::decide`] with real [`Facts`].
-pub fn decide(principal: &Principal, action: Action, resource: Resource<'_>) -> Decision {
-    let engine = match PolicyEngine::embedded() {
-        Ok(engine) => engine,
-        Err(e) => {
-            return Decision {
-                allowed: false,
-                policy: "engine-error",
-                policies: Vec::new(),
-                reason: "the access policy could not be loaded; refusing".into(),
-                errors: vec![e.to_string()],
-            };
-        }
-    };
-    engine.decide(&legacy_facts(principal, resource), action)
-}
-
-fn legacy_facts(principal: &Principal, resource: Resource<'_>) -> Facts {
-    let legacy_host = || HostFacts {
-        name: LEGACY_HOST_GROUP.to_owned(),
-        groups: vec![LEGACY_HOST_GROUP.to_owned()],
-        revoked: false,
-    };
-    let (resource, host) = match resource {
-        Resource::Service => (ResourceFacts::Service, None),
-        Resource::Vendor { vendor } => (
-            ResourceFacts::Vendor(VendorFacts {
-                name: vendor.clone(),
-                excluded: Vec::new(),
-            }),
-            None,
-        ),
-        Resource::Model { vendor, granted } => (
-            ResourceFacts::Model(ModelFacts {
-                id: format!("{vendor}/*"),
-                vendor: vendor.clone(),
-                readers: if granted {
-                    vec![Grant::forever(principal.user.clone())]
-                } else {
-                    Vec::new()
-                },
-                reader_groups: Vec::new(),
-                excluded: Vec::new(),
-                vendor_excluded: Vec::new(),
-                host_groups: vec![LEGACY_HOST_GROUP.to_owned()],
-                not_before: None,
-                not_after: None,
-            }),
-            Some(legacy_host()),
-        ),
-    };
-    Facts {
-        principal: principal.clone(),
-        groups: Vec::new(),
-        resource,
-        host,
-        now: 0,
     }
 }

@@ -116,6 +116,56 @@ fn cases() -> Vec<Case> {
     let in_team = |p: Principal| with_model(p, |f, _| f.groups = vec!["team".into()]);
 
     vec![
+        // Settings and groups (the actions added with hosts and the two-person rule).
+        case(
+            "vendor admin configures own model",
+            m(admin()),
+            Configure,
+            true,
+            "vendor-admin-manages-own-vendor",
+        ),
+        case(
+            "vendor admin configures own vendor",
+            acme(admin()),
+            Configure,
+            true,
+            "vendor-admin-manages-own-vendor",
+        ),
+        case(
+            "other vendor's admin may not configure",
+            m(other_admin()),
+            Configure,
+            false,
+            "own vendor",
+        ),
+        case(
+            "committer may not configure",
+            m(alice()),
+            Configure,
+            false,
+            "may not configure",
+        ),
+        case(
+            "operator manages groups",
+            service(operator()),
+            ManageGroups,
+            true,
+            "operator-manages-service",
+        ),
+        case(
+            "vendor admin may not manage groups",
+            service(admin()),
+            ManageGroups,
+            false,
+            "may not manage-groups",
+        ),
+        case(
+            "vendor admin approves on own vendor",
+            acme(admin()),
+            Approve,
+            true,
+            "vendor-admin-manages-own-vendor",
+        ),
         // Committers and grants.
         case(
             "granted committer fetches",
@@ -565,6 +615,81 @@ fn cases() -> Vec<Case> {
             false,
             "may not upload",
         ),
+        // Derived revisions (converted or quantized weights, test logs): a committer holding
+        // a grant, or a vendor admin; exclusions win; no host needed (nothing is read).
+        case(
+            "granted committer uploads a derived revision",
+            m(alice()),
+            UploadDerived,
+            true,
+            "committer-uploads-derived-for-granted-model",
+        ),
+        case(
+            "group grant lets a member upload a derived revision",
+            in_team(bob()),
+            UploadDerived,
+            true,
+            "committer-uploads-derived-for-granted-model",
+        ),
+        case(
+            "derived upload needs no host",
+            with_model(alice(), |f, _| f.host = None),
+            UploadDerived,
+            true,
+            "committer-uploads-derived-for-granted-model",
+        ),
+        case(
+            "ungranted committer may not upload a derived revision",
+            m(bob()),
+            UploadDerived,
+            false,
+            "no grant",
+        ),
+        case(
+            "excluded member of a granted group may not upload a derived revision",
+            with_model(bob(), |f, m| {
+                f.groups = vec!["team".into()];
+                m.excluded = vec![user("bob")];
+            }),
+            UploadDerived,
+            false,
+            "excluded from this model",
+        ),
+        case(
+            "committer excluded at vendor level may not upload a derived revision",
+            with_model(alice(), |_, m| m.vendor_excluded = vec![user("alice")]),
+            UploadDerived,
+            false,
+            "excluded",
+        ),
+        case(
+            "vendor admin uploads a derived revision of own model",
+            m(admin()),
+            UploadDerived,
+            true,
+            "vendor-admin-manages-own-vendor",
+        ),
+        case(
+            "other vendor's admin may not upload a derived revision",
+            m(other_admin()),
+            UploadDerived,
+            false,
+            "own vendor",
+        ),
+        case(
+            "auditor may not upload a derived revision",
+            m(auditor()),
+            UploadDerived,
+            false,
+            "may not upload-derived",
+        ),
+        case(
+            "operator may not upload a derived revision",
+            m(operator()),
+            UploadDerived,
+            false,
+            "may not upload-derived",
+        ),
         // Actions that do not apply to a resource type are refused, not errors... see below.
         case(
             "approve is for vendor admins",
@@ -798,247 +923,6 @@ fn facts_that_do_not_fit_the_schema_deny() {
 
 /// The former rule table, through the compatibility adapter, with the messages the
 /// end-to-end tests expect.
-#[test]
-fn compatibility_adapter_keeps_the_old_table() {
-    use Action::*;
-    use Role::*;
-    let acme = vendor("acme");
-    let other = vendor("other");
-    type Case<'a> = (
-        Role,
-        Option<&'a str>,
-        Action,
-        Option<&'a VendorName>,
-        bool,
-        bool,
-        &'a str,
-    );
-    let cases: &[Case] = &[
-        (Operator, None, CreateVendor, None, false, true, ""),
-        (Operator, None, CreateToken, None, false, true, ""),
-        (Operator, None, ListVendors, None, false, true, ""),
-        (Operator, None, ReadMetadata, Some(&acme), false, true, ""),
-        (
-            Operator,
-            None,
-            Fetch,
-            Some(&acme),
-            true,
-            false,
-            "never receive weights",
-        ),
-        (
-            Operator,
-            None,
-            Upload,
-            Some(&acme),
-            false,
-            false,
-            "may not upload",
-        ),
-        (
-            Operator,
-            None,
-            Grant,
-            Some(&acme),
-            false,
-            false,
-            "may not grant",
-        ),
-        (
-            VendorAdmin,
-            Some("acme"),
-            Upload,
-            Some(&acme),
-            false,
-            true,
-            "",
-        ),
-        (
-            VendorAdmin,
-            Some("acme"),
-            Grant,
-            Some(&acme),
-            false,
-            true,
-            "",
-        ),
-        (
-            VendorAdmin,
-            Some("acme"),
-            Revoke,
-            Some(&acme),
-            false,
-            true,
-            "",
-        ),
-        (
-            VendorAdmin,
-            Some("acme"),
-            Fetch,
-            Some(&acme),
-            false,
-            true,
-            "",
-        ),
-        (
-            VendorAdmin,
-            Some("acme"),
-            Upload,
-            Some(&other),
-            false,
-            false,
-            "own vendor",
-        ),
-        (
-            VendorAdmin,
-            Some("acme"),
-            Grant,
-            Some(&other),
-            false,
-            false,
-            "own vendor",
-        ),
-        (
-            VendorAdmin,
-            Some("acme"),
-            Fetch,
-            Some(&other),
-            false,
-            false,
-            "own vendor",
-        ),
-        (
-            VendorAdmin,
-            Some("acme"),
-            CreateVendor,
-            None,
-            false,
-            false,
-            "may not create-vendor",
-        ),
-        (
-            VendorAdmin,
-            Some("acme"),
-            CreateToken,
-            None,
-            false,
-            false,
-            "may not create-token",
-        ),
-        (
-            Committer,
-            None,
-            Fetch,
-            Some(&acme),
-            false,
-            false,
-            "no grant",
-        ),
-        (Committer, None, Fetch, Some(&acme), true, true, ""),
-        (
-            Committer,
-            None,
-            ReadMetadata,
-            Some(&acme),
-            false,
-            false,
-            "no grant",
-        ),
-        (Committer, None, ReadMetadata, Some(&acme), true, true, ""),
-        (
-            Committer,
-            None,
-            Grant,
-            Some(&acme),
-            true,
-            false,
-            "may not grant",
-        ),
-        (
-            Committer,
-            None,
-            Upload,
-            Some(&acme),
-            true,
-            false,
-            "may not upload",
-        ),
-        (
-            Committer,
-            None,
-            CreateToken,
-            None,
-            false,
-            false,
-            "may not create-token",
-        ),
-        (
-            Auditor,
-            Some("acme"),
-            ReadMetadata,
-            Some(&acme),
-            false,
-            true,
-            "",
-        ),
-        (
-            Auditor,
-            Some("acme"),
-            ReadMetadata,
-            Some(&other),
-            false,
-            false,
-            "own vendor",
-        ),
-        (
-            Auditor,
-            Some("acme"),
-            Fetch,
-            Some(&acme),
-            true,
-            false,
-            "never the weights",
-        ),
-        (
-            Auditor,
-            Some("acme"),
-            Grant,
-            Some(&acme),
-            false,
-            false,
-            "may not grant",
-        ),
-    ];
-    for &(role, scope, action, vendor, granted, allowed, fragment) in cases {
-        let principal = who("someone", role, scope);
-        let resource = match vendor {
-            None => Resource::Service,
-            // Upload targets the vendor, as the server asks it.
-            Some(vendor) if action == Upload => Resource::Vendor { vendor },
-            Some(vendor) => Resource::Model { vendor, granted },
-        };
-        let d = decide(&principal, action, resource);
-        assert_eq!(
-            d.allowed, allowed,
-            "{role} {scope:?} {action:?} {vendor:?} {granted}: {d:?}"
-        );
-        assert!(d.errors.is_empty(), "{d:?}");
-        if allowed {
-            assert_ne!(d.policy, "default-deny");
-        } else {
-            assert!(d.reason.contains(fragment), "{role} {action:?}: {d:?}");
-        }
-    }
-    // Committers list vendors (listing then filters per model).
-    let d = decide(
-        &who("c", Committer, None),
-        ReadMetadata,
-        Resource::Vendor { vendor: &acme },
-    );
-    assert!(d.allowed, "{d:?}");
-}
-
 #[test]
 fn engine_is_shareable() {
     fn assert_send_sync<T: Send + Sync>() {}

@@ -1,22 +1,72 @@
-//! Authentication (who is asking) and authorization (may they), for every route.
+//! Authentication (who is asking, from which host) and authorization (may they), for every
+//! route.
 //!
-//! Tokens are `<id>.<secret>`. The id finds the stored record; the secret's SHA-256 is
-//! compared in constant time. The header value is never logged; errors name no token part.
+//! People present bearer tokens `<id>.<secret>`: the id finds the stored record, the secret's
+//! SHA-256 is compared in constant time. The header value is never logged; errors name no
+//! token part. Exclusive servers present a client certificate issued by the service's host
+//! CA (checked by rustls in the handshake); the connection layer ([`crate::tls`]) puts its
+//! SHA-256 into the request, and every request looks the host up again, so a revocation
+//! takes effect on the host's next request.
+//!
+//! [`authorize`] is the one authorization function: it gathers the facts of the request from
+//! the database and asks the policy engine. Any error while gathering facts is a denial.
 
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use crypto::token::TokenSecret;
-use policy::{Action, Decision, Principal, Resource};
+use policy::{Action, Decision, Facts, Grant, HostFacts, ModelFacts, Principal, ResourceFacts};
+use store::{HostRecord, ModelRecord, VendorRecord};
 
 use crate::App;
 use crate::error::ApiError;
 
-/// An authenticated request: who, and an id to correlate logs and audit entries.
+/// The SHA-256 (lowercase hex) of the client certificate of the connection, when the peer
+/// presented one that chains to the host CA. Set by the accept loop.
+#[derive(Clone, Debug)]
+pub(crate) struct PeerCertificate(pub String);
+
+/// An authenticated request: who, from which host, and an id to correlate logs and audit
+/// entries.
 pub(crate) struct Caller {
     pub principal: Principal,
     pub request_id: String,
+    /// The host the request came through: `None` without a client certificate.
+    pub host: Option<CallerHost>,
+}
+
+pub(crate) enum CallerHost {
+    Enrolled(HostRecord),
+    /// A certificate the CA issued that no longer belongs to an enrolled host (the host was
+    /// enrolled again with a new certificate). Treated as revoked.
+    Unknown {
+        cert_sha256: String,
+    },
+}
+
+impl CallerHost {
+    pub fn name(&self) -> String {
+        match self {
+            CallerHost::Enrolled(h) => h.name.to_string(),
+            CallerHost::Unknown { cert_sha256 } => format!("unenrolled:{}", &cert_sha256[..16]),
+        }
+    }
+
+    fn facts(&self, now: i64) -> HostFacts {
+        match self {
+            CallerHost::Enrolled(h) => HostFacts {
+                name: h.name.to_string(),
+                groups: vec![h.group.to_string()],
+                revoked: h.revoked_at.is_some() || h.not_after <= now,
+            },
+            CallerHost::Unknown { .. } => HostFacts {
+                name: self.name(),
+                groups: Vec::new(),
+                revoked: true,
+            },
+        }
+    }
 }
 
 impl Caller {
@@ -26,7 +76,10 @@ impl Caller {
     }
 
     pub fn entry(&self, action: &str, resource: impl Into<String>) -> audit::Entry {
-        audit::Entry::new(self.actor(), action, resource).with_request_id(&self.request_id)
+        let mut entry =
+            audit::Entry::new(self.actor(), action, resource).with_request_id(&self.request_id);
+        entry.host = self.host.as_ref().map(CallerHost::name);
+        entry
     }
 }
 
@@ -39,18 +92,28 @@ impl FromRequestParts<Arc<App>> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
         let request_id = request_id();
-        let result = authenticate(parts, app).await;
-        match result {
+        let host = match parts.extensions.get::<PeerCertificate>() {
+            None => None,
+            Some(PeerCertificate(sha)) => Some(match app.store.host_by_cert(sha).await? {
+                Some(record) => CallerHost::Enrolled(record),
+                None => CallerHost::Unknown {
+                    cert_sha256: sha.clone(),
+                },
+            }),
+        };
+        match authenticate(parts, app).await {
             Ok(principal) => Ok(Caller {
                 principal,
                 request_id,
+                host,
             }),
             Err(reason) => {
                 tracing::info!(%request_id, reason, "authentication refused");
-                let entry = audit::Entry::new("anonymous", "authenticate", "service")
+                let mut entry = audit::Entry::new("anonymous", "authenticate", "service")
                     .with_request_id(&request_id)
                     .with_outcome(audit::Outcome::Denied)
                     .with_detail(reason);
+                entry.host = host.as_ref().map(CallerHost::name);
                 if let Err(e) = app.store.record(entry).await {
                     return Err(ApiError::Internal(format!("recording a refusal: {e}")));
                 }
@@ -106,32 +169,165 @@ pub(crate) fn store_now() -> i64 {
         .unwrap_or(0)
 }
 
-/// The one authorization function. A denial is logged, recorded in the audit log and
-/// returned as an error; an allow is returned for the caller to record with its action.
+/// What a request acts on.
+#[derive(Clone, Copy)]
+pub enum Target<'a> {
+    Service,
+    Vendor(&'a VendorRecord),
+    Model(&'a ModelRecord),
+}
+
+impl Target<'_> {
+    /// The resource as audit entries and logs name it.
+    pub fn name(&self) -> String {
+        match self {
+            Target::Service => "service".into(),
+            Target::Vendor(v) => v.name.to_string(),
+            Target::Model(m) => format!("{}/{}", m.vendor, m.name),
+        }
+    }
+}
+
+async fn gather_facts(app: &App, caller: &Caller, target: Target<'_>) -> Result<Facts, ApiError> {
+    let now = store_now();
+    let host = caller.host.as_ref().map(|h| h.facts(now));
+    Ok(request_facts(&app.store, &caller.principal, host, target, now).await?)
+}
+
+/// Reads from the store what a decision about `principal` (on `host`, if any) doing something
+/// to `target` depends on: only the facts about this principal, so the cost does not grow
+/// with the number of grants. Public for the decision benchmark (`examples/`).
+pub async fn request_facts(
+    store: &store::Store,
+    principal: &Principal,
+    host: Option<HostFacts>,
+    target: Target<'_>,
+    now: i64,
+) -> Result<Facts, store::StoreError> {
+    let user = &principal.user;
+    let groups = store.groups_of(user).await?;
+    let resource = match target {
+        Target::Service => ResourceFacts::Service,
+        Target::Vendor(v) => ResourceFacts::Vendor(policy::VendorFacts {
+            name: v.name.clone(),
+            excluded: if store.excluded_from_vendor(&v.id, user).await? {
+                vec![user.clone()]
+            } else {
+                Vec::new()
+            },
+        }),
+        Target::Model(m) => {
+            let access = store.access_facts(&m.id, &m.vendor_id, user).await?;
+            let only_user = |yes: bool| if yes { vec![user.clone()] } else { Vec::new() };
+            ResourceFacts::Model(ModelFacts {
+                id: m.id.clone(),
+                vendor: m.vendor.clone(),
+                readers: access
+                    .direct_grant
+                    .map(|expires_at| Grant {
+                        to: user.clone(),
+                        expires_at,
+                    })
+                    .into_iter()
+                    .collect(),
+                reader_groups: access
+                    .group_grants
+                    .into_iter()
+                    .map(|(group, expires_at)| Grant {
+                        to: group.to_string(),
+                        expires_at,
+                    })
+                    .collect(),
+                excluded: only_user(access.excluded_from_model),
+                vendor_excluded: only_user(access.excluded_from_vendor),
+                host_groups: access.host_groups.iter().map(ToString::to_string).collect(),
+                not_before: access.not_before,
+                not_after: access.not_after,
+            })
+        }
+    };
+    Ok(Facts {
+        principal: principal.clone(),
+        groups: groups.iter().map(ToString::to_string).collect(),
+        resource,
+        host,
+        now,
+    })
+}
+
+/// Decides without recording: for filtering listings, where each hidden item is not a
+/// request of its own. Errors are denials.
+pub(crate) async fn allowed(
+    app: &App,
+    caller: &Caller,
+    action: Action,
+    target: Target<'_>,
+) -> bool {
+    match gather_facts(app, caller, target).await {
+        Ok(facts) => app.policy.decide(&facts, action).allowed,
+        Err(_) => false,
+    }
+}
+
+/// The one authorization function. Every decision is logged with its deciding policies. A
+/// denial is recorded in the audit log and returned as an error; an allowed read of metadata
+/// is recorded here; any other allowed action is recorded by its handler, in the same
+/// transaction as the change it makes (or, for a fetch, with what was served).
 pub(crate) async fn authorize(
     app: &App,
     caller: &Caller,
     action: Action,
-    resource: Resource<'_>,
-    resource_name: &str,
+    target: Target<'_>,
 ) -> Result<Decision, ApiError> {
-    let decision = policy::decide(&caller.principal, action, resource);
+    let resource = target.name();
+    let decision = match gather_facts(app, caller, target).await {
+        Ok(facts) => app.policy.decide(&facts, action),
+        Err(e) => {
+            tracing::error!(request_id = %caller.request_id, error = %e, "gathering decision facts failed");
+            Decision {
+                allowed: false,
+                policy: "engine-error",
+                policies: Vec::new(),
+                reason: "the access decision could not be made; refusing".into(),
+                errors: vec!["facts unavailable".into()],
+            }
+        }
+    };
     tracing::info!(
         request_id = %caller.request_id,
         actor = %caller.actor(),
+        host = caller.host.as_ref().map(CallerHost::name),
         action = action.as_str(),
-        resource = resource_name,
+        resource,
         allowed = decision.allowed,
-        policy = decision.policy,
+        policies = %decision.policies.join(","),
+        errors = decision.errors.len(),
         "authorization decision"
     );
-    if decision.allowed {
-        return Ok(decision);
+    let record_now =
+        !decision.allowed || matches!(action, Action::ReadMetadata | Action::ListVendors);
+    if record_now {
+        let mut entry = caller
+            .entry(action.as_str(), resource)
+            .with_decision(decision.allowed, &policy_ids(&decision));
+        if !decision.allowed {
+            entry = entry.with_outcome(audit::Outcome::Denied);
+        }
+        app.store.record(entry).await?;
     }
-    let entry = caller
-        .entry(action.as_str(), resource_name)
-        .with_decision(false, decision.policy)
-        .with_outcome(audit::Outcome::Denied);
-    app.store.record(entry).await?;
-    Err(ApiError::Denied(decision.reason))
+    if decision.allowed {
+        Ok(decision)
+    } else {
+        Err(ApiError::Denied(decision.reason))
+    }
+}
+
+/// The deciding policies as an audit entry names them: comma-separated ids, or the reason
+/// there were none.
+pub(crate) fn policy_ids(decision: &Decision) -> String {
+    if decision.policies.is_empty() {
+        decision.policy.to_owned()
+    } else {
+        decision.policies.join(",")
+    }
 }

@@ -24,10 +24,14 @@ pub struct ServerConfig {
     /// Store ciphertext in an S3-compatible bucket instead of `blob_dir`.
     #[serde(default)]
     pub s3: Option<blobstore::S3Config>,
-    /// The key store (root key, epoch keys). Default: `DATA/keys`. Keep it out of database
-    /// backups: a backup of both defeats crypto-shredding.
+    /// The key store (epoch keys, each wrapped under its epoch's root). Default: `DATA/keys`.
     #[serde(default)]
     pub key_dir: Option<PathBuf>,
+    /// The root of trust, one root per key epoch: `kind = "file"` (root key files in `dir`,
+    /// default `DATA/root`) or `kind = "kms"` (AWS KMS). Keep root files out of every backup:
+    /// shredding destroys the old epoch's root, which is what makes older backups unreadable.
+    #[serde(default)]
+    pub root: Option<shred::RootConfig>,
     /// PEM certificate chain and key. Default: a self-signed pair in `DATA/tls`, created on
     /// first start.
     #[serde(default)]
@@ -40,6 +44,17 @@ pub struct ServerConfig {
     /// An upload session not committed within this many seconds expires.
     #[serde(default = "default_upload_ttl")]
     pub upload_ttl_secs: i64,
+    /// A directory of Cedar policies (`schema.cedarschema` and `*.cedar`) to use instead of
+    /// the ones built in. Strictly validated at start; any error stops the server.
+    #[serde(default)]
+    pub policy_dir: Option<PathBuf>,
+    /// The audit log's origin (the name in its signed checkpoints), fixed when the log key is
+    /// created on first start. Default: `custody/audit/<random id>`.
+    #[serde(default)]
+    pub audit_origin: Option<String>,
+    /// Sign a new audit checkpoint this often when the log has grown.
+    #[serde(default = "default_checkpoint_interval")]
+    pub checkpoint_interval_secs: u64,
 }
 
 fn default_listen() -> SocketAddr {
@@ -54,6 +69,10 @@ fn default_upload_ttl() -> i64 {
     24 * 3600
 }
 
+fn default_checkpoint_interval() -> u64 {
+    60
+}
+
 impl ServerConfig {
     pub fn new(data_dir: PathBuf) -> Self {
         ServerConfig {
@@ -63,10 +82,14 @@ impl ServerConfig {
             blob_dir: None,
             s3: None,
             key_dir: None,
+            root: None,
             tls_cert: None,
             tls_key: None,
             hostnames: default_hostnames(),
             upload_ttl_secs: default_upload_ttl(),
+            policy_dir: None,
+            audit_origin: None,
+            checkpoint_interval_secs: default_checkpoint_interval(),
         }
     }
 
@@ -97,6 +120,18 @@ impl ServerConfig {
             .unwrap_or_else(|| self.data_dir.join("keys"))
     }
 
+    /// The `[root]` table, or root key files in `DATA/root` when there is none.
+    pub fn root_config(&self) -> shred::RootConfig {
+        self.root
+            .clone()
+            .unwrap_or(shred::RootConfig::File { dir: None })
+    }
+
+    /// Where a file root without `dir` keeps its root key files.
+    pub fn default_root_dir(&self) -> PathBuf {
+        self.data_dir.join("root")
+    }
+
     pub fn tls_paths(&self) -> (PathBuf, PathBuf) {
         let dir = self.data_dir.join("tls");
         (
@@ -105,6 +140,13 @@ impl ServerConfig {
                 .unwrap_or_else(|| dir.join("cert.pem")),
             self.tls_key.clone().unwrap_or_else(|| dir.join("key.pem")),
         )
+    }
+
+    /// The host CA's certificate and key: it signs exclusive servers' client certificates.
+    /// Created on first start, beside the server's own TLS key.
+    pub fn host_ca_paths(&self) -> (PathBuf, PathBuf) {
+        let dir = self.data_dir.join("tls");
+        (dir.join("host-ca.pem"), dir.join("host-ca.key"))
     }
 }
 
@@ -135,6 +177,24 @@ mod tests {
         let s3 = config.s3.unwrap();
         assert_eq!(s3.bucket, "custody-weights");
         assert!(s3.force_path_style);
+    }
+
+    #[test]
+    fn the_root_of_trust_defaults_to_files_in_the_data_dir_and_parses_kms() {
+        let config = ServerConfig::new(PathBuf::from("/d"));
+        assert!(matches!(
+            config.root_config(),
+            shred::RootConfig::File { dir: None }
+        ));
+        assert_eq!(config.default_root_dir(), PathBuf::from("/d/root"));
+        let config: ServerConfig = toml::from_str(
+            "data_dir = \"/d\"\n[root]\nkind = \"kms\"\nregion = \"eu-west-1\"\n\
+             access_key_id = \"AKIAX\"\nsecret_access_key = \"kms-secret-value\"",
+        )
+        .unwrap();
+        let root = config.root_config();
+        assert!(matches!(&root, shred::RootConfig::Kms(k) if k.region == "eu-west-1"));
+        assert!(!format!("{root:?}").contains("kms-secret-value"));
     }
 
     #[test]

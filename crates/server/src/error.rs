@@ -2,7 +2,7 @@
 //! status and a stable code; messages are written for the user and never carry secrets.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -14,6 +14,16 @@ pub(crate) enum ApiError {
     Denied(String),
     #[error("{0} not found")]
     NotFound(String),
+    /// Kinds of "not found" that the Hub API tells apart (natively all are `not_found`).
+    #[error("{0} not found")]
+    ModelNotFound(String),
+    #[error("{0} not found")]
+    RevisionNotFound(String),
+    #[error("{0} not found")]
+    EntryNotFound(String),
+    /// A model that was deleted; the message names its deletion certificate.
+    #[error("{0}")]
+    Deleted(String),
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
     #[error("{0}")]
@@ -56,7 +66,11 @@ impl ApiError {
         match self {
             ApiError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
             ApiError::Denied(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::NotFound(_)
+            | ApiError::ModelNotFound(_)
+            | ApiError::RevisionNotFound(_)
+            | ApiError::EntryNotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Deleted(_) => (StatusCode::GONE, "deleted"),
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::ResumeMismatch(_) => (StatusCode::CONFLICT, "resume_mismatch"),
@@ -69,10 +83,10 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, code) = self.status();
-        let message = match &self {
+impl ApiError {
+    /// The message the user sees. Logs what the user must not see (internal details).
+    fn user_message(&self) -> String {
+        match self {
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 "internal error; the server log has the details".to_owned()
@@ -82,7 +96,87 @@ impl IntoResponse for ApiError {
                 self.to_string()
             }
             other => other.to_string(),
-        };
+        }
+    }
+
+    fn add_content_range(&self, response: &mut Response) {
+        if let ApiError::RangeNotSatisfiable { size } = self
+            && let Ok(v) = format!("bytes */{size}").parse()
+        {
+            response.headers_mut().insert("content-range", v);
+        }
+    }
+
+    /// Status and `X-Error-Code` in the Hugging Face Hub's convention, which
+    /// `huggingface_hub` turns into its typed errors (`GatedRepoError`,
+    /// `RepositoryNotFoundError`, `RevisionNotFoundError`, `EntryNotFoundError`). A refusal
+    /// must carry `GatedRepo`: a bare 403 makes the client blame the network.
+    pub(crate) fn hub_status(&self) -> (StatusCode, Option<&'static str>) {
+        match self {
+            ApiError::Denied(_) => (StatusCode::FORBIDDEN, Some("GatedRepo")),
+            ApiError::ModelNotFound(_)
+            | ApiError::Deleted(_)
+            | ApiError::BadRequest {
+                code: "invalid_name",
+                ..
+            } => (StatusCode::NOT_FOUND, Some("RepoNotFound")),
+            ApiError::RevisionNotFound(_)
+            | ApiError::BadRequest {
+                code: "invalid_revision",
+                ..
+            } => (StatusCode::NOT_FOUND, Some("RevisionNotFound")),
+            ApiError::EntryNotFound(_)
+            | ApiError::BadRequest {
+                code: "invalid_path",
+                ..
+            } => (StatusCode::NOT_FOUND, Some("EntryNotFound")),
+            other => (other.status().0, None),
+        }
+    }
+
+    /// The Hub rendering: `X-Error-Code`, the reason in `X-Error-Message` (HEAD responses
+    /// have no body, so the header is the only way to tell the user why) and in the body as
+    /// `{"error": "..."}`. `commit` becomes `X-Repo-Commit`, which lets the client cache a
+    /// missing file as absent for that revision.
+    pub(crate) fn into_hub_response(self, commit: Option<&str>) -> Response {
+        let (status, code) = self.hub_status();
+        let message = self.user_message();
+        let mut response = (status, Json(serde_json::json!({ "error": message }))).into_response();
+        let headers = response.headers_mut();
+        if let Some(code) = code {
+            headers.insert("x-error-code", HeaderValue::from_static(code));
+        }
+        if let Ok(v) = HeaderValue::from_str(&header_text(&message)) {
+            headers.insert("x-error-message", v);
+        }
+        if let Some(commit) = commit
+            && let Ok(v) = HeaderValue::from_str(commit)
+        {
+            headers.insert("x-repo-commit", v);
+        }
+        self.add_content_range(&mut response);
+        response
+    }
+}
+
+/// `message` as a header value: visible ASCII, with common typographic marks replaced.
+fn header_text(message: &str) -> String {
+    message
+        .chars()
+        .map(|c| match c {
+            ' '..='~' => c,
+            '\u{2010}'..='\u{2015}' => '-',
+            '\u{2018}' | '\u{2019}' => '\'',
+            '\u{201C}' | '\u{201D}' => '"',
+            _ => '?',
+        })
+        .collect()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status();
+        let message = self.user_message();
         let mut response = (
             status,
             Json(ErrorBody {
@@ -90,11 +184,7 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
-        if let ApiError::RangeNotSatisfiable { size } = self
-            && let Ok(v) = format!("bytes */{size}").parse()
-        {
-            response.headers_mut().insert("content-range", v);
-        }
+        self.add_content_range(&mut response);
         response
     }
 }

@@ -17,18 +17,58 @@ pub(crate) struct Prepared {
     pub blobs: BlobStore,
     pub keys: KeyHierarchy,
     pub tls: Arc<TlsConfig>,
+    pub policy: Arc<policy::PolicyEngine>,
+    pub host_ca: HostCa,
     pub cert_path: PathBuf,
     pub fingerprint: String,
     pub bootstrap_token: Option<String>,
+    /// Signs the audit log's checkpoints; in the key store, never in the database.
+    pub log_key: crate::checkpointer::LogKey,
+}
+
+/// The host CA, loaded once: enrollment signs with it. No `Debug`: it holds a private key.
+pub(crate) struct HostCa {
+    pub cert_pem: String,
+    pub key_pem: zeroize::Zeroizing<String>,
+}
+
+/// The policy set the server decides with: the built-in one, or `policy_dir` when configured.
+/// Either way strictly validated; an invalid set stops the start with the validator's words.
+fn load_policy(config: &crate::ServerConfig) -> anyhow::Result<policy::PolicyEngine> {
+    match &config.policy_dir {
+        Some(dir) => policy::PolicyEngine::load(dir).with_context(|| {
+            format!(
+                "the policies in {} failed strict validation; refusing to start",
+                dir.display()
+            )
+        }),
+        None => {
+            policy::PolicyEngine::from_files(policy::EMBEDDED_SCHEMA, policy::EMBEDDED_POLICIES)
+                .context("the built-in policies failed strict validation; refusing to start")
+        }
+    }
 }
 
 pub(crate) async fn prepare(config: &crate::ServerConfig) -> anyhow::Result<Prepared> {
+    // Policies first: a bad policy set must stop the start before anything is created.
+    let policy = Arc::new(load_policy(config)?);
     create_private_dir(&config.data_dir)?;
     if config.database_url.is_none() {
         create_private_dir(&config.data_dir.join("db"))?;
     }
-    let keys = KeyHierarchy::open_or_init(&config.key_dir())
+    let root = config
+        .root_config()
+        .provider(&config.default_root_dir())
+        .await
+        .context("opening the root of trust ([root])")?;
+    let keys = KeyHierarchy::open_or_init(&config.key_dir(), root)
+        .await
         .with_context(|| format!("opening key store {}", config.key_dir().display()))?;
+    let log_key = crate::checkpointer::LogKey::open_or_create(
+        &config.key_dir(),
+        config.audit_origin.as_deref(),
+    )
+    .context("opening the audit log key")?;
     let store = Store::connect(&config.database_url())
         .await
         .context("opening the metadata database")?;
@@ -50,7 +90,8 @@ pub(crate) async fn prepare(config: &crate::ServerConfig) -> anyhow::Result<Prep
     if !cert_path.exists() && !key_path.exists() {
         create_self_signed(&cert_path, &key_path, &config.hostnames)?;
     }
-    let (tls, fingerprint) = load_tls(&cert_path, &key_path)?;
+    let host_ca = open_host_ca(config)?;
+    let (tls, fingerprint) = load_tls(&cert_path, &key_path, &host_ca)?;
 
     let bootstrap_token = bootstrap_operator(&store).await?;
     Ok(Prepared {
@@ -58,9 +99,12 @@ pub(crate) async fn prepare(config: &crate::ServerConfig) -> anyhow::Result<Prep
         blobs,
         keys,
         tls,
+        policy,
+        host_ca,
         cert_path,
         fingerprint,
         bootstrap_token,
+        log_key,
     })
 }
 
@@ -99,7 +143,48 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load_tls(cert_path: &Path, key_path: &Path) -> anyhow::Result<(Arc<TlsConfig>, String)> {
+fn open_host_ca(config: &crate::ServerConfig) -> anyhow::Result<HostCa> {
+    let (cert_path, key_path) = config.host_ca_paths();
+    if !cert_path.exists() && !key_path.exists() {
+        let (cert_pem, key_pem) = crypto::host_ca::new_host_ca("custody host CA")?;
+        if let Some(dir) = cert_path.parent() {
+            create_private_dir(dir)?;
+        }
+        write_file(&key_path, key_pem.as_bytes(), 0o600)?;
+        write_file(&cert_path, cert_pem.as_bytes(), 0o644)?;
+    }
+    let cert_pem = std::fs::read_to_string(&cert_path)
+        .with_context(|| format!("reading the host CA {}", cert_path.display()))?;
+    let key_pem = zeroize::Zeroizing::new(
+        std::fs::read_to_string(&key_path)
+            .with_context(|| format!("reading the host CA key {}", key_path.display()))?,
+    );
+    Ok(HostCa { cert_pem, key_pem })
+}
+
+/// Client certificates are optional at the TLS layer (people use tokens from anywhere), but
+/// one that is presented must chain to the host CA, or the handshake fails. Whether a host
+/// is needed is the policy's decision, per request.
+fn client_verifier(
+    host_ca: &HostCa,
+) -> anyhow::Result<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(host_ca.cert_pem.as_bytes()) {
+        roots.add(cert.context("parsing the host CA certificate")?)?;
+    }
+    Ok(rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        crypto::tls::provider(),
+    )
+    .allow_unauthenticated()
+    .build()?)
+}
+
+fn load_tls(
+    cert_path: &Path,
+    key_path: &Path,
+    host_ca: &HostCa,
+) -> anyhow::Result<(Arc<TlsConfig>, String)> {
     let certs = CertificateDer::pem_file_iter(cert_path)
         .with_context(|| format!("reading {}", cert_path.display()))?
         .collect::<Result<Vec<_>, _>>()
@@ -112,7 +197,7 @@ fn load_tls(cert_path: &Path, key_path: &Path) -> anyhow::Result<(Arc<TlsConfig>
         .with_context(|| format!("reading the private key {}", key_path.display()))?;
     let mut tls = TlsConfig::builder_with_provider(crypto::tls::provider())
         .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
+        .with_client_cert_verifier(client_verifier(host_ca)?)
         .with_single_cert(certs, key)?;
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok((Arc::new(tls), fingerprint))

@@ -11,8 +11,11 @@
 #![forbid(unsafe_code)]
 
 mod api;
-mod auth;
+pub mod auth;
+mod certificate;
+mod checkpointer;
 pub mod config;
+mod deletion;
 mod error;
 mod init;
 mod sweep;
@@ -33,6 +36,12 @@ pub(crate) struct App {
     pub blobs: BlobStore,
     pub keys: KeyHierarchy,
     pub config: ServerConfig,
+    pub policy: Arc<policy::PolicyEngine>,
+    pub host_ca: init::HostCa,
+    /// Wakes the deletion runner when a deletion is requested or approved.
+    pub deletions: Arc<tokio::sync::Notify>,
+    /// Signs the audit log's checkpoints.
+    pub checkpointer: checkpointer::Checkpointer,
 }
 
 /// What start-up reports to the operator, printed by the CLI. No `Debug`: it holds a token.
@@ -55,13 +64,25 @@ pub async fn run(config: ServerConfig, on_started: impl FnOnce(&Started)) -> any
         fingerprint: prepared.fingerprint.clone(),
         bootstrap_token: prepared.bootstrap_token,
     };
+    let checkpointer = checkpointer::Checkpointer::new(
+        prepared.log_key,
+        &config.key_dir(),
+        std::time::Duration::from_secs(config.checkpoint_interval_secs.max(1)),
+    );
     let app = Arc::new(App {
         store: prepared.store,
         blobs: prepared.blobs,
         keys: prepared.keys,
         config,
+        policy: prepared.policy,
+        host_ca: prepared.host_ca,
+        deletions: Arc::new(tokio::sync::Notify::new()),
+        checkpointer,
     });
     tokio::spawn(sweep::run(app.clone()));
+    tokio::spawn(checkpointer::run(app.clone()));
+    // Resumes any deletion a crash interrupted, then carries out new ones.
+    tokio::spawn(deletion::run(app.clone(), app.deletions.clone()));
     let router = api::router(app);
     on_started(&started);
     tls::serve(listener, prepared.tls, router).await

@@ -12,6 +12,9 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+use crate::auth::PeerCertificate;
 
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -48,7 +51,23 @@ pub(crate) async fn serve(
                     return;
                 }
             };
-            let service = TowerToHyperService::new(router);
+            // The client certificate, if any, already chains to the host CA (rustls checked it
+            // in the handshake); each request carries its hash so authentication can look the
+            // host up, enrolled or revoked, at that moment.
+            let peer_cert = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|cert| PeerCertificate(crypto::host_ca::cert_sha256_hex(cert)));
+            let service =
+                router.map_request(move |mut request: hyper::Request<hyper::body::Incoming>| {
+                    if let Some(cert) = &peer_cert {
+                        request.extensions_mut().insert(cert.clone());
+                    }
+                    request
+                });
+            let service = TowerToHyperService::new(service);
             if let Err(e) = Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
                 .await

@@ -10,6 +10,10 @@
 //! no way to change state without writing its entry.
 #![forbid(unsafe_code)]
 
+mod audit_log;
+mod copies;
+mod deletion;
+mod identity;
 mod records;
 mod tx;
 
@@ -20,6 +24,10 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor, Row};
 use types::{CommitId, ModelName, ObjectId, RepoPath, Role, Sha256Hex, UserName, VendorName};
 
+pub use audit_log::StoredCheckpoint;
+pub use copies::*;
+pub use deletion::*;
+pub use identity::*;
 pub use records::*;
 pub use tx::AuditedTx;
 
@@ -52,6 +60,8 @@ pub enum Dialect {
 pub struct Store {
     pool: AnyPool,
     dialect: Dialect,
+    /// Group commit of stand-alone audit entries ([`Store::record`]).
+    appender: std::sync::Arc<audit_log::Appender>,
 }
 
 pub(crate) fn now() -> i64 {
@@ -103,7 +113,12 @@ impl Store {
                     .await?
             }
         }
-        Ok(Store { pool, dialect })
+        audit_log::backfill_tree(&pool).await?;
+        Ok(Store {
+            pool,
+            dialect,
+            appender: Default::default(),
+        })
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -116,8 +131,9 @@ impl Store {
     }
 
     /// Records an entry on its own: refusals and reads, which change no other state.
+    /// Concurrent calls are group committed; each returns once its entry is durable.
     pub async fn record(&self, entry: audit::Entry) -> Result<u64> {
-        self.begin().await?.commit(entry).await
+        self.record_grouped(entry).await
     }
 
     // ----- vendors -------------------------------------------------------------------------
@@ -291,76 +307,25 @@ impl Store {
         Ok(())
     }
 
-    // ----- grants --------------------------------------------------------------------------
-
-    pub async fn grant(
-        &self,
-        model_id: &str,
-        user: &UserName,
-        granted_by: &str,
-        entry: audit::Entry,
-    ) -> Result<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query("DELETE FROM grants WHERE model_id = $1 AND user_name = $2")
-            .bind(model_id)
-            .bind(user.as_str())
-            .execute(tx.conn())
-            .await?;
-        sqlx::query(
-            "INSERT INTO grants (model_id, user_name, granted_by, created_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(model_id)
-        .bind(user.as_str())
-        .bind(granted_by)
-        .bind(now())
-        .execute(tx.conn())
-        .await?;
-        tx.commit(entry).await?;
-        Ok(())
-    }
-
-    /// Removes a grant; `NotFound` when there was none (and nothing is recorded).
-    pub async fn revoke(&self, model_id: &str, user: &UserName, entry: audit::Entry) -> Result<()> {
-        let mut tx = self.begin().await?;
-        let done = sqlx::query("DELETE FROM grants WHERE model_id = $1 AND user_name = $2")
-            .bind(model_id)
-            .bind(user.as_str())
-            .execute(tx.conn())
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound("grant"));
-        }
-        tx.commit(entry).await?;
-        Ok(())
-    }
-
-    pub async fn is_granted(&self, model_id: &str, user: &UserName) -> Result<bool> {
-        let row = sqlx::query("SELECT 1 AS one FROM grants WHERE model_id = $1 AND user_name = $2")
-            .bind(model_id)
-            .bind(user.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.is_some())
-    }
-
-    pub async fn grants(&self, model_id: &str) -> Result<Vec<UserName>> {
-        let rows =
-            sqlx::query("SELECT user_name FROM grants WHERE model_id = $1 ORDER BY user_name")
-                .bind(model_id)
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter()
-            .map(|r| UserName::parse(r.try_get("user_name")?).map_err(corrupt))
-            .collect()
-    }
-
     // ----- uploads -------------------------------------------------------------------------
 
     pub async fn create_upload(&self, upload: &NewUpload<'_>, entry: audit::Entry) -> Result<()> {
+        self.create_upload_from(upload, None, entry).await
+    }
+
+    /// Opens an upload session whose commit makes a revision derived from `derived_from`
+    /// (`None`: an ordinary revision). The caller has checked that the commit is a revision
+    /// of the same model.
+    pub async fn create_upload_from(
+        &self,
+        upload: &NewUpload<'_>,
+        derived_from: Option<&CommitId>,
+        entry: audit::Entry,
+    ) -> Result<()> {
         let mut tx = self.begin().await?;
         sqlx::query(
-            "INSERT INTO upload_sessions (id, model_id, created_by, message, created_at, expires_at, manifest_digest) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO upload_sessions (id, model_id, created_by, message, created_at, expires_at, manifest_digest, derived_from) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(upload.id)
         .bind(upload.model_id)
@@ -369,6 +334,7 @@ impl Store {
         .bind(now())
         .bind(upload.expires_at)
         .bind(upload.manifest_digest)
+        .bind(derived_from.map(CommitId::as_str))
         .execute(tx.conn())
         .await?;
         for (idx, f) in upload.files.iter().enumerate() {
@@ -391,7 +357,7 @@ impl Store {
 
     pub async fn upload(&self, id: &str) -> Result<Option<UploadSession>> {
         let Some(s) = sqlx::query(
-            "SELECT id, model_id, created_by, message, expires_at FROM upload_sessions WHERE id = $1",
+            "SELECT id, model_id, created_by, message, expires_at, derived_from FROM upload_sessions WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -425,6 +391,11 @@ impl Store {
             created_by: s.try_get("created_by")?,
             message: s.try_get("message")?,
             expires_at: s.try_get("expires_at")?,
+            derived_from: s
+                .try_get::<Option<String>, _>("derived_from")?
+                .map(|c| CommitId::parse(&c))
+                .transpose()
+                .map_err(corrupt)?,
             files,
         }))
     }
@@ -630,8 +601,8 @@ impl Store {
                 .await?
                 .try_get("n")?;
         sqlx::query(
-            "INSERT INTO revisions (commit_id, model_id, seq, message, created_by, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO revisions (commit_id, model_id, seq, message, created_by, created_at, derived_from) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(commit.as_str())
         .bind(&upload.model_id)
@@ -639,6 +610,7 @@ impl Store {
         .bind(&upload.message)
         .bind(&upload.created_by)
         .bind(now())
+        .bind(upload.derived_from.as_ref().map(CommitId::as_str))
         .execute(tx.conn())
         .await?;
         for f in &upload.files {
@@ -737,11 +709,12 @@ impl Store {
     }
 }
 
-const MODEL_SELECT: &str = "SELECT m.id, m.vendor_id, v.name AS vendor, m.name, m.key_epoch, m.wrapped_key \
+const MODEL_SELECT: &str = "SELECT m.id, m.vendor_id, v.name AS vendor, m.name, m.key_epoch, m.wrapped_key, \
+     m.deleted_at, m.deletion_id, m.delete_after \
      FROM models m JOIN vendors v ON v.id = m.vendor_id";
 
 const REVISION_SELECT: &str =
-    "SELECT commit_id, model_id, seq, message, created_by, created_at FROM revisions";
+    "SELECT commit_id, model_id, seq, message, created_by, created_at, derived_from FROM revisions";
 
 async fn vendor_by_name(
     conn: &mut sqlx::AnyConnection,
@@ -784,6 +757,9 @@ fn model_from_row(r: &sqlx::any::AnyRow) -> Result<ModelRecord> {
         name: ModelName::parse(r.try_get("name")?).map_err(corrupt)?,
         key_epoch: r.try_get::<i64, _>("key_epoch")? as u64,
         wrapped_key: r.try_get("wrapped_key")?,
+        deleted_at: r.try_get("deleted_at")?,
+        deletion_id: r.try_get("deletion_id")?,
+        delete_after: r.try_get("delete_after")?,
     })
 }
 
@@ -795,6 +771,11 @@ fn revision_from_row(r: &sqlx::any::AnyRow) -> Result<RevisionRecord> {
         message: r.try_get("message")?,
         created_by: r.try_get("created_by")?,
         created_at: r.try_get("created_at")?,
+        derived_from: r
+            .try_get::<Option<String>, _>("derived_from")?
+            .map(|c| CommitId::parse(&c))
+            .transpose()
+            .map_err(corrupt)?,
     })
 }
 

@@ -16,7 +16,13 @@ pub struct ModelRecord {
     pub name: ModelName,
     /// The epoch key that wraps `wrapped_key`.
     pub key_epoch: u64,
+    /// Empty once the model is shredded.
     pub wrapped_key: Vec<u8>,
+    /// Set when a deletion starts: from then on the model answers "deleted".
+    pub deleted_at: Option<i64>,
+    pub deletion_id: Option<String>,
+    /// The server shreds the model by itself at this time (Unix seconds).
+    pub delete_after: Option<i64>,
 }
 
 pub struct NewModel<'a> {
@@ -56,6 +62,9 @@ pub struct RevisionRecord {
     pub message: String,
     pub created_by: String,
     pub created_at: i64,
+    /// The revision of the same model this one was made from (a derived artifact: converted
+    /// or quantized weights, test logs), if any.
+    pub derived_from: Option<CommitId>,
 }
 
 /// One file of a revision (or of an upload in progress).
@@ -106,5 +115,7 @@ pub struct UploadSession {
     pub created_by: String,
     pub message: String,
     pub expires_at: i64,
+    /// Set for an upload of a derived revision (see [`RevisionRecord::derived_from`]).
+    pub derived_from: Option<CommitId>,
     pub files: Vec<UploadFile>,
 }

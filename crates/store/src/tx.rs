@@ -9,6 +9,9 @@ use crate::Result;
 /// read (SQLite cannot upgrade a read transaction safely under concurrency), and on PostgreSQL
 /// the row lock orders concurrent writers, so sequence numbers have no gaps and follow commit
 /// order. Dropping an `AuditedTx` without committing rolls everything back, entry included.
+///
+/// Committing appends the entry to the log *and* to its Merkle tree (leaf hash, the subtrees
+/// it completes, the tree size) in this same transaction, so the tree always equals the log.
 pub struct AuditedTx {
     tx: Transaction<'static, Any>,
     seq: u64,
@@ -33,13 +36,11 @@ impl AuditedTx {
         &mut self.tx
     }
 
-    /// Writes the entry with this transaction's sequence number and commits both.
+    /// Writes the entry with this transaction's sequence number, appends it to the tree, and
+    /// commits all of it.
     pub async fn commit(mut self, mut entry: audit::Entry) -> Result<u64> {
         entry.seq = self.seq;
-        sqlx::query("INSERT INTO audit_log (seq, entry) VALUES ($1, $2)")
-            .bind(self.seq as i64)
-            .bind(entry.to_canonical_bytes())
-            .execute(&mut *self.tx)
+        crate::audit_log::append_entries(&mut self.tx, self.seq, &[entry.to_canonical_bytes()])
             .await?;
         self.tx.commit().await?;
         Ok(self.seq)

@@ -9,8 +9,10 @@
 
 use std::collections::BTreeSet;
 
-use store::{FileRecord, NewModel, NewToken, NewUpload, Store, StoreError};
-use types::{CommitId, ModelName, ObjectId, RepoPath, Role, Sha256Hex, UserName, VendorName};
+use store::{FileRecord, Grantee, NewModel, NewToken, NewUpload, PendingAction, Store, StoreError};
+use types::{
+    CommitId, GroupName, ModelName, ObjectId, RepoPath, Role, Sha256Hex, UserName, VendorName,
+};
 
 async fn sqlite() -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -43,6 +45,7 @@ suite!(
     tokens_store_only_a_hash,
     a_commit_makes_one_immutable_revision,
     grants_come_and_go,
+    a_requester_cannot_approve_their_own_request,
     concurrent_changes_get_gap_free_sequence_numbers,
     upload_progress_survives_and_expires,
 );
@@ -268,27 +271,84 @@ async fn a_commit_makes_one_immutable_revision(store: Store) {
 
 async fn grants_come_and_go(store: Store) {
     let model_id = model(&store).await;
+    let model = store.model_by_id(&model_id).await.unwrap().unwrap();
     let alice = UserName::parse("alice").unwrap();
-    assert!(!store.is_granted(&model_id, &alice).await.unwrap());
+    let bob = UserName::parse("bob").unwrap();
+    let team = GroupName::parse("team").unwrap();
+    let facts = |user: &UserName| {
+        let (store, model_id, vendor_id, user) = (
+            store.clone(),
+            model_id.clone(),
+            model.vendor_id.clone(),
+            user.clone(),
+        );
+        async move {
+            store
+                .access_facts(&model_id, &vendor_id, &user)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(facts(&alice).await.direct_grant, None);
+    let to_alice = Grantee::User(alice.clone());
     store
-        .grant(&model_id, &alice, "admin", entry("grant"))
+        .grant(&model_id, &to_alice, "admin", None, entry("grant"))
+        .await
+        .unwrap();
+    // Granting again replaces the grant (now with an expiry), never duplicates it.
+    store
+        .grant(
+            &model_id,
+            &to_alice,
+            "admin",
+            Some(4_000_000_000),
+            entry("grant"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(facts(&alice).await.direct_grant, Some(Some(4_000_000_000)));
+    // A group grant reaches members only.
+    store
+        .grant(
+            &model_id,
+            &Grantee::Group(team.clone()),
+            "admin",
+            None,
+            entry("grant"),
+        )
+        .await
+        .unwrap();
+    assert!(facts(&bob).await.group_grants.is_empty());
+    store
+        .add_group_member(&team, &bob, "op", entry("group.add"))
+        .await
+        .unwrap();
+    assert_eq!(facts(&bob).await.group_grants, vec![(team.clone(), None)]);
+    assert_eq!(store.grants(&model_id).await.unwrap().len(), 2);
+    // Exclusions, per model and vendor-wide, are facts of their own.
+    store
+        .exclude(
+            &model.vendor_id,
+            Some(&model_id),
+            &bob,
+            "admin",
+            entry("exclude"),
+        )
         .await
         .unwrap();
     store
-        .grant(&model_id, &alice, "admin", entry("grant"))
+        .exclude(&model.vendor_id, None, &alice, "admin", entry("exclude"))
         .await
         .unwrap();
-    assert!(store.is_granted(&model_id, &alice).await.unwrap());
-    assert_eq!(
-        store.grants(&model_id).await.unwrap(),
-        std::slice::from_ref(&alice)
-    );
+    let (fa, fb) = (facts(&alice).await, facts(&bob).await);
+    assert!(fa.excluded_from_vendor && !fa.excluded_from_model);
+    assert!(fb.excluded_from_model && !fb.excluded_from_vendor);
     store
-        .revoke(&model_id, &alice, entry("revoke"))
+        .revoke(&model_id, &to_alice, entry("revoke"))
         .await
         .unwrap();
-    assert!(!store.is_granted(&model_id, &alice).await.unwrap());
-    let again = store.revoke(&model_id, &alice, entry("revoke")).await;
+    assert_eq!(facts(&alice).await.direct_grant, None);
+    let again = store.revoke(&model_id, &to_alice, entry("revoke")).await;
     assert!(matches!(again, Err(StoreError::NotFound(_))));
     let actions = audit_actions(&store).await;
     assert_eq!(
@@ -296,6 +356,64 @@ async fn grants_come_and_go(store: Store) {
         1,
         "{actions:?}"
     );
+}
+
+async fn a_requester_cannot_approve_their_own_request(store: Store) {
+    let model_id = model(&store).await;
+    let model = store.model_by_id(&model_id).await.unwrap().unwrap();
+    let alice = UserName::parse("alice").unwrap();
+    let action = PendingAction::Grant {
+        model_id: model_id.clone(),
+        to: Grantee::User(alice.clone()),
+        expires_at: None,
+    };
+    store
+        .create_pending(
+            "p1",
+            &model.vendor_id,
+            &action,
+            "vendor-admin:ina",
+            entry("req"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .pending_for_vendor(&model.vendor_id)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let own = store
+        .approve_pending("p1", "vendor-admin:ina", entry("approve"))
+        .await;
+    assert!(matches!(own, Err(StoreError::Conflict(_))), "{own:?}");
+    let facts = store
+        .access_facts(&model_id, &model.vendor_id, &alice)
+        .await
+        .unwrap();
+    assert_eq!(facts.direct_grant, None, "a pending grant gave access");
+    store
+        .approve_pending("p1", "vendor-admin:ivo", entry("approve"))
+        .await
+        .unwrap();
+    let facts = store
+        .access_facts(&model_id, &model.vendor_id, &alice)
+        .await
+        .unwrap();
+    assert_eq!(facts.direct_grant, Some(None));
+    assert!(
+        store
+            .pending_for_vendor(&model.vendor_id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let twice = store
+        .approve_pending("p1", "vendor-admin:ivo", entry("approve"))
+        .await;
+    assert!(matches!(twice, Err(StoreError::NotFound(_))));
 }
 
 async fn concurrent_changes_get_gap_free_sequence_numbers(store: Store) {

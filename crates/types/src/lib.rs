@@ -13,7 +13,9 @@ mod names;
 mod path;
 
 pub use ids::{CommitId, ObjectId, Sha256Hex};
-pub use names::{ModelName, RepoRef, Role, UserName, VendorName};
+pub use names::{
+    GroupName, HostGroupName, HostName, ModelName, RepoRef, Role, UserName, VendorName,
+};
 pub use path::RepoPath;
 
 /// Why a name, id or path was refused. Messages are shown to users as they are.

@@ -88,6 +88,22 @@ simple_name!(
     "user name"
 );
 
+simple_name!(
+    /// A named set of users (a team), for example `vllm-committers`. Grants can name a group.
+    GroupName,
+    "group name"
+);
+simple_name!(
+    /// An exclusive server, as enrolled with the service's host CA, for example `gpu-01`.
+    HostName,
+    "host name"
+);
+simple_name!(
+    /// A named set of exclusive servers; a vendor allows host groups per model.
+    HostGroupName,
+    "host group name"
+);
+
 /// `VENDOR/MODEL`, the name users type and the Hub-style repository id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RepoRef {

@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
-use policy::{Action, Resource};
+use policy::Action;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use store::NewToken;
@@ -14,7 +14,7 @@ use types::{Role, UserName, VendorName};
 
 use super::json_body;
 use crate::App;
-use crate::auth::{Caller, authorize, store_now};
+use crate::auth::{Caller, Target, authorize, policy_ids, store_now};
 use crate::error::ApiError;
 
 #[derive(Deserialize)]
@@ -27,20 +27,13 @@ pub(crate) async fn create_vendor(
     caller: Caller,
     body: Result<Json<CreateVendor>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let decision = authorize(
-        &app,
-        &caller,
-        Action::CreateVendor,
-        Resource::Service,
-        "service",
-    )
-    .await?;
+    let decision = authorize(&app, &caller, Action::CreateVendor, Target::Service).await?;
     let body = json_body(body)?;
     let name = VendorName::parse(&body.name)?;
     let id = crypto::token::random_id()?;
     let entry = caller
         .entry("vendor.create", name.as_str())
-        .with_decision(true, decision.policy);
+        .with_decision(true, &policy_ids(&decision));
     app.store.create_vendor(&id, &name, entry).await?;
     Ok((StatusCode::CREATED, Json(json!({ "name": name }))))
 }
@@ -49,14 +42,7 @@ pub(crate) async fn list_vendors(
     State(app): State<Arc<App>>,
     caller: Caller,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(
-        &app,
-        &caller,
-        Action::ListVendors,
-        Resource::Service,
-        "service",
-    )
-    .await?;
+    authorize(&app, &caller, Action::ListVendors, Target::Service).await?;
     let vendors: Vec<_> = app
         .store
         .vendors()
@@ -91,14 +77,7 @@ pub(crate) async fn create_token(
     caller: Caller,
     body: Result<Json<CreateToken>, JsonRejection>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
-    let decision = authorize(
-        &app,
-        &caller,
-        Action::CreateToken,
-        Resource::Service,
-        "service",
-    )
-    .await?;
+    let decision = authorize(&app, &caller, Action::CreateToken, Target::Service).await?;
     let body = json_body(body)?;
     let role = Role::parse(&body.role)?;
     let user = UserName::parse(&body.name)?;
@@ -143,7 +122,7 @@ pub(crate) async fn create_token(
             "token.create",
             vendor.as_ref().map_or("service".into(), |v| v.to_string()),
         )
-        .with_decision(true, decision.policy)
+        .with_decision(true, &policy_ids(&decision))
         .with_detail(format!("token {id} role {role} for {user}"));
     app.store
         .create_token(

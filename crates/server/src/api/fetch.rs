@@ -8,14 +8,17 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
+use bytes::Bytes;
 use futures::StreamExt;
-use policy::Action;
+use futures::stream::BoxStream;
+use policy::{Action, Decision};
 use shred::WrappedModelKey;
+use store::{FileRecord, RevisionRecord};
 use types::RepoPath;
 
-use super::models::{authorize_model, load_model, resolve_revision};
+use super::models::{Found, authorize_model, load_model, resolve_revision};
 use crate::App;
-use crate::auth::Caller;
+use crate::auth::{Caller, CallerHost};
 use crate::error::ApiError;
 
 /// The one byte range a `Range` header asks for, clipped to the file; `None` for the whole
@@ -79,17 +82,56 @@ pub(crate) async fn file(
     let found = load_model(&app, &vendor, &model).await?;
     let decision = authorize_model(&app, &caller, Action::Fetch, &found).await?;
     let revision = resolve_revision(&app, &found, &rev).await?;
+    let file = find_file(&app, &found, &revision, &path).await?;
+    let mut response = serve_file(
+        &app,
+        &caller,
+        &found,
+        &decision,
+        &revision,
+        &file,
+        headers.get(header::RANGE),
+    )
+    .await?;
+    let headers = response.headers_mut();
+    headers.insert(header::ETAG, header_value(format!("\"{}\"", file.sha256))?);
+    headers.insert("x-custody-sha256", header_value(file.sha256.to_string())?);
+    headers.insert(
+        "x-custody-commit",
+        header_value(revision.commit.to_string())?,
+    );
+    Ok(response)
+}
+
+pub(crate) fn header_value(s: String) -> Result<HeaderValue, ApiError> {
+    HeaderValue::from_str(&s).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// The file at `path` in `revision`.
+pub(crate) async fn find_file(
+    app: &App,
+    found: &Found,
+    revision: &RevisionRecord,
+    path: &str,
+) -> Result<FileRecord, ApiError> {
     let path =
-        RepoPath::parse(&path).map_err(|e| ApiError::bad_request("invalid_path", e.to_string()))?;
-    let file = app
-        .store
+        RepoPath::parse(path).map_err(|e| ApiError::bad_request("invalid_path", e.to_string()))?;
+    app.store
         .revision_file(&revision.commit, &path)
         .await?
         .ok_or_else(|| {
-            ApiError::NotFound(format!("{path} in {}@{}", found.name, revision.commit))
-        })?;
-    let range = requested_range(headers.get(header::RANGE), file.size)?;
-    let (start, end) = range.clone().map_or((0, file.size), |r| (r.start, r.end));
+            ApiError::EntryNotFound(format!("{path} in {}@{}", found.name, revision.commit))
+        })
+}
+
+/// The plaintext of `range` of `file`, decrypted segment by segment. The model key lives
+/// only until the stream has its per-object key.
+pub(crate) async fn open_file(
+    app: &App,
+    found: &Found,
+    file: &FileRecord,
+    range: Range<u64>,
+) -> Result<BoxStream<'static, Result<Bytes, blobstore::BlobError>>, ApiError> {
     let key = app.keys.unwrap_model_key(
         &found.record.id,
         &WrappedModelKey {
@@ -97,19 +139,36 @@ pub(crate) async fn file(
             wrapped: found.record.wrapped_key.clone(),
         },
     )?;
-    let mut stream = Box::pin(
-        app.blobs
-            .open_range(
-                &key,
-                &found.record.vendor_id,
-                &found.record.id,
-                &file.object_id,
-                file.size,
-                start..end,
-            )
-            .await?,
-    );
+    let stream = app
+        .blobs
+        .open_range(
+            &key,
+            &found.record.vendor_id,
+            &found.record.id,
+            &file.object_id,
+            file.size,
+            range,
+        )
+        .await?;
     drop(key);
+    Ok(Box::pin(stream))
+}
+
+/// Serves the bytes of an authorized fetch: the whole file or the one range `range_header`
+/// asks for, recorded in the audit log with what was served. Sets the transfer headers
+/// (status, length, range); each API adds its own naming headers (ETag, commit).
+pub(crate) async fn serve_file(
+    app: &App,
+    caller: &Caller,
+    found: &Found,
+    decision: &Decision,
+    revision: &RevisionRecord,
+    file: &FileRecord,
+    range_header: Option<&HeaderValue>,
+) -> Result<Response, ApiError> {
+    let range = requested_range(range_header, file.size)?;
+    let (start, end) = range.clone().map_or((0, file.size), |r| (r.start, r.end));
+    let mut stream = open_file(app, found, file, start..end).await?;
     // Open the first segment before answering: most damage (a swapped, truncated or
     // re-headed object) shows here and gets a proper error instead of a cut connection.
     let first = match stream.next().await {
@@ -121,11 +180,29 @@ pub(crate) async fn file(
         .entry("fetch", format!("{}@{}", found.name, revision.commit))
         .with_decision(true, decision.policy)
         .with_touched(vec![audit::Touched {
-            path: path.to_string(),
+            path: file.path.to_string(),
             sha256: file.sha256.to_string(),
             bytes: end - start,
         }]);
-    app.store.record(entry).await?;
+    // Bytes that reach an enrolled host are a copy a deletion must account for: recorded with
+    // the fetch's entry, in one transaction, before the first byte leaves (a transfer cut
+    // short still counts as served). Fetches without an enrolled host are refused earlier.
+    match &caller.host {
+        Some(CallerHost::Enrolled(host)) => {
+            let copy = store::HostCopy {
+                host: host.name.clone(),
+                model_id: found.record.id.clone(),
+                commit: revision.commit.clone(),
+                path: file.path.clone(),
+                bytes: end - start,
+                file_size: file.size,
+            };
+            app.store.record_fetch(entry, &copy).await?;
+        }
+        _ => {
+            app.store.record(entry).await?;
+        }
+    }
 
     let request_id = caller.request_id.clone();
     let rest = stream.map(move |chunk| {
@@ -144,8 +221,6 @@ pub(crate) async fn file(
         StatusCode::OK
     };
     let headers = response.headers_mut();
-    let value =
-        |s: String| HeaderValue::from_str(&s).map_err(|e| ApiError::Internal(e.to_string()));
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
@@ -153,18 +228,18 @@ pub(crate) async fn file(
     if range.is_some() {
         headers.insert(
             header::CONTENT_RANGE,
-            value(format!(
+            header_value(format!(
                 "bytes {start}-{}/{}",
                 end.saturating_sub(1),
                 file.size
             ))?,
         );
     }
-    headers.insert(header::CONTENT_LENGTH, value((end - start).to_string())?);
+    headers.insert(
+        header::CONTENT_LENGTH,
+        header_value((end - start).to_string())?,
+    );
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    headers.insert(header::ETAG, value(format!("\"{}\"", file.sha256))?);
-    headers.insert("x-custody-sha256", value(file.sha256.to_string())?);
-    headers.insert("x-custody-commit", value(revision.commit.to_string())?);
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }

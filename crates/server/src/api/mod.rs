@@ -1,9 +1,15 @@
-//! Routes of the native API (`/v1/...`). JSON in and out, except file bytes.
+//! Routes of the native API (`/v1/...`). JSON in and out, except file bytes. The Hugging Face
+//! Hub's read routes (`/api/models/...`, `/{ns}/{name}/resolve/...`) live in [`hub`].
 
+mod access;
 mod admin;
+mod audit;
+mod deletion;
 mod fetch;
+mod hub;
 mod models;
 mod upload;
+mod wipe;
 
 use std::sync::Arc;
 
@@ -21,7 +27,58 @@ pub(crate) fn router(app: Arc<App>) -> Router {
             "/v1/vendors",
             post(admin::create_vendor).get(admin::list_vendors),
         )
-        .route("/v1/tokens", post(admin::create_token))
+        .route(
+            "/v1/tokens",
+            post(admin::create_token).get(access::list_tokens),
+        )
+        .route("/v1/tokens/{id}/revoke", post(access::revoke_token))
+        .route(
+            "/v1/hosts",
+            post(access::enroll_host).get(access::list_hosts),
+        )
+        .route("/v1/hosts/{name}/revoke", post(access::revoke_host))
+        .route("/v1/groups", get(access::list_groups))
+        .route("/v1/groups/{group}/members", post(access::add_member))
+        .route(
+            "/v1/groups/{group}/members/{user}",
+            delete(access::remove_member),
+        )
+        .route(
+            "/v1/vendors/{vendor}/exclusions",
+            post(access::exclude).get(access::list_exclusions),
+        )
+        .route(
+            "/v1/vendors/{vendor}/exclusions/{user}",
+            delete(access::unexclude),
+        )
+        .route(
+            "/v1/vendors/{vendor}/settings",
+            put(access::set_vendor_settings),
+        )
+        .route("/v1/vendors/{vendor}/pending", get(access::list_pending))
+        .route("/v1/pending/{id}/approve", post(access::approve))
+        .route(
+            "/v1/models/{vendor}/{model}/delete",
+            post(deletion::delete_model),
+        )
+        .route(
+            "/v1/models/{vendor}/{model}/delete-after",
+            put(deletion::set_delete_after),
+        )
+        .route("/v1/vendors/{vendor}/delete", post(deletion::delete_vendor))
+        .route("/v1/deletions/{id}", get(deletion::status))
+        .route(
+            "/v1/models/{vendor}/{model}/host-groups",
+            post(access::allow_host_group).get(access::list_host_groups),
+        )
+        .route(
+            "/v1/models/{vendor}/{model}/host-groups/{group}",
+            delete(access::disallow_host_group),
+        )
+        .route(
+            "/v1/models/{vendor}/{model}/embargo",
+            put(access::set_embargo),
+        )
         .route("/v1/models", get(models::list))
         .route("/v1/models/{vendor}/{model}", get(models::info))
         .route(
@@ -43,6 +100,16 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/models/{vendor}/{model}/uploads", post(upload::begin))
         .route("/v1/uploads/{id}/files/{index}", put(upload::put_file))
         .route("/v1/uploads/{id}/commit", post(upload::commit))
+        .route("/v1/host/wipe", get(wipe::list).post(wipe::confirm))
+        .route("/v1/audit/key", get(audit::key))
+        .route("/v1/audit/checkpoint", get(audit::latest).post(audit::sign))
+        .route("/v1/audit/checkpoints", get(audit::checkpoints))
+        .route("/v1/audit/entries", get(audit::entries))
+        .route("/v1/audit/leaves", get(audit::leaves))
+        .route("/v1/audit/proof/inclusion", get(audit::inclusion))
+        .route("/v1/audit/proof/consistency", get(audit::consistency))
+        .route("/v1/audit/edge", get(audit::edge))
+        .merge(hub::routes())
         .fallback(|| async { ApiError::NotFound("route".into()) })
         .with_state(app)
 }

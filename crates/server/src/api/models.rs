@@ -6,15 +6,15 @@ use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use policy::{Action, Decision, Resource};
+use policy::{Action, Decision};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use store::{ModelRecord, RevisionRecord};
-use types::{CommitId, ModelName, UserName, VendorName};
+use store::{Grantee, ModelRecord, PendingAction, RevisionRecord};
+use types::{CommitId, GroupName, ModelName, UserName, VendorName};
 
 use super::json_body;
 use crate::App;
-use crate::auth::{Caller, authorize};
+use crate::auth::{Caller, Target, allowed, authorize, policy_ids, store_now};
 use crate::error::ApiError;
 
 /// A model found by name, with its display name `vendor/model`.
@@ -31,26 +31,32 @@ pub(crate) async fn load_model(app: &App, vendor: &str, model: &str) -> Result<F
         .store
         .model(&vendor, &model)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("model {name}")))?;
+        .ok_or_else(|| ApiError::ModelNotFound(format!("model {name}")))?;
     Ok(Found { record, name })
 }
 
-/// Decides `action` on a model, gathering the facts the policy needs.
+/// Decides `action` on a model. A deleted model serves nothing ("deleted", naming the
+/// deletion), and its name stays visible only to its vendor's roles and the operator.
 pub(crate) async fn authorize_model(
     app: &App,
     caller: &Caller,
     action: Action,
     found: &Found,
 ) -> Result<Decision, ApiError> {
-    let granted = app
-        .store
-        .is_granted(&found.record.id, &caller.principal.user)
-        .await?;
-    let resource = Resource::Model {
-        vendor: &found.record.vendor,
-        granted,
-    };
-    authorize(app, caller, action, resource, &found.name).await
+    if let Some(deletion) = &found.record.deletion_id {
+        let reading = action == Action::ReadMetadata;
+        if reading && caller.principal.role == types::Role::Committer {
+            return Err(ApiError::ModelNotFound(format!("model {}", found.name)));
+        }
+        if !reading {
+            return Err(ApiError::Deleted(format!(
+                "{} has been deleted (deletion {deletion}); its weights can never be read again. \
+                 The vendor holds the deletion certificate (GET /v1/deletions/{deletion})",
+                found.name
+            )));
+        }
+    }
+    authorize(app, caller, action, Target::Model(&found.record)).await
 }
 
 /// `main` (or `latest`) names the newest revision; otherwise a 40-hex commit id.
@@ -66,7 +72,7 @@ pub(crate) async fn resolve_revision(
             .map_err(|e| ApiError::bad_request("invalid_revision", e.to_string()))?;
         app.store.revision(&found.record.id, &commit).await?
     };
-    revision.ok_or_else(|| ApiError::NotFound(format!("revision {rev} of {}", found.name)))
+    revision.ok_or_else(|| ApiError::RevisionNotFound(format!("revision {rev} of {}", found.name)))
 }
 
 #[derive(Deserialize)]
@@ -84,15 +90,8 @@ pub(crate) async fn list(
     let vendor = query.vendor.as_deref().map(VendorName::parse).transpose()?;
     let mut visible = Vec::new();
     for model in app.store.models(vendor.as_ref()).await? {
-        let granted = app
-            .store
-            .is_granted(&model.id, &caller.principal.user)
-            .await?;
-        let resource = Resource::Model {
-            vendor: &model.vendor,
-            granted,
-        };
-        if !policy::decide(&caller.principal, Action::ReadMetadata, resource).allowed {
+        let hidden = model.deleted_at.is_some() && caller.principal.role == types::Role::Committer;
+        if hidden || !allowed(&app, &caller, Action::ReadMetadata, Target::Model(&model)).await {
             continue;
         }
         let latest = app.store.latest_revision(&model.id).await?;
@@ -111,6 +110,7 @@ fn revision_json(r: &RevisionRecord) -> Value {
         "message": r.message,
         "created_by": r.created_by,
         "created_at": r.created_at,
+        "derived_from": r.derived_from,
     })
 }
 
@@ -146,11 +146,29 @@ pub(crate) async fn revision(
     Ok(Json(body))
 }
 
+/// A grant names a user or a group, and may expire.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct GrantRequest {
-    user: String,
+    user: Option<String>,
+    group: Option<String>,
+    /// Unix seconds; the grant stops counting at this time.
+    expires_at: Option<i64>,
 }
 
+pub(crate) fn grantee(user: Option<&str>, group: Option<&str>) -> Result<Grantee, ApiError> {
+    match (user, group) {
+        (Some(u), None) => Ok(Grantee::User(UserName::parse(u)?)),
+        (None, Some(g)) => Ok(Grantee::Group(GroupName::parse(g)?)),
+        _ => Err(ApiError::bad_request(
+            "invalid_grantee",
+            "name exactly one of a user or a group",
+        )),
+    }
+}
+
+/// Grants read access. Under the vendor's two-person rule the grant waits as a pending
+/// request (202) until another vendor admin approves it; until then it gives no access.
 pub(crate) async fn grant(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -159,17 +177,67 @@ pub(crate) async fn grant(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let found = load_model(&app, &vendor, &model).await?;
     let decision = authorize_model(&app, &caller, Action::Grant, &found).await?;
-    let user = UserName::parse(&json_body(body)?.user)?;
+    let request = json_body(body)?;
+    let to = grantee(request.user.as_deref(), request.group.as_deref())?;
+    if let Some(t) = request.expires_at
+        && t <= store_now()
+    {
+        return Err(ApiError::bad_request(
+            "invalid_expiry",
+            "a grant's expiry must be in the future",
+        ));
+    }
+    let detail = match request.expires_at {
+        Some(t) => format!("to {} until {t}", to.to_tagged()),
+        None => format!("to {}", to.to_tagged()),
+    };
+    if app.store.requires_approval(&found.record.vendor_id).await? {
+        let id = crypto::token::random_id()?;
+        let entry = caller
+            .entry("grant.request", found.name.as_str())
+            .with_decision(true, &policy_ids(&decision))
+            .with_detail(format!("pending {id}: {detail}"));
+        let action = PendingAction::Grant {
+            model_id: found.record.id.clone(),
+            to,
+            expires_at: request.expires_at,
+        };
+        app.store
+            .create_pending(
+                &id,
+                &found.record.vendor_id,
+                &action,
+                &caller.actor(),
+                entry,
+            )
+            .await?;
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "model": found.name,
+                "pending": id,
+                "message": "the vendor requires a second admin's approval; the grant waits until then",
+            })),
+        ));
+    }
     let entry = caller
         .entry("grant", found.name.as_str())
-        .with_decision(true, decision.policy)
-        .with_detail(format!("to {user}"));
+        .with_decision(true, &policy_ids(&decision))
+        .with_detail(detail);
     app.store
-        .grant(&found.record.id, &user, &caller.actor(), entry)
+        .grant(
+            &found.record.id,
+            &to,
+            &caller.actor(),
+            request.expires_at,
+            entry,
+        )
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "model": found.name, "user": user })),
+        Json(
+            json!({ "model": found.name, "to": to.to_tagged(), "expires_at": request.expires_at }),
+        ),
     ))
 }
 
@@ -180,30 +248,55 @@ pub(crate) async fn list_grants(
 ) -> Result<Json<Value>, ApiError> {
     let found = load_model(&app, &vendor, &model).await?;
     authorize_model(&app, &caller, Action::Grant, &found).await?;
-    let users = app.store.grants(&found.record.id).await?;
-    Ok(Json(json!({ "model": found.name, "users": users })))
+    let grants = app.store.grants(&found.record.id).await?;
+    let users: Vec<_> = grants
+        .iter()
+        .filter_map(|g| match &g.to {
+            Grantee::User(u) => Some(u.to_string()),
+            Grantee::Group(_) => None,
+        })
+        .collect();
+    let all: Vec<_> = grants
+        .iter()
+        .map(|g| json!({ "to": g.to.to_tagged(), "granted_by": g.granted_by, "expires_at": g.expires_at }))
+        .collect();
+    Ok(Json(
+        json!({ "model": found.name, "users": users, "grants": all }),
+    ))
 }
 
+#[derive(Deserialize)]
+pub(crate) struct RevokeQuery {
+    #[serde(default)]
+    group: bool,
+}
+
+/// `DELETE .../grants/{name}`: a user's grant, or a group's with `?group=true`.
 pub(crate) async fn revoke(
     State(app): State<Arc<App>>,
     caller: Caller,
-    Path((vendor, model, user)): Path<(String, String, String)>,
+    Path((vendor, model, name)): Path<(String, String, String)>,
+    Query(query): Query<RevokeQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let found = load_model(&app, &vendor, &model).await?;
     let decision = authorize_model(&app, &caller, Action::Revoke, &found).await?;
-    let user = UserName::parse(&user)?;
+    let to = if query.group {
+        grantee(None, Some(&name))?
+    } else {
+        grantee(Some(&name), None)?
+    };
     let entry = caller
         .entry("revoke", found.name.as_str())
-        .with_decision(true, decision.policy)
-        .with_detail(format!("from {user}"));
+        .with_decision(true, &policy_ids(&decision))
+        .with_detail(format!("from {}", to.to_tagged()));
     app.store
-        .revoke(&found.record.id, &user, entry)
+        .revoke(&found.record.id, &to, entry)
         .await
         .map_err(|e| match e {
             store::StoreError::NotFound(_) => {
-                ApiError::NotFound(format!("grant of {} to {user}", found.name))
+                ApiError::NotFound(format!("grant of {} to {to}", found.name))
             }
             other => other.into(),
         })?;
-    Ok(Json(json!({ "model": found.name, "user": user })))
+    Ok(Json(json!({ "model": found.name, "from": to.to_tagged() })))
 }

@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use blobstore::{PartLayout, PartReceipt, PartSealer};
 use crypto::hash::ResumableSha256;
 use futures::StreamExt;
-use policy::{Action, Resource};
+use policy::Action;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use shred::WrappedModelKey;
@@ -22,8 +22,9 @@ use tokio::task::JoinSet;
 use types::{CommitId, ModelName, ObjectId, RepoPath, Sha256Hex, VendorName};
 
 use super::json_body;
+use super::models::{authorize_model, load_model};
 use crate::App;
-use crate::auth::{Caller, authorize, store_now};
+use crate::auth::{Caller, Target, authorize, policy_ids, store_now};
 use crate::error::ApiError;
 
 /// Largest accepted file: the stream format's limit is far above; this is a sanity bound.
@@ -36,6 +37,11 @@ pub(crate) struct UploadRequest {
     #[serde(default)]
     message: String,
     files: Vec<ManifestEntry>,
+    /// A commit of the same model this upload was made from (`custody upload
+    /// --derived-from`): the revision is a derived artifact, encrypted under the model's key
+    /// and shredded with it. Needs `upload_derived` on the model instead of `upload`.
+    #[serde(default)]
+    derived_from: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -119,13 +125,21 @@ fn validate_manifest(request: &UploadRequest) -> Result<Vec<(RepoPath, u64, Sha2
     Ok(files)
 }
 
-/// A digest of the manifest as sent, so the same upload run again finds its session.
-fn manifest_digest(message: &str, files: &[(RepoPath, u64, Sha256Hex)]) -> String {
+/// A digest of the manifest as sent, so the same upload run again finds its session (and
+/// an ordinary upload never resumes a derived one, or the other way round).
+fn manifest_digest(
+    message: &str,
+    files: &[(RepoPath, u64, Sha256Hex)],
+    derived_from: Option<&CommitId>,
+) -> String {
     let mut hasher = crypto::hash::Sha256::new();
     hasher.update(b"custody-manifest-v1\n");
     hasher.update(message.as_bytes());
     for (path, size, sha256) in files {
         hasher.update(format!("\n{path}\0{size}\0{sha256}").as_bytes());
+    }
+    if let Some(commit) = derived_from {
+        hasher.update(format!("\nderived-from\0{commit}").as_bytes());
     }
     hex::encode(hasher.finish())
 }
@@ -166,26 +180,68 @@ pub(crate) async fn begin(
         .vendor(&vendor)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("vendor {vendor}")))?;
-    let decision = authorize(
-        &app,
-        &caller,
-        Action::Upload,
-        Resource::Vendor { vendor: &vendor },
-        &name,
-    )
-    .await?;
+    // Derived uploads are decided on the model (committers with a grant may make them), the
+    // others on the vendor. An unreadable body is decided as an ordinary upload and then
+    // refused as a bad request.
+    let wants_derived = body
+        .as_ref()
+        .ok()
+        .and_then(|Json(r)| r.derived_from.clone());
+    let (decision, derived) = match wants_derived {
+        None => (
+            authorize(
+                &app,
+                &caller,
+                Action::Upload,
+                Target::Vendor(&vendor_record),
+            )
+            .await?,
+            None,
+        ),
+        Some(from) => {
+            let found = load_model(&app, vendor.as_str(), model.as_str()).await?;
+            let decision = authorize_model(&app, &caller, Action::UploadDerived, &found).await?;
+            if found.record.deleted_at.is_some() {
+                return Err(ApiError::Deleted(format!("model {name} has been deleted")));
+            }
+            let commit = CommitId::parse(&from)
+                .map_err(|e| ApiError::bad_request("invalid_derived_from", e.to_string()))?;
+            if app
+                .store
+                .revision(&found.record.id, &commit)
+                .await?
+                .is_none()
+            {
+                return Err(ApiError::bad_request(
+                    "invalid_derived_from",
+                    format!("{commit} is not a revision of {name}"),
+                ));
+            }
+            (decision, Some((found.record, commit)))
+        }
+    };
     let request = json_body(body)?;
     let files = validate_manifest(&request)?;
-    let digest = manifest_digest(&request.message, &files);
+    let digest = manifest_digest(
+        &request.message,
+        &files,
+        derived.as_ref().map(|(_, commit)| commit),
+    );
 
-    let model_record = match app.store.model(&vendor, &model).await? {
+    let existing = match &derived {
+        Some((record, _)) => Some(record.clone()),
+        None => app.store.model(&vendor, &model).await?,
+    };
+    let model_record = match existing {
         Some(m) => m,
         None => {
             let id = crypto::token::random_id()?;
-            let (_key, wrapped) = app.keys.new_model_key(&id)?;
+            // Held until the row is committed: a key rotation waits for it, then re-wraps it.
+            let lease = app.keys.model_key_lease().await;
+            let (_key, wrapped) = lease.new_model_key(&id)?;
             let entry = caller
                 .entry("model.create", name.as_str())
-                .with_decision(true, decision.policy)
+                .with_decision(true, &policy_ids(&decision))
                 .with_detail(format!("key epoch {}", wrapped.epoch));
             let created = app
                 .store
@@ -200,6 +256,7 @@ pub(crate) async fn begin(
                     entry,
                 )
                 .await;
+            drop(lease);
             match created {
                 // Lost a race with a concurrent first upload: use the winner's model.
                 Ok(()) | Err(store::StoreError::Conflict(_)) => app
@@ -236,13 +293,17 @@ pub(crate) async fn begin(
     let total: u64 = records.iter().map(|f| f.size).sum();
     let entry = caller
         .entry("upload.begin", name.as_str())
-        .with_decision(true, decision.policy)
+        .with_decision(true, &policy_ids(&decision))
         .with_detail(format!(
-            "upload {upload_id}: {} files, {total} bytes",
-            records.len()
+            "upload {upload_id}: {} files, {total} bytes{}",
+            records.len(),
+            derived
+                .as_ref()
+                .map(|(_, c)| format!(", derived from {c}"))
+                .unwrap_or_default()
         ));
     app.store
-        .create_upload(
+        .create_upload_from(
             &NewUpload {
                 id: &upload_id,
                 manifest_digest: &digest,
@@ -252,6 +313,7 @@ pub(crate) async fn begin(
                 expires_at: store_now() + app.config.upload_ttl_secs,
                 files: &records,
             },
+            derived.as_ref().map(|(_, c)| c),
             entry,
         )
         .await?;
@@ -283,17 +345,18 @@ async fn owned_session(
         .model_by_id(&session.model_id)
         .await?
         .ok_or_else(|| ApiError::Internal("upload of a model that does not exist".into()))?;
-    let name = format!("{}/{}", model.vendor, model.name);
-    let decision = authorize(
-        app,
-        caller,
-        Action::Upload,
-        Resource::Vendor {
-            vendor: &model.vendor,
-        },
-        &name,
-    )
-    .await?;
+    let vendor_record = app
+        .store
+        .vendor(&model.vendor)
+        .await?
+        .ok_or_else(|| ApiError::Internal("upload to a vendor that does not exist".into()))?;
+    // The same action as at the start: a derived upload is decided on the model, so a grant
+    // revoked or an exclusion added meanwhile stops it.
+    let decision = if session.derived_from.is_some() {
+        authorize(app, caller, Action::UploadDerived, Target::Model(&model)).await?
+    } else {
+        authorize(app, caller, Action::Upload, Target::Vendor(&vendor_record)).await?
+    };
     if session.expires_at <= store_now() {
         return Err(ApiError::Conflict(format!(
             "upload {id} has expired; start the upload again"
@@ -688,10 +751,19 @@ pub(crate) async fn commit(
         .entry("upload.commit", format!("{name}@{commit}"))
         .with_decision(true, policy)
         .with_touched(touched);
+    let entry = match &session.derived_from {
+        Some(from) => entry.with_detail(format!("derived from {from}")),
+        None => entry,
+    };
     app.store.commit_upload(&session, &commit, entry).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "model": name, "commit": commit, "files": session.files.len() })),
+        Json(json!({
+            "model": name,
+            "commit": commit,
+            "files": session.files.len(),
+            "derived_from": session.derived_from,
+        })),
     ))
 }
 
@@ -730,6 +802,7 @@ mod tests {
                     sha256: "0".repeat(64),
                 })
                 .collect(),
+            derived_from: None,
         }
     }
 

@@ -1,0 +1,132 @@
+//! `custody verify-certificate`: offline verification of a deletion certificate.
+//!
+//! No server, no network, no async runtime: the file and the keys are read, the `deletion`
+//! crate decides, and the exit code says what it decided: 0 valid, 1 invalid, 2 unusable
+//! input (unreadable file, not a certificate, a key that does not parse).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+use deletion::{Report, Status, Verdict};
+use serde_json::json;
+
+use crate::output::Output;
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// The certificate file (JSON)
+    file: PathBuf,
+    /// The service's public key: a verifier key (name+keyid+base64), the 32-byte key as base64
+    /// or hex, or a file holding one of those
+    #[arg(long)]
+    service_key: String,
+    /// The audit log's verifier key (name+keyid+base64), or a file holding it; without it the
+    /// checkpoint's signature is not checked
+    #[arg(long)]
+    log_key: Option<String>,
+}
+
+const UNUSABLE: u8 = 2;
+
+/// A key given inline, or the content of the file it names.
+fn key_text(arg: &str) -> Result<String, String> {
+    let path = Path::new(arg);
+    if path.is_file() {
+        return std::fs::read_to_string(path)
+            .map_err(|e| format!("reading key file {}: {e}", path.display()));
+    }
+    Ok(arg.to_owned())
+}
+
+fn unusable(out: &Output, message: String) -> ExitCode {
+    if out.is_json() {
+        println!(
+            "{}",
+            json!({ "verdict": "unusable", "exit_code": UNUSABLE, "error": message })
+        );
+    } else {
+        eprintln!("custody: cannot verify: {message}");
+    }
+    ExitCode::from(UNUSABLE)
+}
+
+pub fn run(args: &VerifyArgs, out: &Output) -> ExitCode {
+    let service = match key_text(&args.service_key)
+        .and_then(|t| deletion::parse_service_key(&t).map_err(|e| format!("--service-key: {e}")))
+    {
+        Ok(key) => key,
+        Err(e) => return unusable(out, e),
+    };
+    let log = match args.log_key.as_deref().map(|k| {
+        key_text(k).and_then(|t| deletion::parse_log_key(&t).map_err(|e| format!("--log-key: {e}")))
+    }) {
+        None => None,
+        Some(Ok(key)) => Some(key),
+        Some(Err(e)) => return unusable(out, e),
+    };
+    let bytes = match std::fs::read(&args.file) {
+        Ok(b) => b,
+        Err(e) => return unusable(out, format!("reading {}: {e}", args.file.display())),
+    };
+    let report = deletion::verify(&bytes, &service, log.as_ref());
+    if out.is_json() {
+        let mut value = serde_json::to_value(&report).unwrap_or_else(|_| json!({}));
+        value["exit_code"] = json!(report.exit_code());
+        println!("{value}");
+    } else {
+        print!("{}", human(&report));
+    }
+    ExitCode::from(report.exit_code())
+}
+
+fn human(report: &Report) -> String {
+    let mut text = String::new();
+    let verdict = match report.verdict {
+        Verdict::Valid => "VALID",
+        Verdict::Invalid => "INVALID",
+        Verdict::Unusable => "UNUSABLE",
+    };
+    text.push_str(&format!(
+        "certificate {}: {verdict}\n",
+        report.certificate_id.as_deref().unwrap_or("(unreadable)")
+    ));
+    for check in &report.checks {
+        text.push_str(&format!("  {check}\n"));
+    }
+    if let Some(file) = &report.certificate
+        && report.verdict == Verdict::Valid
+    {
+        let d = &file.certificate.deletion;
+        for model in &d.models {
+            text.push_str(&format!(
+                "deleted {}/{}: {} revision(s), {} object(s)\n",
+                d.vendor,
+                model.name,
+                model.revisions.len(),
+                model.objects.len()
+            ));
+        }
+        text.push_str(&format!(
+            "requested by {} at {}, completed at {}\n",
+            d.requested_by, d.requested_at, d.completed_at
+        ));
+        for host in &d.hosts {
+            let wiped = match &host.confirmed_at {
+                Some(at) => format!("wipe confirmed at {at}"),
+                None => "wipe NOT confirmed".to_owned(),
+            };
+            text.push_str(&format!(
+                "host {}: {} file(s), {wiped}\n",
+                host.host, host.files
+            ));
+        }
+        if report.status(deletion::CheckName::CheckpointSignature) == Some(Status::Skipped) {
+            text.push_str(
+                "note: without --log-key, the audit checkpoint is trusted on the service's \
+                 word alone\n",
+            );
+        }
+    }
+    text
+}

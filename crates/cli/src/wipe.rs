@@ -1,0 +1,441 @@
+//! `custody wipe` on an exclusive host, and the local record it works from.
+//!
+//! Every `custody fetch` run with a host certificate notes, before the first byte arrives,
+//! where it writes each file of which model (the *host state* file: `--host-state`,
+//! `CUSTODY_HOST_STATE`, default `$XDG_STATE_HOME/custody/fetched.json` or
+//! `~/.local/state/custody/fetched.json`). `custody wipe` asks the server, with the host
+//! certificate alone, which of this host's copies belong to deleted models; removes those
+//! files with their partial downloads and resume state, and the model's folder in the Hugging
+//! Face cache (where the host agent's clients put what they fetch); forgets them in the
+//! record; and sends the server its confirmation, per model and deletion.
+//!
+//! What it cannot cover, and says so: copies made by other means (a `cp`, a converted model
+//! written by vLLM or a script elsewhere, a Hub client with a cache folder other than the
+//! one given), and files already moved or renamed. The confirmation is the host's own word.
+//!
+//! The record is one JSON document (version field `v`), rewritten whole (temporary file, then
+//! rename) under an exclusive lock on a sibling `.lock` file, so concurrent fetches and a wipe
+//! never lose each other's entries.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use types::{RepoPath, RepoRef};
+
+use crate::Global;
+use crate::client::Client;
+use crate::output::Output;
+
+const STATE_VERSION: u32 = 1;
+
+/// Suffixes of what an unfinished `custody fetch` leaves beside a file (see `fetch.rs`).
+const LEFTOVER_SUFFIXES: [&str; 3] = [
+    ".custody-partial",
+    ".custody-partial.state",
+    ".custody-partial.state.tmp",
+];
+
+#[derive(Serialize, Deserialize, Default)]
+struct HostState {
+    v: u32,
+    copies: Vec<LocalCopy>,
+}
+
+/// The files of one revision fetched into one folder.
+#[derive(Serialize, Deserialize, Clone)]
+struct LocalCopy {
+    server: String,
+    /// `vendor/model`.
+    model: String,
+    commit: String,
+    /// Absolute output folder.
+    dir: PathBuf,
+    /// Repository paths under `dir`.
+    paths: Vec<String>,
+}
+
+/// Where `custody fetch` on a host notes its copies: the state file and the server.
+pub struct FetchRecord {
+    state: PathBuf,
+    server: String,
+}
+
+/// The host state file to use.
+pub fn state_path(global: &Global) -> anyhow::Result<PathBuf> {
+    if let Some(p) = &global.host_state {
+        return Ok(p.clone());
+    }
+    let base = match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let home = std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .context("cannot place the host state file: set CUSTODY_HOST_STATE or HOME")?;
+            PathBuf::from(home).join(".local/state")
+        }
+    };
+    Ok(base.join("custody/fetched.json"))
+}
+
+/// The record a fetch on a host keeps; `None` without a host certificate (a fetch without one
+/// is refused by the server anyway).
+pub fn fetch_record(global: &Global, client: &Client) -> anyhow::Result<Option<FetchRecord>> {
+    if global.host_cert.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(FetchRecord {
+        state: state_path(global)?,
+        server: client.base().to_owned(),
+    }))
+}
+
+impl FetchRecord {
+    /// Notes that `paths` of `model@commit` are being written under `dir`. Called before the
+    /// download starts, so an interrupted fetch's partial files are covered too.
+    pub fn note(
+        &self,
+        model: &RepoRef,
+        commit: &str,
+        dir: &Path,
+        paths: &[&RepoPath],
+    ) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let dir =
+            std::fs::canonicalize(dir).with_context(|| format!("resolving {}", dir.display()))?;
+        let _lock = lock(&self.state)?;
+        let mut state = load(&self.state)?;
+        let model = model.to_string();
+        let entry = match state.copies.iter_mut().find(|c| {
+            c.server == self.server && c.model == model && c.commit == commit && c.dir == dir
+        }) {
+            Some(entry) => entry,
+            None => {
+                state.copies.push(LocalCopy {
+                    server: self.server.clone(),
+                    model,
+                    commit: commit.to_owned(),
+                    dir,
+                    paths: Vec::new(),
+                });
+                let last = state.copies.len() - 1;
+                &mut state.copies[last]
+            }
+        };
+        for p in paths {
+            if !entry.paths.iter().any(|e| e == p.as_str()) {
+                entry.paths.push(p.as_str().to_owned());
+            }
+        }
+        save(&self.state, &state)
+    }
+}
+
+/// An exclusive lock on `STATE.lock`, released when the file is dropped.
+fn lock(state: &Path) -> anyhow::Result<File> {
+    if let Some(parent) = state.parent() {
+        create_private_dir(parent)?;
+    }
+    let path = PathBuf::from(format!("{}.lock", state.display()));
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    file.lock()
+        .with_context(|| format!("locking {}", path.display()))?;
+    Ok(file)
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))
+}
+
+fn load(path: &Path) -> anyhow::Result<HostState> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(HostState {
+                v: STATE_VERSION,
+                copies: Vec::new(),
+            });
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let state: HostState = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not a custody host state file", path.display()))?;
+    if state.v != STATE_VERSION {
+        bail!(
+            "{} has version {}; this custody understands version {STATE_VERSION}",
+            path.display(),
+            state.v
+        );
+    }
+    Ok(state)
+}
+
+fn save(path: &Path, state: &HostState) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = PathBuf::from(format!("{}.tmp", path.display()));
+    let mut file = File::options()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    file.write_all(&serde_json::to_vec_pretty(state)?)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
+    Ok(())
+}
+
+/// The Hugging Face cache folder (`HF_HUB_CACHE`, else `HF_HOME/hub`, else
+/// `~/.cache/huggingface/hub`), as the Hub client resolves it.
+fn default_hf_cache() -> Option<PathBuf> {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(dir) = var("HF_HUB_CACHE") {
+        return Some(PathBuf::from(dir));
+    }
+    if let Some(home) = var("HF_HOME") {
+        return Some(PathBuf::from(home).join("hub"));
+    }
+    var("HOME").map(|home| PathBuf::from(home).join(".cache/huggingface/hub"))
+}
+
+/// Removes a file if it is there; `true` if it was.
+fn remove_if_present(path: &Path, dry_run: bool) -> anyhow::Result<bool> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => bail!("{} is a folder, not a fetched file", path.display()),
+        Ok(_) => {
+            if !dry_run {
+                std::fs::remove_file(path)
+                    .with_context(|| format!("removing {}", path.display()))?;
+            }
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("looking at {}", path.display())),
+    }
+}
+
+/// Removes the now empty folders between `file` and `root` (best effort: a folder that holds
+/// anything else stays).
+fn prune_empty_dirs(file: &Path, root: &Path) {
+    let mut dir = file.parent();
+    while let Some(d) = dir {
+        if !d.starts_with(root) || std::fs::remove_dir(d).is_err() {
+            break;
+        }
+        if d == root {
+            break;
+        }
+        dir = d.parent();
+    }
+}
+
+/// Removes one local copy's files; returns the paths removed.
+fn wipe_copy(copy: &LocalCopy, dry_run: bool) -> anyhow::Result<Vec<PathBuf>> {
+    if !copy.dir.is_absolute() {
+        bail!("the host state names a relative folder {:?}", copy.dir);
+    }
+    let mut removed = Vec::new();
+    for p in &copy.paths {
+        // The record is checked like a server's manifest: no path leaves its folder.
+        let path = RepoPath::parse(p)
+            .with_context(|| format!("the host state holds an unsafe path {p:?}"))?;
+        let mut local = copy.dir.clone();
+        local.extend(path.segments());
+        let mut candidates = vec![local.clone()];
+        for suffix in LEFTOVER_SUFFIXES {
+            let mut name = local.as_os_str().to_owned();
+            name.push(suffix);
+            candidates.push(PathBuf::from(name));
+        }
+        for candidate in candidates {
+            if remove_if_present(&candidate, dry_run)? {
+                removed.push(candidate);
+            }
+        }
+        if !dry_run {
+            prune_empty_dirs(&local, &copy.dir);
+        }
+    }
+    Ok(removed)
+}
+
+/// Removes a model's folder (and its lock folder) from the Hugging Face cache; returns the
+/// files that were in it.
+fn wipe_hf_cache(cache: &Path, model: &RepoRef, dry_run: bool) -> anyhow::Result<Vec<PathBuf>> {
+    let folder = format!("models--{}--{}", model.vendor, model.model);
+    let mut removed = Vec::new();
+    for dir in [cache.join(&folder), cache.join(".locks").join(&folder)] {
+        if !dir.exists() {
+            continue;
+        }
+        for entry in walkdir::WalkDir::new(&dir).follow_links(false) {
+            let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+            if !entry.file_type().is_dir() {
+                removed.push(entry.path().to_owned());
+            }
+        }
+        if !dry_run {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+    }
+    Ok(removed)
+}
+
+pub struct WipeArgs {
+    pub dry_run: bool,
+    pub hf_cache: Option<PathBuf>,
+}
+
+/// Asks the server which copies of this host belong to deleted models, removes them, and
+/// confirms. A model whose files could not all be removed is not confirmed (the error says
+/// why) and stays in the record for the next run.
+pub async fn wipe(global: &Global, args: &WipeArgs, out: &Output) -> anyhow::Result<Value> {
+    let client = Client::for_host(global)?;
+    let state_file = state_path(global)?;
+    let hf_cache = args.hf_cache.clone().or_else(default_hf_cache);
+    let listing = client.get_json("/v1/host/wipe").await?;
+    let deleted = listing["models"]
+        .as_array()
+        .context("the server's answer lists no models")?;
+
+    let _lock = lock(&state_file)?;
+    let mut state = load(&state_file)?;
+    let mut reports = Vec::new();
+    let mut failed = 0usize;
+    for m in deleted {
+        let name = m["model"]
+            .as_str()
+            .context("a deleted model without a name")?;
+        let model = RepoRef::parse(name).context("the server named an invalid model")?;
+        let model_id = m["model_id"]
+            .as_str()
+            .context("a deleted model without an id")?;
+        let deletion_id = m["deletion_id"]
+            .as_str()
+            .context("a deleted model without a deletion id")?;
+        // Every revision of a deleted model is gone, so every local copy of it goes, from
+        // whichever server or folder it was fetched.
+        let (mine, rest): (Vec<LocalCopy>, Vec<LocalCopy>) = std::mem::take(&mut state.copies)
+            .into_iter()
+            .partition(|c| c.model == name);
+        state.copies = rest;
+        let mut removed = Vec::new();
+        let mut error = None;
+        for copy in &mine {
+            match wipe_copy(copy, args.dry_run) {
+                Ok(files) => removed.extend(files),
+                Err(e) => error = Some(e),
+            }
+        }
+        if let Some(cache) = &hf_cache {
+            match wipe_hf_cache(cache, &model, args.dry_run) {
+                Ok(files) => removed.extend(files),
+                Err(e) => error = Some(e),
+            }
+        }
+        let removed_names: Vec<String> = removed.iter().map(|p| p.display().to_string()).collect();
+        let mut report = json!({
+            "model": name,
+            "deletion_id": deletion_id,
+            "removed": removed_names,
+            "files": removed.len(),
+            "confirmed": false,
+        });
+        if let Some(e) = error {
+            // Keep the record of what could not be removed, for the next run.
+            state.copies.extend(mine);
+            failed += 1;
+            report["error"] = json!(format!("{e:#}"));
+            reports.push(report);
+            continue;
+        }
+        if args.dry_run {
+            state.copies.extend(mine);
+            reports.push(report);
+            continue;
+        }
+        save(&state_file, &state)?;
+        let confirmed = client
+            .post_json(
+                "/v1/host/wipe",
+                &json!({
+                    "deletion_id": deletion_id,
+                    "model_id": model_id,
+                    "files": removed.len(),
+                }),
+            )
+            .await?;
+        report["confirmed"] = json!(true);
+        report["late"] = confirmed["late"].clone();
+        reports.push(report);
+    }
+    if !args.dry_run {
+        save(&state_file, &state)?;
+    }
+    let result = json!({
+        "host": listing["host"],
+        "dry_run": args.dry_run,
+        "hf_cache": hf_cache.map(|p| p.display().to_string()),
+        "models": reports,
+    });
+    if failed > 0 {
+        out.result(&result, || human(&result));
+        bail!(
+            "{failed} deleted models could not be wiped completely; nothing was confirmed for them"
+        );
+    }
+    Ok(result)
+}
+
+/// The human summary of a wipe.
+pub fn human(result: &Value) -> String {
+    let models = result["models"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    if models.is_empty() {
+        return "no copies of deleted models on this host".to_owned();
+    }
+    let dry = result["dry_run"].as_bool() == Some(true);
+    let mut lines = Vec::new();
+    for m in models {
+        let name = m["model"].as_str().unwrap_or("");
+        let files = m["files"].as_u64().unwrap_or(0);
+        let line = if let Some(e) = m["error"].as_str() {
+            format!("{name}: NOT wiped: {e}")
+        } else if dry {
+            format!("{name}: would remove {files} files")
+        } else {
+            format!(
+                "{name}: removed {files} files, wipe confirmed (deletion {})",
+                m["deletion_id"].as_str().unwrap_or("")
+            )
+        };
+        lines.push(line);
+        for f in m["removed"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+            lines.push(format!("  {}", f.as_str().unwrap_or("")));
+        }
+        if files == 0 && m["error"].is_null() {
+            lines.push(
+                "  no local copy found: copies made by other means than custody fetch or the \
+                 Hugging Face cache are not covered"
+                    .to_owned(),
+            );
+        }
+    }
+    lines.join("\n")
+}

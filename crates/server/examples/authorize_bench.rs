@@ -1,0 +1,145 @@
+//! What one authorization costs the server, with many grants and exclusions in the database.
+//!
+//! `cargo run --release -p server --example authorize_bench`
+//!
+//! A SQLite store holds one model with 10,000 direct grants, 1,000 exclusions (model and
+//! vendor level) and 100 group grants. Each row times, per request, what `auth::authorize`
+//! does: read the principal's facts from the store (`request_facts`) and decide with the
+//! built-in Cedar policies. Beside it, the baseline: the decision alone on facts prepared in
+//! advance. Prints p50 and p99 in microseconds and the ratio of the two.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::time::{Duration, Instant};
+
+use policy::{Action, HostFacts, PolicyEngine, Principal};
+use server::auth::{Target, request_facts};
+use store::{Grantee, NewModel, Store};
+use types::{GroupName, ModelName, Role, UserName, VendorName};
+
+const RUNS: usize = 5_000;
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e6
+}
+
+fn entry() -> audit::Entry {
+    audit::Entry::new("system", "bench", "service")
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("b.sqlite").display()
+    );
+    let store = Store::connect(&url).await.unwrap();
+    let vendor = VendorName::parse("acme").unwrap();
+    store.create_vendor("v1", &vendor, entry()).await.unwrap();
+    let name = ModelName::parse("m").unwrap();
+    store
+        .create_model(
+            &NewModel {
+                id: "m1",
+                vendor_id: "v1",
+                name: &name,
+                key_epoch: 0,
+                wrapped_key: &[0u8; 8],
+            },
+            entry(),
+        )
+        .await
+        .unwrap();
+    let model = store.model(&vendor, &name).await.unwrap().unwrap();
+    let host_group = types::HostGroupName::parse("gpu").unwrap();
+    store
+        .allow_host_group("m1", &host_group, "bench", entry())
+        .await
+        .unwrap();
+    print!("populating 10,000 grants, 1,000 exclusions, 100 group grants… ");
+    let started = Instant::now();
+    for i in 0..10_000 {
+        let user = UserName::parse(&format!("user-{i}")).unwrap();
+        store
+            .grant("m1", &Grantee::User(user), "bench", None, entry())
+            .await
+            .unwrap();
+    }
+    for i in 0..1_000 {
+        let user = UserName::parse(&format!("user-{}", i * 7)).unwrap();
+        let model_id = (i % 2 == 0).then_some("m1");
+        store
+            .exclude("v1", model_id, &user, "bench", entry())
+            .await
+            .unwrap();
+    }
+    for i in 0..100 {
+        let group = GroupName::parse(&format!("team-{i}")).unwrap();
+        store
+            .grant("m1", &Grantee::Group(group.clone()), "bench", None, entry())
+            .await
+            .unwrap();
+        let member = UserName::parse(&format!("member-{i}")).unwrap();
+        store
+            .add_group_member(&group, &member, "bench", entry())
+            .await
+            .unwrap();
+    }
+    println!("{:.1} s", started.elapsed().as_secs_f64());
+
+    let engine =
+        PolicyEngine::from_files(policy::EMBEDDED_SCHEMA, policy::EMBEDDED_POLICIES).unwrap();
+    let host = || {
+        Some(HostFacts {
+            name: "gpu-01".into(),
+            groups: vec!["gpu".into()],
+            revoked: false,
+        })
+    };
+    let principal = |user: &str| Principal {
+        user: UserName::parse(user).unwrap(),
+        role: Role::Committer,
+        vendor: None,
+    };
+    let now = 1_800_000_000;
+    println!();
+    println!("| request | facts + decide p50 (µs) | p99 | decide only p50 | p99 | p99 ratio |");
+    println!("|---|---|---|---|---|---|");
+    for (label, user, expect) in [
+        ("granted user, fetch", "user-1", true),
+        ("excluded user, fetch", "user-14", false),
+        ("group member, fetch", "member-5", true),
+        ("no grant, fetch", "stranger", false),
+    ] {
+        let p = principal(user);
+        let mut full = Vec::with_capacity(RUNS);
+        let mut decide_only = Vec::with_capacity(RUNS);
+        let facts = request_facts(&store, &p, host(), Target::Model(&model), now)
+            .await
+            .unwrap();
+        for _ in 0..RUNS {
+            let t = Instant::now();
+            let f = request_facts(&store, &p, host(), Target::Model(&model), now)
+                .await
+                .unwrap();
+            let d = engine.decide(&f, Action::Fetch);
+            full.push(t.elapsed());
+            assert_eq!(d.allowed, expect, "{label}: {d:?}");
+            let t = Instant::now();
+            let d = engine.decide(&facts, Action::Fetch);
+            decide_only.push(t.elapsed());
+            assert_eq!(d.allowed, expect);
+        }
+        full.sort();
+        decide_only.sort();
+        println!(
+            "| {label} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1}x |",
+            percentile(&full, 0.5),
+            percentile(&full, 0.99),
+            percentile(&decide_only, 0.5),
+            percentile(&decide_only, 0.99),
+            percentile(&full, 0.99) / percentile(&decide_only, 0.99)
+        );
+    }
+}

@@ -1,0 +1,362 @@
+//! The persisted shred state machine's rows. The server's deletion runner drives them; each
+//! step is a compare-and-set on `state` in the same transaction as its audit entry, so a
+//! crash leaves the deletion in exactly one state, and a restart resumes it from there.
+
+use sqlx::Row;
+
+use crate::{Result, Store, StoreError, corrupt, now};
+
+/// The states of a deletion, in order. A deletion only moves forward.
+pub const DELETION_STATES: [&str; 6] = [
+    "access_revoked",
+    "keys_destroyed",
+    "epoch_destroyed",
+    "objects_deleted",
+    "checked",
+    "certified",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeletionRecord {
+    pub id: String,
+    pub vendor_id: String,
+    /// `None`: the whole vendor.
+    pub model_id: Option<String>,
+    pub state: String,
+    pub requested_by: String,
+    pub approved_by: Option<String>,
+    pub requested_at: i64,
+    pub completed_at: Option<i64>,
+    /// The runner's working data (JSON), written with each step.
+    pub work: String,
+    pub certificate: Option<String>,
+}
+
+/// A stored object of a model, as the deletion records it before removing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObject {
+    pub id: String,
+    pub model_id: String,
+    pub size: i64,
+    pub sha256: String,
+}
+
+/// A model key after rotation: the model, its new epoch and wrapped key.
+pub struct Rewrapped {
+    pub model_id: String,
+    pub epoch: u64,
+    pub wrapped: Vec<u8>,
+}
+
+impl Store {
+    /// Starts a deletion: records the request and marks every model in scope deleted (from
+    /// now on it answers "deleted"), in one transaction. `model_id = None` deletes every model
+    /// of the vendor. A model already under deletion is a conflict.
+    pub async fn start_deletion(
+        &self,
+        id: &str,
+        vendor_id: &str,
+        model_id: Option<&str>,
+        requested_by: &str,
+        approved_by: Option<&str>,
+        entry: audit::Entry,
+    ) -> Result<DeletionRecord> {
+        let mut tx = self.begin().await?;
+        insert_deletion(
+            tx.conn(),
+            id,
+            vendor_id,
+            model_id,
+            requested_by,
+            approved_by,
+        )
+        .await?;
+        tx.commit(entry).await?;
+        self.deletion(id)
+            .await?
+            .ok_or(StoreError::NotFound("deletion"))
+    }
+
+    pub async fn deletion(&self, id: &str) -> Result<Option<DeletionRecord>> {
+        let row = sqlx::query(&format!("{DELETION_SELECT} WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(deletion_from_row).transpose()
+    }
+
+    /// Deletions not yet certified, oldest first: what the runner resumes at start.
+    pub async fn unfinished_deletions(&self) -> Result<Vec<DeletionRecord>> {
+        let rows = sqlx::query(&format!(
+            "{DELETION_SELECT} WHERE state <> 'certified' ORDER BY requested_at, id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(deletion_from_row).collect()
+    }
+
+    /// The models a deletion covers.
+    pub async fn deletion_models(&self, deletion_id: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT id FROM models WHERE deletion_id = $1 ORDER BY id")
+            .bind(deletion_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
+    }
+
+    /// Every stored object of these models (all revisions, derived ones included).
+    pub async fn objects_of_models(&self, model_ids: &[String]) -> Result<Vec<StoredObject>> {
+        let mut out = Vec::new();
+        for model_id in model_ids {
+            let rows = sqlx::query(
+                "SELECT id, model_id, size, sha256 FROM objects WHERE model_id = $1 ORDER BY id",
+            )
+            .bind(model_id)
+            .fetch_all(&self.pool)
+            .await?;
+            for r in &rows {
+                out.push(StoredObject {
+                    id: r.try_get("id")?,
+                    model_id: r.try_get("model_id")?,
+                    size: r.try_get("size")?,
+                    sha256: r.try_get("sha256")?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Object ids of unfinished uploads of these models (their parts must be aborted too).
+    pub async fn upload_objects_of_models(&self, model_ids: &[String]) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for model_id in model_ids {
+            let rows = sqlx::query(
+                "SELECT f.object_id FROM upload_files f JOIN upload_sessions s ON s.id = f.session_id \
+                 WHERE s.model_id = $1",
+            )
+            .bind(model_id)
+            .fetch_all(&self.pool)
+            .await?;
+            for r in &rows {
+                out.push(r.try_get("object_id")?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Wrapped keys of every model not under deletion: what a rotation re-wraps.
+    pub async fn live_model_keys(&self) -> Result<Vec<(String, u64, Vec<u8>)>> {
+        let rows = sqlx::query(
+            "SELECT id, key_epoch, wrapped_key FROM models WHERE deleted_at IS NULL ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("id")?,
+                    r.try_get::<i64, _>("key_epoch")? as u64,
+                    r.try_get("wrapped_key")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Moves a deletion from `from` to `to`, storing its working data, with its entry.
+    /// `Conflict` when the deletion is no longer in `from` (another runner moved it).
+    pub async fn advance_deletion(
+        &self,
+        id: &str,
+        from: &str,
+        to: &str,
+        work: &str,
+        entry: audit::Entry,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        advance(tx.conn(), id, from, to, work).await?;
+        tx.commit(entry).await?;
+        Ok(())
+    }
+
+    /// The key step, in one transaction: the deleted models' wrapped keys are erased, the
+    /// surviving keys are replaced by their re-wrapped forms, and the deletion moves on.
+    /// A backup taken before holds keys wrapped only under the old epoch.
+    pub async fn shred_model_keys(
+        &self,
+        id: &str,
+        rewrapped: &[Rewrapped],
+        work: &str,
+        entry: audit::Entry,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        advance(tx.conn(), id, "access_revoked", "keys_destroyed", work).await?;
+        sqlx::query("UPDATE models SET wrapped_key = $1 WHERE deletion_id = $2")
+            .bind(Vec::<u8>::new())
+            .bind(id)
+            .execute(tx.conn())
+            .await?;
+        for r in rewrapped {
+            sqlx::query(
+                "UPDATE models SET key_epoch = $1, wrapped_key = $2 WHERE id = $3 AND deleted_at IS NULL",
+            )
+            .bind(r.epoch as i64)
+            .bind(r.wrapped.clone())
+            .bind(&r.model_id)
+            .execute(tx.conn())
+            .await?;
+        }
+        tx.commit(entry).await?;
+        Ok(())
+    }
+
+    /// The last step: the certificate is stored and the deletion is done.
+    pub async fn certify_deletion(
+        &self,
+        id: &str,
+        work: &str,
+        certificate: &str,
+        entry: audit::Entry,
+    ) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        advance(tx.conn(), id, "checked", "certified", work).await?;
+        sqlx::query("UPDATE deletions SET certificate = $1, completed_at = $2 WHERE id = $3")
+            .bind(certificate)
+            .bind(now())
+            .bind(id)
+            .execute(tx.conn())
+            .await?;
+        tx.commit(entry).await
+    }
+
+    /// Sets (or clears) the time at which the server shreds a model by itself.
+    pub async fn set_delete_after(
+        &self,
+        model_id: &str,
+        at: Option<i64>,
+        entry: audit::Entry,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE models SET delete_after = $1 WHERE id = $2 AND deleted_at IS NULL")
+            .bind(at)
+            .bind(model_id)
+            .execute(tx.conn())
+            .await?;
+        tx.commit(entry).await?;
+        Ok(())
+    }
+
+    /// Models whose `delete_after` has come and that are not yet under deletion.
+    pub async fn models_due_for_deletion(&self, now: i64) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT id, vendor_id FROM models WHERE delete_after IS NOT NULL \
+             AND delete_after <= $1 AND deleted_at IS NULL ORDER BY delete_after, id",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("vendor_id")?)))
+            .collect()
+    }
+}
+
+/// Inserts a deletion and marks its models deleted (used by a direct request and by the
+/// approval of a pending one, inside their transactions).
+pub(crate) async fn insert_deletion(
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+    vendor_id: &str,
+    model_id: Option<&str>,
+    requested_by: &str,
+    approved_by: Option<&str>,
+) -> Result<()> {
+    let t = now();
+    sqlx::query(
+        "INSERT INTO deletions (id, vendor_id, model_id, state, requested_by, approved_by, \
+         requested_at, work) VALUES ($1, $2, $3, 'access_revoked', $4, $5, $6, '{}')",
+    )
+    .bind(id)
+    .bind(vendor_id)
+    .bind(model_id)
+    .bind(requested_by)
+    .bind(approved_by)
+    .bind(t)
+    .execute(&mut *conn)
+    .await?;
+    let marked = match model_id {
+        Some(m) => {
+            sqlx::query(
+                "UPDATE models SET deleted_at = $1, deletion_id = $2 \
+                 WHERE id = $3 AND vendor_id = $4 AND deleted_at IS NULL",
+            )
+            .bind(t)
+            .bind(id)
+            .bind(m)
+            .bind(vendor_id)
+            .execute(&mut *conn)
+            .await?
+        }
+        None => {
+            sqlx::query(
+                "UPDATE models SET deleted_at = $1, deletion_id = $2 \
+                 WHERE vendor_id = $3 AND deleted_at IS NULL",
+            )
+            .bind(t)
+            .bind(id)
+            .bind(vendor_id)
+            .execute(&mut *conn)
+            .await?
+        }
+    };
+    if model_id.is_some() && marked.rows_affected() == 0 {
+        return Err(StoreError::Conflict(
+            "this model is already deleted or being deleted".into(),
+        ));
+    }
+    Ok(())
+}
+
+async fn advance(
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+    from: &str,
+    to: &str,
+    work: &str,
+) -> Result<()> {
+    let done =
+        sqlx::query("UPDATE deletions SET state = $1, work = $2 WHERE id = $3 AND state = $4")
+            .bind(to)
+            .bind(work)
+            .bind(id)
+            .bind(from)
+            .execute(conn)
+            .await?;
+    if done.rows_affected() != 1 {
+        return Err(StoreError::Conflict(format!(
+            "deletion {id} is not in state {from}"
+        )));
+    }
+    Ok(())
+}
+
+const DELETION_SELECT: &str = "SELECT id, vendor_id, model_id, state, requested_by, approved_by, \
+     requested_at, completed_at, work, certificate FROM deletions";
+
+fn deletion_from_row(r: &sqlx::any::AnyRow) -> Result<DeletionRecord> {
+    let state: String = r.try_get("state")?;
+    if !DELETION_STATES.contains(&state.as_str()) {
+        return Err(corrupt(format!("deletion state {state:?}")));
+    }
+    Ok(DeletionRecord {
+        id: r.try_get("id")?,
+        vendor_id: r.try_get("vendor_id")?,
+        model_id: r.try_get("model_id")?,
+        state,
+        requested_by: r.try_get("requested_by")?,
+        approved_by: r.try_get("approved_by")?,
+        requested_at: r.try_get("requested_at")?,
+        completed_at: r.try_get("completed_at")?,
+        work: r.try_get("work")?,
+        certificate: r.try_get("certificate")?,
+    })
+}
