@@ -14,7 +14,9 @@
 mod support;
 
 mod access;
+mod audit;
 mod authz;
+mod deletion;
 mod hub;
 mod ranges;
 mod refusals;
@@ -22,3 +24,4 @@ mod resume;
 mod roundtrip;
 mod scale;
 mod tamper;
+mod wipe;

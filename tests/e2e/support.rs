@@ -30,6 +30,14 @@ pub struct HostCert {
     pub key: PathBuf,
 }
 
+impl HostCert {
+    /// The host's record of what `custody fetch` wrote (for `custody wipe`): one per host,
+    /// beside its key, never in the user's home.
+    pub fn host_state(&self) -> PathBuf {
+        self.key.with_file_name("fetched.json")
+    }
+}
+
 impl TestServer {
     pub fn start() -> TestServer {
         TestServer::start_with(tempfile::tempdir().unwrap(), &[])
@@ -37,6 +45,11 @@ impl TestServer {
 
     /// Starts a server on `data` (which may hold an earlier installation) with extra flags.
     pub fn start_with(data: tempfile::TempDir, extra: &[&str]) -> TestServer {
+        TestServer::start_env(data, extra, &[])
+    }
+
+    /// Like [`TestServer::start_with`], with extra environment variables for the server.
+    pub fn start_env(data: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> TestServer {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -48,6 +61,7 @@ impl TestServer {
             .arg(data.path().join("custody"))
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
+            .envs(env.iter().copied())
             .env(
                 "CUSTODY_LOG",
                 std::env::var("CUSTODY_TEST_LOG").unwrap_or_else(|_| "info".into()),
@@ -111,6 +125,11 @@ impl TestServer {
         self.child.id()
     }
 
+    /// Whether the server process has exited (for tests that make it stop).
+    pub fn try_exited(&mut self) -> bool {
+        self.child.try_wait().ok().flatten().is_some()
+    }
+
     /// Stops the server and hands back its data directory (for a restart).
     pub fn stop(mut self) -> tempfile::TempDir {
         let _ = self.child.kill();
@@ -140,11 +159,15 @@ impl TestServer {
             .env("CUSTODY_CA", &self.ca)
             .env_remove("CUSTODY_HOST_CERT")
             .env_remove("CUSTODY_HOST_KEY")
+            .env_remove("CUSTODY_HOST_STATE")
+            // `custody wipe` cleans the Hugging Face cache: never the real one in tests.
+            .env("HF_HUB_CACHE", self.data.path().join("hf-cache"))
             .stdin(Stdio::null());
         if let Some(h) = host {
             command
                 .env("CUSTODY_HOST_CERT", &h.cert)
-                .env("CUSTODY_HOST_KEY", &h.key);
+                .env("CUSTODY_HOST_KEY", &h.key)
+                .env("CUSTODY_HOST_STATE", h.host_state());
         }
         command
     }

@@ -8,6 +8,7 @@
 
 mod access;
 mod agent;
+mod audit;
 mod certificate;
 mod client;
 mod delete;
@@ -115,6 +116,9 @@ enum Command {
         #[arg(long)]
         listen: SocketAddr,
     },
+    /// The audit log: its key, checkpoints, proofs, export and offline verification
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Verify a deletion certificate offline (exit 0 valid, 1 invalid, 2 unusable input)
     VerifyCertificate(certificate::VerifyArgs),
     /// On an exclusive host: delete the local copies of models that have been deleted (what
@@ -214,6 +218,9 @@ fn main() -> ExitCode {
     if let Command::VerifyCertificate(args) = &cli.command {
         return certificate::run(args, &output);
     }
+    if let Command::Audit(audit::AuditCommand::Verify(args)) = &cli.command {
+        return audit::verify(args, &output);
+    }
     // Few blocking threads: each one that allocates gets its own allocator arena, and the
     // server's blocking work (sealing, opening, file I/O) needs only a handful.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -291,6 +298,7 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Access(command) => access::run(command, &global, out).await,
+        Command::Audit(command) => audit::run(command, &global, out).await,
         Command::Wipe { dry_run, hf_cache } => {
             let done = wipe::wipe(&global, &wipe::WipeArgs { dry_run, hf_cache }, out).await?;
             out.result(&done, || wipe::human(&done));

@@ -165,13 +165,16 @@ impl Store {
             .collect()
     }
 
-    /// The copies `host` holds of models that have been deleted (`models.deleted_at` set).
+    /// The copies `host` holds of models that have been deleted (`models.deleted_at` set),
+    /// except those it has already confirmed wiping.
     pub async fn deleted_copies(&self, host: &HostName) -> Result<Vec<DeletedCopy>> {
         let rows = sqlx::query(
             "SELECT c.model_id, v.name AS vendor, m.name AS model, m.deletion_id, c.commit_id, \
              c.path, c.bytes FROM host_copies c \
              JOIN models m ON m.id = c.model_id JOIN vendors v ON v.id = m.vendor_id \
              WHERE c.host_name = $1 AND m.deleted_at IS NOT NULL AND m.deletion_id IS NOT NULL \
+             AND NOT EXISTS (SELECT 1 FROM wipe_confirmations w WHERE w.deletion_id = m.deletion_id \
+             AND w.host_name = c.host_name AND w.model_id = c.model_id) \
              ORDER BY v.name, m.name, c.commit_id, c.path",
         )
         .bind(host.as_str())

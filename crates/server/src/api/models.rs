@@ -45,16 +45,26 @@ pub(crate) async fn authorize_model(
 ) -> Result<Decision, ApiError> {
     if let Some(deletion) = &found.record.deletion_id {
         let reading = action == Action::ReadMetadata;
-        if reading && caller.principal.role == types::Role::Committer {
-            return Err(ApiError::ModelNotFound(format!("model {}", found.name)));
+        let committer = caller.principal.role == types::Role::Committer;
+        if reading && !committer {
+            // The vendor's roles and the operator still see the model's record.
+            return authorize(app, caller, action, Target::Model(&found.record)).await;
         }
-        if !reading {
-            return Err(ApiError::Deleted(format!(
-                "{} has been deleted (deletion {deletion}); its weights can never be read again. \
-                 The vendor holds the deletion certificate (GET /v1/deletions/{deletion})",
-                found.name
-            )));
+        if committer {
+            // Only someone who could see the model learns that it was deleted.
+            authorize(
+                app,
+                caller,
+                Action::ReadMetadata,
+                Target::Model(&found.record),
+            )
+            .await?;
         }
+        return Err(ApiError::Deleted(format!(
+            "{} has been deleted (deletion {deletion}); its weights can never be read again. \
+             The vendor holds the deletion certificate (GET /v1/deletions/{deletion})",
+            found.name
+        )));
     }
     authorize(app, caller, action, Target::Model(&found.record)).await
 }

@@ -1,0 +1,481 @@
+//! `custody audit …`: the audit log for auditors.
+//!
+//! `key`, `checkpoint`, `inclusion`, `consistency` and `entries` ask the server. `export`
+//! writes a bundle directory (`audit::bundle` specifies it): the entries since the start (or
+//! since the auditor's checkpoint), the signed checkpoints in that range, the tree edge to
+//! continue from, the stored leaf hashes, and a manifest; with `--recipient` every file is
+//! age-encrypted (`<path>.age`). `verify` works offline, with no server and no token: it
+//! rebuilds every leaf from the raw bytes and checks every signature, and exits 0 when the
+//! bundle is intact, 1 when it was tampered with (naming the first bad entry or checkpoint),
+//! 2 when the input cannot be verified.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use audit::bundle::{self, BundleFiles, Parts, Problem, Report};
+use audit::checkpoint::{Checkpoint, VerifierKey};
+use audit::merkle::Hash;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::Global;
+use crate::client::Client;
+use crate::output::Output;
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Print the log's public key, as a signed-note verifier key (give it to auditors)
+    Key,
+    /// Print the latest signed checkpoint (a signed note; save it to check later exports)
+    Checkpoint {
+        /// Ask the server to sign one of the log as it is now first
+        #[arg(long)]
+        sign: bool,
+    },
+    /// Print the inclusion proof of one entry
+    Inclusion {
+        /// The entry's sequence number
+        index: u64,
+        /// Tree size (default: the latest checkpoint's)
+        #[arg(long)]
+        size: Option<u64>,
+    },
+    /// Print the consistency proof between two tree sizes
+    Consistency {
+        old: u64,
+        /// Default: the latest checkpoint's size
+        new: Option<u64>,
+    },
+    /// Print entries FROM..TO as JSON lines, exactly as stored
+    Entries { from: u64, to: u64 },
+    /// Export the log as a bundle directory for offline verification
+    Export(ExportArgs),
+    /// Verify an exported bundle offline (exit 0 intact, 1 tampered, 2 unusable input)
+    Verify(VerifyArgs),
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// Directory to write (created; must be empty if it exists)
+    #[arg(long)]
+    out: PathBuf,
+    /// Export only what follows this signed checkpoint (one you kept from an earlier export)
+    #[arg(long)]
+    since: Option<PathBuf>,
+    /// Encrypt every file of the bundle to this age recipient (age1…)
+    #[arg(long)]
+    recipient: Option<String>,
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// The bundle directory
+    dir: PathBuf,
+    /// The log's verifier key (name+keyid+base64, from `custody audit key`), or a file holding it
+    #[arg(long)]
+    log_key: String,
+    /// A signed checkpoint you kept from before: the log must still contain it
+    #[arg(long)]
+    previous: Option<PathBuf>,
+    /// The age identity file for an encrypted bundle
+    #[arg(long)]
+    identity: Option<PathBuf>,
+}
+
+/// Entries, leaf hashes and checkpoints per request (the server's limits).
+const ENTRIES_PAGE: u64 = 50_000;
+const LEAVES_PAGE: u64 = 1_000_000;
+
+pub async fn run(command: AuditCommand, global: &Global, out: &Output) -> anyhow::Result<()> {
+    let client = Client::from_settings(global)?;
+    match command {
+        AuditCommand::Key => {
+            let v = client.get_json("/v1/audit/key").await?;
+            out.result(&v, || v["key"].as_str().unwrap_or("").to_owned());
+        }
+        AuditCommand::Checkpoint { sign } => {
+            let v = if sign {
+                client.post_json("/v1/audit/checkpoint", &json!({})).await?
+            } else {
+                client.get_json("/v1/audit/checkpoint").await?
+            };
+            if let Some(why) = v["refusal"].as_str() {
+                eprintln!("custody: warning: the server refuses to sign new checkpoints: {why}");
+            }
+            // The note alone, byte for byte, so `> file` keeps a verifiable checkpoint.
+            if out.is_json() {
+                println!("{v}");
+            } else {
+                print!("{}", v["note"].as_str().unwrap_or(""));
+            }
+        }
+        AuditCommand::Inclusion { index, size } => {
+            let mut path = format!("/v1/audit/proof/inclusion?index={index}");
+            if let Some(s) = size {
+                path.push_str(&format!("&size={s}"));
+            }
+            let v = client.get_json(&path).await?;
+            out.result(&v, || {
+                let proof = crate::output::lines(&v["proof"], |h| h.as_str().unwrap_or("").into());
+                format!(
+                    "entry {} in tree of size {}\nleaf hash {}\n{proof}",
+                    v["index"],
+                    v["size"],
+                    v["leaf_hash"].as_str().unwrap_or("")
+                )
+            });
+        }
+        AuditCommand::Consistency { old, new } => {
+            let mut path = format!("/v1/audit/proof/consistency?old={old}");
+            if let Some(n) = new {
+                path.push_str(&format!("&new={n}"));
+            }
+            let v = client.get_json(&path).await?;
+            out.result(&v, || {
+                crate::output::lines(&v["proof"], |h| h.as_str().unwrap_or("").into())
+            });
+        }
+        AuditCommand::Entries { from, to } => {
+            let lines = fetch_entries(&client, from, to).await?;
+            let mut text = Vec::new();
+            for line in lines {
+                text.extend_from_slice(&line);
+                text.push(b'\n');
+            }
+            use std::io::Write;
+            std::io::stdout().write_all(&text)?;
+        }
+        AuditCommand::Export(args) => export(&client, &args, out).await?,
+        // Handled without a runtime or server settings (see `verify`).
+        AuditCommand::Verify(_) => bail!("internal: verify runs offline"),
+    }
+    Ok(())
+}
+
+/// Entries `from..to`, page by page; each line exactly as stored.
+async fn fetch_entries(client: &Client, from: u64, to: u64) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut lines = Vec::with_capacity(to.saturating_sub(from).min(1 << 24) as usize);
+    let mut at = from;
+    while at < to {
+        let end = to.min(at + ENTRIES_PAGE);
+        let body = client
+            .send(client.request(
+                Method::GET,
+                &format!("/v1/audit/entries?from={at}&to={end}"),
+            ))
+            .await?
+            .bytes()
+            .await?;
+        let Some(body) = body.strip_suffix(b"\n") else {
+            bail!("the server sent no entries for {at}..{end}");
+        };
+        let before = lines.len();
+        lines.extend(body.split(|&b| b == b'\n').map(<[u8]>::to_vec));
+        let got = (lines.len() - before) as u64;
+        if got == 0 || got > end - at {
+            bail!("the server sent {got} entries for {at}..{end}");
+        }
+        at += got;
+    }
+    Ok(lines)
+}
+
+async fn fetch_leaves(client: &Client, from: u64, to: u64) -> anyhow::Result<Vec<Hash>> {
+    let mut leaves = Vec::with_capacity(to.saturating_sub(from).min(1 << 24) as usize);
+    let mut at = from;
+    while at < to {
+        let end = to.min(at + LEAVES_PAGE);
+        let body = client
+            .send(client.request(Method::GET, &format!("/v1/audit/leaves?from={at}&to={end}")))
+            .await?
+            .bytes()
+            .await?;
+        if body.is_empty() || body.len() % 32 != 0 || (body.len() / 32) as u64 > end - at {
+            bail!("the server sent a malformed list of leaf hashes for {at}..{end}");
+        }
+        for chunk in body.chunks_exact(32) {
+            let mut h = [0u8; 32];
+            h.copy_from_slice(chunk);
+            leaves.push(h);
+        }
+        at += (body.len() / 32) as u64;
+    }
+    Ok(leaves)
+}
+
+fn decode_hashes(v: &Value) -> anyhow::Result<Vec<Hash>> {
+    v.as_array()
+        .context("expected a list of hashes")?
+        .iter()
+        .map(|h| {
+            let raw = B64.decode(h.as_str().unwrap_or(""))?;
+            Hash::try_from(raw.as_slice()).map_err(|_| anyhow::anyhow!("a hash is not 32 bytes"))
+        })
+        .collect()
+}
+
+/// The size a signed note claims (its second line); the signature is checked by `verify`.
+fn note_size(note: &str) -> anyhow::Result<u64> {
+    let body_end = note.find("\n\n").context("not a signed note")?;
+    Ok(Checkpoint::parse_body(&note[..=body_end])?.size)
+}
+
+async fn export(client: &Client, args: &ExportArgs, out: &Output) -> anyhow::Result<()> {
+    if let Some(r) = &args.recipient {
+        // Refuse a bad recipient before fetching anything.
+        crypto::age_file::encrypt(r, b"").context("--recipient")?;
+    }
+    let since = match &args.since {
+        Some(path) => {
+            let note = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Some((
+                note_size(&note).with_context(|| format!("{}", path.display()))?,
+                note,
+            ))
+        }
+        None => None,
+    };
+    // A fresh checkpoint covers as much of the log as possible; if the server refuses to sign
+    // (it says why), the latest one it signed before still makes a verifiable bundle.
+    let latest = match client.post_json("/v1/audit/checkpoint", &json!({})).await {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("custody: warning: no new checkpoint: {e:#}");
+            client.get_json("/v1/audit/checkpoint").await?
+        }
+    };
+    let end = latest["size"]
+        .as_u64()
+        .context("the server sent no checkpoint size")?;
+    let first = since.as_ref().map_or(0, |(size, _)| *size);
+    if first > end {
+        bail!(
+            "your checkpoint covers {first} entries, but the log's latest signed checkpoint only \
+             {end}: the log was truncated or the database restored from an older copy"
+        );
+    }
+
+    let entries = fetch_entries(client, first, end).await?;
+    let leaves = fetch_leaves(client, first, end).await?;
+    let mut notes: Vec<String> = Vec::new();
+    let mut from = first;
+    loop {
+        let v = client
+            .get_json(&format!("/v1/audit/checkpoints?from={from}&to={end}"))
+            .await?;
+        let page = v["checkpoints"].as_array().cloned().unwrap_or_default();
+        let Some(last) = page.last().and_then(|c| c["size"].as_u64()) else {
+            break;
+        };
+        notes.extend(
+            page.iter()
+                .filter_map(|c| c["note"].as_str().map(str::to_owned)),
+        );
+        if last >= end {
+            break;
+        }
+        from = last + 1;
+    }
+    let edge = if first > 0 {
+        let v = client
+            .get_json(&format!("/v1/audit/edge?size={first}"))
+            .await?;
+        decode_hashes(&v["edge"])?
+    } else {
+        Vec::new()
+    };
+    if let Some((size, note)) = &since
+        && !notes.iter().any(|n| note_size(n).ok() == Some(*size))
+    {
+        // The server no longer has it (its database was restored?): the auditor's copy.
+        notes.push(note.clone());
+    }
+    let files = bundle::assemble(&Parts {
+        first,
+        edge: &edge,
+        entries: &entries,
+        checkpoints: &notes,
+        leaves: Some(&leaves),
+    });
+    write_bundle(&args.out, &files, args.recipient.as_deref())?;
+    let summary = json!({
+        "out": args.out,
+        "first": first,
+        "end": end,
+        "entries": entries.len(),
+        "checkpoints": notes.len(),
+        "encrypted": args.recipient.is_some(),
+    });
+    out.result(&summary, || {
+        format!(
+            "exported entries {first}..{end} and {} signed checkpoints to {}{}",
+            notes.len(),
+            args.out.display(),
+            if args.recipient.is_some() {
+                " (age-encrypted)"
+            } else {
+                ""
+            }
+        )
+    });
+    Ok(())
+}
+
+fn write_bundle(dir: &Path, files: &BundleFiles, recipient: Option<&str>) -> anyhow::Result<()> {
+    if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
+        bail!("{} exists and is not empty", dir.display());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (path, bytes) in files.iter() {
+        let (path, bytes) = match recipient {
+            Some(r) => (format!("{path}.age"), crypto::age_file::encrypt(r, bytes)?),
+            None => (path.to_owned(), bytes.to_vec()),
+        };
+        let target = dir.join(&path);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&target, bytes).with_context(|| format!("writing {}", target.display()))?;
+    }
+    Ok(())
+}
+
+const UNUSABLE: u8 = 2;
+
+fn unusable(out: &Output, message: String) -> ExitCode {
+    if out.is_json() {
+        println!(
+            "{}",
+            json!({ "intact": false, "exit_code": UNUSABLE, "problem": format!("cannot verify: {message}") })
+        );
+    } else {
+        eprintln!("custody: cannot verify: {message}");
+    }
+    ExitCode::from(UNUSABLE)
+}
+
+/// A key given inline, or the content of the file it names.
+fn key_text(arg: &str) -> Result<String, String> {
+    let path = Path::new(arg);
+    if path.is_file() {
+        return std::fs::read_to_string(path)
+            .map_err(|e| format!("reading key file {}: {e}", path.display()));
+    }
+    Ok(arg.to_owned())
+}
+
+/// Reads every file under `dir` (relative `/` paths), decrypting `.age` files.
+fn read_bundle(dir: &Path, identity: Option<&Path>) -> Result<BundleFiles, String> {
+    if !dir.is_dir() {
+        return Err(format!("{} is not a directory", dir.display()));
+    }
+    let identities = match identity {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("reading {}: {e}", path.display()))?;
+            Some(
+                crypto::age_file::Identities::parse(&text)
+                    .map_err(|e| format!("{}: {e}", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    let mut files = BundleFiles::new();
+    for entry in walkdir::WalkDir::new(dir).sort_by_file_name() {
+        let entry = entry.map_err(|e| format!("reading {}: {e}", dir.display()))?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let rel = entry
+            .path()
+            .strip_prefix(dir)
+            .map_err(|e| e.to_string())?
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/");
+        let bytes = std::fs::read(entry.path())
+            .map_err(|e| format!("reading {}: {e}", entry.path().display()))?;
+        match rel.strip_suffix(".age") {
+            Some(plain) => {
+                let ids = identities.as_ref().ok_or_else(|| {
+                    format!("{rel} is encrypted: give the age identity with --identity")
+                })?;
+                let clear = ids.decrypt(&bytes).map_err(|e| format!("{rel}: {e}"))?;
+                files.insert(plain, clear.to_vec());
+            }
+            None => files.insert(rel, bytes),
+        }
+    }
+    Ok(files)
+}
+
+/// `custody audit verify`: offline, synchronous, with its own exit codes.
+pub fn verify(args: &VerifyArgs, out: &Output) -> ExitCode {
+    let key = match key_text(&args.log_key)
+        .and_then(|t| VerifierKey::parse(t.trim()).map_err(|e| format!("--log-key: {e}")))
+    {
+        Ok(k) => k,
+        Err(e) => return unusable(out, e),
+    };
+    let previous = match &args.previous {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(note) => Some(note),
+            Err(e) => return unusable(out, format!("reading {}: {e}", path.display())),
+        },
+        None => None,
+    };
+    let files = match read_bundle(&args.dir, args.identity.as_deref()) {
+        Ok(f) => f,
+        Err(e) => return unusable(out, e),
+    };
+    // The key name is the log's origin.
+    let report = bundle::verify_bundle(&files, &key.key, &key.name, &key.name, previous.as_deref());
+    if out.is_json() {
+        println!("{}", report_json(&report));
+    } else {
+        match &report.first_problem {
+            None => println!(
+                "intact: entries {}..{} ({} entries), {} signed checkpoints verified, signed up to {}{}",
+                report.first,
+                report.first + report.entries,
+                report.entries,
+                report.checkpoints_checked,
+                report.signed_size,
+                if previous.is_some() {
+                    "; contains your previous checkpoint"
+                } else {
+                    ""
+                }
+            ),
+            Some(Problem::Unusable(why)) => eprintln!("custody: cannot verify: {why}"),
+            Some(problem) => println!("TAMPERED: {problem}"),
+        }
+    }
+    ExitCode::from(report.exit_code())
+}
+
+fn report_json(report: &Report) -> Value {
+    let mut v = json!({
+        "intact": report.intact,
+        "exit_code": report.exit_code(),
+        "first": report.first,
+        "entries": report.entries,
+        "signed_size": report.signed_size,
+        "checkpoints_checked": report.checkpoints_checked,
+        "problem": report.first_problem.as_ref().map(ToString::to_string),
+    });
+    match &report.first_problem {
+        Some(Problem::Entry { index, .. }) => v["entry"] = json!(index),
+        Some(Problem::Checkpoint { file, .. }) => v["checkpoint"] = json!(file),
+        Some(Problem::Proof { file, .. }) => v["file"] = json!(file),
+        Some(Problem::Manifest { path, .. }) => v["file"] = json!(path),
+        _ => {}
+    }
+    v
+}

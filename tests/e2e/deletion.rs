@@ -1,0 +1,207 @@
+//! Deletion: a model is crypto-shredded so that nothing, backups included, opens it again;
+//! the shred survives a crash at every step.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::*;
+
+fn model_with_weights(world: &World, model: &str, seed: u64) -> tempfile::TempDir {
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("config.json"), b"{\"x\":1}").unwrap();
+    write_data(&src.path().join("model.safetensors"), (3 << 20) + 5, seed);
+    world.upload(src.path(), model);
+    world
+        .server
+        .ok(&world.admin, &["grant", model, "--to", "alice"]);
+    src
+}
+
+fn fetch(world: &World, model: &str) -> (Run, tempfile::TempDir) {
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("m");
+    let run = world.server.custody(
+        &world.alice,
+        &["fetch", model, "--out", target.to_str().unwrap()],
+    );
+    (run, out)
+}
+
+fn deletion_state(server: &TestServer, token: &str, id: &str) -> String {
+    let (status, body) = server.api(token, "GET", &format!("/v1/deletions/{id}"), None);
+    assert_eq!(status, 200, "{body}");
+    body["state"].as_str().unwrap().to_owned()
+}
+
+/// The state after post-checks. (Certificates are issued once signed audit checkpoints
+/// exist; until then `checked` is where a deletion's work is complete.)
+const DONE: &str = "checked";
+
+fn wait_done(server: &TestServer, token: &str, id: &str) {
+    wait_for(120, "the deletion to finish", || {
+        let state = deletion_state(server, token, id);
+        state == DONE || state == "certified"
+    });
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+fn request_deletion(world: &World, model: &str) -> String {
+    let out = world.server.ok(&world.admin, &["--json", "delete", model]);
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    v["deletion"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn a_shredded_model_is_gone_for_good_even_from_backups() {
+    let world = World::new();
+    let gone_src = model_with_weights(&world, "acme/gone", 1);
+    let kept_src = model_with_weights(&world, "acme/kept", 2);
+    let (run, _) = fetch(&world, "acme/gone");
+    assert!(run.success, "{}", run.stderr);
+
+    // The backup: the whole data directory (database, blobs, key store, root key files),
+    // taken from a stopped server so the database copy is consistent.
+    let World {
+        server,
+        admin,
+        alice,
+    } = world;
+    let host = server.host.clone();
+    let live_root = server.data_dir().join("root");
+    let data = server.stop();
+    let backup = tempfile::tempdir().unwrap();
+    copy_dir(&data.path().join("custody"), &backup.path().join("custody"));
+    let mut server = TestServer::start_with(data, &[]);
+    server.host = host;
+    let world = World {
+        server,
+        admin,
+        alice,
+    };
+
+    let id = request_deletion(&world, "acme/gone");
+    wait_done(&world.server, &world.admin, &id);
+
+    // The model answers "deleted" with the deletion's id; the other model still fetches.
+    let (run, out) = fetch(&world, "acme/gone");
+    assert!(!run.success);
+    assert!(
+        run.stderr.contains("deleted") && run.stderr.contains(&id),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("410"), "{}", run.stderr);
+    assert!(list_files(out.path()).is_empty());
+    let (run, out) = fetch(&world, "acme/kept");
+    assert!(run.success, "{}", run.stderr);
+    assert_same_file(
+        &kept_src.path().join("model.safetensors"),
+        &out.path().join("m/model.safetensors"),
+    );
+    // Names stay visible to the vendor, not to committers.
+    let listed = world.server.ok(&world.alice, &["ls"]);
+    assert!(
+        !listed.contains("acme/gone") && listed.contains("acme/kept"),
+        "{listed}"
+    );
+    let listed = world.server.ok(&world.admin, &["ls", "acme"]);
+    assert!(listed.contains("acme/gone"), "{listed}");
+    // No ciphertext of the shredded model is left in storage.
+    let (_, info) = world
+        .server
+        .api(&world.admin, "GET", &format!("/v1/deletions/{id}"), None);
+    assert_eq!(info["state"], DONE, "{info}");
+
+    // A server started on the backup, with the root of trust as it is now, opens nothing:
+    // the backup's key store is wrapped under a root that no longer exists.
+    let config = backup.path().join("custody.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\nlisten = \"127.0.0.1:0\"\n[root]\nkind = \"file\"\ndir = {:?}\n",
+            backup.path().join("custody"),
+            live_root
+        ),
+    )
+    .unwrap();
+    let output = std::process::Command::new(BIN)
+        .args(["server", "--config"])
+        .arg(&config)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "a server opened the backup");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("root"), "{stderr}");
+    // With the backup's own (old) root files it would open: that is why root files stay out
+    // of backups, and why the shred destroys the old root. Check the live root dir holds
+    // no root file the backup's key store could use.
+    let backup_roots = list_files(&backup.path().join("custody/root"));
+    let live_roots = list_files(&live_root);
+    assert!(
+        backup_roots.iter().all(|r| !live_roots.contains(r)),
+        "a destroyed root survived: backup {backup_roots:?}, live {live_roots:?}"
+    );
+    drop(gone_src);
+}
+
+#[test]
+fn a_crash_at_any_step_is_finished_at_restart() {
+    for step in ["keys_destroyed", "epoch_destroyed", "objects_deleted"] {
+        let data = tempfile::tempdir().unwrap();
+        let world = World::on(TestServer::start_env(
+            data,
+            &[],
+            &[("CUSTODY_FAILPOINT_DELETION", step)],
+        ));
+        model_with_weights(&world, "acme/gone", 3);
+        let kept = model_with_weights(&world, "acme/kept", 4);
+        let id = request_deletion(&world, "acme/gone");
+        // The server exits at the failpoint.
+        let World {
+            mut server,
+            admin,
+            alice,
+        } = world;
+        wait_for(60, "the server to stop at the failpoint", || {
+            server.try_exited()
+        });
+        let host = server.host.clone();
+        let data = server.stop();
+        let mut server = TestServer::start_with(data, &[]);
+        server.host = host;
+        let world = World {
+            server,
+            admin,
+            alice,
+        };
+        wait_done(&world.server, &world.admin, &id);
+        let (run, _) = fetch(&world, "acme/gone");
+        assert!(
+            !run.success && run.stderr.contains("deleted"),
+            "{step}: {}",
+            run.stderr
+        );
+        let (run, out) = fetch(&world, "acme/kept");
+        assert!(run.success, "{step}: {}", run.stderr);
+        assert_same_file(
+            &kept.path().join("model.safetensors"),
+            &out.path().join("m/model.safetensors"),
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
