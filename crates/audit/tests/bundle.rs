@@ -591,3 +591,242 @@ fn unusable_input_is_exit_code_2() {
         assert_eq!(r.exit_code(), 2);
     }
 }
+
+// ---- bundles that continue from a checkpoint, and stored leaf hashes ----
+
+use audit::bundle::{LEAVES_FILE, PREFIX_FILE, Parts, ProofProblem, assemble};
+use audit::merkle::{CompactRange, Hash};
+
+fn leaves_of(entries: &[Vec<u8>]) -> Vec<Hash> {
+    entries.iter().map(|e| leaf_hash(e)).collect()
+}
+
+/// The edge of the tree of the first `size` entries, as the store gives it.
+fn edge(entries: &[Vec<u8>], size: usize) -> Vec<Hash> {
+    let mut range = CompactRange::new();
+    for leaf in leaves_of(&entries[..size]) {
+        range.push(leaf);
+    }
+    range.edge().to_vec()
+}
+
+impl Log {
+    /// A bundle of entries `first..`, checkpoints at `sizes`, with the stored leaves.
+    fn since(&self, entries: &[Vec<u8>], first: usize, sizes: &[usize]) -> BundleFiles {
+        let notes: Vec<String> = sizes.iter().map(|&s| self.checkpoint(entries, s)).collect();
+        let leaves = leaves_of(&entries[first..]);
+        assemble(&Parts {
+            first: first as u64,
+            edge: &edge(entries, first),
+            entries: &entries[first..],
+            checkpoints: &notes,
+            leaves: Some(&leaves),
+        })
+    }
+}
+
+#[test]
+fn a_bundle_since_a_checkpoint_verifies_against_it() {
+    let log = Log::new();
+    let es = entries(23);
+    let prev = log.checkpoint(&es, 11);
+    let files = log.since(&es, 11, &[11, 17, 23]);
+    assert!(files.get(PREFIX_FILE).is_some());
+    for previous in [None, Some(prev.as_str())] {
+        let r = log.verify(&files, previous);
+        assert_eq!(r.first_problem, None);
+        assert_eq!((r.first, r.entries, r.signed_size), (11, 12, 23));
+        assert_eq!(r.checkpoints_checked, 3);
+    }
+    // Every start works, powers of two and odd sizes alike.
+    for first in [1usize, 2, 7, 8, 16, 22, 23] {
+        let files = log.since(&es, first, &[first, 23]);
+        let r = log.verify(&files, Some(&log.checkpoint(&es, first)));
+        assert_eq!(r.first_problem, None, "first {first}");
+    }
+    // A later previous checkpoint inside the bundle is checked as usual.
+    let r = log.verify(&files, Some(&log.checkpoint(&es, 20)));
+    assert_eq!(r.first_problem, None);
+}
+
+#[test]
+fn a_bundle_since_a_checkpoint_catches_tampering() {
+    let log = Log::new();
+    let es = entries(23);
+    let good = log.since(&es, 11, &[11, 23]);
+
+    // An edited entry is named exactly, with the checkpoint that signed it.
+    let mut edited = es.clone();
+    edited[15] = entry(15, "committer:mallory");
+    let mut files = good.clone();
+    set_entries(&mut files, &edited[11..]);
+    files.reseal_manifest();
+    let r = log.verify(&files, None);
+    assert_eq!(
+        r.first_problem,
+        Some(Problem::Entry {
+            index: 15,
+            kind: EntryProblem::Changed {
+                checkpoint: "checkpoints/23.txt".into()
+            }
+        })
+    );
+    assert_eq!(r.exit_code(), 1);
+
+    // A rewritten edge (to hide a change before the bundle) fails against the signed root.
+    let mut files = good.clone();
+    let mut other = es.clone();
+    other[3] = entry(3, "committer:mallory");
+    let prefix = audit::bundle::encode_prefix(11, &edge(&other, 11));
+    files.insert(PREFIX_FILE, prefix.into_bytes());
+    files.reseal_manifest();
+    let r = log.verify(&files, None);
+    assert_eq!(
+        r.first_problem,
+        Some(Problem::Proof {
+            file: PREFIX_FILE.into(),
+            kind: ProofProblem::PrefixRootMismatch { size: 11 }
+        })
+    );
+
+    // The last entry deleted: the newest checkpoint reaches beyond the entries.
+    let mut files = good.clone();
+    set_entries(&mut files, &es[11..22]);
+    files.insert(
+        LEAVES_FILE,
+        audit::bundle::encode_leaves(&leaves_of(&es[11..22])),
+    );
+    files.reseal_manifest();
+    let r = log.verify(&files, None);
+    let (file, kind) = cp_problem(&r);
+    assert_eq!(file, "checkpoints/23.txt");
+    assert!(matches!(
+        kind,
+        CheckpointProblem::BeyondEntries {
+            size: 23,
+            entries: 22
+        }
+    ));
+
+    // An entry moved: seq no longer matches its position.
+    let mut files = good.clone();
+    let mut swapped = es[11..].to_vec();
+    swapped.swap(0, 1);
+    set_entries(&mut files, &swapped);
+    files.reseal_manifest();
+    assert!(matches!(
+        log.verify(&files, None).first_problem,
+        Some(Problem::Entry {
+            index: 11,
+            kind: EntryProblem::SeqMismatch { found: 12 }
+        })
+    ));
+}
+
+#[test]
+fn stored_leaves_name_an_edited_entry_only_when_they_are_the_signed_ones() {
+    let log = Log::new();
+    let es = entries(10);
+    let notes = [log.checkpoint(&es, 4), log.checkpoint(&es, 10)];
+    let leaves = leaves_of(&es);
+    let mut edited = es.clone();
+    edited[6] = entry(6, "committer:mallory");
+    let build = |entries: &[Vec<u8>], leaves: &[Hash]| {
+        assemble(&Parts {
+            first: 0,
+            edge: &[],
+            entries,
+            checkpoints: &notes,
+            leaves: Some(leaves),
+        })
+    };
+    // Leaves as the log stored them: the entry is named.
+    let r = log.verify(&build(&edited, &leaves), None);
+    assert_eq!(
+        r.first_problem,
+        Some(Problem::Entry {
+            index: 6,
+            kind: EntryProblem::Changed {
+                checkpoint: "checkpoints/10.txt".into()
+            }
+        })
+    );
+    // The attacker also rewrote the stored leaf: those leaves no longer match the signature,
+    // so they name nothing; the range is reported instead.
+    let r = log.verify(&build(&edited, &leaves_of(&edited)), None);
+    let (file, kind) = cp_problem(&r);
+    assert_eq!(file, "checkpoints/10.txt");
+    assert_eq!(
+        kind,
+        &CheckpointProblem::RootMismatch {
+            size: 10,
+            suspects: 4..10
+        }
+    );
+    // Entries intact but a stored leaf wrong: the log's stored tree is damaged; said last.
+    let mut bad = leaves.clone();
+    bad[2][0] ^= 1;
+    let r = log.verify(&build(&es, &bad), None);
+    assert_eq!(
+        r.first_problem,
+        Some(Problem::Proof {
+            file: LEAVES_FILE.into(),
+            kind: ProofProblem::LeafMismatch { index: 2 }
+        })
+    );
+    assert_eq!(r.checkpoints_checked, 2);
+    // A leaf list of the wrong length.
+    let r = log.verify(&build(&es, &leaves[..9]), None);
+    assert!(matches!(
+        r.first_problem,
+        Some(Problem::Proof {
+            kind: ProofProblem::LeafCount {
+                found: 9,
+                entries: 10
+            },
+            ..
+        })
+    ));
+}
+
+#[test]
+fn unusable_continuations_are_exit_code_2() {
+    let log = Log::new();
+    let es = entries(12);
+    let good = log.since(&es, 5, &[5, 12]);
+    let unusable = |files: &BundleFiles, previous: Option<&str>| {
+        let r = log.verify(files, previous);
+        assert_eq!(r.exit_code(), 2, "{:?}", r.first_problem);
+        match r.first_problem {
+            Some(Problem::Unusable(why)) => why,
+            other => panic!("{other:?}"),
+        }
+    };
+    // No checkpoint at the bundle's start: the edge cannot be trusted.
+    let mut files = good.clone();
+    files.remove("checkpoints/5.txt");
+    files.reseal_manifest();
+    assert!(unusable(&files, None).contains("no checkpoint of size 5"));
+    // A checkpoint older than the bundle.
+    let mut files = good.clone();
+    files.insert("checkpoints/3.txt", log.checkpoint(&es, 3).into_bytes());
+    files.reseal_manifest();
+    assert!(unusable(&files, None).contains("older than the bundle's first entry"));
+    // The auditor's checkpoint is older than the bundle: export since it instead.
+    let why = unusable(&good, Some(&log.checkpoint(&es, 2)));
+    assert!(why.contains("--since"), "{why}");
+    // Malformed proofs.
+    for (path, bytes) in [
+        (PREFIX_FILE, b"custody-audit-prefix v2\n5\n".to_vec()),
+        (PREFIX_FILE, b"custody-audit-prefix v1\n5\n".to_vec()),
+        (PREFIX_FILE, b"custody-audit-prefix v1\n05\nAAAA\n".to_vec()),
+        (LEAVES_FILE, vec![1, 2, 3]),
+        (LEAVES_FILE, vec![2]),
+    ] {
+        let mut files = good.clone();
+        files.insert(path, bytes);
+        files.reseal_manifest();
+        let why = unusable(&files, None);
+        assert!(why.starts_with(path), "{why}");
+    }
+}

@@ -674,3 +674,90 @@ fn store_errors_are_reported() {
     assert!(empty.is_empty());
     assert!(empty.get(0, 1).is_none());
 }
+
+// ---- the database's way in: edges, batched appends, node lists ----
+
+/// A store holding only `keys`, copied from `full`.
+fn only(full: &MemoryTreeStore, keys: &[(u8, u64)]) -> MemoryTreeStore {
+    let mut part = MemoryTreeStore::new();
+    for &(level, index) in keys {
+        part.put(level, index, full.get(level, index).unwrap());
+    }
+    part
+}
+
+#[test]
+fn batched_appends_write_what_single_appends_write() {
+    let (full, _, data) = build(300);
+    let leaves: Vec<Hash> = data.iter().map(|d| leaf_hash(d)).collect();
+    let mut rng = StdRng::seed_from_u64(9);
+    // Start anywhere, append batches of any length, from the edge alone.
+    for _ in 0..200 {
+        let start = rng.gen_range(0..300u64);
+        let len = rng.gen_range(0..=(300 - start)) as usize;
+        let keys = merkle::edge_nodes(start);
+        assert_eq!(keys.len() as u32, start.count_ones());
+        let edge: Vec<Hash> = keys.iter().map(|&(l, i)| full.get(l, i).unwrap()).collect();
+        let batch = &leaves[start as usize..start as usize + len];
+        let nodes = merkle::append_leaves(start, &edge, batch).unwrap();
+        // Exactly the nodes completed by leaves start..start+len, with the full tree's hashes.
+        let mut expected = Vec::new();
+        for n in start..start + len as u64 {
+            let (mut level, mut index) = (0u8, n);
+            loop {
+                expected.push((level, index, full.get(level, index).unwrap()));
+                if index & 1 == 0 {
+                    break;
+                }
+                level += 1;
+                index >>= 1;
+            }
+        }
+        assert_eq!(nodes, expected, "start {start}, len {len}");
+        // The edge plus the batch gives the same root as the whole tree.
+        let mut range = CompactRange::from_edge(start, edge).unwrap();
+        for leaf in batch {
+            range.push(*leaf);
+        }
+        assert_eq!(range.root(), root(&full, start + len as u64).unwrap());
+        assert_eq!(
+            range.root(),
+            root_from_leaves(&leaves[..start as usize + len])
+        );
+    }
+    // A wrong edge is refused, not guessed.
+    assert!(merkle::append_leaves(5, &[], &[leaves[0]]).is_err());
+    assert!(CompactRange::from_edge(5, vec![leaves[0]]).is_err());
+    assert!(CompactRange::from_edge(0, vec![]).is_ok());
+}
+
+#[test]
+fn node_lists_are_enough_for_roots_and_proofs() {
+    let (full, _, _) = build(200);
+    for size in 0..=200u64 {
+        let part = only(&full, &merkle::root_nodes(size));
+        assert_eq!(root(&part, size).unwrap(), root(&full, size).unwrap());
+        for index in (0..size).step_by(7) {
+            let keys = merkle::inclusion_nodes(index, size).unwrap();
+            let part = only(&full, &keys);
+            assert_eq!(
+                inclusion_proof(&part, index, size).unwrap(),
+                inclusion_proof(&full, index, size).unwrap()
+            );
+            // O(log² n) at most, and never every node.
+            assert!(keys.len() <= 64 * 64);
+        }
+        for old in (0..=size).step_by(5) {
+            let part = only(&full, &merkle::consistency_nodes(old, size).unwrap());
+            assert_eq!(
+                consistency_proof(&part, old, size).unwrap(),
+                consistency_proof(&full, old, size).unwrap()
+            );
+        }
+    }
+    assert!(merkle::inclusion_nodes(5, 5).is_err());
+    assert!(merkle::consistency_nodes(6, 5).is_err());
+    // At a million leaves an inclusion proof needs few nodes.
+    let keys = merkle::inclusion_nodes(123_456, 1_000_000).unwrap();
+    assert!(keys.len() < 100, "{}", keys.len());
+}

@@ -9,6 +9,7 @@
 //! fsync; (5) ratios, and the server's peak resident memory.
 #![forbid(unsafe_code)]
 
+mod audit;
 mod micro;
 mod plain;
 mod procs;
@@ -49,6 +50,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Hidden {
+    /// The audit log: durable appends/s (SQLite, PostgreSQL; 1 and 64 writers), inclusion
+    /// proofs and offline verification at 1M entries
+    Audit(audit::AuditArgs),
     /// The baseline server: one file over HTTPS, nothing else
     #[command(hide = true)]
     StaticServer {
@@ -85,6 +89,7 @@ fn main() -> anyhow::Result<()> {
         Some(Hidden::PlainFetch { url, ca, out, size }) => {
             plain::plain_fetch(&url, &ca, &out, size)
         }
+        Some(Hidden::Audit(args)) => audit::run(args),
         None => bench(cli.size_gib, cli.dir, cli.custody, cli.crypto_only),
     }
 }
