@@ -300,7 +300,18 @@ impl Appender {
     async fn append(&self, pool: &AnyPool, entry: audit::Entry) -> Result<u64> {
         let (done, mut result) = oneshot::channel();
         self.queue().push(Pending { entry, done });
-        let _turn = self.commit.lock().await;
+        // Whoever commits next may take this entry along: wait for that, or for the turn to
+        // commit it ourselves, whichever comes first.
+        let _turn = tokio::select! {
+            biased;
+            r = &mut result => {
+                return match r {
+                    Ok(r) => r.map_err(batch_failed),
+                    Err(_) => Err(batch_failed("the batch holding the entry was abandoned".into())),
+                };
+            }
+            turn = self.commit.lock() => turn,
+        };
         loop {
             match result.try_recv() {
                 Ok(r) => return r.map_err(batch_failed),
