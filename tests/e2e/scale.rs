@@ -20,6 +20,10 @@ fn a_two_gib_file_moves_with_bounded_server_memory() {
     let size = 2u64 << 30;
     write_data(&src.path().join("model.safetensors"), size, 42);
     world.upload(src.path(), "acme/huge");
+    eprintln!(
+        "server peak resident memory after the upload: {} MiB",
+        peak_rss_bytes(world.server.pid()) >> 20
+    );
     world
         .server
         .ok(&world.admin, &["grant", "acme/huge", "--to", "alice"]);
@@ -33,6 +37,7 @@ fn a_two_gib_file_moves_with_bounded_server_memory() {
         &out.path().join("model.safetensors"),
     );
     let peak = peak_rss_bytes(world.server.pid());
+    eprintln!("server peak resident memory: {} MiB", peak >> 20);
     assert!(
         peak < 128 << 20,
         "server peak resident memory {} MiB while moving 2 GiB",

@@ -304,8 +304,14 @@ impl Checkpointer {
             root,
         };
         let note = checkpoint::sign(&cp, &self.key.name, &self.key.key)?;
-        // Outside the database first: what was signed is never forgotten by a restore.
-        replace_file(&self.last_path, note.as_bytes())?;
+        // Outside the database first: what was signed is never forgotten by a restore. Servers
+        // sharing a key store may sign concurrently: never replace a larger checkpoint.
+        let newer_kept = self
+            .last_signed()?
+            .is_some_and(|(kept, _)| kept.size > size);
+        if !newer_kept {
+            replace_file(&self.last_path, note.as_bytes())?;
+        }
         store.save_checkpoint(size, &root, &note).await?;
         tracing::info!(size, root = %hex::encode(root), "signed an audit checkpoint");
         Ok(Signed {
