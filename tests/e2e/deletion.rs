@@ -35,9 +35,8 @@ fn deletion_state(server: &TestServer, token: &str, id: &str) -> String {
     body["state"].as_str().unwrap().to_owned()
 }
 
-/// The state after post-checks. (Certificates are issued once signed audit checkpoints
-/// exist; until then `checked` is where a deletion's work is complete.)
-const DONE: &str = "checked";
+/// The last state: the certificate is issued.
+const DONE: &str = "certified";
 
 fn wait_done(server: &TestServer, token: &str, id: &str) {
     wait_for(120, "the deletion to finish", || {
@@ -57,6 +56,41 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), &target).unwrap();
         }
     }
+}
+
+/// Writes the deletion's certificate to a file, checks that `custody verify-certificate`
+/// accepts it with the service and log keys, and returns the file and a verifier.
+fn verified_certificate(world: &World, id: &str) -> (std::path::PathBuf, impl Fn(&Path) -> i32) {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let cert = dir.join("certificate.json");
+    world.server.ok(
+        &world.admin,
+        &["deletion", id, "--certificate-out", cert.to_str().unwrap()],
+    );
+    let (_, key) = world
+        .server
+        .api(&world.admin, "GET", "/v1/service-key", None);
+    let service_key = key["service_key"].as_str().unwrap().to_owned();
+    let log_key = world
+        .server
+        .ok(&world.server.operator, &["audit", "key"])
+        .trim()
+        .to_owned();
+    let verify = move |file: &Path| {
+        let out = std::process::Command::new(BIN)
+            .args(["verify-certificate"])
+            .arg(file)
+            .args(["--service-key", &service_key, "--log-key", &log_key])
+            .output()
+            .unwrap();
+        out.status.code().unwrap_or(-1)
+    };
+    assert_eq!(
+        verify(&cert),
+        0,
+        "the certificate of deletion {id} does not verify"
+    );
+    (cert, verify)
 }
 
 fn request_deletion(world: &World, model: &str) -> String {
@@ -81,12 +115,14 @@ fn a_shredded_model_is_gone_for_good_even_from_backups() {
         alice,
     } = world;
     let host = server.host.clone();
+    let operator = server.operator.clone();
     let live_root = server.data_dir().join("root");
     let data = server.stop();
     let backup = tempfile::tempdir().unwrap();
     copy_dir(&data.path().join("custody"), &backup.path().join("custody"));
     let mut server = TestServer::start_with(data, &[]);
     server.host = host;
+    server.operator = operator;
     let world = World {
         server,
         admin,
@@ -120,11 +156,26 @@ fn a_shredded_model_is_gone_for_good_even_from_backups() {
     );
     let listed = world.server.ok(&world.admin, &["ls", "acme"]);
     assert!(listed.contains("acme/gone"), "{listed}");
-    // No ciphertext of the shredded model is left in storage.
-    let (_, info) = world
-        .server
-        .api(&world.admin, "GET", &format!("/v1/deletions/{id}"), None);
-    assert_eq!(info["state"], DONE, "{info}");
+    // The certificate verifies offline with the service key and the log key, names the
+    // host that held a copy (not yet wiped), and fails once edited.
+    let (cert, verify) = verified_certificate(&world, &id);
+    let text = std::fs::read_to_string(&cert).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let d = &v["certificate"]["deletion"];
+    assert_eq!(d["certificate_id"], id.as_str());
+    assert_eq!(d["models"][0]["name"], "gone");
+    assert_eq!(d["hosts"][0]["host"], "gpu-01");
+    assert_eq!(d["hosts"][0]["wipe_confirmed"], false);
+    assert!(
+        d["post_checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["passed"] == true)
+    );
+    let tampered = cert.with_file_name("tampered.json");
+    std::fs::write(&tampered, text.replacen("\"gone\"", "\"kept\"", 1)).unwrap();
+    assert_eq!(verify(&tampered), 1, "an edited certificate verified");
 
     // A server started on the backup, with the root of trust as it is now, opens nothing:
     // the backup's key store is wrapped under a root that no longer exists.
@@ -161,7 +212,12 @@ fn a_shredded_model_is_gone_for_good_even_from_backups() {
 
 #[test]
 fn a_crash_at_any_step_is_finished_at_restart() {
-    for step in ["keys_destroyed", "epoch_destroyed", "objects_deleted"] {
+    for step in [
+        "keys_destroyed",
+        "epoch_destroyed",
+        "objects_deleted",
+        "checked",
+    ] {
         let data = tempfile::tempdir().unwrap();
         let world = World::on(TestServer::start_env(
             data,
@@ -181,15 +237,18 @@ fn a_crash_at_any_step_is_finished_at_restart() {
             server.try_exited()
         });
         let host = server.host.clone();
+        let operator = server.operator.clone();
         let data = server.stop();
         let mut server = TestServer::start_with(data, &[]);
         server.host = host;
+        server.operator = operator;
         let world = World {
             server,
             admin,
             alice,
         };
         wait_done(&world.server, &world.admin, &id);
+        let _ = verified_certificate(&world, &id);
         let (run, _) = fetch(&world, "acme/gone");
         assert!(
             !run.success && run.stderr.contains("deleted"),

@@ -1,13 +1,240 @@
-//! The last step of a deletion: the signed certificate (format and verification live in the
-//! `deletion` crate). Placeholder until the audit log's checkpoints are wired: see `certify`.
+//! The last step of a deletion: the signed, offline-verifiable certificate (format and
+//! verification in the `deletion` crate).
+//!
+//! Order matters: the certificate's facts are hashed into an audit entry
+//! (`deletion.certify`, naming the certificate id and that hash), a checkpoint covering the
+//! entry is signed with the log key, and only then is the certificate signed with the service
+//! key, embedding the entry, its inclusion proof and the checkpoint. A holder of the service
+//! key alone cannot make a certificate the log vouches for. A crash in between repeats the
+//! step (another entry, another checkpoint); the stored certificate is the one that verified.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use crypto::sign::SigningKey;
+use deletion::{
+    AuditEvidence, DestroyedKey, HostCopy, KeyKind, Method, ModelRecord, ObjectRecord, PostCheck,
+    RootProviderRecord, Scope,
+};
+use store::DeletionRecord;
+use zeroize::Zeroizing;
 
 use crate::App;
-use crate::deletion::DeletionError;
-use store::DeletionRecord;
+use crate::deletion::{DeletionError, Work};
 
-pub(crate) async fn certify(_app: &App, d: &DeletionRecord) -> Result<&'static str, DeletionError> {
-    Err(DeletionError::Other(format!(
-        "deletion {}: certificates need signed audit checkpoints, not available yet",
-        d.id
-    )))
+const KEY_FILE: &str = "service-signing.key";
+/// `service-signing.key`: this magic, a version byte, then the PKCS#8 v2 document.
+const KEY_MAGIC: &[u8] = b"custody-service-key";
+const KEY_VERSION: u8 = 1;
+
+/// The service's certificate signing key (Ed25519), in the key store. No `Debug`.
+pub(crate) struct ServiceKey {
+    key: SigningKey,
+}
+
+impl ServiceKey {
+    /// Loads the key from the key store, or creates it there on first start.
+    pub(crate) fn open_or_create(key_dir: &Path) -> anyhow::Result<ServiceKey> {
+        let path = key_dir.join(KEY_FILE);
+        if !path.exists() {
+            let (key, pkcs8) = SigningKey::generate()?;
+            let mut bytes = Zeroizing::new(Vec::with_capacity(KEY_MAGIC.len() + 1 + pkcs8.len()));
+            bytes.extend_from_slice(KEY_MAGIC);
+            bytes.push(KEY_VERSION);
+            bytes.extend_from_slice(&pkcs8);
+            crate::checkpointer::write_new_file(&path, &bytes)?;
+            tracing::info!("created the service's certificate signing key");
+            return Ok(ServiceKey { key });
+        }
+        let bytes = Zeroizing::new(
+            std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+        );
+        let Some(rest) = bytes.strip_prefix(KEY_MAGIC) else {
+            bail!("{} is not a custody service key", path.display());
+        };
+        match rest.split_first() {
+            Some((&KEY_VERSION, pkcs8)) => Ok(ServiceKey {
+                key: SigningKey::from_pkcs8(pkcs8)
+                    .with_context(|| format!("{} holds no usable key", path.display()))?,
+            }),
+            Some((v, _)) => bail!("{}: unsupported key file version {v}", path.display()),
+            None => bail!("{} is truncated", path.display()),
+        }
+    }
+
+    /// The public key as `custody verify-certificate --service-key` reads it (hex).
+    pub(crate) fn public_hex(&self) -> String {
+        hex::encode(self.key.public_key().as_bytes())
+    }
+}
+
+fn rfc3339(secs: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn failed(e: impl std::fmt::Display) -> DeletionError {
+    DeletionError::Other(e.to_string())
+}
+
+/// Gathers the facts of a finished deletion.
+async fn facts(
+    app: &App,
+    d: &DeletionRecord,
+    work: &Work,
+) -> Result<deletion::Deletion, DeletionError> {
+    let vendor = app
+        .store
+        .vendors()
+        .await?
+        .into_iter()
+        .find(|v| v.id == d.vendor_id)
+        .map(|v| v.name.to_string())
+        .ok_or_else(|| failed("the deletion's vendor is gone"))?;
+    let mut models = Vec::new();
+    let mut destroyed_keys = Vec::new();
+    let mut hosts: std::collections::BTreeMap<String, (u64, Option<i64>)> = Default::default();
+    let confirmations = app.store.wipe_confirmations(&d.id).await?;
+    for m in &work.models {
+        let objects = work
+            .objects
+            .iter()
+            .filter(|o| o.model_id == m.id)
+            .map(|o| ObjectRecord {
+                object_id: o.id.clone(),
+                origin: "stored object of a revision".into(),
+                size: o.size.max(0) as u64,
+                plaintext_sha256: o.sha256.clone(),
+                storage_versions_deleted: vec!["all".into()],
+            })
+            .collect();
+        models.push(ModelRecord {
+            name: m.name.clone(),
+            model_id: m.id.clone(),
+            revisions: m.revisions.clone(),
+            objects,
+        });
+        destroyed_keys.push(DestroyedKey {
+            kind: KeyKind::ModelKey,
+            id: m.id.clone(),
+            epoch: m.key_epoch,
+            how: format!(
+                "database row erased; every earlier copy is wrapped under epoch {}, now destroyed",
+                m.key_epoch
+            ),
+        });
+        for copy in app.store.host_copies(&m.id).await? {
+            let confirmed = confirmations
+                .iter()
+                .find(|c| c.host == copy.host && c.model_id == m.id)
+                .map(|c| c.confirmed_at);
+            let entry = hosts.entry(copy.host.to_string()).or_insert((0, None));
+            entry.0 += 1;
+            entry.1 = entry.1.or(confirmed);
+        }
+    }
+    let from = work.from_epoch.ok_or_else(|| failed("no starting epoch"))?;
+    let root_kind = work.root_kind.clone().unwrap_or_else(|| "file".into());
+    destroyed_keys.push(DestroyedKey {
+        kind: KeyKind::EpochKey,
+        id: format!("epoch-{from}"),
+        epoch: from,
+        how: "epoch key file overwritten and removed".into(),
+    });
+    destroyed_keys.push(DestroyedKey {
+        kind: KeyKind::Root,
+        id: work.root.clone().unwrap_or_else(|| format!("root-{from}")),
+        epoch: from,
+        how: work
+            .root_destruction
+            .clone()
+            .unwrap_or_else(|| "destroyed".into()),
+    });
+    let kms_date = work
+        .root_destruction
+        .as_deref()
+        .and_then(|r| r.strip_prefix("KMS key scheduled for deletion on "))
+        .and_then(|r| r.split(';').next());
+    let (_, description) = app.keys.root_provider();
+    Ok(deletion::Deletion {
+        certificate_id: d.id.clone(),
+        service: app
+            .config
+            .hostnames
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "custody".into()),
+        scope: if d.model_id.is_some() {
+            Scope::Model
+        } else {
+            Scope::Vendor
+        },
+        vendor,
+        models,
+        method: Method::custody(),
+        destroyed_keys,
+        root_provider: RootProviderRecord {
+            kind: root_kind.clone(),
+            description,
+        },
+        hosts: hosts
+            .into_iter()
+            .map(|(host, (files, confirmed))| HostCopy {
+                host,
+                files,
+                wipe_confirmed: confirmed.is_some(),
+                confirmed_at: confirmed.map(rfc3339),
+            })
+            .collect(),
+        requested_by: d.requested_by.clone(),
+        approved_by: d.approved_by.iter().cloned().collect(),
+        requested_at: rfc3339(d.requested_at),
+        completed_at: rfc3339(crate::auth::store_now()),
+        post_checks: work
+            .post_checks
+            .iter()
+            .map(|c| PostCheck {
+                check: c.name.clone(),
+                passed: c.passed,
+                detail: c.detail.clone(),
+            })
+            .collect(),
+        residual_risk: deletion::residual_risk(&root_kind, kms_date),
+    })
+}
+
+pub(crate) async fn certify(app: &App, d: &DeletionRecord) -> Result<&'static str, DeletionError> {
+    let work: Work = serde_json::from_str(&d.work).map_err(failed)?;
+    let facts = facts(app, d, &work).await?;
+    let entry = audit::Entry::new("system", deletion::AUDIT_ACTION, facts.audit_resource())
+        .with_detail(facts.audit_detail().map_err(failed)?);
+    let seq = app.store.record(entry).await?;
+    let signed = app.checkpointer.sign(&app.store).await.map_err(failed)?;
+    let size = signed.checkpoint.size;
+    if size <= seq {
+        return Err(failed(
+            "the signed checkpoint does not cover the deletion's entry",
+        ));
+    }
+    let (_, proof) = app.store.audit_inclusion_proof(seq, size).await?;
+    let entries = app.store.audit_entries(seq, seq + 1).await?;
+    let (_, bytes) = entries
+        .first()
+        .ok_or_else(|| failed("the deletion's audit entry is missing"))?;
+    let evidence = AuditEvidence::new(bytes, seq, size, &proof, &signed.note).map_err(failed)?;
+    let certificate = deletion::issue(facts, evidence, &app.service_key.key).map_err(failed)?;
+    let text = String::from_utf8(certificate).map_err(failed)?;
+    app.store
+        .certify_deletion(
+            &d.id,
+            &d.work,
+            &text,
+            audit::Entry::new("system", "deletion.certified", format!("deletion/{}", d.id))
+                .with_detail(format!(
+                    "certificate {} (entry {seq}, tree size {size})",
+                    d.id
+                )),
+        )
+        .await?;
+    Ok("certified")
 }

@@ -116,7 +116,7 @@ impl LogKey {
 
 /// Creates `path` with `bytes`, whole: a temporary file (0600, fsync) linked into place, so a
 /// crash leaves either no file or the whole one, and an existing file is never replaced.
-fn write_new_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn write_new_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let tmp = path.with_extension("new");
     let _ = std::fs::remove_file(&tmp);
     write_synced(&tmp, bytes)?;

@@ -42,6 +42,8 @@ pub(crate) struct App {
     pub deletions: Arc<tokio::sync::Notify>,
     /// Signs the audit log's checkpoints.
     pub checkpointer: checkpointer::Checkpointer,
+    /// Signs deletion certificates.
+    pub service_key: certificate::ServiceKey,
 }
 
 /// What start-up reports to the operator, printed by the CLI. No `Debug`: it holds a token.
@@ -69,6 +71,7 @@ pub async fn run(config: ServerConfig, on_started: impl FnOnce(&Started)) -> any
         &config.key_dir(),
         std::time::Duration::from_secs(config.checkpoint_interval_secs.max(1)),
     );
+    let service_key = certificate::ServiceKey::open_or_create(&config.key_dir())?;
     let app = Arc::new(App {
         store: prepared.store,
         blobs: prepared.blobs,
@@ -78,6 +81,7 @@ pub async fn run(config: ServerConfig, on_started: impl FnOnce(&Started)) -> any
         host_ca: prepared.host_ca,
         deletions: Arc::new(tokio::sync::Notify::new()),
         checkpointer,
+        service_key,
     });
     tokio::spawn(sweep::run(app.clone()));
     tokio::spawn(checkpointer::run(app.clone()));

@@ -143,6 +143,12 @@ pub(crate) async fn status(
     })))
 }
 
+/// The public key deletion certificates are signed with (for `custody verify-certificate
+/// --service-key`). Public, but only for authenticated callers, like everything else.
+pub(crate) async fn service_key(State(app): State<Arc<App>>, _caller: Caller) -> Json<Value> {
+    Json(json!({ "service_key": app.service_key.public_hex() }))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DeleteAfter {
