@@ -264,3 +264,68 @@ fn a_crash_at_any_step_is_finished_at_restart() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+#[test]
+fn a_vendor_deletion_waits_for_a_second_admin_and_covers_every_model() {
+    let world = World::new();
+    model_with_weights(&world, "acme/one", 5);
+    model_with_weights(&world, "acme/two", 6);
+    let second = world
+        .server
+        .token("vendor-admin", Some("acme"), "acme-admin-2");
+    world
+        .server
+        .ok(&world.admin, &["two-person", "acme", "on"]);
+    let out = world
+        .server
+        .ok(&world.admin, &["--json", "delete", "--vendor", "acme"]);
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["state"], "pending-approval", "{v}");
+    let id = v["deletion"].as_str().unwrap().to_owned();
+    // Nothing is deleted while the request waits, and its author cannot approve it.
+    let (run, _) = fetch(&world, "acme/one");
+    assert!(run.success, "{}", run.stderr);
+    let own = world.server.custody(&world.admin, &["approve", &id]);
+    assert!(!own.success && own.stderr.contains("cannot approve your own"), "{}", own.stderr);
+    // A committer may not ask for a deletion at all.
+    let refused = world.server.custody(&world.alice, &["delete", "acme/one"]);
+    assert!(!refused.success, "{}", refused.stdout);
+    world.server.ok(&second, &["approve", &id]);
+    wait_done(&world.server, &world.admin, &id);
+    for model in ["acme/one", "acme/two"] {
+        let (run, _) = fetch(&world, model);
+        assert!(!run.success && run.stderr.contains(&id), "{model}: {}", run.stderr);
+    }
+    let (cert, _) = verified_certificate(&world, &id);
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(cert).unwrap()).unwrap();
+    let d = &v["certificate"]["deletion"];
+    assert_eq!(d["scope"], "vendor");
+    assert_eq!(d["models"].as_array().unwrap().len(), 2);
+    assert_eq!(d["approved_by"][0], "vendor-admin:acme-admin-2");
+}
+
+#[test]
+fn a_model_is_shredded_by_itself_at_its_delete_after_time() {
+    let world = World::new();
+    model_with_weights(&world, "acme/timed", 7);
+    let past = world
+        .server
+        .custody(&world.admin, &["delete-after", "acme/timed", "1"]);
+    assert!(!past.success, "a time in the past was accepted");
+    let soon = (std::time::SystemTime::now() + Duration::from_secs(2))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    world
+        .server
+        .ok(&world.admin, &["delete-after", "acme/timed", &soon]);
+    let (run, _) = fetch(&world, "acme/timed");
+    assert!(run.success, "{}", run.stderr);
+    // The runner wakes at least every 10 seconds.
+    wait_for(60, "the scheduled deletion", || {
+        !fetch(&world, "acme/timed").0.success
+    });
+    let (run, _) = fetch(&world, "acme/timed");
+    assert!(run.stderr.contains("deleted"), "{}", run.stderr);
+}
