@@ -273,9 +273,7 @@ fn a_vendor_deletion_waits_for_a_second_admin_and_covers_every_model() {
     let second = world
         .server
         .token("vendor-admin", Some("acme"), "acme-admin-2");
-    world
-        .server
-        .ok(&world.admin, &["two-person", "acme", "on"]);
+    world.server.ok(&world.admin, &["two-person", "acme", "on"]);
     let out = world
         .server
         .ok(&world.admin, &["--json", "delete", "--vendor", "acme"]);
@@ -286,7 +284,11 @@ fn a_vendor_deletion_waits_for_a_second_admin_and_covers_every_model() {
     let (run, _) = fetch(&world, "acme/one");
     assert!(run.success, "{}", run.stderr);
     let own = world.server.custody(&world.admin, &["approve", &id]);
-    assert!(!own.success && own.stderr.contains("cannot approve your own"), "{}", own.stderr);
+    assert!(
+        !own.success && own.stderr.contains("cannot approve your own"),
+        "{}",
+        own.stderr
+    );
     // A committer may not ask for a deletion at all.
     let refused = world.server.custody(&world.alice, &["delete", "acme/one"]);
     assert!(!refused.success, "{}", refused.stdout);
@@ -294,7 +296,11 @@ fn a_vendor_deletion_waits_for_a_second_admin_and_covers_every_model() {
     wait_done(&world.server, &world.admin, &id);
     for model in ["acme/one", "acme/two"] {
         let (run, _) = fetch(&world, model);
-        assert!(!run.success && run.stderr.contains(&id), "{model}: {}", run.stderr);
+        assert!(
+            !run.success && run.stderr.contains(&id),
+            "{model}: {}",
+            run.stderr
+        );
     }
     let (cert, _) = verified_certificate(&world, &id);
     let v: Value = serde_json::from_str(&std::fs::read_to_string(cert).unwrap()).unwrap();

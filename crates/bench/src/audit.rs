@@ -8,8 +8,8 @@
 //! rebuilt from its bytes, roots, signatures, manifest).
 //!
 //! PostgreSQL: `--pg-url` names a server to use as it is configured; without it a throwaway
-//! cluster from `testkit` is started, which runs with `fsync=off` (its figures say so: they
-//! are not durable appends).
+//! cluster from `testkit` is started with PostgreSQL's durability settings (fsync and
+//! synchronous commit on), so its figures are durable appends.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,7 +33,7 @@ pub struct AuditArgs {
     /// Seconds each append measurement runs
     #[arg(long, default_value_t = 3.0)]
     secs: f64,
-    /// A PostgreSQL server to measure (default: a throwaway testkit cluster, fsync off)
+    /// A PostgreSQL server to measure (default: a throwaway cluster with fsync on)
     #[arg(long, env = "CUSTODY_BENCH_PG_URL", hide_env_values = true)]
     pg_url: Option<String>,
     /// Skip the PostgreSQL rows
@@ -212,12 +212,12 @@ async fn bench(args: AuditArgs) -> anyhow::Result<()> {
         let (url, note) = match &args.pg_url {
             Some(url) => (url.clone(), "as configured"),
             None => {
-                let c = tokio::task::spawn_blocking(testkit::PgCluster::start)
+                let c = tokio::task::spawn_blocking(testkit::PgCluster::start_durable)
                     .await?
                     .map_err(|e| anyhow::anyhow!(e))?;
                 let url = c.fresh_database().map_err(|e| anyhow::anyhow!(e))?;
                 cluster = Some(c);
-                (url, "testkit cluster, fsync=off: not durable")
+                (url, "throwaway cluster, fsync on: durable")
             }
         };
         for (id, writers) in [("A3", 1usize), ("A4", 64)] {

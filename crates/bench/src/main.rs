@@ -13,6 +13,7 @@ mod audit;
 mod micro;
 mod plain;
 mod procs;
+mod shred;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -53,6 +54,8 @@ enum Hidden {
     /// The audit log: durable appends/s (SQLite, PostgreSQL; 1 and 64 writers), inclusion
     /// proofs and offline verification at 1M entries
     Audit(audit::AuditArgs),
+    /// Deletion: crypto-shred time for a small and a large model, beside `shred -u`
+    Shred(shred::ShredArgs),
     /// The baseline server: one file over HTTPS, nothing else
     #[command(hide = true)]
     StaticServer {
@@ -90,6 +93,7 @@ fn main() -> anyhow::Result<()> {
             plain::plain_fetch(&url, &ca, &out, size)
         }
         Some(Hidden::Audit(args)) => audit::run(args),
+        Some(Hidden::Shred(args)) => shred::run(args),
         None => bench(cli.size_gib, cli.dir, cli.custody, cli.crypto_only),
     }
 }
@@ -266,6 +270,35 @@ fn https(bin: &Path, scratch: &Path, size: u64) -> anyhow::Result<Https> {
         &["token", "create", "--role", "committer", "--name", "reader"],
     )?;
 
+    // Weight bytes go only to an enrolled exclusive host: the fetch below runs as one.
+    let host_dir = scratch.join("host");
+    let host_out = host_dir.to_str().context("non-UTF-8 path")?;
+    let status = Command::new(bin)
+        .args(["host", "csr", "--name", "bench-host", "--out", host_out])
+        .status()?;
+    if !status.success() {
+        bail!("custody host csr failed");
+    }
+    let csr = host_dir.join("host.csr");
+    let host_cert = host_dir.join("host.crt");
+    custody_ok(
+        bin,
+        &server,
+        &ca,
+        &operator,
+        &[
+            "host",
+            "enroll",
+            csr.to_str().context("non-UTF-8 path")?,
+            "--name",
+            "bench-host",
+            "--group",
+            "bench",
+            "--out",
+            host_cert.to_str().context("non-UTF-8 path")?,
+        ],
+    )?;
+
     procs::settle();
     eprintln!("custody-bench: custody upload");
     let mut cmd = cli_command(bin, &server, &ca, &admin);
@@ -278,12 +311,22 @@ fn https(bin: &Path, scratch: &Path, size: u64) -> anyhow::Result<Https> {
         &admin,
         &["grant", "acme/bench", "--to", "reader"],
     )?;
+    custody_ok(
+        bin,
+        &server,
+        &ca,
+        &admin,
+        &["host", "allow", "acme/bench", "bench"],
+    )?;
 
     procs::settle();
     eprintln!("custody-bench: custody fetch");
     let fetched = scratch.join("fetched");
     let mut cmd = cli_command(bin, &server, &ca, &reader);
-    cmd.args(["fetch", "acme/bench", "--out"]).arg(&fetched);
+    cmd.env("CUSTODY_HOST_CERT", &host_cert)
+        .env("CUSTODY_HOST_KEY", host_dir.join("host.key"))
+        .args(["fetch", "acme/bench", "--out"])
+        .arg(&fetched);
     let fetch = procs::run_timed(cmd, server.pid(), Direction::Download)?;
     if file_len(&fetched.join("model.safetensors"))? != size {
         bail!("custody fetch wrote a file of the wrong size");

@@ -49,6 +49,8 @@ pub struct PgCluster {
     bindir: PathBuf,
     port: u16,
     as_postgres: bool,
+    /// fsync and synchronous commit on (benchmarks of durable writes); off for tests.
+    durable: bool,
     watchdog: Option<Child>,
     // Declared last: removed after `Drop::drop` stopped the server.
     dir: tempfile::TempDir,
@@ -64,8 +66,19 @@ impl std::fmt::Debug for PgCluster {
 }
 
 impl PgCluster {
-    /// Initialise and start a new cluster. Blocking; takes a second or two.
+    /// Initialise and start a new cluster (fsync off: fast, not crash-safe; for tests).
+    /// Blocking; takes a second or two.
     pub fn start() -> Result<PgCluster, String> {
+        Self::start_with(false)
+    }
+
+    /// A cluster with PostgreSQL's durability settings (fsync, synchronous commit), for
+    /// benchmarks that claim durable writes.
+    pub fn start_durable() -> Result<PgCluster, String> {
+        Self::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> Result<PgCluster, String> {
         let bindir = find_bindir()?;
         let as_postgres = effective_uid_is_root()?;
         let dir = tempfile::Builder::new()
@@ -77,6 +90,7 @@ impl PgCluster {
             bindir,
             port: 0,
             as_postgres,
+            durable,
             watchdog: None,
             dir,
         };
@@ -198,9 +212,13 @@ impl PgCluster {
         let mut last_err = String::new();
         for _ in 0..START_ATTEMPTS {
             self.port = free_port();
+            let speed = if self.durable {
+                ""
+            } else {
+                "-c fsync=off -c full_page_writes=off -c synchronous_commit=off "
+            };
             let opts = format!(
-                "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c full_page_writes=off \
-                 -c synchronous_commit=off -c max_connections=200",
+                "-c listen_addresses=127.0.0.1 -p {} -k {} {speed}-c max_connections=200",
                 self.port,
                 sh_quote(&self.dir.path().to_string_lossy()),
             );
