@@ -197,6 +197,47 @@ fn custody_ok(
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
+/// Starts a custody server on `data` with vendor `acme`; returns it, its certificate, the
+/// operator's bootstrap token and an `acme` vendor admin's token.
+fn start_custody(
+    bin: &Path,
+    data: &Path,
+    log: &Path,
+) -> anyhow::Result<(Server, PathBuf, String, String)> {
+    let mut cmd = Command::new(bin);
+    cmd.arg("server")
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("CUSTODY_LOG", "info");
+    let server = Server::start(cmd, "custody: listening on ", log)?;
+    let ca = data.join("tls/cert.pem");
+    let operator = server
+        .stdout
+        .iter()
+        .find_map(|l| l.split("(shown once, store it now): ").nth(1))
+        .map(str::to_owned)
+        .context("the server printed no bootstrap token")?;
+    custody_ok(bin, &server, &ca, &operator, &["vendor", "create", "acme"])?;
+    let admin = custody_ok(
+        bin,
+        &server,
+        &ca,
+        &operator,
+        &[
+            "token",
+            "create",
+            "--role",
+            "vendor-admin",
+            "--vendor",
+            "acme",
+            "--name",
+            "acme-admin",
+        ],
+    )?;
+    Ok((server, ca, operator, admin))
+}
+
 fn cli_command(bin: &Path, server: &Server, ca: &Path, token: &str) -> Command {
     let mut cmd = Command::new(bin);
     cmd.env("CUSTODY_SERVER", &server.url)
@@ -231,37 +272,7 @@ fn https(bin: &Path, scratch: &Path, size: u64) -> anyhow::Result<Https> {
 
     // custody: a real server on a fresh data directory, as tests/e2e/support.rs starts it.
     let data = scratch.join("custody");
-    let mut cmd = Command::new(bin);
-    cmd.arg("server")
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["--listen", "127.0.0.1:0"])
-        .env("CUSTODY_LOG", "info");
-    let server = Server::start(cmd, "custody: listening on ", &scratch.join("server.log"))?;
-    let ca = data.join("tls/cert.pem");
-    let operator = server
-        .stdout
-        .iter()
-        .find_map(|l| l.split("(shown once, store it now): ").nth(1))
-        .map(str::to_owned)
-        .context("the server printed no bootstrap token")?;
-    custody_ok(bin, &server, &ca, &operator, &["vendor", "create", "acme"])?;
-    let admin = custody_ok(
-        bin,
-        &server,
-        &ca,
-        &operator,
-        &[
-            "token",
-            "create",
-            "--role",
-            "vendor-admin",
-            "--vendor",
-            "acme",
-            "--name",
-            "acme-admin",
-        ],
-    )?;
+    let (server, ca, operator, admin) = start_custody(bin, &data, &scratch.join("server.log"))?;
     let reader = custody_ok(
         bin,
         &server,

@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::procs::Server;
-use crate::{custody_ok, write_data};
+use crate::{custody_ok, start_custody, write_data};
 
 #[derive(clap::Args)]
 pub struct ShredArgs {
@@ -71,37 +70,7 @@ fn custody_shred(bin: &Path, dir: &Path, size: u64) -> anyhow::Result<Duration> 
     let model = dir.join("model");
     write_data(&model.join("model.safetensors"), size)?;
     let data = dir.join("custody");
-    let mut cmd = Command::new(bin);
-    cmd.arg("server")
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["--listen", "127.0.0.1:0"])
-        .env("CUSTODY_LOG", "warn");
-    let server = Server::start(cmd, "custody: listening on ", &dir.join("server.log"))?;
-    let ca = data.join("tls/cert.pem");
-    let operator = server
-        .stdout
-        .iter()
-        .find_map(|l| l.split("(shown once, store it now): ").nth(1))
-        .map(str::to_owned)
-        .context("the server printed no bootstrap token")?;
-    custody_ok(bin, &server, &ca, &operator, &["vendor", "create", "acme"])?;
-    let admin = custody_ok(
-        bin,
-        &server,
-        &ca,
-        &operator,
-        &[
-            "token",
-            "create",
-            "--role",
-            "vendor-admin",
-            "--vendor",
-            "acme",
-            "--name",
-            "admin",
-        ],
-    )?;
+    let (server, ca, _operator, admin) = start_custody(bin, &data, &dir.join("server.log"))?;
     let model_arg = model.to_str().context("non-UTF-8 path")?;
     custody_ok(bin, &server, &ca, &admin, &["upload", model_arg, "acme/m"])?;
     eprintln!("custody-bench: custody delete of {} MiB", size >> 20);

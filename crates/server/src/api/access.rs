@@ -258,6 +258,27 @@ pub(crate) struct ExclusionQuery {
     model: Option<String>,
 }
 
+/// Decides an exclusion change on one model of the vendor, or on the whole vendor; returns
+/// the decision, the model id (if any) and the resource name for the audit entry.
+async fn authorize_exclusion(
+    app: &App,
+    caller: &Caller,
+    vendor: &VendorRecord,
+    model: Option<&str>,
+) -> Result<(policy::Decision, Option<String>, String), ApiError> {
+    Ok(match model {
+        Some(model) => {
+            let found = load_model(app, vendor.name.as_str(), model).await?;
+            let decision = authorize_model(app, caller, Action::Exclude, &found).await?;
+            (decision, Some(found.record.id), found.name)
+        }
+        None => {
+            let decision = authorize(app, caller, Action::Exclude, Target::Vendor(vendor)).await?;
+            (decision, None, vendor.name.to_string())
+        }
+    })
+}
+
 /// Excludes a user from one model or the whole vendor. An exclusion wins over every grant,
 /// group grants included.
 pub(crate) async fn exclude(
@@ -269,18 +290,8 @@ pub(crate) async fn exclude(
     let vendor = load_vendor(&app, &vendor).await?;
     let request = json_body(body)?;
     let user = UserName::parse(&request.user)?;
-    let (decision, model_id, resource) = match &request.model {
-        Some(model) => {
-            let found = load_model(&app, vendor.name.as_str(), model).await?;
-            let decision = authorize_model(&app, &caller, Action::Exclude, &found).await?;
-            (decision, Some(found.record.id), found.name)
-        }
-        None => {
-            let decision =
-                authorize(&app, &caller, Action::Exclude, Target::Vendor(&vendor)).await?;
-            (decision, None, vendor.name.to_string())
-        }
-    };
+    let (decision, model_id, resource) =
+        authorize_exclusion(&app, &caller, &vendor, request.model.as_deref()).await?;
     let entry = caller
         .entry("exclude", resource.as_str())
         .with_decision(true, &policy_ids(&decision))
@@ -308,18 +319,8 @@ pub(crate) async fn unexclude(
 ) -> Result<Json<Value>, ApiError> {
     let vendor = load_vendor(&app, &vendor).await?;
     let user = UserName::parse(&user)?;
-    let (decision, model_id, resource) = match &query.model {
-        Some(model) => {
-            let found = load_model(&app, vendor.name.as_str(), model).await?;
-            let decision = authorize_model(&app, &caller, Action::Exclude, &found).await?;
-            (decision, Some(found.record.id), found.name)
-        }
-        None => {
-            let decision =
-                authorize(&app, &caller, Action::Exclude, Target::Vendor(&vendor)).await?;
-            (decision, None, vendor.name.to_string())
-        }
-    };
+    let (decision, model_id, resource) =
+        authorize_exclusion(&app, &caller, &vendor, query.model.as_deref()).await?;
     let entry = caller
         .entry("unexclude", resource.as_str())
         .with_decision(true, &policy_ids(&decision))
