@@ -148,6 +148,16 @@ fn a_shredded_model_is_gone_for_good_even_from_backups() {
         &kept_src.path().join("model.safetensors"),
         &out.path().join("m/model.safetensors"),
     );
+    // Nothing can be added to a deleted model.
+    let again = world.server.custody(
+        &world.admin,
+        &["upload", gone_src.path().to_str().unwrap(), "acme/gone"],
+    );
+    assert!(
+        !again.success && again.stderr.contains("deleted"),
+        "{}",
+        again.stderr
+    );
     // Names stay visible to the vendor, not to committers.
     let listed = world.server.ok(&world.alice, &["ls"]);
     assert!(

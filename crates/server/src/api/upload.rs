@@ -233,6 +233,13 @@ pub(crate) async fn begin(
         None => app.store.model(&vendor, &model).await?,
     };
     let model_record = match existing {
+        // A deleted model's name stays taken (its record and certificate remain); its key
+        // is gone, so nothing can be added to it.
+        Some(m) if m.deleted_at.is_some() => {
+            return Err(ApiError::Deleted(format!(
+                "model {name} has been deleted; upload under a new name"
+            )));
+        }
         Some(m) => m,
         None => {
             let id = crypto::token::random_id()?;
