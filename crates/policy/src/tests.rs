@@ -116,6 +116,35 @@ fn cases() -> Vec<Case> {
     let in_team = |p: Principal| with_model(p, |f, _| f.groups = vec!["team".into()]);
 
     vec![
+        // Deletion: the vendor's admins and the operator may ask; nobody else.
+        case(
+            "operator requests a model's deletion",
+            m(operator()),
+            RequestDeletion,
+            true,
+            "operator-requests-deletion",
+        ),
+        case(
+            "operator requests a vendor's deletion",
+            acme(operator()),
+            RequestDeletion,
+            true,
+            "operator-requests-deletion",
+        ),
+        case(
+            "committer may not request deletion",
+            m(alice()),
+            RequestDeletion,
+            false,
+            "may not request-deletion",
+        ),
+        case(
+            "auditor may not request deletion",
+            m(auditor()),
+            RequestDeletion,
+            false,
+            "may not request-deletion",
+        ),
         // Settings and groups (the actions added with hosts and the two-person rule).
         case(
             "vendor admin configures own model",
