@@ -345,3 +345,57 @@ fn a_model_is_shredded_by_itself_at_its_delete_after_time() {
     let (run, _) = fetch(&world, "acme/timed");
     assert!(run.stderr.contains("deleted"), "{}", run.stderr);
 }
+
+#[test]
+fn a_shred_on_kms_roots_and_s3_storage_schedules_the_kms_key_for_deletion() {
+    // The scale-out configuration, both services on moto: ciphertext in a versioned S3
+    // bucket, one AWS KMS key per epoch as the root of trust.
+    let moto = testkit::MotoServer::shared().unwrap();
+    let bucket = moto.fresh_bucket(true).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("custody.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{data}\"\n\
+             [s3]\nendpoint_url = \"{url}\"\nregion = \"us-east-1\"\nbucket = \"{bucket}\"\n\
+             force_path_style = true\naccess_key_id = \"test\"\nsecret_access_key = \"test\"\n\
+             [root]\nkind = \"kms\"\nendpoint_url = \"{url}\"\nregion = \"us-east-1\"\n\
+             access_key_id = \"test\"\nsecret_access_key = \"test\"\n",
+            data = data.path().join("custody").display(),
+            url = moto.url()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let world = World::on(TestServer::start_with(data, &["--config", &config]));
+    model_with_weights(&world, "acme/gone", 11);
+    let kept = model_with_weights(&world, "acme/kept", 12);
+    assert!(
+        !world.server.data_dir().join("root").exists(),
+        "a KMS root writes no root key file"
+    );
+    let id = request_deletion(&world, "acme/gone");
+    wait_done(&world.server, &world.admin, &id);
+    let (cert, _) = verified_certificate(&world, &id);
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(cert).unwrap()).unwrap();
+    let d = &v["certificate"]["deletion"];
+    assert_eq!(d["root_provider"]["kind"], "aws-kms", "{d}");
+    let root = d["destroyed_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kind"] == "root")
+        .unwrap();
+    assert!(root["id"].as_str().unwrap().starts_with("arn:aws:kms:"), "{root}");
+    assert!(root["how"].as_str().unwrap().contains("scheduled for deletion"), "{root}");
+    assert!(d["residual_risk"].as_str().unwrap().contains("KMS"), "{d}");
+    let (run, _) = fetch(&world, "acme/gone");
+    assert!(!run.success && run.stderr.contains("deleted"), "{}", run.stderr);
+    let (run, out) = fetch(&world, "acme/kept");
+    assert!(run.success, "{}", run.stderr);
+    assert_same_file(
+        &kept.path().join("model.safetensors"),
+        &out.path().join("m/model.safetensors"),
+    );
+}
