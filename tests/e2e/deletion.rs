@@ -387,11 +387,24 @@ fn a_shred_on_kms_roots_and_s3_storage_schedules_the_kms_key_for_deletion() {
         .iter()
         .find(|k| k["kind"] == "root")
         .unwrap();
-    assert!(root["id"].as_str().unwrap().starts_with("arn:aws:kms:"), "{root}");
-    assert!(root["how"].as_str().unwrap().contains("scheduled for deletion"), "{root}");
+    assert!(
+        root["id"].as_str().unwrap().starts_with("arn:aws:kms:"),
+        "{root}"
+    );
+    assert!(
+        root["how"]
+            .as_str()
+            .unwrap()
+            .contains("scheduled for deletion"),
+        "{root}"
+    );
     assert!(d["residual_risk"].as_str().unwrap().contains("KMS"), "{d}");
     let (run, _) = fetch(&world, "acme/gone");
-    assert!(!run.success && run.stderr.contains("deleted"), "{}", run.stderr);
+    assert!(
+        !run.success && run.stderr.contains("deleted"),
+        "{}",
+        run.stderr
+    );
     let (run, out) = fetch(&world, "acme/kept");
     assert!(run.success, "{}", run.stderr);
     assert_same_file(

@@ -1,15 +1,14 @@
 //! Copies on exclusive hosts and `custody wipe`; derived revisions (`upload --derived-from`).
 //!
-//! Deletion itself is the deletion service's; until its API is used here, a model is marked
-//! deleted the way that service leaves it (`models.deleted_at`, `models.deletion_id`), by the
-//! `sqlite3` command on the server's database.
+//! Models are deleted through the deletion service (`custody delete`); the tests read what
+//! the server recorded with the `sqlite3` command on its database.
 
 use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
 
-use crate::support::{HostCert, TestServer, World, https_client_on, runtime, write_data};
+use crate::support::{HostCert, TestServer, World, https_client_on, runtime, wait_for, write_data};
 
 /// Runs SQL on the server's SQLite database (the server keeps running: WAL and a busy
 /// timeout let both write).
@@ -30,15 +29,21 @@ fn sql(server: &TestServer, statement: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
-/// Marks `acme/MODEL` deleted under `deletion_id`, as the deletion service does.
-fn mark_deleted(server: &TestServer, model: &str, deletion_id: &str) {
-    sql(
-        server,
-        &format!(
-            "UPDATE models SET deleted_at = strftime('%s','now'), deletion_id = '{deletion_id}' \
-             WHERE name = '{model}'"
-        ),
+/// Deletes `acme/MODEL` through the deletion service and waits for its certificate; returns
+/// the deletion id.
+fn delete_model(world: &World, model: &str) -> String {
+    let out = world.server.ok(
+        &world.admin,
+        &["--json", "delete", &format!("acme/{model}")],
     );
+    let id = json(&out)["deletion"].as_str().unwrap().to_owned();
+    wait_for(120, "the deletion's certificate", || {
+        let (_, body) = world
+            .server
+            .api(&world.admin, "GET", &format!("/v1/deletions/{id}"), None);
+        body["state"] == "certified"
+    });
+    id
 }
 
 fn model_id(server: &TestServer, model: &str) -> String {
@@ -136,7 +141,7 @@ fn fetch_records_copies_and_wipe_removes_those_of_deleted_models() {
     assert_eq!(run["models"], Value::Array(vec![]), "{run}");
     assert!(out_m.join("weights/model.safetensors").exists());
 
-    mark_deleted(s, "m", "del-test-1");
+    let deletion = delete_model(&world, "m");
     // An interrupted fetch left a partial file: wipe removes it too.
     let partial = out_m.join("weights/model.safetensors.custody-partial");
     std::fs::write(&partial, b"partial plaintext").unwrap();
@@ -179,7 +184,7 @@ fn fetch_records_copies_and_wipe_removes_those_of_deleted_models() {
             s,
             "SELECT deletion_id, host_name, files FROM wipe_confirmations"
         ),
-        "del-test-1|gpu-01|4"
+        format!("{deletion}|gpu-01|4")
     );
     assert_eq!(
         sql(
@@ -214,7 +219,7 @@ fn wipe_is_for_enrolled_hosts_and_their_own_copies() {
         &world.alice,
         &["fetch", "acme/m", "--out", out.to_str().unwrap()],
     );
-    mark_deleted(s, "m", "del-test-2");
+    let deletion = delete_model(&world, "m");
     let id = model_id(s, "m");
     let gpu01 = s.host.clone().unwrap();
 
@@ -245,7 +250,7 @@ fn wipe_is_for_enrolled_hosts_and_their_own_copies() {
         (status, body["models"].clone()),
         (200, Value::Array(vec![]))
     );
-    let confirm = serde_json::json!({ "deletion_id": "del-test-2", "model_id": id, "files": 0 });
+    let confirm = serde_json::json!({ "deletion_id": deletion, "model_id": id, "files": 0 });
     let (status, body) = host_request(s, Some(&gpu02), Some(confirm.clone()));
     assert_eq!(status, 404, "{body}");
     // Nor does a wrong deletion id count.
@@ -264,19 +269,8 @@ fn wipe_is_for_enrolled_hosts_and_their_own_copies() {
     assert!(done.contains("wipe confirmed"), "{done}");
     assert!(!out.join("config.json").exists());
 
-    // After the deletion certificate, a confirmation is late but still recorded and logged.
-    sql(
-        s,
-        &format!(
-            "INSERT INTO deletions (id, vendor_id, model_id, state, requested_by, requested_at, work, certificate) \
-             SELECT 'del-test-3', vendor_id, id, 'certified', 'test', 0, '{{}}', '{{}}' FROM models WHERE id = '{id}'"
-        ),
-    );
-    mark_deleted(s, "m", "del-test-3");
-    let late = serde_json::json!({ "deletion_id": "del-test-3", "model_id": id, "files": 0 });
-    let (status, body) = host_request(s, Some(&gpu01), Some(late));
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["late"], true);
+    // The shred finished (certificate issued) before the host wiped: the confirmation is
+    // late, still recorded, and the log says so.
     assert_eq!(
         sql(
             s,
