@@ -422,6 +422,18 @@ fn a_second_download_is_served_from_the_cache() {
         agent.requests()
     );
 
+    // Every decision is in the audit log, the allowed HEADs included (they serve no bytes).
+    let log = world
+        .server
+        .ok(&world.server.operator, &["audit", "entries", "0", "100000"]);
+    let heads_logged = log
+        .lines()
+        .filter(|l| {
+            l.contains("\"action\":\"fetch.head\"") && l.contains("tokenizer/tokenizer.json")
+        })
+        .count();
+    assert_eq!(heads_logged, 2, "{log}");
+
     // The token passed through the agent on every request, and reached neither log.
     let secret = world.alice.split_once('.').unwrap().1;
     let agent_log = std::fs::read_to_string(&agent.log).unwrap();

@@ -162,6 +162,7 @@ async fn fetch_entries(client: &Client, from: u64, to: u64) -> anyhow::Result<Ve
     let mut at = from;
     while at < to {
         let end = to.min(at + ENTRIES_PAGE);
+        let asked = end - at;
         let body = client
             .send(client.request(
                 Method::GET,
@@ -180,6 +181,11 @@ async fn fetch_entries(client: &Client, from: u64, to: u64) -> anyhow::Result<Ve
             bail!("the server sent {got} entries for {at}..{end}");
         }
         at += got;
+        if got < asked {
+            // A short page: the log ends here. (Reading the log appends entries of its own,
+            // so a `to` beyond the end would otherwise keep moving away.)
+            break;
+        }
     }
     Ok(lines)
 }
@@ -261,6 +267,12 @@ async fn export(client: &Client, args: &ExportArgs, out: &Output) -> anyhow::Res
     }
 
     let entries = fetch_entries(client, first, end).await?;
+    if entries.len() as u64 != end - first {
+        bail!(
+            "the server sent {} entries for {first}..{end}, which its checkpoint covers",
+            entries.len()
+        );
+    }
     let leaves = fetch_leaves(client, first, end).await?;
     let mut notes: Vec<String> = Vec::new();
     let mut from = first;

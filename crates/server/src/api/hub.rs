@@ -583,13 +583,23 @@ async fn resolve_head(
     caller: Result<Caller, ApiError>,
     Path((ns, name, rev, path)): Path<(String, String, String, String)>,
 ) -> HubResult<Response> {
-    let (_, found, _, revision) =
+    let (caller, found, decision, revision) =
         open_revision(&app, caller, &ns, &name, &rev, Action::Fetch).await?;
     let in_rev = |e: ApiError| in_revision(&revision)(e);
     let file = find_file(&app, &found, &revision, &path)
         .await
         .map_err(in_rev)?;
     let hub_file = describe(&app, &found, &file).await.map_err(in_rev)?;
+    // An allowed decision is recorded like every other: a HEAD serves no bytes, only the
+    // file's name, size and hash.
+    let entry = caller
+        .entry("fetch.head", format!("{}@{}", found.name, revision.commit))
+        .with_decision(true, &crate::auth::policy_ids(&decision))
+        .with_detail(file.path.to_string());
+    app.store
+        .record(entry)
+        .await
+        .map_err(|e| in_rev(e.into()))?;
     let mut response = Response::new(Body::empty());
     let headers = response.headers_mut();
     name_headers(headers, &revision, &hub_file).map_err(in_rev)?;
