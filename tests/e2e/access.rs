@@ -154,12 +154,13 @@ fn an_expired_token_is_refused() {
             "--name",
             "brief",
             "--expires-in",
-            "1s",
+            "3s",
         ],
     );
     let token = run.trim();
+    // Expiry has one-second resolution: a 3 s token is valid for at least 2 s.
     assert!(world.server.custody(token, &["ls"]).success);
-    std::thread::sleep(std::time::Duration::from_millis(2100));
+    std::thread::sleep(std::time::Duration::from_millis(3100));
     let refused = world.server.custody(token, &["ls"]);
     assert!(
         !refused.success && refused.stderr.contains("expired"),

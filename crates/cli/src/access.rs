@@ -195,8 +195,8 @@ async fn run_remote(command: AccessCommand, client: &Client, out: &Output) -> an
             expires_in,
         } => {
             let repo = RepoRef::parse(&model)?;
-            let (body, who) = grantee_body(to.as_deref(), group.as_deref())?;
-            let mut body = body;
+            let who = Grantee::parse(to.as_deref(), group.as_deref())?;
+            let mut body = who.body();
             if let Some(d) = expires_in {
                 body["expires_at"] = json!(now().saturating_add(d.0 as i64));
             }
@@ -212,17 +212,8 @@ async fn run_remote(command: AccessCommand, client: &Client, out: &Output) -> an
         }
         AccessCommand::Revoke { model, from, group } => {
             let repo = RepoRef::parse(&model)?;
-            let (_, who) = grantee_body(from.as_deref(), group.as_deref())?;
-            let path = match (&from, &group) {
-                (Some(u), _) => format!("/v1/models/{repo}/grants/{}", UserName::parse(u)?),
-                (None, Some(g)) => {
-                    format!(
-                        "/v1/models/{repo}/grants/{}?group=true",
-                        GroupName::parse(g)?
-                    )
-                }
-                (None, None) => bail!("name a user (--from) or a group (--group)"),
-            };
+            let who = Grantee::parse(from.as_deref(), group.as_deref())?;
+            let path = who.grant_path(&repo);
             let v = client.delete_json(&path).await?;
             out.result(&v, || format!("revoked {who}'s access to {repo}"));
         }
@@ -333,7 +324,10 @@ async fn run_remote(command: AccessCommand, client: &Client, out: &Output) -> an
         }
         AccessCommand::Approve { id } => {
             let v = client
-                .post_json(&format!("/v1/pending/{id}/approve"), &json!({}))
+                .post_json(
+                    &format!("/v1/pending/{}/approve", crate::client::opaque_id(&id)?),
+                    &json!({}),
+                )
                 .await?;
             out.result(&v, || format!("approved request {id}"));
         }
@@ -477,7 +471,10 @@ pub async fn run_token_admin(
         }
         TokenAdmin::Revoke { id } => {
             let v = client
-                .post_json(&format!("/v1/tokens/{id}/revoke"), &json!({}))
+                .post_json(
+                    &format!("/v1/tokens/{}/revoke", crate::client::opaque_id(&id)?),
+                    &json!({}),
+                )
                 .await?;
             out.result(&v, || format!("revoked token {id}"));
         }
@@ -485,17 +482,44 @@ pub async fn run_token_admin(
     Ok(())
 }
 
-fn grantee_body(user: Option<&str>, group: Option<&str>) -> anyhow::Result<(Value, String)> {
-    match (user, group) {
-        (Some(u), None) => {
-            let u = UserName::parse(u)?;
-            Ok((json!({ "user": u }), u.to_string()))
+/// Who a grant names, parsed once from `--to`/`--from` or `--group`.
+enum Grantee {
+    User(UserName),
+    Group(GroupName),
+}
+
+impl Grantee {
+    fn parse(user: Option<&str>, group: Option<&str>) -> anyhow::Result<Grantee> {
+        match (user, group) {
+            (Some(u), None) => Ok(Grantee::User(UserName::parse(u)?)),
+            (None, Some(g)) => Ok(Grantee::Group(GroupName::parse(g)?)),
+            _ => bail!("name exactly one of a user or a group"),
         }
-        (None, Some(g)) => {
-            let g = GroupName::parse(g)?;
-            Ok((json!({ "group": g }), format!("group {g}")))
+    }
+
+    /// The grant request's body.
+    fn body(&self) -> Value {
+        match self {
+            Grantee::User(u) => json!({ "user": u }),
+            Grantee::Group(g) => json!({ "group": g }),
         }
-        _ => bail!("name exactly one of a user or a group"),
+    }
+
+    /// The path of this grantee's grant on `repo` (for revocation).
+    fn grant_path(&self, repo: &RepoRef) -> String {
+        match self {
+            Grantee::User(u) => format!("/v1/models/{repo}/grants/{u}"),
+            Grantee::Group(g) => format!("/v1/models/{repo}/grants/{g}?group=true"),
+        }
+    }
+}
+
+impl std::fmt::Display for Grantee {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Grantee::User(u) => write!(f, "{u}"),
+            Grantee::Group(g) => write!(f, "group {g}"),
+        }
     }
 }
 

@@ -208,6 +208,15 @@ pub fn host_identity(
     Ok(Some((chain, key)))
 }
 
+/// An id the server made (a pending request, a token, a deletion): hex, checked before it
+/// becomes part of a URL path.
+pub fn opaque_id(id: &str) -> anyhow::Result<&str> {
+    if !crypto::token::is_id(id) {
+        bail!("{id:?} is not an id custody made (hexadecimal)");
+    }
+    Ok(id)
+}
+
 /// Percent-encodes each segment of a repository path for a URL.
 pub fn encode_path(path: &str) -> String {
     path.split('/')

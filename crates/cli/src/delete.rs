@@ -95,6 +95,7 @@ pub async fn run(command: DeleteCommand, global: &Global, out: &Output) -> anyho
             id,
             certificate_out,
         } => {
+            crate::client::opaque_id(&id)?;
             let v = client.get_json(&format!("/v1/deletions/{id}")).await?;
             if let Some(file) = certificate_out {
                 if v["certificate"].is_null() {
@@ -119,6 +120,8 @@ async fn wait_for_certificate(
     file: &std::path::Path,
 ) -> anyhow::Result<serde_json::Value> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    let mut pause = std::time::Duration::from_millis(100);
+    crate::client::opaque_id(id)?;
     loop {
         let v = client.get_json(&format!("/v1/deletions/{id}")).await?;
         if !v["certificate"].is_null() {
@@ -131,7 +134,10 @@ async fn wait_for_certificate(
                 v["state"].as_str().unwrap_or("?")
             );
         }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        // Each poll is an audited read: start quick (a shred takes well under a second),
+        // then back off.
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_secs(5));
     }
 }
 

@@ -334,17 +334,17 @@ pub async fn wipe(global: &Global, args: &WipeArgs, out: &Output) -> anyhow::Res
             .partition(|c| c.model == name);
         state.copies = rest;
         let mut removed = Vec::new();
-        let mut error = None;
+        let mut errors = Vec::new();
         for copy in &mine {
             match wipe_copy(copy, args.dry_run) {
                 Ok(files) => removed.extend(files),
-                Err(e) => error = Some(e),
+                Err(e) => errors.push(format!("{e:#}")),
             }
         }
         if let Some(cache) = &hf_cache {
             match wipe_hf_cache(cache, &model, args.dry_run) {
                 Ok(files) => removed.extend(files),
-                Err(e) => error = Some(e),
+                Err(e) => errors.push(format!("{e:#}")),
             }
         }
         let removed_names: Vec<String> = removed.iter().map(|p| p.display().to_string()).collect();
@@ -355,11 +355,11 @@ pub async fn wipe(global: &Global, args: &WipeArgs, out: &Output) -> anyhow::Res
             "files": removed.len(),
             "confirmed": false,
         });
-        if let Some(e) = error {
+        if !errors.is_empty() {
             // Keep the record of what could not be removed, for the next run.
             state.copies.extend(mine);
             failed += 1;
-            report["error"] = json!(format!("{e:#}"));
+            report["error"] = json!(errors.join("; "));
             reports.push(report);
             continue;
         }
@@ -368,8 +368,7 @@ pub async fn wipe(global: &Global, args: &WipeArgs, out: &Output) -> anyhow::Res
             reports.push(report);
             continue;
         }
-        save(&state_file, &state)?;
-        let confirmed = client
+        let confirmation = client
             .post_json(
                 "/v1/host/wipe",
                 &json!({
@@ -378,9 +377,20 @@ pub async fn wipe(global: &Global, args: &WipeArgs, out: &Output) -> anyhow::Res
                     "files": removed.len(),
                 }),
             )
-            .await?;
-        report["confirmed"] = json!(true);
-        report["late"] = confirmed["late"].clone();
+            .await;
+        match confirmation {
+            Ok(confirmed) => {
+                // Forget the copies only once the server has the confirmation.
+                save(&state_file, &state)?;
+                report["confirmed"] = json!(true);
+                report["late"] = confirmed["late"].clone();
+            }
+            Err(e) => {
+                state.copies.extend(mine);
+                failed += 1;
+                report["error"] = json!(format!("files removed, confirmation failed: {e:#}"));
+            }
+        }
         reports.push(report);
     }
     if !args.dry_run {

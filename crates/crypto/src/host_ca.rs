@@ -106,7 +106,7 @@ pub fn sign_host_csr(
     .signed_by(&issuer)
     .map_err(tls_err)?;
     Ok(IssuedHostCert {
-        sha256: hex(&crate::hash::sha256(signed.der())),
+        sha256: cert_sha256_hex(signed.der()),
         cert_pem: signed.pem(),
         not_after,
     })
@@ -119,7 +119,7 @@ fn unix_to_offset(secs: i64) -> Result<time::OffsetDateTime, CryptoError> {
 
 /// Lowercase hex SHA-256 of a DER certificate.
 pub fn cert_sha256_hex(cert_der: &[u8]) -> String {
-    hex(&crate::hash::sha256(cert_der))
+    hex::encode(crate::hash::sha256(cert_der))
 }
 
 /// The first certificate of a PEM file's text, as DER.
@@ -129,10 +129,6 @@ pub fn first_cert_der(pem: &str) -> Result<Vec<u8>, CryptoError> {
         .ok_or(CryptoError::InvalidFormat("no certificate in the PEM text"))?
         .map(|c| c.to_vec())
         .map_err(|_| CryptoError::InvalidFormat("unreadable certificate PEM"))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

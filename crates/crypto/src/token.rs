@@ -48,6 +48,12 @@ pub fn random_id() -> Result<String, CryptoError> {
     Ok(hex::encode(crate::random_bytes::<8>()?))
 }
 
+/// Whether `id` has the shape of an id custody makes (hex, at most 64 characters): checked
+/// before an id from outside reaches a URL, a query or a log line.
+pub fn is_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {

@@ -136,8 +136,7 @@ async fn authenticate(parts: &Parts, app: &App) -> Result<Principal, &'static st
         .or_else(|| header.strip_prefix("bearer "))
         .ok_or(MISSING)?;
     let (id, secret) = presented.trim().split_once('.').ok_or(MISSING)?;
-    let valid_id = !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit());
-    if !valid_id {
+    if !crypto::token::is_id(id) {
         return Err(INVALID);
     }
     let secret = TokenSecret::from_string(secret.to_owned());

@@ -85,10 +85,8 @@ async fn facts(
 ) -> Result<deletion::Deletion, DeletionError> {
     let vendor = app
         .store
-        .vendors()
+        .vendor_by_id(&d.vendor_id)
         .await?
-        .into_iter()
-        .find(|v| v.id == d.vendor_id)
         .map(|v| v.name.to_string())
         .ok_or_else(|| failed("the deletion's vendor is gone"))?;
     let mut models = Vec::new();

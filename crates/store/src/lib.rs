@@ -168,6 +168,11 @@ impl Store {
         vendor_by_name(&mut conn, name).await
     }
 
+    pub async fn vendor_by_id(&self, id: &str) -> Result<Option<VendorRecord>> {
+        let mut conn = self.pool.acquire().await?;
+        vendor_where(&mut conn, "id", id).await
+    }
+
     pub async fn vendors(&self) -> Result<Vec<VendorRecord>> {
         let rows = sqlx::query("SELECT id, name FROM vendors ORDER BY name")
             .fetch_all(&self.pool)
@@ -720,8 +725,17 @@ async fn vendor_by_name(
     conn: &mut sqlx::AnyConnection,
     name: &VendorName,
 ) -> Result<Option<VendorRecord>> {
-    let row = sqlx::query("SELECT id, name FROM vendors WHERE name = $1")
-        .bind(name.as_str())
+    vendor_where(conn, "name", name.as_str()).await
+}
+
+/// The vendor whose `column` (`id` or `name`, fixed strings only) equals `value`.
+async fn vendor_where(
+    conn: &mut sqlx::AnyConnection,
+    column: &'static str,
+    value: &str,
+) -> Result<Option<VendorRecord>> {
+    let row = sqlx::query(&format!("SELECT id, name FROM vendors WHERE {column} = $1"))
+        .bind(value)
         .fetch_optional(conn)
         .await?;
     row.map(|r| {

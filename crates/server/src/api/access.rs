@@ -456,7 +456,7 @@ pub(crate) async fn approve(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !crypto::token::is_id(&id) {
         return Err(ApiError::NotFound("pending request".into()));
     }
     let pending = app
@@ -469,18 +469,11 @@ pub(crate) async fn approve(
         PendingAction::Delete { model_id: Some(m) } => app.store.model_by_id(m).await?,
         _ => None,
     };
-    let vendor = match &model {
-        Some(m) => m.vendor.clone(),
-        None => {
-            let vendors = app.store.vendors().await?;
-            vendors
-                .into_iter()
-                .find(|v| v.id == pending.vendor_id)
-                .map(|v| v.name)
-                .ok_or_else(|| ApiError::Internal("pending request of no vendor".into()))?
-        }
-    };
-    let vendor_record = load_vendor(&app, vendor.as_str()).await?;
+    let vendor_record = app
+        .store
+        .vendor_by_id(&pending.vendor_id)
+        .await?
+        .ok_or_else(|| ApiError::Internal("pending request of no vendor".into()))?;
     let target = match &model {
         Some(m) => Target::Model(m),
         None => Target::Vendor(&vendor_record),
@@ -613,7 +606,7 @@ pub(crate) async fn revoke_token(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let decision = authorize(&app, &caller, Action::CreateToken, Target::Service).await?;
-    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !crypto::token::is_id(&id) {
         return Err(ApiError::bad_request(
             "invalid_token_id",
             "a token id is hexadecimal (the part before the dot)",

@@ -111,7 +111,7 @@ pub(crate) async fn status(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !crypto::token::is_id(&id) {
         return Err(ApiError::NotFound("deletion".into()));
     }
     let deletion = app
@@ -121,10 +121,8 @@ pub(crate) async fn status(
         .ok_or_else(|| ApiError::NotFound(format!("deletion {id}")))?;
     let vendor = app
         .store
-        .vendors()
+        .vendor_by_id(&deletion.vendor_id)
         .await?
-        .into_iter()
-        .find(|v| v.id == deletion.vendor_id)
         .ok_or_else(|| ApiError::NotFound(format!("deletion {id}")))?;
     authorize(&app, &caller, Action::ReadMetadata, Target::Vendor(&vendor)).await?;
     let certificate: Option<Value> = deletion

@@ -578,18 +578,55 @@ fn name_headers(
     Ok(())
 }
 
+/// What HEAD and GET on `resolve` both need: the decided fetch, the revision and the file.
+struct Resolved {
+    caller: Caller,
+    found: Found,
+    decision: Decision,
+    revision: RevisionRecord,
+    file: FileRecord,
+    hub_file: HubFile,
+}
+
+async fn resolve(
+    app: &App,
+    caller: Result<Caller, ApiError>,
+    ns: &str,
+    name: &str,
+    rev: &str,
+    path: &str,
+) -> HubResult<Resolved> {
+    let (caller, found, decision, revision) =
+        open_revision(app, caller, ns, name, rev, Action::Fetch).await?;
+    let in_rev = |e: ApiError| in_revision(&revision)(e);
+    let file = find_file(app, &found, &revision, path)
+        .await
+        .map_err(in_rev)?;
+    let hub_file = describe(app, &found, &file).await.map_err(in_rev)?;
+    Ok(Resolved {
+        caller,
+        found,
+        decision,
+        revision,
+        file,
+        hub_file,
+    })
+}
+
 async fn resolve_head(
     State(app): State<Arc<App>>,
     caller: Result<Caller, ApiError>,
     Path((ns, name, rev, path)): Path<(String, String, String, String)>,
 ) -> HubResult<Response> {
-    let (caller, found, decision, revision) =
-        open_revision(&app, caller, &ns, &name, &rev, Action::Fetch).await?;
+    let Resolved {
+        caller,
+        found,
+        decision,
+        revision,
+        file,
+        hub_file,
+    } = resolve(&app, caller, &ns, &name, &rev, &path).await?;
     let in_rev = |e: ApiError| in_revision(&revision)(e);
-    let file = find_file(&app, &found, &revision, &path)
-        .await
-        .map_err(in_rev)?;
-    let hub_file = describe(&app, &found, &file).await.map_err(in_rev)?;
     // An allowed decision is recorded like every other: a HEAD serves no bytes, only the
     // file's name, size and hash.
     let entry = caller
@@ -622,13 +659,15 @@ async fn resolve_get(
     Path((ns, name, rev, path)): Path<(String, String, String, String)>,
     headers: HeaderMap,
 ) -> HubResult<Response> {
-    let (caller, found, decision, revision) =
-        open_revision(&app, caller, &ns, &name, &rev, Action::Fetch).await?;
+    let Resolved {
+        caller,
+        found,
+        decision,
+        revision,
+        file,
+        hub_file,
+    } = resolve(&app, caller, &ns, &name, &rev, &path).await?;
     let in_rev = |e: ApiError| in_revision(&revision)(e);
-    let file = find_file(&app, &found, &revision, &path)
-        .await
-        .map_err(in_rev)?;
-    let hub_file = describe(&app, &found, &file).await.map_err(in_rev)?;
     let mut response = serve_file(
         &app,
         &caller,
