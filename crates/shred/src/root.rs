@@ -290,7 +290,8 @@ pub enum RootConfig {
 
 impl RootConfig {
     /// Builds the provider; `default_dir` is used for a file root without `dir`. A KMS root
-    /// checks its credentials and endpoint here, so a bad configuration stops the start.
+    /// makes no call here; its first use (opening the key store at start, which unwraps the
+    /// current epoch key) is what stops a start with bad credentials or endpoint.
     pub async fn provider(&self, default_dir: &Path) -> Result<Arc<dyn RootProvider>, KeyError> {
         Ok(match self {
             RootConfig::File { dir } => {
