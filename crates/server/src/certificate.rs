@@ -68,6 +68,24 @@ impl ServiceKey {
     }
 }
 
+#[derive(Default)]
+struct HostHeld {
+    files: u64,
+    /// Model id -> when the host confirmed wiping it.
+    models: std::collections::BTreeMap<String, Option<i64>>,
+}
+
+impl HostHeld {
+    /// The last confirmation, when every model held is confirmed; `None` otherwise.
+    fn confirmed_at(&self) -> Option<i64> {
+        let mut last = None;
+        for confirmed in self.models.values() {
+            last = last.max(Some((*confirmed)?));
+        }
+        last
+    }
+}
+
 fn rfc3339(secs: i64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64);
     humantime::format_rfc3339_seconds(t).to_string()
@@ -91,7 +109,9 @@ async fn facts(
         .ok_or_else(|| failed("the deletion's vendor is gone"))?;
     let mut models = Vec::new();
     let mut destroyed_keys = Vec::new();
-    let mut hosts: std::collections::BTreeMap<String, (u64, Option<i64>)> = Default::default();
+    // Per host: files it fetched, and per model it holds copies of, when (if) it confirmed the
+    // wipe. A host counts as confirmed only when it confirmed every model it held.
+    let mut hosts: std::collections::BTreeMap<String, HostHeld> = Default::default();
     let confirmations = app.store.wipe_confirmations(&d.id).await?;
     for m in &work.models {
         let objects = work
@@ -126,9 +146,9 @@ async fn facts(
                 .iter()
                 .find(|c| c.host == copy.host && c.model_id == m.id)
                 .map(|c| c.confirmed_at);
-            let entry = hosts.entry(copy.host.to_string()).or_insert((0, None));
-            entry.0 += 1;
-            entry.1 = entry.1.or(confirmed);
+            let held = hosts.entry(copy.host.to_string()).or_default();
+            held.files += 1;
+            held.models.insert(m.id.clone(), confirmed);
         }
     }
     let from = work.from_epoch.ok_or_else(|| failed("no starting epoch"))?;
@@ -177,7 +197,8 @@ async fn facts(
         },
         hosts: hosts
             .into_iter()
-            .map(|(host, (files, confirmed))| HostCopy {
+            .map(|(host, held)| (host, held.files, held.confirmed_at()))
+            .map(|(host, files, confirmed)| HostCopy {
                 host,
                 files,
                 wipe_confirmed: confirmed.is_some(),
@@ -235,4 +256,20 @@ pub(crate) async fn certify(app: &App, d: &DeletionRecord) -> Result<&'static st
         )
         .await?;
     Ok("certified")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HostHeld;
+
+    #[test]
+    fn a_host_is_confirmed_only_when_every_model_it_held_is() {
+        let mut held = HostHeld::default();
+        held.models.insert("a".into(), Some(10));
+        held.models.insert("b".into(), None);
+        assert_eq!(held.confirmed_at(), None, "one model still held");
+        held.models.insert("b".into(), Some(20));
+        assert_eq!(held.confirmed_at(), Some(20), "the last confirmation");
+        assert_eq!(HostHeld::default().confirmed_at(), None);
+    }
 }
