@@ -34,8 +34,10 @@ fn facts(principal: &str, model: ModelFacts, groups: Vec<String>) -> Facts {
             name: "gpu-01".into(),
             groups: vec!["gpu".into()],
             revoked: false,
+            vendor_approved: true,
         }),
         now: NOW,
+        credential_counts: true,
     }
 }
 

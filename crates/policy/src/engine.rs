@@ -374,13 +374,25 @@ impl PolicyEngine {
             }
         };
 
-        let mut context = vec![("now".to_owned(), RestrictedExpression::new_long(now))];
+        let mut context = vec![
+            ("now".to_owned(), RestrictedExpression::new_long(now)),
+            (
+                "credential_counts".to_owned(),
+                RestrictedExpression::new_bool(facts.credential_counts),
+            ),
+        ];
         if let Some(host) = &facts.host {
             let host_uid = uid(&t.host, &host.name);
-            let attrs = HashMap::from([(
-                "revoked".to_owned(),
-                RestrictedExpression::new_bool(host.revoked),
-            )]);
+            let attrs = HashMap::from([
+                (
+                    "revoked".to_owned(),
+                    RestrictedExpression::new_bool(host.revoked),
+                ),
+                (
+                    "vendor_approved".to_owned(),
+                    RestrictedExpression::new_bool(host.vendor_approved),
+                ),
+            ]);
             let parents = host.groups.iter().map(|g| uid(&t.host_group, g)).collect();
             entities.push(Entity::new(host_uid.clone(), attrs, parents).map_err(|e| bad(&e))?);
             context.push((

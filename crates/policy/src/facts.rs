@@ -22,6 +22,11 @@ pub struct Facts {
     pub host: Option<HostFacts>,
     /// Current time, epoch seconds. Used for grant expiry and the embargo window.
     pub now: i64,
+    /// Whether the credential the request presents counts for the resource's vendor: a
+    /// person's first credential, or one the vendor endorsed (a credential re-issued for an
+    /// existing person, or a further admin or auditor, waits for the vendor's approval).
+    /// Always true for the service itself.
+    pub credential_counts: bool,
 }
 
 /// What the action touches.
@@ -97,4 +102,7 @@ pub struct HostFacts {
     pub groups: Vec<String>,
     /// Revoked hosts never receive bytes.
     pub revoked: bool,
+    /// Whether the vendor of the resource approved this host's enrollment: the operator
+    /// enrolls hosts, the vendor decides which of them may hold its weights.
+    pub vendor_approved: bool,
 }

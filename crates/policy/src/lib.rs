@@ -65,14 +65,16 @@ pub enum Action {
     Approve,
     ExportAudit,
     ManageHosts,
-    /// Add or remove members of user groups (Cedar `manage_groups`).
+    /// Add or remove members of a vendor's user groups (Cedar `manage_groups`).
     ManageGroups,
     /// Change a vendor's or model's settings: embargo window, two-person rule.
     Configure,
+    /// Read a vendor's deletions: their progress and certificates (Cedar `read_deletions`).
+    ReadDeletions,
 }
 
 impl Action {
-    pub const ALL: [Action; 16] = [
+    pub const ALL: [Action; 17] = [
         Action::CreateVendor,
         Action::CreateToken,
         Action::ListVendors,
@@ -89,6 +91,7 @@ impl Action {
         Action::ManageHosts,
         Action::ManageGroups,
         Action::Configure,
+        Action::ReadDeletions,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -109,6 +112,7 @@ impl Action {
             Action::ManageHosts => "manage-hosts",
             Action::ManageGroups => "manage-groups",
             Action::Configure => "configure",
+            Action::ReadDeletions => "read-deletions",
         }
     }
 
@@ -130,6 +134,7 @@ impl Action {
             Action::ManageHosts => "manage_hosts",
             Action::ManageGroups => "manage_groups",
             Action::Configure => "configure",
+            Action::ReadDeletions => "read_deletions",
         }
     }
 }

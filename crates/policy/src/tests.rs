@@ -43,6 +43,7 @@ fn host(group: &str) -> Option<HostFacts> {
         name: "gpu-01".into(),
         groups: vec![group.into()],
         revoked: false,
+        vendor_approved: true,
     })
 }
 
@@ -53,6 +54,7 @@ fn facts(principal: Principal, resource: ResourceFacts) -> Facts {
         resource,
         host: host("gpu"),
         now: NOW,
+        credential_counts: true,
     }
 }
 
@@ -174,19 +176,140 @@ fn cases() -> Vec<Case> {
             false,
             "may not configure",
         ),
+        // Groups belong to a vendor: its admins manage them, the operator does not.
         case(
-            "operator manages groups",
-            service(operator()),
+            "vendor admin manages own vendor's groups",
+            acme(admin()),
             ManageGroups,
+            true,
+            "vendor-admin-manages-own-vendor",
+        ),
+        case(
+            "operator may not manage a vendor's groups",
+            acme(operator()),
+            ManageGroups,
+            false,
+            "may not manage-groups",
+        ),
+        case(
+            "other vendor's admin may not manage groups",
+            acme(other_admin()),
+            ManageGroups,
+            false,
+            "own vendor",
+        ),
+        // Host approvals are the vendor's; enrollment is the operator's.
+        case(
+            "vendor admin approves hosts for own vendor",
+            acme(admin()),
+            ManageHosts,
+            true,
+            "vendor-admin-manages-own-vendor",
+        ),
+        case(
+            "operator may not approve hosts for a vendor",
+            acme(operator()),
+            ManageHosts,
+            false,
+            "may not manage-hosts",
+        ),
+        case(
+            "operator enrolls hosts",
+            service(operator()),
+            ManageHosts,
             true,
             "operator-manages-service",
         ),
         case(
-            "vendor admin may not manage groups",
-            service(admin()),
-            ManageGroups,
+            "a host the vendor did not approve receives no bytes",
+            with_model(alice(), |f, _| {
+                if let Some(h) = f.host.as_mut() {
+                    h.vendor_approved = false;
+                }
+            }),
+            Fetch,
             false,
-            "may not manage-groups",
+            "not approved by the model's vendor",
+        ),
+        case(
+            "nor does the vendor admin on it",
+            with_model(admin(), |f, _| {
+                if let Some(h) = f.host.as_mut() {
+                    h.vendor_approved = false;
+                }
+            }),
+            Fetch,
+            false,
+            "not approved by the model's vendor",
+        ),
+        // A credential the vendor did not endorse counts for nothing of the vendor's.
+        case(
+            "an unendorsed credential of a granted committer may not fetch",
+            with_model(alice(), |f, _| f.credential_counts = false),
+            Fetch,
+            false,
+            "needs the vendor's approval",
+        ),
+        case(
+            "nor list the model",
+            with_model(alice(), |f, _| f.credential_counts = false),
+            ReadMetadata,
+            false,
+            "needs the vendor's approval",
+        ),
+        case(
+            "an unendorsed admin credential may not grant",
+            with_model(admin(), |f, _| f.credential_counts = false),
+            Grant,
+            false,
+            "needs the vendor's approval",
+        ),
+        case(
+            "nor approve",
+            {
+                let mut f = acme(admin());
+                f.credential_counts = false;
+                f
+            },
+            Approve,
+            false,
+            "needs the vendor's approval",
+        ),
+        // Deletions and certificates: the vendor's admins and auditors, and the operator.
+        case(
+            "vendor admin reads own deletions",
+            acme(admin()),
+            ReadDeletions,
+            true,
+            "vendor-admin-manages-own-vendor",
+        ),
+        case(
+            "auditor reads own vendor's deletions",
+            acme(auditor()),
+            ReadDeletions,
+            true,
+            "auditor-reads-own-vendor",
+        ),
+        case(
+            "operator reads deletions",
+            acme(operator()),
+            ReadDeletions,
+            true,
+            "operator-reads-deletions",
+        ),
+        case(
+            "committer may not read deletions",
+            acme(alice()),
+            ReadDeletions,
+            false,
+            "may not read-deletions",
+        ),
+        case(
+            "other vendor's admin may not read deletions",
+            acme(other_admin()),
+            ReadDeletions,
+            false,
+            "own vendor",
         ),
         case(
             "vendor admin approves on own vendor",

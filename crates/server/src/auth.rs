@@ -27,13 +27,23 @@ use crate::error::ApiError;
 #[derive(Clone, Debug)]
 pub(crate) struct PeerCertificate(pub String);
 
-/// An authenticated request: who, from which host, and an id to correlate logs and audit
-/// entries.
+/// An authenticated request: who, with which credential, from which host, and an id to
+/// correlate logs and audit entries.
 pub(crate) struct Caller {
     pub principal: Principal,
+    pub credential: Credential,
     pub request_id: String,
     /// The host the request came through: `None` without a client certificate.
     pub host: Option<CallerHost>,
+}
+
+/// The token a request presented: whose, and where it counts (see `store::users`).
+#[derive(Clone, Debug)]
+pub struct Credential {
+    pub token_id: String,
+    pub user_id: String,
+    /// Counts for every vendor; otherwise only where a vendor endorsed it.
+    pub all_vendors: bool,
 }
 
 pub(crate) enum CallerHost {
@@ -53,17 +63,27 @@ impl CallerHost {
         }
     }
 
-    fn facts(&self, now: i64) -> HostFacts {
+    /// The enrollment id, for a host that is enrolled.
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            CallerHost::Enrolled(h) => Some(&h.id),
+            CallerHost::Unknown { .. } => None,
+        }
+    }
+
+    fn facts(&self, now: i64, vendor_approved: bool) -> HostFacts {
         match self {
             CallerHost::Enrolled(h) => HostFacts {
                 name: h.name.to_string(),
                 groups: vec![h.group.to_string()],
                 revoked: h.revoked_at.is_some() || h.not_after <= now,
+                vendor_approved,
             },
             CallerHost::Unknown { .. } => HostFacts {
                 name: self.name(),
                 groups: Vec::new(),
                 revoked: true,
+                vendor_approved: false,
             },
         }
     }
@@ -102,8 +122,9 @@ impl FromRequestParts<Arc<App>> for Caller {
             }),
         };
         match authenticate(parts, app).await {
-            Ok(principal) => Ok(Caller {
+            Ok((principal, credential)) => Ok(Caller {
                 principal,
+                credential,
                 request_id,
                 host,
             }),
@@ -123,7 +144,7 @@ impl FromRequestParts<Arc<App>> for Caller {
     }
 }
 
-async fn authenticate(parts: &Parts, app: &App) -> Result<Principal, &'static str> {
+async fn authenticate(parts: &Parts, app: &App) -> Result<(Principal, Credential), &'static str> {
     const MISSING: &str = "missing or malformed bearer token";
     const INVALID: &str = "invalid, expired or revoked token";
     let header = parts
@@ -154,11 +175,18 @@ async fn authenticate(parts: &Parts, app: &App) -> Result<Principal, &'static st
     if record.revoked_at.is_some() || record.expires_at.is_some_and(|t| t <= now) {
         return Err(INVALID);
     }
-    Ok(Principal {
-        user: record.user,
-        role: record.role,
-        vendor: record.vendor,
-    })
+    Ok((
+        Principal {
+            user: record.user,
+            role: record.role,
+            vendor: record.vendor,
+        },
+        Credential {
+            token_id: record.id,
+            user_id: record.user_id,
+            all_vendors: record.all_vendors,
+        },
+    ))
 }
 
 pub(crate) fn store_now() -> i64 {
@@ -177,6 +205,15 @@ pub enum Target<'a> {
 }
 
 impl Target<'_> {
+    /// The answer for a caller who may not see the target: exactly what a missing one gets.
+    pub(crate) fn not_found(&self) -> ApiError {
+        match self {
+            Target::Service => ApiError::NotFound("route".into()),
+            Target::Vendor(v) => ApiError::NotFound(format!("vendor {}", v.name)),
+            Target::Model(m) => ApiError::ModelNotFound(format!("model {}/{}", m.vendor, m.name)),
+        }
+    }
+
     /// The resource as audit entries and logs name it.
     pub fn name(&self) -> String {
         match self {
@@ -188,37 +225,71 @@ impl Target<'_> {
 }
 
 async fn gather_facts(app: &App, caller: &Caller, target: Target<'_>) -> Result<Facts, ApiError> {
-    let now = store_now();
-    let host = caller.host.as_ref().map(|h| h.facts(now));
-    Ok(request_facts(&app.store, &caller.principal, host, target, now).await?)
+    let asking = Asking {
+        principal: &caller.principal,
+        credential: &caller.credential,
+        host: caller.host.as_ref(),
+    };
+    Ok(request_facts(&app.store, &asking, target, store_now()).await?)
 }
 
-/// Reads from the store what a decision about `principal` (on `host`, if any) doing something
-/// to `target` depends on: only the facts about this principal, so the cost does not grow
-/// with the number of grants. Public for the decision benchmark (`examples/`).
+/// Who asks, as the facts of a decision need it.
+pub struct Asking<'a> {
+    pub principal: &'a Principal,
+    pub credential: &'a Credential,
+    pub host: Option<&'a CallerHost>,
+}
+
+/// Reads from the store what a decision about the asker doing something to `target` depends
+/// on: only the facts about this principal, this credential and this host, so the cost does
+/// not grow with the number of grants. Public for the decision benchmark (`examples/`).
 pub async fn request_facts(
     store: &store::Store,
-    principal: &Principal,
-    host: Option<HostFacts>,
+    asking: &Asking<'_>,
     target: Target<'_>,
     now: i64,
 ) -> Result<Facts, store::StoreError> {
+    let principal = asking.principal;
+    let credential = asking.credential;
     let user = &principal.user;
-    let groups = store.groups_of(user).await?;
-    let resource = match target {
-        Target::Service => ResourceFacts::Service,
-        Target::Vendor(v) => ResourceFacts::Vendor(policy::VendorFacts {
-            name: v.name.clone(),
-            excluded: if store.excluded_from_vendor(&v.id, user).await? {
+    let host_facts = |approved: bool| asking.host.map(|h| h.facts(now, approved));
+    let (resource, groups, host, credential_counts) = match target {
+        Target::Service => (ResourceFacts::Service, Vec::new(), host_facts(false), true),
+        Target::Vendor(v) => {
+            let excluded = if store.excluded_from_vendor(&v.id, user).await? {
                 vec![user.clone()]
             } else {
                 Vec::new()
-            },
-        }),
+            };
+            let counts = store
+                .credential_counts(&credential.token_id, credential.all_vendors, &v.id)
+                .await?;
+            (
+                ResourceFacts::Vendor(policy::VendorFacts {
+                    name: v.name.clone(),
+                    excluded,
+                }),
+                store.groups_of(&v.id, user).await?,
+                // Bytes are only ever decided on a model, with the model's vendor's approval.
+                host_facts(false),
+                counts,
+            )
+        }
         Target::Model(m) => {
-            let access = store.access_facts(&m.id, &m.vendor_id, user).await?;
+            let access = store
+                .access_facts(
+                    &m.id,
+                    &m.vendor_id,
+                    &store::Asking {
+                        user,
+                        token_id: &credential.token_id,
+                        all_vendors: credential.all_vendors,
+                        host_id: asking.host.and_then(CallerHost::id),
+                    },
+                )
+                .await?;
             let only_user = |yes: bool| if yes { vec![user.clone()] } else { Vec::new() };
-            ResourceFacts::Model(ModelFacts {
+            let facts = ModelFacts {
                 id: m.id.clone(),
                 vendor: m.vendor.clone(),
                 readers: access
@@ -242,7 +313,13 @@ pub async fn request_facts(
                 host_groups: access.host_groups.iter().map(ToString::to_string).collect(),
                 not_before: access.not_before,
                 not_after: access.not_after,
-            })
+            };
+            (
+                ResourceFacts::Model(facts),
+                store.groups_of(&m.vendor_id, user).await?,
+                host_facts(access.host_approved),
+                access.credential_counts,
+            )
         }
     };
     Ok(Facts {
@@ -251,6 +328,7 @@ pub async fn request_facts(
         resource,
         host,
         now,
+        credential_counts,
     })
 }
 
@@ -272,6 +350,11 @@ pub(crate) async fn allowed(
 /// denial is recorded in the audit log and returned as an error; an allowed read of metadata
 /// is recorded here; any other allowed action is recorded by its handler, in the same
 /// transaction as the change it makes (or, for a fetch, with what was served).
+///
+/// A caller who may not even see a vendor or model gets the answer a missing one gets (the
+/// audit entry keeps the real reason), so refusals do not tell which vendors and models
+/// exist. Whether the caller may see it is decided as for its user, whatever the credential:
+/// a person waiting for a vendor to endorse a new credential learns why.
 pub(crate) async fn authorize(
     app: &App,
     caller: &Caller,
@@ -279,8 +362,9 @@ pub(crate) async fn authorize(
     target: Target<'_>,
 ) -> Result<Decision, ApiError> {
     let resource = target.name();
-    let decision = match gather_facts(app, caller, target).await {
-        Ok(facts) => app.policy.decide(&facts, action),
+    let facts = gather_facts(app, caller, target).await;
+    let decision = match &facts {
+        Ok(facts) => app.policy.decide(facts, action),
         Err(e) => {
             tracing::error!(request_id = %caller.request_id, error = %e, "gathering decision facts failed");
             Decision {
@@ -315,9 +399,20 @@ pub(crate) async fn authorize(
         app.store.record(entry).await?;
     }
     if decision.allowed {
-        Ok(decision)
-    } else {
+        return Ok(decision);
+    }
+    let visible = match facts {
+        Ok(mut facts) if !matches!(target, Target::Service) => {
+            facts.credential_counts = true;
+            app.policy.decide(&facts, Action::ReadMetadata).allowed
+        }
+        Ok(_) => true,
+        Err(_) => false,
+    };
+    if visible {
         Err(ApiError::Denied(decision.reason))
+    } else {
+        Err(target.not_found())
     }
 }
 

@@ -142,11 +142,15 @@ async fn facts(
             ),
         });
         for copy in app.store.host_copies(&m.id).await? {
+            // Copies and confirmations belong to an enrollment: a name enrolled again later
+            // is another host, and its confirmation is not this one's.
             let confirmed = confirmations
                 .iter()
-                .find(|c| c.host == copy.host && c.model_id == m.id)
+                .find(|c| c.host_id == copy.host_id && c.model_id == m.id)
                 .map(|c| c.confirmed_at);
-            let held = hosts.entry(copy.host.to_string()).or_default();
+            let held = hosts
+                .entry(format!("{} (enrollment {})", copy.host, copy.host_id))
+                .or_default();
             held.files += 1;
             held.models.insert(m.id.clone(), confirmed);
         }

@@ -55,6 +55,10 @@ pub struct ServerConfig {
     /// Sign a new audit checkpoint this often when the log has grown.
     #[serde(default = "default_checkpoint_interval")]
     pub checkpoint_interval_secs: u64,
+    /// A request waiting for a vendor's approval (two-person rule, re-issued credentials,
+    /// further admins) expires unapproved after this many seconds.
+    #[serde(default = "default_pending_ttl")]
+    pub pending_ttl_secs: i64,
 }
 
 fn default_listen() -> SocketAddr {
@@ -71,6 +75,10 @@ fn default_upload_ttl() -> i64 {
 
 fn default_checkpoint_interval() -> u64 {
     60
+}
+
+fn default_pending_ttl() -> i64 {
+    7 * 24 * 3600
 }
 
 impl ServerConfig {
@@ -90,6 +98,7 @@ impl ServerConfig {
             policy_dir: None,
             audit_origin: None,
             checkpoint_interval_secs: default_checkpoint_interval(),
+            pending_ttl_secs: default_pending_ttl(),
         }
     }
 

@@ -133,14 +133,26 @@ pub(crate) async fn run(app: Arc<App>, wake: Arc<tokio::sync::Notify>) {
     }
 }
 
-/// Starts the deletion of every model whose `delete_after` has come.
+/// Starts the deletion of every model whose `delete_after` has come. The deletion names who
+/// scheduled it (and who approved that, under the two-person rule), never "system".
 async fn start_due(app: &App) -> Result<(), DeletionError> {
-    for (model_id, vendor_id) in app.store.models_due_for_deletion(store_now()).await? {
+    for due in app.store.models_due_for_deletion(store_now()).await? {
         let id = crypto::token::random_id().map_err(|e| DeletionError::Other(e.to_string()))?;
-        let entry = audit::Entry::new("system", "deletion.request", format!("model/{model_id}"))
-            .with_detail(format!("deletion {id}: delete_after reached"));
+        let entry = audit::Entry::new(
+            due.scheduled_by.as_str(),
+            "deletion.request",
+            format!("model/{}", due.model_id),
+        )
+        .with_detail(format!("deletion {id}: delete_after reached"));
         app.store
-            .start_deletion(&id, &vendor_id, Some(&model_id), "system", None, entry)
+            .start_deletion(
+                &id,
+                &due.vendor_id,
+                Some(&due.model_id),
+                &due.scheduled_by,
+                due.approved_by.as_deref(),
+                entry,
+            )
             .await?;
         tracing::info!(deletion = %id, "deletion started: delete_after reached");
     }

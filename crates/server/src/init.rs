@@ -213,7 +213,7 @@ async fn bootstrap_operator(store: &Store) -> anyhow::Result<Option<String>> {
     let secret = crypto::token::TokenSecret::generate()?;
     let user = UserName::parse("bootstrap-operator")?;
     store
-        .create_token(
+        .issue_token(
             &NewToken {
                 id: &id,
                 secret_hash: &secret.hash(),
@@ -221,7 +221,12 @@ async fn bootstrap_operator(store: &Store) -> anyhow::Result<Option<String>> {
                 vendor_id: None,
                 user: &user,
                 expires_at: None,
+                created_by: "system",
             },
+            &crypto::token::random_id()?,
+            // An operator token waits for no vendor.
+            &|_| Ok(1),
+            0,
             audit::Entry::new("system", "token.create", "service")
                 .with_detail(format!("operator bootstrap token {id}")),
         )

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod api;
+mod approvals;
 pub mod auth;
 mod certificate;
 mod checkpointer;

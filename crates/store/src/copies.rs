@@ -17,7 +17,8 @@ use crate::{Result, Store, StoreError, corrupt, now};
 /// What one fetch served to an enrolled host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostCopy {
-    pub host: HostName,
+    /// The host's enrollment.
+    pub host_id: String,
     pub model_id: String,
     pub commit: CommitId,
     pub path: RepoPath,
@@ -30,6 +31,8 @@ pub struct HostCopy {
 /// A recorded copy of one file on one host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostCopyRecord {
+    /// The enrollment that received it, and its name.
+    pub host_id: String,
     pub host: HostName,
     pub commit: CommitId,
     pub path: RepoPath,
@@ -40,6 +43,7 @@ pub struct HostCopyRecord {
 /// A host's confirmation that it deleted its local copies of a deleted model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WipeConfirmation {
+    pub host_id: String,
     pub host: HostName,
     pub model_id: String,
     pub confirmed_at: i64,
@@ -53,7 +57,6 @@ pub struct DeletedCopy {
     pub model_id: String,
     /// `vendor/model`, as the host fetched it.
     pub model: String,
-    pub deletion_id: String,
     pub commit: CommitId,
     pub path: RepoPath,
     pub bytes: u64,
@@ -72,15 +75,21 @@ fn host_from(r: &sqlx::any::AnyRow) -> Result<HostName> {
     HostName::parse(r.try_get("host_name")?).map_err(corrupt)
 }
 
+/// Bytes from the database: never negative.
+fn bytes_from(r: &sqlx::any::AnyRow, column: &str) -> Result<u64> {
+    let n: i64 = r.try_get(column)?;
+    u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("{column} {n}")))
+}
+
 impl Store {
     /// Records a fetch's audit entry and, in the same transaction, the copy it gave the host.
     pub async fn record_fetch(&self, entry: audit::Entry, copy: &HostCopy) -> Result<u64> {
         let mut tx = self.begin().await?;
         let existing = sqlx::query(
             "SELECT bytes FROM host_copies \
-             WHERE host_name = $1 AND model_id = $2 AND commit_id = $3 AND path = $4",
+             WHERE host_id = $1 AND model_id = $2 AND commit_id = $3 AND path = $4",
         )
-        .bind(copy.host.as_str())
+        .bind(&copy.host_id)
         .bind(&copy.model_id)
         .bind(copy.commit.as_str())
         .bind(copy.path.as_str())
@@ -93,11 +102,11 @@ impl Store {
                 let before: i64 = row.try_get("bytes")?;
                 sqlx::query(
                     "UPDATE host_copies SET bytes = $1, fetched_at = $2 \
-                     WHERE host_name = $3 AND model_id = $4 AND commit_id = $5 AND path = $6",
+                     WHERE host_id = $3 AND model_id = $4 AND commit_id = $5 AND path = $6",
                 )
                 .bind(before.saturating_add(served).min(cap))
                 .bind(now())
-                .bind(copy.host.as_str())
+                .bind(&copy.host_id)
                 .bind(&copy.model_id)
                 .bind(copy.commit.as_str())
                 .bind(copy.path.as_str())
@@ -106,10 +115,10 @@ impl Store {
             }
             None => {
                 sqlx::query(
-                    "INSERT INTO host_copies (host_name, model_id, commit_id, path, bytes, fetched_at) \
+                    "INSERT INTO host_copies (host_id, model_id, commit_id, path, bytes, fetched_at) \
                      VALUES ($1, $2, $3, $4, $5, $6)",
                 )
-                .bind(copy.host.as_str())
+                .bind(&copy.host_id)
                 .bind(&copy.model_id)
                 .bind(copy.commit.as_str())
                 .bind(copy.path.as_str())
@@ -125,8 +134,9 @@ impl Store {
     /// Every recorded copy of a model's files, by host, commit and path.
     pub async fn host_copies(&self, model_id: &str) -> Result<Vec<HostCopyRecord>> {
         let rows = sqlx::query(
-            "SELECT host_name, commit_id, path, bytes, fetched_at FROM host_copies \
-             WHERE model_id = $1 ORDER BY host_name, commit_id, path",
+            "SELECT c.host_id, h.name AS host_name, c.commit_id, c.path, c.bytes, c.fetched_at \
+             FROM host_copies c JOIN hosts h ON h.id = c.host_id \
+             WHERE c.model_id = $1 ORDER BY h.name, c.host_id, c.commit_id, c.path",
         )
         .bind(model_id)
         .fetch_all(&self.pool)
@@ -134,10 +144,11 @@ impl Store {
         rows.iter()
             .map(|r| {
                 Ok(HostCopyRecord {
+                    host_id: r.try_get("host_id")?,
                     host: host_from(r)?,
                     commit: CommitId::parse(r.try_get("commit_id")?).map_err(corrupt)?,
                     path: RepoPath::parse(r.try_get("path")?).map_err(corrupt)?,
-                    bytes: r.try_get::<i64, _>("bytes")? as u64,
+                    bytes: bytes_from(r, "bytes")?,
                     fetched_at: r.try_get("fetched_at")?,
                 })
             })
@@ -147,8 +158,9 @@ impl Store {
     /// The wipe confirmations received for a deletion, by host and model.
     pub async fn wipe_confirmations(&self, deletion_id: &str) -> Result<Vec<WipeConfirmation>> {
         let rows = sqlx::query(
-            "SELECT host_name, model_id, confirmed_at, files FROM wipe_confirmations \
-             WHERE deletion_id = $1 ORDER BY host_name, model_id",
+            "SELECT w.host_id, h.name AS host_name, w.model_id, w.confirmed_at, w.files \
+             FROM wipe_confirmations w JOIN hosts h ON h.id = w.host_id \
+             WHERE w.deletion_id = $1 ORDER BY h.name, w.host_id, w.model_id",
         )
         .bind(deletion_id)
         .fetch_all(&self.pool)
@@ -156,28 +168,29 @@ impl Store {
         rows.iter()
             .map(|r| {
                 Ok(WipeConfirmation {
+                    host_id: r.try_get("host_id")?,
                     host: host_from(r)?,
                     model_id: r.try_get("model_id")?,
                     confirmed_at: r.try_get("confirmed_at")?,
-                    files: r.try_get::<i64, _>("files")? as u64,
+                    files: bytes_from(r, "files")?,
                 })
             })
             .collect()
     }
 
-    /// The copies `host` holds of models that have been deleted (`models.deleted_at` set),
-    /// except those it has already confirmed wiping.
-    pub async fn deleted_copies(&self, host: &HostName) -> Result<Vec<DeletedCopy>> {
+    /// The copies the host enrollment `host_id` holds of models that have been deleted
+    /// (`models.deleted_at` set), except those it has already confirmed wiping.
+    pub async fn deleted_copies(&self, host_id: &str) -> Result<Vec<DeletedCopy>> {
         let rows = sqlx::query(
-            "SELECT c.model_id, v.name AS vendor, m.name AS model, m.deletion_id, c.commit_id, \
+            "SELECT c.model_id, v.name AS vendor, m.name AS model, c.commit_id, \
              c.path, c.bytes FROM host_copies c \
              JOIN models m ON m.id = c.model_id JOIN vendors v ON v.id = m.vendor_id \
-             WHERE c.host_name = $1 AND m.deleted_at IS NOT NULL AND m.deletion_id IS NOT NULL \
+             WHERE c.host_id = $1 AND m.deleted_at IS NOT NULL AND m.deletion_id IS NOT NULL \
              AND NOT EXISTS (SELECT 1 FROM wipe_confirmations w WHERE w.deletion_id = m.deletion_id \
-             AND w.host_name = c.host_name AND w.model_id = c.model_id) \
+             AND w.host_id = c.host_id AND w.model_id = c.model_id) \
              ORDER BY v.name, m.name, c.commit_id, c.path",
         )
-        .bind(host.as_str())
+        .bind(host_id)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -187,42 +200,40 @@ impl Store {
                 Ok(DeletedCopy {
                     model_id: r.try_get("model_id")?,
                     model: format!("{vendor}/{model}"),
-                    deletion_id: r.try_get("deletion_id")?,
                     commit: CommitId::parse(r.try_get("commit_id")?).map_err(corrupt)?,
                     path: RepoPath::parse(r.try_get("path")?).map_err(corrupt)?,
-                    bytes: r.try_get::<i64, _>("bytes")? as u64,
+                    bytes: bytes_from(r, "bytes")?,
                 })
             })
             .collect()
     }
 
-    /// Records `host`'s confirmation that it wiped its copies of `model_id`, deleted by
-    /// `deletion_id`, with its audit entry. Refused (`NotFound`) unless the model was deleted
-    /// by that deletion and the host holds a recorded copy of it. A confirmation after the
-    /// certificate was issued is still recorded (`late`); a repeated one is only logged.
+    /// Records the confirmation of host enrollment `host_id` that it wiped its copies of the
+    /// deleted model `model_id`, with its audit entry; returns the deletion it answers.
+    /// Refused (`NotFound`) unless the model is deleted and this enrollment holds a recorded
+    /// copy of it. A confirmation after the certificate was issued is still recorded (`late`);
+    /// a repeated one is only logged.
     pub async fn confirm_wipe(
         &self,
-        deletion_id: &str,
-        host: &HostName,
+        host_id: &str,
         model_id: &str,
         files: u64,
         entry: impl FnOnce(Confirmed) -> audit::Entry,
-    ) -> Result<Confirmed> {
+    ) -> Result<(String, Confirmed)> {
         let mut tx = self.begin().await?;
         let deleted = sqlx::query(
-            "SELECT id FROM models WHERE id = $1 AND deletion_id = $2 AND deleted_at IS NOT NULL",
+            "SELECT deletion_id FROM models WHERE id = $1 AND deleted_at IS NOT NULL \
+             AND deletion_id IS NOT NULL",
         )
         .bind(model_id)
-        .bind(deletion_id)
         .fetch_optional(tx.conn())
-        .await?;
-        if deleted.is_none() {
-            return Err(StoreError::NotFound("deleted model with this deletion id"));
-        }
+        .await?
+        .ok_or(StoreError::NotFound("deleted model"))?;
+        let deletion_id: String = deleted.try_get("deletion_id")?;
         let held = sqlx::query(
-            "SELECT COUNT(*) AS n FROM host_copies WHERE host_name = $1 AND model_id = $2",
+            "SELECT COUNT(*) AS n FROM host_copies WHERE host_id = $1 AND model_id = $2",
         )
-        .bind(host.as_str())
+        .bind(host_id)
         .bind(model_id)
         .fetch_one(tx.conn())
         .await?;
@@ -230,7 +241,7 @@ impl Store {
             return Err(StoreError::NotFound("copy of this model on this host"));
         }
         let certified = sqlx::query("SELECT certificate FROM deletions WHERE id = $1")
-            .bind(deletion_id)
+            .bind(&deletion_id)
             .fetch_optional(tx.conn())
             .await?;
         let late = match certified {
@@ -239,10 +250,10 @@ impl Store {
         };
         let before = sqlx::query(
             "SELECT confirmed_at FROM wipe_confirmations \
-             WHERE deletion_id = $1 AND host_name = $2 AND model_id = $3",
+             WHERE deletion_id = $1 AND host_id = $2 AND model_id = $3",
         )
-        .bind(deletion_id)
-        .bind(host.as_str())
+        .bind(&deletion_id)
+        .bind(host_id)
         .bind(model_id)
         .fetch_optional(tx.conn())
         .await?;
@@ -250,11 +261,11 @@ impl Store {
             Confirmed::Repeated { late }
         } else {
             sqlx::query(
-                "INSERT INTO wipe_confirmations (deletion_id, host_name, model_id, confirmed_at, files) \
+                "INSERT INTO wipe_confirmations (deletion_id, host_id, model_id, confirmed_at, files) \
                  VALUES ($1, $2, $3, $4, $5)",
             )
-            .bind(deletion_id)
-            .bind(host.as_str())
+            .bind(&deletion_id)
+            .bind(host_id)
             .bind(model_id)
             .bind(now())
             .bind(i64::try_from(files).unwrap_or(i64::MAX))
@@ -263,6 +274,6 @@ impl Store {
             Confirmed::Recorded { late }
         };
         tx.commit(entry(outcome)).await?;
-        Ok(outcome)
+        Ok((deletion_id, outcome))
     }
 }

@@ -228,36 +228,74 @@ impl Store {
         tx.commit(entry).await
     }
 
-    /// Sets (or clears) the time at which the server shreds a model by itself.
+    /// Sets (or clears) the time at which the server shreds a model by itself, recording who
+    /// scheduled it (the deletion it starts names them).
     pub async fn set_delete_after(
         &self,
         model_id: &str,
         at: Option<i64>,
+        scheduled_by: &str,
         entry: audit::Entry,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
-        sqlx::query("UPDATE models SET delete_after = $1 WHERE id = $2 AND deleted_at IS NULL")
-            .bind(at)
-            .bind(model_id)
-            .execute(tx.conn())
-            .await?;
+        update_delete_after(tx.conn(), model_id, at, scheduled_by, None).await?;
         tx.commit(entry).await?;
         Ok(())
     }
 
     /// Models whose `delete_after` has come and that are not yet under deletion.
-    pub async fn models_due_for_deletion(&self, now: i64) -> Result<Vec<(String, String)>> {
+    pub async fn models_due_for_deletion(&self, now: i64) -> Result<Vec<DueDeletion>> {
         let rows = sqlx::query(
-            "SELECT id, vendor_id FROM models WHERE delete_after IS NOT NULL \
-             AND delete_after <= $1 AND deleted_at IS NULL ORDER BY delete_after, id",
+            "SELECT id, vendor_id, delete_after_by, delete_after_approved_by FROM models \
+             WHERE delete_after IS NOT NULL AND delete_after <= $1 AND deleted_at IS NULL \
+             ORDER BY delete_after, id",
         )
         .bind(now)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("id")?, r.try_get("vendor_id")?)))
+            .map(|r| {
+                Ok(DueDeletion {
+                    model_id: r.try_get("id")?,
+                    vendor_id: r.try_get("vendor_id")?,
+                    scheduled_by: r
+                        .try_get::<Option<String>, _>("delete_after_by")?
+                        .unwrap_or_else(|| "system".into()),
+                    approved_by: r.try_get("delete_after_approved_by")?,
+                })
+            })
             .collect()
     }
+}
+
+/// A model whose scheduled deletion time has come.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueDeletion {
+    pub model_id: String,
+    pub vendor_id: String,
+    /// Who set the time (`role:name`), and who approved it under the two-person rule.
+    pub scheduled_by: String,
+    pub approved_by: Option<String>,
+}
+
+pub(crate) async fn update_delete_after(
+    conn: &mut sqlx::AnyConnection,
+    model_id: &str,
+    at: Option<i64>,
+    scheduled_by: &str,
+    approved_by: Option<&str>,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE models SET delete_after = $1, delete_after_by = $2, delete_after_approved_by = $3 \
+         WHERE id = $4 AND deleted_at IS NULL",
+    )
+    .bind(at)
+    .bind(at.map(|_| scheduled_by))
+    .bind(at.and(approved_by))
+    .bind(model_id)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Inserts a deletion and marks its models deleted (used by a direct request and by the

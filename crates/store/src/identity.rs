@@ -1,12 +1,12 @@
-//! Who may do what, as data: groups, grants (direct and to groups, optionally expiring),
-//! exclusions, embargo windows, exclusive hosts and the host groups each model allows, token
-//! listing and revocation, and requests waiting for a second vendor admin.
+//! Who may do what, as data: a vendor's groups, grants (direct and to groups, optionally
+//! expiring), exclusions, embargo windows, exclusive hosts (enrollments, and each vendor's
+//! approval of them) and the host groups each model allows.
 //!
 //! Nothing here decides anything: the server reads these facts per request and the policy
 //! crate decides. Every change takes its audit entry, like the rest of the store.
 
 use sqlx::Row;
-use types::{GroupName, HostGroupName, HostName, Role, UserName, VendorName};
+use types::{GroupName, HostGroupName, HostName, UserName};
 
 use crate::{Result, Store, StoreError, corrupt, now};
 
@@ -61,6 +61,10 @@ pub struct AccessFacts {
     pub excluded_from_model: bool,
     pub excluded_from_vendor: bool,
     pub host_groups: Vec<HostGroupName>,
+    /// Whether the model's vendor approved the requesting host's enrollment.
+    pub host_approved: bool,
+    /// Whether the requesting credential counts for the model's vendor.
+    pub credential_counts: bool,
     pub not_before: Option<i64>,
     pub not_after: Option<i64>,
 }
@@ -73,8 +77,11 @@ pub struct ExclusionRecord {
     pub created_by: String,
 }
 
+/// One enrollment of an exclusive host. A re-enrolled name is a new record (new id); the old
+/// one stays, revoked, so what it fetched and confirmed stays its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostRecord {
+    pub id: String,
     pub name: HostName,
     pub group: HostGroupName,
     pub cert_sha256: String,
@@ -84,6 +91,7 @@ pub struct HostRecord {
 }
 
 pub struct NewHost<'a> {
+    pub id: &'a str,
     pub name: &'a HostName,
     pub group: &'a HostGroupName,
     pub cert_sha256: &'a str,
@@ -91,91 +99,20 @@ pub struct NewHost<'a> {
     pub enrolled_by: &'a str,
 }
 
-/// A token as listed: never its hash.
+/// A host as one vendor sees it: approved by that vendor or not.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenInfo {
-    pub id: String,
-    pub role: Role,
-    pub vendor: Option<VendorName>,
-    pub user: UserName,
-    pub created_at: i64,
-    pub expires_at: Option<i64>,
-    pub revoked_at: Option<i64>,
+pub struct VendorHost {
+    pub host: HostRecord,
+    pub approved_by: Option<String>,
 }
 
-/// What a pending request will do once approved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PendingAction {
-    Grant {
-        model_id: String,
-        to: Grantee,
-        expires_at: Option<i64>,
-    },
-    /// Handled by the deletion service; the store only keeps the request.
-    Delete { model_id: Option<String> },
-    /// Turning the two-person rule off needs the two persons too.
-    DisableTwoPerson,
-}
-
-impl PendingAction {
-    fn kind(&self) -> &'static str {
-        match self {
-            PendingAction::Grant { .. } => "grant",
-            PendingAction::Delete { .. } => "delete",
-            PendingAction::DisableTwoPerson => "disable-two-person",
-        }
-    }
-
-    fn payload(&self) -> String {
-        match self {
-            PendingAction::Grant { to, expires_at, .. } => serde_json::json!({
-                "to": to.to_tagged(),
-                "expires_at": expires_at,
-            })
-            .to_string(),
-            PendingAction::Delete { .. } | PendingAction::DisableTwoPerson => "{}".to_owned(),
-        }
-    }
-
-    fn model_id(&self) -> Option<&str> {
-        match self {
-            PendingAction::Grant { model_id, .. } => Some(model_id),
-            PendingAction::Delete { model_id } => model_id.as_deref(),
-            PendingAction::DisableTwoPerson => None,
-        }
-    }
-
-    fn parse(kind: &str, model_id: Option<String>, payload: &str) -> Result<PendingAction> {
-        match kind {
-            "grant" => {
-                let v: serde_json::Value = serde_json::from_str(payload).map_err(corrupt)?;
-                let to = v["to"]
-                    .as_str()
-                    .ok_or_else(|| StoreError::Corrupt("pending grant without grantee".into()))?;
-                Ok(PendingAction::Grant {
-                    model_id: model_id
-                        .ok_or_else(|| StoreError::Corrupt("pending grant without model".into()))?,
-                    to: Grantee::from_tagged(to)?,
-                    expires_at: v["expires_at"].as_i64(),
-                })
-            }
-            "delete" => Ok(PendingAction::Delete { model_id }),
-            "disable-two-person" => Ok(PendingAction::DisableTwoPerson),
-            other => Err(StoreError::Corrupt(format!("pending kind {other:?}"))),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PendingRecord {
-    pub id: String,
-    pub vendor_id: String,
-    pub action: PendingAction,
-    pub requested_by: String,
-    pub created_at: i64,
-    /// `pending` or `approved`.
-    pub state: String,
-    pub decided_by: Option<String>,
+/// Who asks for access facts: the user, and the credential and host they present.
+pub struct Asking<'a> {
+    pub user: &'a UserName,
+    pub token_id: &'a str,
+    /// The credential counts for every vendor (no endorsement to look up).
+    pub all_vendors: bool,
+    pub host_id: Option<&'a str>,
 }
 
 fn opt_i64(row: &sqlx::any::AnyRow, col: &str) -> Result<Option<i64>> {
@@ -183,48 +120,42 @@ fn opt_i64(row: &sqlx::any::AnyRow, col: &str) -> Result<Option<i64>> {
 }
 
 impl Store {
-    // ----- groups --------------------------------------------------------------------------
+    // ----- groups (each belongs to a vendor) -----------------------------------------------
 
+    /// Adds `user` to the vendor's group `group`, and files endorsement requests for their
+    /// credentials that do not count at the vendor yet (`follow_up`).
     pub async fn add_group_member(
         &self,
+        vendor_id: &str,
         group: &GroupName,
         user: &UserName,
         added_by: &str,
+        follow_up: &crate::FollowUp,
         entry: audit::Entry,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
-        sqlx::query("DELETE FROM group_members WHERE group_name = $1 AND user_name = $2")
-            .bind(group.as_str())
-            .bind(user.as_str())
-            .execute(tx.conn())
-            .await?;
-        sqlx::query(
-            "INSERT INTO group_members (group_name, user_name, added_by, created_at) \
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(group.as_str())
-        .bind(user.as_str())
-        .bind(added_by)
-        .bind(now())
-        .execute(tx.conn())
-        .await?;
+        insert_group_member(tx.conn(), vendor_id, group, user, added_by).await?;
+        Store::request_endorsements_in(tx.conn(), vendor_id, user, follow_up).await?;
         tx.commit(entry).await?;
         Ok(())
     }
 
     pub async fn remove_group_member(
         &self,
+        vendor_id: &str,
         group: &GroupName,
         user: &UserName,
         entry: audit::Entry,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
-        let done =
-            sqlx::query("DELETE FROM group_members WHERE group_name = $1 AND user_name = $2")
-                .bind(group.as_str())
-                .bind(user.as_str())
-                .execute(tx.conn())
-                .await?;
+        let done = sqlx::query(
+            "DELETE FROM group_members WHERE vendor_id = $1 AND group_name = $2 AND user_name = $3",
+        )
+        .bind(vendor_id)
+        .bind(group.as_str())
+        .bind(user.as_str())
+        .execute(tx.conn())
+        .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound("group member"));
         }
@@ -232,10 +163,13 @@ impl Store {
         Ok(())
     }
 
-    pub async fn groups_of(&self, user: &UserName) -> Result<Vec<GroupName>> {
+    /// The groups of `vendor_id` that `user` is a member of.
+    pub async fn groups_of(&self, vendor_id: &str, user: &UserName) -> Result<Vec<GroupName>> {
         let rows = sqlx::query(
-            "SELECT group_name FROM group_members WHERE user_name = $1 ORDER BY group_name",
+            "SELECT group_name FROM group_members WHERE vendor_id = $1 AND user_name = $2 \
+             ORDER BY group_name",
         )
+        .bind(vendor_id)
         .bind(user.as_str())
         .fetch_all(&self.pool)
         .await?;
@@ -244,10 +178,13 @@ impl Store {
             .collect()
     }
 
-    pub async fn group_members(&self) -> Result<Vec<(GroupName, UserName)>> {
+    /// A vendor's groups and their members.
+    pub async fn group_members(&self, vendor_id: &str) -> Result<Vec<(GroupName, UserName)>> {
         let rows = sqlx::query(
-            "SELECT group_name, user_name FROM group_members ORDER BY group_name, user_name",
+            "SELECT group_name, user_name FROM group_members WHERE vendor_id = $1 \
+             ORDER BY group_name, user_name",
         )
+        .bind(vendor_id)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -262,17 +199,24 @@ impl Store {
 
     // ----- grants --------------------------------------------------------------------------
 
-    /// Grants read access (replacing an earlier grant to the same grantee).
+    /// Grants read access (replacing an earlier grant to the same grantee). A grant to a user
+    /// files endorsement requests for their credentials that do not count at the vendor yet.
+    #[allow(clippy::too_many_arguments)]
     pub async fn grant(
         &self,
+        vendor_id: &str,
         model_id: &str,
         to: &Grantee,
         granted_by: &str,
         expires_at: Option<i64>,
+        follow_up: &crate::FollowUp,
         entry: audit::Entry,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
         insert_grant(tx.conn(), model_id, to, granted_by, expires_at).await?;
+        if let Grantee::User(user) = to {
+            Store::request_endorsements_in(tx.conn(), vendor_id, user, follow_up).await?;
+        }
         tx.commit(entry).await?;
         Ok(())
     }
@@ -312,13 +256,14 @@ impl Store {
             .collect()
     }
 
-    /// Everything a decision about `user` on one model needs.
+    /// Everything a decision about `asking` on one model needs.
     pub async fn access_facts(
         &self,
         model_id: &str,
         vendor_id: &str,
-        user: &UserName,
+        asking: &Asking<'_>,
     ) -> Result<AccessFacts> {
+        let user = asking.user;
         let mut conn = self.pool.acquire().await?;
         let mut facts = AccessFacts::default();
         if let Some(r) =
@@ -332,11 +277,12 @@ impl Store {
         }
         let rows = sqlx::query(
             "SELECT g.group_name, g.expires_at FROM group_grants g \
-             JOIN group_members m ON m.group_name = g.group_name \
+             JOIN group_members m ON m.group_name = g.group_name AND m.vendor_id = $3 \
              WHERE g.model_id = $1 AND m.user_name = $2 ORDER BY g.group_name",
         )
         .bind(model_id)
         .bind(user.as_str())
+        .bind(vendor_id)
         .fetch_all(&mut *conn)
         .await?;
         for r in &rows {
@@ -369,7 +315,28 @@ impl Store {
             .await?;
         facts.not_before = opt_i64(&row, "not_before")?;
         facts.not_after = opt_i64(&row, "not_after")?;
+        facts.host_approved = match asking.host_id {
+            Some(host_id) => host_approved_on(&mut conn, vendor_id, host_id).await?,
+            None => false,
+        };
+        facts.credential_counts =
+            asking.all_vendors || endorsed_on(&mut conn, asking.token_id, vendor_id).await?;
         Ok(facts)
+    }
+
+    /// Whether the credential counts for `vendor_id`: it counts everywhere, or the vendor
+    /// endorsed it.
+    pub async fn credential_counts(
+        &self,
+        token_id: &str,
+        all_vendors: bool,
+        vendor_id: &str,
+    ) -> Result<bool> {
+        if all_vendors {
+            return Ok(true);
+        }
+        let mut conn = self.pool.acquire().await?;
+        endorsed_on(&mut conn, token_id, vendor_id).await
     }
 
     /// Whether `user` is excluded from every model of the vendor.
@@ -428,19 +395,29 @@ impl Store {
         entry: audit::Entry,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
-        let done = sqlx::query(
-            "DELETE FROM exclusions WHERE vendor_id = $1 AND model_id = $2 AND user_name = $3",
-        )
-        .bind(vendor_id)
-        .bind(model_id.unwrap_or(""))
-        .bind(user.as_str())
-        .execute(tx.conn())
-        .await?;
-        if done.rows_affected() == 0 {
+        if delete_exclusion(tx.conn(), vendor_id, model_id, user).await? == 0 {
             return Err(StoreError::NotFound("exclusion"));
         }
         tx.commit(entry).await?;
         Ok(())
+    }
+
+    /// Whether `user` is excluded from that model (or, `None`, from the whole vendor).
+    pub async fn is_excluded(
+        &self,
+        vendor_id: &str,
+        model_id: Option<&str>,
+        user: &UserName,
+    ) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT 1 AS one FROM exclusions WHERE vendor_id = $1 AND model_id = $2 AND user_name = $3",
+        )
+        .bind(vendor_id)
+        .bind(model_id.unwrap_or(""))
+        .bind(user.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
     }
 
     /// A vendor's exclusions, with model names (not ids).
@@ -466,6 +443,16 @@ impl Store {
 
     // ----- embargo and host groups ---------------------------------------------------------
 
+    /// A model's embargo window for bytes: `(not_before, not_after)`.
+    pub async fn embargo(&self, model_id: &str) -> Result<(Option<i64>, Option<i64>)> {
+        let row = sqlx::query("SELECT not_before, not_after FROM models WHERE id = $1")
+            .bind(model_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound("model"))?;
+        Ok((opt_i64(&row, "not_before")?, opt_i64(&row, "not_after")?))
+    }
+
     /// Sets (or clears, with `None`) a model's embargo window for bytes.
     pub async fn set_embargo(
         &self,
@@ -475,12 +462,7 @@ impl Store {
         entry: audit::Entry,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
-        sqlx::query("UPDATE models SET not_before = $1, not_after = $2 WHERE id = $3")
-            .bind(not_before)
-            .bind(not_after)
-            .bind(model_id)
-            .execute(tx.conn())
-            .await?;
+        update_embargo(tx.conn(), model_id, not_before, not_after).await?;
         tx.commit(entry).await?;
         Ok(())
     }
@@ -493,21 +475,7 @@ impl Store {
         entry: audit::Entry,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
-        sqlx::query("DELETE FROM model_host_groups WHERE model_id = $1 AND host_group = $2")
-            .bind(model_id)
-            .bind(group.as_str())
-            .execute(tx.conn())
-            .await?;
-        sqlx::query(
-            "INSERT INTO model_host_groups (model_id, host_group, added_by, created_at) \
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(model_id)
-        .bind(group.as_str())
-        .bind(added_by)
-        .bind(now())
-        .execute(tx.conn())
-        .await?;
+        insert_host_group(tx.conn(), model_id, group, added_by).await?;
         tx.commit(entry).await?;
         Ok(())
     }
@@ -539,30 +507,26 @@ impl Store {
 
     // ----- hosts ---------------------------------------------------------------------------
 
-    /// Enrolls a host. A name in use by an unrevoked host is a conflict; a revoked host's name
-    /// can be enrolled again (with a new certificate; the old one stops matching).
+    /// Enrolls a host: a new record, never a reused one. A name in use by an unrevoked host is
+    /// a conflict; a revoked host's name can be enrolled again as a new host (its old record
+    /// stays, revoked, with its copies and confirmations).
     pub async fn enroll_host(&self, host: &NewHost<'_>, entry: audit::Entry) -> Result<()> {
         let mut tx = self.begin().await?;
-        let existing = sqlx::query("SELECT revoked_at FROM hosts WHERE name = $1")
+        let live = sqlx::query("SELECT id FROM hosts WHERE name = $1 AND revoked_at IS NULL")
             .bind(host.name.as_str())
             .fetch_optional(tx.conn())
             .await?;
-        if let Some(row) = existing {
-            if opt_i64(&row, "revoked_at")?.is_none() {
-                return Err(StoreError::Conflict(format!(
-                    "host {} is already enrolled; revoke it first to enroll it again",
-                    host.name
-                )));
-            }
-            sqlx::query("DELETE FROM hosts WHERE name = $1")
-                .bind(host.name.as_str())
-                .execute(tx.conn())
-                .await?;
+        if live.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "host {} is already enrolled; revoke it first to enroll it again",
+                host.name
+            )));
         }
         sqlx::query(
-            "INSERT INTO hosts (name, host_group, cert_sha256, not_after, enrolled_by, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO hosts (id, name, host_group, cert_sha256, not_after, enrolled_by, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
+        .bind(host.id)
         .bind(host.name.as_str())
         .bind(host.group.as_str())
         .bind(host.cert_sha256)
@@ -575,6 +539,7 @@ impl Store {
         Ok(())
     }
 
+    /// Revokes the live enrollment of `name`.
     pub async fn revoke_host(&self, name: &HostName, entry: audit::Entry) -> Result<()> {
         let mut tx = self.begin().await?;
         let done =
@@ -599,198 +564,222 @@ impl Store {
         row.as_ref().map(host_from_row).transpose()
     }
 
+    /// The live (unrevoked) enrollment of `name`, if any.
+    pub async fn live_host(&self, name: &HostName) -> Result<Option<HostRecord>> {
+        let row = sqlx::query(&format!(
+            "{HOST_SELECT} WHERE name = $1 AND revoked_at IS NULL"
+        ))
+        .bind(name.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(host_from_row).transpose()
+    }
+
+    /// Every enrollment, revoked ones included, by name then age.
     pub async fn hosts(&self) -> Result<Vec<HostRecord>> {
-        let rows = sqlx::query(&format!("{HOST_SELECT} ORDER BY name"))
+        let rows = sqlx::query(&format!("{HOST_SELECT} ORDER BY name, created_at"))
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(host_from_row).collect()
     }
 
-    // ----- tokens --------------------------------------------------------------------------
+    /// The vendor's approval of a host enrollment (at once: the caller decided it needs no
+    /// further approval).
+    pub async fn approve_host(
+        &self,
+        vendor_id: &str,
+        host_id: &str,
+        approved_by: &str,
+        entry: audit::Entry,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        insert_vendor_host(tx.conn(), vendor_id, host_id, approved_by).await?;
+        tx.commit(entry).await?;
+        Ok(())
+    }
 
-    pub async fn tokens(&self) -> Result<Vec<TokenInfo>> {
-        let rows = sqlx::query(
-            "SELECT t.id, t.role, v.name AS vendor, t.user_name, t.created_at, t.expires_at, \
-             t.revoked_at FROM tokens t LEFT JOIN vendors v ON v.id = t.vendor_id \
-             ORDER BY t.created_at, t.id",
-        )
+    pub async fn unapprove_host(
+        &self,
+        vendor_id: &str,
+        host_id: &str,
+        entry: audit::Entry,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query("DELETE FROM vendor_hosts WHERE vendor_id = $1 AND host_id = $2")
+            .bind(vendor_id)
+            .bind(host_id)
+            .execute(tx.conn())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound("host approval"));
+        }
+        tx.commit(entry).await?;
+        Ok(())
+    }
+
+    /// Hosts relevant to a vendor: every live enrollment in a host group one of its models
+    /// allows, and every enrollment it approved (revoked ones included), with its approval.
+    pub async fn vendor_hosts(&self, vendor_id: &str) -> Result<Vec<VendorHost>> {
+        let rows = sqlx::query(&format!(
+            "{HOST_SELECT_H}, vh.approved_by FROM hosts h \
+             LEFT JOIN vendor_hosts vh ON vh.host_id = h.id AND vh.vendor_id = $1 \
+             WHERE vh.host_id IS NOT NULL OR (h.revoked_at IS NULL AND h.host_group IN \
+             (SELECT g.host_group FROM model_host_groups g JOIN models m ON m.id = g.model_id \
+             WHERE m.vendor_id = $1)) ORDER BY h.name, h.created_at"
+        ))
+        .bind(vendor_id)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
             .map(|r| {
-                let vendor: Option<String> = r.try_get("vendor")?;
-                Ok(TokenInfo {
-                    id: r.try_get("id")?,
-                    role: Role::parse(r.try_get("role")?).map_err(corrupt)?,
-                    vendor: vendor
-                        .map(|v| VendorName::parse(&v))
-                        .transpose()
-                        .map_err(corrupt)?,
-                    user: UserName::parse(r.try_get("user_name")?).map_err(corrupt)?,
-                    created_at: r.try_get("created_at")?,
-                    expires_at: opt_i64(r, "expires_at")?,
-                    revoked_at: opt_i64(r, "revoked_at")?,
+                Ok(VendorHost {
+                    host: host_from_row(r)?,
+                    approved_by: r.try_get("approved_by")?,
                 })
             })
             .collect()
     }
-
-    pub async fn revoke_token(&self, id: &str, entry: audit::Entry) -> Result<()> {
-        let mut tx = self.begin().await?;
-        let done =
-            sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-                .bind(now())
-                .bind(id)
-                .execute(tx.conn())
-                .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound("unrevoked token"));
-        }
-        tx.commit(entry).await?;
-        Ok(())
-    }
-
-    // ----- two-person rule -----------------------------------------------------------------
-
-    pub async fn requires_approval(&self, vendor_id: &str) -> Result<bool> {
-        let row = sqlx::query("SELECT require_approval FROM vendors WHERE id = $1")
-            .bind(vendor_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound("vendor"))?;
-        let flag: i64 = row.try_get("require_approval")?;
-        Ok(flag != 0)
-    }
-
-    pub async fn set_requires_approval(
-        &self,
-        vendor_id: &str,
-        required: bool,
-        entry: audit::Entry,
-    ) -> Result<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query("UPDATE vendors SET require_approval = $1 WHERE id = $2")
-            .bind(i64::from(required))
-            .bind(vendor_id)
-            .execute(tx.conn())
-            .await?;
-        tx.commit(entry).await?;
-        Ok(())
-    }
-
-    pub async fn create_pending(
-        &self,
-        id: &str,
-        vendor_id: &str,
-        action: &PendingAction,
-        requested_by: &str,
-        entry: audit::Entry,
-    ) -> Result<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO pending_requests \
-             (id, vendor_id, model_id, kind, payload, requested_by, created_at, state) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending')",
-        )
-        .bind(id)
-        .bind(vendor_id)
-        .bind(action.model_id())
-        .bind(action.kind())
-        .bind(action.payload())
-        .bind(requested_by)
-        .bind(now())
-        .execute(tx.conn())
-        .await?;
-        tx.commit(entry).await?;
-        Ok(())
-    }
-
-    pub async fn pending(&self, id: &str) -> Result<Option<PendingRecord>> {
-        let row = sqlx::query(&format!("{PENDING_SELECT} WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(pending_from_row).transpose()
-    }
-
-    /// A vendor's requests still waiting for approval, oldest first.
-    pub async fn pending_for_vendor(&self, vendor_id: &str) -> Result<Vec<PendingRecord>> {
-        let rows = sqlx::query(&format!(
-            "{PENDING_SELECT} WHERE vendor_id = $1 AND state = 'pending' ORDER BY created_at, id"
-        ))
-        .bind(vendor_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(pending_from_row).collect()
-    }
-
-    /// Approves a pending request and carries out what it asked for, in one transaction.
-    /// The requester can never approve their own request (`Conflict`), whatever the caller
-    /// checked before.
-    pub async fn approve_pending(
-        &self,
-        id: &str,
-        approver: &str,
-        entry: audit::Entry,
-    ) -> Result<PendingRecord> {
-        let mut tx = self.begin().await?;
-        let row = sqlx::query(&format!(
-            "{PENDING_SELECT} WHERE id = $1 AND state = 'pending'"
-        ))
-        .bind(id)
-        .fetch_optional(tx.conn())
-        .await?
-        .ok_or(StoreError::NotFound("pending request"))?;
-        let mut record = pending_from_row(&row)?;
-        if record.requested_by == approver {
-            return Err(StoreError::Conflict(
-                "a request needs a second person: you cannot approve your own request".into(),
-            ));
-        }
-        match &record.action {
-            PendingAction::Grant {
-                model_id,
-                to,
-                expires_at,
-            } => insert_grant(tx.conn(), model_id, to, &record.requested_by, *expires_at).await?,
-            PendingAction::DisableTwoPerson => {
-                sqlx::query("UPDATE vendors SET require_approval = 0 WHERE id = $1")
-                    .bind(&record.vendor_id)
-                    .execute(tx.conn())
-                    .await?;
-            }
-            PendingAction::Delete { model_id } => {
-                // The approved request becomes the deletion (same id), and its models answer
-                // "deleted" from this commit on.
-                crate::deletion::insert_deletion(
-                    tx.conn(),
-                    &record.id,
-                    &record.vendor_id,
-                    model_id.as_deref(),
-                    &record.requested_by,
-                    Some(approver),
-                )
-                .await?;
-            }
-        }
-        let decided_at = now();
-        sqlx::query(
-            "UPDATE pending_requests SET state = 'approved', decided_by = $1, decided_at = $2 \
-             WHERE id = $3",
-        )
-        .bind(approver)
-        .bind(decided_at)
-        .bind(id)
-        .execute(tx.conn())
-        .await?;
-        tx.commit(entry).await?;
-        record.state = "approved".into();
-        record.decided_by = Some(approver.to_owned());
-        Ok(record)
-    }
 }
 
-async fn insert_grant(
+pub(crate) async fn insert_group_member(
+    conn: &mut sqlx::AnyConnection,
+    vendor_id: &str,
+    group: &GroupName,
+    user: &UserName,
+    added_by: &str,
+) -> Result<()> {
+    sqlx::query(
+        "DELETE FROM group_members WHERE vendor_id = $1 AND group_name = $2 AND user_name = $3",
+    )
+    .bind(vendor_id)
+    .bind(group.as_str())
+    .bind(user.as_str())
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO group_members (vendor_id, group_name, user_name, added_by, created_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(vendor_id)
+    .bind(group.as_str())
+    .bind(user.as_str())
+    .bind(added_by)
+    .bind(now())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn delete_exclusion(
+    conn: &mut sqlx::AnyConnection,
+    vendor_id: &str,
+    model_id: Option<&str>,
+    user: &UserName,
+) -> Result<u64> {
+    let done = sqlx::query(
+        "DELETE FROM exclusions WHERE vendor_id = $1 AND model_id = $2 AND user_name = $3",
+    )
+    .bind(vendor_id)
+    .bind(model_id.unwrap_or(""))
+    .bind(user.as_str())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+pub(crate) async fn update_embargo(
+    conn: &mut sqlx::AnyConnection,
+    model_id: &str,
+    not_before: Option<i64>,
+    not_after: Option<i64>,
+) -> Result<()> {
+    sqlx::query("UPDATE models SET not_before = $1, not_after = $2 WHERE id = $3")
+        .bind(not_before)
+        .bind(not_after)
+        .bind(model_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub(crate) async fn insert_host_group(
+    conn: &mut sqlx::AnyConnection,
+    model_id: &str,
+    group: &HostGroupName,
+    added_by: &str,
+) -> Result<()> {
+    sqlx::query("DELETE FROM model_host_groups WHERE model_id = $1 AND host_group = $2")
+        .bind(model_id)
+        .bind(group.as_str())
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "INSERT INTO model_host_groups (model_id, host_group, added_by, created_at) \
+         VALUES ($1, $2, $3, $4)",
+    )
+    .bind(model_id)
+    .bind(group.as_str())
+    .bind(added_by)
+    .bind(now())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn insert_vendor_host(
+    conn: &mut sqlx::AnyConnection,
+    vendor_id: &str,
+    host_id: &str,
+    approved_by: &str,
+) -> Result<()> {
+    sqlx::query("DELETE FROM vendor_hosts WHERE vendor_id = $1 AND host_id = $2")
+        .bind(vendor_id)
+        .bind(host_id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "INSERT INTO vendor_hosts (vendor_id, host_id, approved_by, approved_at) \
+         VALUES ($1, $2, $3, $4)",
+    )
+    .bind(vendor_id)
+    .bind(host_id)
+    .bind(approved_by)
+    .bind(now())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn host_approved_on(
+    conn: &mut sqlx::AnyConnection,
+    vendor_id: &str,
+    host_id: &str,
+) -> Result<bool> {
+    let row =
+        sqlx::query("SELECT 1 AS one FROM vendor_hosts WHERE vendor_id = $1 AND host_id = $2")
+            .bind(vendor_id)
+            .bind(host_id)
+            .fetch_optional(conn)
+            .await?;
+    Ok(row.is_some())
+}
+
+async fn endorsed_on(
+    conn: &mut sqlx::AnyConnection,
+    token_id: &str,
+    vendor_id: &str,
+) -> Result<bool> {
+    let row = sqlx::query(
+        "SELECT 1 AS one FROM token_endorsements WHERE token_id = $1 AND vendor_id = $2",
+    )
+    .bind(token_id)
+    .bind(vendor_id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.is_some())
+}
+
+pub(crate) async fn insert_grant(
     conn: &mut sqlx::AnyConnection,
     model_id: &str,
     to: &Grantee,
@@ -849,32 +838,19 @@ async fn host_groups_on(
 }
 
 const HOST_SELECT: &str =
-    "SELECT name, host_group, cert_sha256, not_after, enrolled_by, revoked_at FROM hosts";
+    "SELECT id, name, host_group, cert_sha256, not_after, enrolled_by, revoked_at FROM hosts";
+/// The same columns from `hosts h`, to extend with joined ones.
+const HOST_SELECT_H: &str =
+    "SELECT h.id, h.name, h.host_group, h.cert_sha256, h.not_after, h.enrolled_by, h.revoked_at";
 
 fn host_from_row(r: &sqlx::any::AnyRow) -> Result<HostRecord> {
     Ok(HostRecord {
+        id: r.try_get("id")?,
         name: HostName::parse(r.try_get("name")?).map_err(corrupt)?,
         group: HostGroupName::parse(r.try_get("host_group")?).map_err(corrupt)?,
         cert_sha256: r.try_get("cert_sha256")?,
         not_after: r.try_get("not_after")?,
         enrolled_by: r.try_get("enrolled_by")?,
         revoked_at: opt_i64(r, "revoked_at")?,
-    })
-}
-
-const PENDING_SELECT: &str = "SELECT id, vendor_id, model_id, kind, payload, requested_by, \
-     created_at, state, decided_by FROM pending_requests";
-
-fn pending_from_row(r: &sqlx::any::AnyRow) -> Result<PendingRecord> {
-    let kind: String = r.try_get("kind")?;
-    let payload: String = r.try_get("payload")?;
-    Ok(PendingRecord {
-        id: r.try_get("id")?,
-        vendor_id: r.try_get("vendor_id")?,
-        action: PendingAction::parse(&kind, r.try_get("model_id")?, &payload)?,
-        requested_by: r.try_get("requested_by")?,
-        created_at: r.try_get("created_at")?,
-        state: r.try_get("state")?,
-        decided_by: r.try_get("decided_by")?,
     })
 }

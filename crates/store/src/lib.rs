@@ -14,22 +14,26 @@ mod audit_log;
 mod copies;
 mod deletion;
 mod identity;
+mod pending;
 mod records;
 mod tx;
+mod users;
 
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor, Row};
-use types::{CommitId, ModelName, ObjectId, RepoPath, Role, Sha256Hex, UserName, VendorName};
+use types::{CommitId, ModelName, ObjectId, RepoPath, Sha256Hex, VendorName};
 
 pub use audit_log::StoredCheckpoint;
 pub use copies::*;
 pub use deletion::*;
 pub use identity::*;
+pub use pending::*;
 pub use records::*;
 pub use tx::AuditedTx;
+pub use users::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -185,58 +189,6 @@ impl Store {
                 })
             })
             .collect()
-    }
-
-    // ----- tokens --------------------------------------------------------------------------
-
-    pub async fn create_token(&self, token: &NewToken<'_>, entry: audit::Entry) -> Result<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO tokens (id, secret_hash, role, vendor_id, user_name, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(token.id)
-        .bind(token.secret_hash.to_vec())
-        .bind(token.role.as_str())
-        .bind(token.vendor_id)
-        .bind(token.user.as_str())
-        .bind(now())
-        .bind(token.expires_at)
-        .execute(tx.conn())
-        .await?;
-        tx.commit(entry).await?;
-        Ok(())
-    }
-
-    pub async fn token(&self, id: &str) -> Result<Option<TokenRecord>> {
-        let row = sqlx::query(
-            "SELECT t.id, t.secret_hash, t.role, v.name AS vendor, t.user_name, t.expires_at, t.revoked_at \
-             FROM tokens t LEFT JOIN vendors v ON v.id = t.vendor_id WHERE t.id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(r) = row else { return Ok(None) };
-        let vendor: Option<String> = r.try_get("vendor")?;
-        Ok(Some(TokenRecord {
-            id: r.try_get("id")?,
-            secret_hash: r.try_get("secret_hash")?,
-            role: Role::parse(r.try_get("role")?).map_err(corrupt)?,
-            vendor: vendor
-                .map(|v| VendorName::parse(&v))
-                .transpose()
-                .map_err(corrupt)?,
-            user: UserName::parse(r.try_get("user_name")?).map_err(corrupt)?,
-            expires_at: r.try_get("expires_at")?,
-            revoked_at: r.try_get("revoked_at")?,
-        }))
-    }
-
-    pub async fn token_count(&self) -> Result<i64> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM tokens")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.try_get("n")?)
     }
 
     // ----- models --------------------------------------------------------------------------
@@ -662,14 +614,30 @@ impl Store {
         row.as_ref().map(revision_from_row).transpose()
     }
 
+    /// The newest revision the vendor made: what `main` and `latest` name. A derived
+    /// revision (a committer's conversion, `derived_from` set) is reachable by its commit id
+    /// only, so no grantee can change what everyone else gets by name.
     pub async fn latest_revision(&self, model_id: &str) -> Result<Option<RevisionRecord>> {
         let row = sqlx::query(&format!(
-            "{REVISION_SELECT} WHERE model_id = $1 ORDER BY seq DESC LIMIT 1"
+            "{REVISION_SELECT} WHERE model_id = $1 AND derived_from IS NULL ORDER BY seq DESC LIMIT 1"
         ))
         .bind(model_id)
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(revision_from_row).transpose()
+    }
+
+    /// The Git blob id of a stored object's plaintext, when it was computed at upload (small
+    /// files; `None` for large ones and for objects stored before ids were kept).
+    pub async fn object_git_blob_id(&self, object_id: &ObjectId) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT git_blob_id FROM objects WHERE id = $1")
+            .bind(object_id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => r.try_get("git_blob_id")?,
+            None => None,
+        })
     }
 
     pub async fn revision_files(&self, commit: &CommitId) -> Result<Vec<FileRecord>> {

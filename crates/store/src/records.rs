@@ -1,6 +1,6 @@
 //! Plain records read from and written to the database.
 
-use types::{CommitId, ModelName, ObjectId, RepoPath, Role, Sha256Hex, UserName, VendorName};
+use types::{CommitId, ModelName, ObjectId, RepoPath, Sha256Hex, VendorName};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VendorRecord {
@@ -31,27 +31,6 @@ pub struct NewModel<'a> {
     pub name: &'a ModelName,
     pub key_epoch: u64,
     pub wrapped_key: &'a [u8],
-}
-
-/// A stored token: only the SHA-256 of its secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenRecord {
-    pub id: String,
-    pub secret_hash: Vec<u8>,
-    pub role: Role,
-    pub vendor: Option<VendorName>,
-    pub user: UserName,
-    pub expires_at: Option<i64>,
-    pub revoked_at: Option<i64>,
-}
-
-pub struct NewToken<'a> {
-    pub id: &'a str,
-    pub secret_hash: &'a [u8; 32],
-    pub role: Role,
-    pub vendor_id: Option<&'a str>,
-    pub user: &'a UserName,
-    pub expires_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

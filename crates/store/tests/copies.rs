@@ -6,8 +6,8 @@
     reason = "tests fail loudly"
 )]
 
-use store::{Confirmed, HostCopy, NewModel, Store, StoreError};
-use types::{CommitId, HostName, ModelName, RepoPath, VendorName};
+use store::{Confirmed, HostCopy, NewHost, NewModel, Store, StoreError};
+use types::{CommitId, HostGroupName, HostName, ModelName, RepoPath, VendorName};
 
 async fn sqlite() -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -43,9 +43,9 @@ fn entry(action: &str) -> audit::Entry {
     audit::Entry::new("host:test", action, "acme/m")
 }
 
-fn copy(host: &str, path: &str, bytes: u64) -> HostCopy {
+fn copy(host_id: &str, path: &str, bytes: u64) -> HostCopy {
     HostCopy {
-        host: HostName::parse(host).unwrap(),
+        host_id: host_id.into(),
         model_id: "m1".into(),
         commit: CommitId::parse(&"ab".repeat(20)).unwrap(),
         path: RepoPath::parse(path).unwrap(),
@@ -90,22 +90,38 @@ async fn copies_and_confirmations(store: Store) {
         )
         .await
         .unwrap();
+    for (id, name) in [("h1", "gpu-01"), ("h2", "gpu-02"), ("h3", "gpu-03")] {
+        store
+            .enroll_host(
+                &NewHost {
+                    id,
+                    name: &HostName::parse(name).unwrap(),
+                    group: &HostGroupName::parse("gpu").unwrap(),
+                    cert_sha256: id,
+                    not_after: 4_000_000_000,
+                    enrolled_by: "operator:t",
+                },
+                entry("host.enroll"),
+            )
+            .await
+            .unwrap();
+    }
 
     // Ranged fetches add up, capped at the file's size; each fetch writes its entry.
     store
-        .record_fetch(entry("fetch"), &copy("gpu-01", "w.bin", 400))
+        .record_fetch(entry("fetch"), &copy("h1", "w.bin", 400))
         .await
         .unwrap();
     store
-        .record_fetch(entry("fetch"), &copy("gpu-01", "w.bin", 400))
+        .record_fetch(entry("fetch"), &copy("h1", "w.bin", 400))
         .await
         .unwrap();
     store
-        .record_fetch(entry("fetch"), &copy("gpu-01", "w.bin", 400))
+        .record_fetch(entry("fetch"), &copy("h1", "w.bin", 400))
         .await
         .unwrap();
     store
-        .record_fetch(entry("fetch"), &copy("gpu-02", "c.json", 10))
+        .record_fetch(entry("fetch"), &copy("h2", "c.json", 10))
         .await
         .unwrap();
     let copies = store.host_copies("m1").await.unwrap();
@@ -128,12 +144,11 @@ async fn copies_and_confirmations(store: Store) {
             .count(),
         4
     );
-    let gpu01 = HostName::parse("gpu-01").unwrap();
-    assert!(store.deleted_copies(&gpu01).await.unwrap().is_empty());
+    assert!(store.deleted_copies("h1").await.unwrap().is_empty());
 
     // Not deleted yet: a confirmation is refused and writes nothing.
     let err = store
-        .confirm_wipe("d1", &gpu01, "m1", 1, |_| entry("wipe.confirm"))
+        .confirm_wipe("h1", "m1", 1, |_| entry("wipe.confirm"))
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err}");
@@ -149,40 +164,63 @@ async fn copies_and_confirmations(store: Store) {
         )
         .await
         .unwrap();
-    let deleted = store.deleted_copies(&gpu01).await.unwrap();
+    let deleted = store.deleted_copies("h1").await.unwrap();
     assert_eq!(deleted.len(), 1);
-    assert_eq!(
-        (deleted[0].model.as_str(), deleted[0].deletion_id.as_str()),
-        ("acme/m", "d1")
-    );
+    assert_eq!(deleted[0].model.as_str(), "acme/m");
 
-    // A host without a copy, or a wrong deletion id, cannot confirm.
-    for (deletion, host) in [("d1", "gpu-03"), ("d9", "gpu-01")] {
-        let host = HostName::parse(host).unwrap();
+    // A host without a copy cannot confirm; nor can the same name enrolled again later
+    // (a new enrollment): copies belong to the enrollment that received them.
+    store
+        .revoke_host(&HostName::parse("gpu-01").unwrap(), entry("host.revoke"))
+        .await
+        .unwrap();
+    store
+        .enroll_host(
+            &NewHost {
+                id: "h4",
+                name: &HostName::parse("gpu-01").unwrap(),
+                group: &HostGroupName::parse("gpu").unwrap(),
+                cert_sha256: "h4",
+                not_after: 4_000_000_000,
+                enrolled_by: "operator:t",
+            },
+            entry("host.enroll"),
+        )
+        .await
+        .unwrap();
+    for host in ["h3", "h4", "no-such-host"] {
         let err = store
-            .confirm_wipe(deletion, &host, "m1", 0, |_| entry("wipe.confirm"))
+            .confirm_wipe(host, "m1", 0, |_| entry("wipe.confirm"))
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::NotFound(_)), "{err}");
     }
-    let first = store
-        .confirm_wipe("d1", &gpu01, "m1", 1, |_| entry("wipe.confirm"))
+    assert!(store.deleted_copies("h4").await.unwrap().is_empty());
+    let (deletion, first) = store
+        .confirm_wipe("h1", "m1", 1, |_| entry("wipe.confirm"))
         .await
         .unwrap();
-    assert_eq!(first, Confirmed::Recorded { late: false });
-    let again = store
-        .confirm_wipe("d1", &gpu01, "m1", 7, |_| entry("wipe.confirm"))
+    assert_eq!(
+        (deletion.as_str(), first),
+        ("d1", Confirmed::Recorded { late: false })
+    );
+    let (_, again) = store
+        .confirm_wipe("h1", "m1", 7, |_| entry("wipe.confirm"))
         .await
         .unwrap();
     assert_eq!(again, Confirmed::Repeated { late: false });
     let confirmations = store.wipe_confirmations("d1").await.unwrap();
     assert_eq!(confirmations.len(), 1);
     assert_eq!(
-        (confirmations[0].host.as_str(), confirmations[0].files),
-        ("gpu-01", 1)
+        (
+            confirmations[0].host_id.as_str(),
+            confirmations[0].host.as_str(),
+            confirmations[0].files
+        ),
+        ("h1", "gpu-01", 1)
     );
     // Confirmed copies are no longer asked for; the copy records stay for the certificate.
-    assert!(store.deleted_copies(&gpu01).await.unwrap().is_empty());
+    assert!(store.deleted_copies("h1").await.unwrap().is_empty());
     assert_eq!(store.host_copies("m1").await.unwrap().len(), 2);
     assert_eq!(
         audit_actions(&store)

@@ -9,9 +9,13 @@
 
 use std::collections::BTreeSet;
 
-use store::{FileRecord, Grantee, NewModel, NewToken, NewUpload, PendingAction, Store, StoreError};
+use store::{
+    Approved, Approver, Asking, FileRecord, FollowUp, Grantee, NewHost, NewModel, NewPending,
+    NewToken, NewUpload, PendingAction, Store, StoreError,
+};
 use types::{
-    CommitId, GroupName, ModelName, ObjectId, RepoPath, Role, Sha256Hex, UserName, VendorName,
+    CommitId, GroupName, HostGroupName, HostName, ModelName, ObjectId, RepoPath, Role, Sha256Hex,
+    UserName, VendorName,
 };
 
 async fn sqlite() -> (Store, tempfile::TempDir) {
@@ -46,6 +50,9 @@ suite!(
     a_commit_makes_one_immutable_revision,
     grants_come_and_go,
     a_requester_cannot_approve_their_own_request,
+    approvals_need_distinct_people_and_expire,
+    credentials_belong_to_people_and_count_where_endorsed,
+    a_re_enrolled_host_is_a_new_record_the_vendor_approves_again,
     concurrent_changes_get_gap_free_sequence_numbers,
     upload_progress_survives_and_expires,
 );
@@ -98,34 +105,230 @@ async fn vendors_are_unique_and_a_refused_change_writes_no_entry(store: Store) {
     assert!(store.vendor(&vendor("nobody")).await.unwrap().is_none());
 }
 
+/// Issues a token for `name`; one approval per vendor; a week to approve.
+async fn issue(
+    store: &Store,
+    id: &str,
+    role: Role,
+    vendor_id: Option<&str>,
+    name: &str,
+) -> store::IssuedToken {
+    let user = UserName::parse(name).unwrap();
+    store
+        .issue_token(
+            &NewToken {
+                id,
+                secret_hash: &[7u8; 32],
+                role,
+                vendor_id,
+                user: &user,
+                expires_at: Some(4_000_000_000),
+                created_by: "operator:root",
+            },
+            &format!("u-{id}"),
+            &|_| Ok(1),
+            604_800,
+            entry("token.create"),
+        )
+        .await
+        .unwrap()
+}
+
 async fn tokens_store_only_a_hash(store: Store) {
     store
         .create_vendor("v1", &vendor("acme"), entry("vendor.create"))
         .await
         .unwrap();
-    let user = UserName::parse("alice").unwrap();
-    store
-        .create_token(
-            &NewToken {
-                id: "00aa",
-                secret_hash: &[7u8; 32],
-                role: Role::VendorAdmin,
-                vendor_id: Some("v1"),
-                user: &user,
-                expires_at: Some(123),
-            },
-            entry("token.create"),
-        )
-        .await
-        .unwrap();
+    issue(&store, "00aa", Role::VendorAdmin, Some("v1"), "alice").await;
     let t = store.token("00aa").await.unwrap().unwrap();
     assert_eq!(t.secret_hash, vec![7u8; 32]);
     assert_eq!(
-        (t.role, t.vendor, t.user, t.expires_at),
-        (Role::VendorAdmin, Some(vendor("acme")), user, Some(123))
+        (t.role, t.vendor, t.user.as_str(), t.expires_at),
+        (
+            Role::VendorAdmin,
+            Some(vendor("acme")),
+            "alice",
+            Some(4_000_000_000)
+        )
     );
     assert!(store.token("00bb").await.unwrap().is_none());
     assert_eq!(store.token_count().await.unwrap(), 1);
+}
+
+async fn credentials_belong_to_people_and_count_where_endorsed(store: Store) {
+    let model_id = model(&store).await;
+    let alice = UserName::parse("alice").unwrap();
+    // A person's first credential counts everywhere; the name is now theirs for good.
+    let first = issue(&store, "0a01", Role::Committer, None, "alice").await;
+    assert!(first.new_user && first.awaiting.is_empty());
+    let t1 = store.token("0a01").await.unwrap().unwrap();
+    assert!(t1.all_vendors);
+    assert!(store.credential_counts("0a01", true, "v1").await.unwrap());
+    store
+        .grant(
+            "v1",
+            &model_id,
+            &Grantee::User(alice.clone()),
+            "vendor-admin:ada",
+            None,
+            &follow_up(),
+            entry("grant"),
+        )
+        .await
+        .unwrap();
+    // The operator issuing another token for "alice" issues it for the same person, and it
+    // counts at acme (where she has a grant) only once acme endorses it.
+    let again = issue(&store, "0a02", Role::Committer, None, "alice").await;
+    assert!(!again.new_user);
+    assert_eq!(again.user_id, first.user_id, "one person, one id");
+    assert_eq!(again.awaiting.len(), 1, "{again:?}");
+    let (vendor_id, request) = &again.awaiting[0];
+    assert_eq!(vendor_id, "v1");
+    let t2 = store.token("0a02").await.unwrap().unwrap();
+    assert!(!t2.all_vendors);
+    assert!(!store.credential_counts("0a02", false, "v1").await.unwrap());
+    let pending = store.pending(request).await.unwrap().unwrap();
+    assert_eq!(
+        pending.action,
+        PendingAction::EndorseCredential {
+            token_id: "0a02".into()
+        }
+    );
+    assert_eq!(pending.subject_id.as_deref(), Some(first.user_id.as_str()));
+    // Alice herself cannot endorse it (it is about her), an admin can.
+    let own = store
+        .approve_pending(
+            request,
+            &Approver {
+                actor: "vendor-admin:alice",
+                user_id: &first.user_id,
+            },
+            |_, _| entry("approve"),
+        )
+        .await;
+    assert!(matches!(own, Err(StoreError::Conflict(_))), "{own:?}");
+    let ada_id = person(&store, "ada").await;
+    store
+        .approve_pending(
+            request,
+            &Approver {
+                actor: "vendor-admin:ada",
+                user_id: &ada_id,
+            },
+            |_, _| entry("approve"),
+        )
+        .await
+        .unwrap();
+    assert!(store.credential_counts("0a02", false, "v1").await.unwrap());
+    // The vendor's first admin is endorsed at once; every further admin waits.
+    let ada = issue(&store, "0b01", Role::VendorAdmin, Some("v1"), "ada").await;
+    assert_eq!(ada.user_id, ada_id, "ada's admin token is ada's");
+    assert_eq!(ada.endorsed_for, ["v1"]);
+    assert!(store.credential_counts("0b01", false, "v1").await.unwrap());
+    let mallory = issue(&store, "0b02", Role::VendorAdmin, Some("v1"), "mallory").await;
+    assert!(mallory.endorsed_for.is_empty());
+    assert_eq!(mallory.awaiting.len(), 1);
+    assert!(!store.credential_counts("0b02", false, "v1").await.unwrap());
+    // Rotation: the holder replaces a token, which keeps exactly its standing.
+    store
+        .rotate_token("0b01", "0b03", &[8u8; 32], None, entry("token.rotate"))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .token("0b01")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some()
+    );
+    assert!(store.credential_counts("0b03", false, "v1").await.unwrap());
+    let listed = store.tokens().await.unwrap();
+    let rotated = listed.iter().find(|t| t.id == "0b03").unwrap();
+    assert_eq!(rotated.endorsed_by, [vendor("acme")]);
+    assert_eq!(store.users().await.unwrap().len(), 3, "alice, ada, mallory");
+}
+
+/// A person (with a first credential); returns their user id.
+async fn person(store: &Store, name: &str) -> String {
+    issue(store, &format!("t-{name}"), Role::Committer, None, name)
+        .await
+        .user_id
+}
+
+fn follow_up() -> FollowUp {
+    FollowUp {
+        approvals_needed: 1,
+        requested_by: "vendor-admin:ada".into(),
+        ttl_secs: 604_800,
+    }
+}
+
+async fn a_re_enrolled_host_is_a_new_record_the_vendor_approves_again(store: Store) {
+    store
+        .create_vendor("v1", &vendor("acme"), entry("vendor.create"))
+        .await
+        .unwrap();
+    let name = HostName::parse("gpu-01").unwrap();
+    let group = HostGroupName::parse("gpu").unwrap();
+    let enroll = |id: &'static str, cert: &'static str| {
+        let (store, name, group) = (store.clone(), name.clone(), group.clone());
+        async move {
+            store
+                .enroll_host(
+                    &NewHost {
+                        id,
+                        name: &name,
+                        group: &group,
+                        cert_sha256: cert,
+                        not_after: 4_000_000_000,
+                        enrolled_by: "operator:root",
+                    },
+                    entry("host.enroll"),
+                )
+                .await
+        }
+    };
+    enroll("h1", "aa").await.unwrap();
+    let twice = enroll("h2", "bb").await;
+    assert!(
+        matches!(twice, Err(StoreError::Conflict(_))),
+        "a live name is unique"
+    );
+    store
+        .approve_host("v1", "h1", "vendor-admin:ada", entry("host.approve"))
+        .await
+        .unwrap();
+    store
+        .revoke_host(&name, entry("host.revoke"))
+        .await
+        .unwrap();
+    enroll("h2", "bb").await.unwrap();
+    let hosts = store.hosts().await.unwrap();
+    assert_eq!(hosts.len(), 2, "the revoked enrollment stays");
+    assert_eq!(store.host_by_cert("aa").await.unwrap().unwrap().id, "h1");
+    assert!(
+        store
+            .host_by_cert("aa")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some()
+    );
+    assert_eq!(store.live_host(&name).await.unwrap().unwrap().id, "h2");
+    let seen = store.vendor_hosts("v1").await.unwrap();
+    let approved: Vec<_> = seen
+        .iter()
+        .filter(|h| h.approved_by.is_some())
+        .map(|h| h.host.id.as_str())
+        .collect();
+    assert_eq!(
+        approved,
+        ["h1"],
+        "the new enrollment is not approved by the old one's approval"
+    );
 }
 
 fn file(path: &str, n: u8) -> FileRecord {
@@ -267,6 +470,43 @@ async fn a_commit_makes_one_immutable_revision(store: Store) {
             "upload.begin"
         ]
     );
+
+    // A derived revision (a committer's conversion) is newer, yet `main` still names the
+    // vendor's: it is reachable by its commit id only.
+    store
+        .create_upload_from(
+            &NewUpload {
+                id: "u3",
+                manifest_digest: "d3",
+                model_id: &model_id,
+                created_by: "committer:alice",
+                message: "quantized",
+                expires_at: i64::MAX,
+                files: &[file("q", 4)],
+            },
+            Some(&commit),
+            entry("upload.begin"),
+        )
+        .await
+        .unwrap();
+    store
+        .upload_file_done("u3", 0, &model_id, &file("q", 4), 1)
+        .await
+        .unwrap();
+    let derived = CommitId::from_bytes(&[0xcd; 20]);
+    let session = store.upload("u3").await.unwrap().unwrap();
+    store
+        .commit_upload(&session, &derived, entry("upload.commit"))
+        .await
+        .unwrap();
+    assert_eq!(store.revisions(&model_id).await.unwrap().len(), 2);
+    let by_commit = store.revision(&model_id, &derived).await.unwrap().unwrap();
+    assert_eq!(by_commit.derived_from, Some(commit.clone()));
+    assert_eq!(
+        store.latest_revision(&model_id).await.unwrap().unwrap().commit,
+        commit,
+        "a derived revision became main"
+    );
 }
 
 async fn grants_come_and_go(store: Store) {
@@ -284,7 +524,16 @@ async fn grants_come_and_go(store: Store) {
         );
         async move {
             store
-                .access_facts(&model_id, &vendor_id, &user)
+                .access_facts(
+                    &model_id,
+                    &vendor_id,
+                    &Asking {
+                        user: &user,
+                        token_id: "t",
+                        all_vendors: true,
+                        host_id: None,
+                    },
+                )
                 .await
                 .unwrap()
         }
@@ -292,16 +541,26 @@ async fn grants_come_and_go(store: Store) {
     assert_eq!(facts(&alice).await.direct_grant, None);
     let to_alice = Grantee::User(alice.clone());
     store
-        .grant(&model_id, &to_alice, "admin", None, entry("grant"))
+        .grant(
+            "v1",
+            &model_id,
+            &to_alice,
+            "admin",
+            None,
+            &follow_up(),
+            entry("grant"),
+        )
         .await
         .unwrap();
     // Granting again replaces the grant (now with an expiry), never duplicates it.
     store
         .grant(
+            "v1",
             &model_id,
             &to_alice,
             "admin",
             Some(4_000_000_000),
+            &follow_up(),
             entry("grant"),
         )
         .await
@@ -310,20 +569,33 @@ async fn grants_come_and_go(store: Store) {
     // A group grant reaches members only.
     store
         .grant(
+            "v1",
             &model_id,
             &Grantee::Group(team.clone()),
             "admin",
             None,
+            &follow_up(),
             entry("grant"),
         )
         .await
         .unwrap();
     assert!(facts(&bob).await.group_grants.is_empty());
+    // Groups belong to a vendor: another vendor's "team" is not this one.
     store
-        .add_group_member(&team, &bob, "op", entry("group.add"))
+        .create_vendor("v2", &vendor("globex"), entry("vendor.create"))
+        .await
+        .unwrap();
+    store
+        .add_group_member("v2", &team, &bob, "admin", &follow_up(), entry("group.add"))
+        .await
+        .unwrap();
+    assert!(facts(&bob).await.group_grants.is_empty());
+    store
+        .add_group_member("v1", &team, &bob, "admin", &follow_up(), entry("group.add"))
         .await
         .unwrap();
     assert_eq!(facts(&bob).await.group_grants, vec![(team.clone(), None)]);
+    assert_eq!(store.groups_of("v1", &bob).await.unwrap(), [team.clone()]);
     assert_eq!(store.grants(&model_id).await.unwrap().len(), 2);
     // Exclusions, per model and vendor-wide, are facts of their own.
     store
@@ -358,6 +630,36 @@ async fn grants_come_and_go(store: Store) {
     );
 }
 
+async fn file_request(
+    store: &Store,
+    id: &str,
+    vendor_id: &str,
+    action: &PendingAction,
+    needed: i64,
+    expires_at: i64,
+) {
+    let ina = match store.user(&UserName::parse("ina").unwrap()).await.unwrap() {
+        Some(u) => u.id,
+        None => person(store, "ina").await,
+    };
+    store
+        .create_pending(
+            &NewPending {
+                id,
+                vendor_id,
+                action,
+                requested_by: "vendor-admin:ina",
+                requester_id: Some(&ina),
+                subject_id: None,
+                approvals_needed: needed,
+                expires_at,
+            },
+            entry("req"),
+        )
+        .await
+        .unwrap();
+}
+
 async fn a_requester_cannot_approve_their_own_request(store: Store) {
     let model_id = model(&store).await;
     let model = store.model_by_id(&model_id).await.unwrap().unwrap();
@@ -367,16 +669,7 @@ async fn a_requester_cannot_approve_their_own_request(store: Store) {
         to: Grantee::User(alice.clone()),
         expires_at: None,
     };
-    store
-        .create_pending(
-            "p1",
-            &model.vendor_id,
-            &action,
-            "vendor-admin:ina",
-            entry("req"),
-        )
-        .await
-        .unwrap();
+    file_request(&store, "p1", &model.vendor_id, &action, 1, 4_000_000_000).await;
     assert_eq!(
         store
             .pending_for_vendor(&model.vendor_id)
@@ -385,21 +678,55 @@ async fn a_requester_cannot_approve_their_own_request(store: Store) {
             .len(),
         1
     );
+    assert_eq!(
+        store.pending("p1").await.unwrap().unwrap().action,
+        action,
+        "the request reads back as filed"
+    );
+    // The same person under another role is the same person.
+    let ina = store
+        .user(&UserName::parse("ina").unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let (ivo, ivy) = (person(&store, "ivo").await, person(&store, "ivy").await);
     let own = store
-        .approve_pending("p1", "vendor-admin:ina", entry("approve"))
+        .approve_pending(
+            "p1",
+            &Approver {
+                actor: "committer:ina",
+                user_id: &ina,
+            },
+            |_, _| entry("approve"),
+        )
         .await;
     assert!(matches!(own, Err(StoreError::Conflict(_))), "{own:?}");
+    let asking = Asking {
+        user: &alice,
+        token_id: "t",
+        all_vendors: true,
+        host_id: None,
+    };
     let facts = store
-        .access_facts(&model_id, &model.vendor_id, &alice)
+        .access_facts(&model_id, &model.vendor_id, &asking)
         .await
         .unwrap();
     assert_eq!(facts.direct_grant, None, "a pending grant gave access");
-    store
-        .approve_pending("p1", "vendor-admin:ivo", entry("approve"))
+    let (_, done) = store
+        .approve_pending(
+            "p1",
+            &Approver {
+                actor: "vendor-admin:ivo",
+                user_id: &ivo,
+            },
+            |_, _| entry("approve"),
+        )
         .await
         .unwrap();
+    assert_eq!(done, Approved::Done);
     let facts = store
-        .access_facts(&model_id, &model.vendor_id, &alice)
+        .access_facts(&model_id, &model.vendor_id, &asking)
         .await
         .unwrap();
     assert_eq!(facts.direct_grant, Some(None));
@@ -411,9 +738,89 @@ async fn a_requester_cannot_approve_their_own_request(store: Store) {
             .is_empty()
     );
     let twice = store
-        .approve_pending("p1", "vendor-admin:ivo", entry("approve"))
+        .approve_pending(
+            "p1",
+            &Approver {
+                actor: "vendor-admin:ivy",
+                user_id: &ivy,
+            },
+            |_, _| entry("approve"),
+        )
         .await;
-    assert!(matches!(twice, Err(StoreError::NotFound(_))));
+    assert!(matches!(twice, Err(StoreError::Conflict(_))), "{twice:?}");
+}
+
+async fn approvals_need_distinct_people_and_expire(store: Store) {
+    let model_id = model(&store).await;
+    let group = HostGroupName::parse("gpu").unwrap();
+    let action = PendingAction::AllowHostGroup {
+        model_id: model_id.clone(),
+        group: group.clone(),
+    };
+    file_request(&store, "p2", "v1", &action, 2, 4_000_000_000).await;
+    let (ivo_id, ivy_id) = (person(&store, "ivo").await, person(&store, "ivy").await);
+    let ivo = Approver {
+        actor: "vendor-admin:ivo",
+        user_id: &ivo_id,
+    };
+    let (_, first) = store
+        .approve_pending("p2", &ivo, |_, _| entry("approve"))
+        .await
+        .unwrap();
+    assert_eq!(first, Approved::Partial { have: 1, need: 2 });
+    assert!(
+        store.model_host_groups(&model_id).await.unwrap().is_empty(),
+        "one approval of two did it"
+    );
+    let again = store
+        .approve_pending(
+            "p2",
+            &Approver {
+                actor: "auditor:ivo",
+                user_id: &ivo_id,
+            },
+            |_, _| entry("approve"),
+        )
+        .await;
+    assert!(
+        matches!(again, Err(StoreError::Conflict(_))),
+        "one person approved twice: {again:?}"
+    );
+    let (record, second) = store
+        .approve_pending(
+            "p2",
+            &Approver {
+                actor: "vendor-admin:ivy",
+                user_id: &ivy_id,
+            },
+            |_, _| entry("approve"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(second, Approved::Done);
+    assert_eq!(record.approvers(), "vendor-admin:ivo,vendor-admin:ivy");
+    assert_eq!(store.model_host_groups(&model_id).await.unwrap(), [group]);
+    // An expired request can no longer be approved, and does nothing.
+    let action = PendingAction::Embargo {
+        model_id: model_id.clone(),
+        not_before: None,
+        not_after: None,
+    };
+    file_request(&store, "p3", "v1", &action, 1, 1).await;
+    assert!(store.pending("p3").await.unwrap().unwrap().expired(2));
+    let late = store
+        .approve_pending("p3", &ivo, |_, _| entry("approve"))
+        .await;
+    assert!(
+        matches!(&late, Err(StoreError::Conflict(m)) if m.contains("expired")),
+        "{late:?}"
+    );
+    let actions = audit_actions(&store).await;
+    assert_eq!(
+        actions.iter().filter(|a| *a == "approve").count(),
+        2,
+        "refused approvals write no entry: {actions:?}"
+    );
 }
 
 async fn concurrent_changes_get_gap_free_sequence_numbers(store: Store) {

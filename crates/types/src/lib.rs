@@ -33,6 +33,10 @@ pub enum NameError {
         "{what} {value:?} may only contain ASCII letters, digits, '-', '_' and '.', and must start with a letter or digit"
     )]
     BadCharacters { what: &'static str, value: String },
+    #[error(
+        "{what} {value:?} contains '--' or '..': the Hugging Face cache uses '--' to join names, so they are not allowed"
+    )]
+    DoubleSeparator { what: &'static str, value: String },
     #[error("model reference {0:?} must have the form VENDOR/MODEL")]
     NotVendorModel(String),
     #[error("path {0:?} is absolute; paths must be relative to the model folder")]

@@ -21,13 +21,19 @@ fn check_simple_name(what: &'static str, value: &str) -> Result<(), NameError> {
     }
     let bytes = value.as_bytes();
     let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
-    if !bytes[0].is_ascii_alphanumeric()
-        || !bytes.iter().all(|&b| allowed(b))
-        || value.contains("..")
-    {
+    if !bytes[0].is_ascii_alphanumeric() || !bytes.iter().all(|&b| allowed(b)) {
         return Err(NameError::BadCharacters {
             what,
             value: value.chars().take(MAX_NAME_LEN).collect(),
+        });
+    }
+    // The Hugging Face cache names a repository's folder `models--VENDOR--MODEL`: with '--'
+    // inside a name, `a--b/c` and `a/b--c` would share one folder (and `custody wipe` could
+    // not tell them apart). The Hub refuses both sequences in repository ids too.
+    if value.contains("--") || value.contains("..") {
+        return Err(NameError::DoubleSeparator {
+            what,
+            value: value.to_owned(),
         });
     }
     Ok(())
@@ -185,11 +191,22 @@ mod tests {
         }
         let long = "a".repeat(MAX_NAME_LEN + 1);
         let bad = [
-            "", ".hidden", "-dash", "a b", "a/b", "a..b", "ü", "a\0b", "a\nb", &long,
+            "", ".hidden", "-dash", "a b", "a/b", "a..b", "a--b", "ü", "a\0b", "a\nb", &long,
         ];
         for name in bad {
             assert!(VendorName::parse(name).is_err(), "{name:?}");
         }
+    }
+
+    #[test]
+    fn names_map_to_distinct_hugging_face_cache_folders() {
+        // `models--a--b--c` could be a--b/c or a/b--c: neither name is accepted.
+        for (vendor, model) in [("a--b", "c"), ("a", "b--c")] {
+            let refused =
+                VendorName::parse(vendor).is_err() || ModelName::parse(model).is_err();
+            assert!(refused, "{vendor}/{model}");
+        }
+        assert!(RepoRef::parse("a-b/c-d").is_ok());
     }
 
     #[test]
