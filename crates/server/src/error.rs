@@ -4,7 +4,8 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use wire::ErrorCode;
+use wire::hub::HubErrorCode;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ApiError {
@@ -25,7 +26,7 @@ pub(crate) enum ApiError {
     #[error("{0}")]
     Deleted(String),
     #[error("{message}")]
-    BadRequest { code: &'static str, message: String },
+    BadRequest { code: ErrorCode, message: String },
     #[error("{0}")]
     Conflict(String),
     /// A resumed upload sent bytes from another offset than the server holds.
@@ -42,19 +43,8 @@ pub(crate) enum ApiError {
     Internal(String),
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorDetail<'a>,
-}
-
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
-    code: &'a str,
-    message: String,
-}
-
 impl ApiError {
-    pub(crate) fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError::BadRequest {
             code,
             message: message.into(),
@@ -62,23 +52,24 @@ impl ApiError {
     }
 
     /// The status and the stable, machine-readable code of each error.
-    pub(crate) fn status(&self) -> (StatusCode, &'static str) {
+    pub(crate) fn status(&self) -> (StatusCode, ErrorCode) {
         match self {
-            ApiError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
-            ApiError::Denied(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated),
+            ApiError::Denied(_) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
             ApiError::NotFound(_)
             | ApiError::ModelNotFound(_)
             | ApiError::RevisionNotFound(_)
-            | ApiError::EntryNotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::Deleted(_) => (StatusCode::GONE, "deleted"),
-            ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
-            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            ApiError::ResumeMismatch(_) => (StatusCode::CONFLICT, "resume_mismatch"),
-            ApiError::Integrity => (StatusCode::INTERNAL_SERVER_ERROR, "integrity_error"),
-            ApiError::RangeNotSatisfiable { .. } => {
-                (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable")
-            }
-            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            | ApiError::EntryNotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            ApiError::Deleted(_) => (StatusCode::GONE, ErrorCode::Deleted),
+            ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, *code),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, ErrorCode::Conflict),
+            ApiError::ResumeMismatch(_) => (StatusCode::CONFLICT, ErrorCode::ResumeMismatch),
+            ApiError::Integrity => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::IntegrityError),
+            ApiError::RangeNotSatisfiable { .. } => (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                ErrorCode::RangeNotSatisfiable,
+            ),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         }
     }
 }
@@ -111,25 +102,25 @@ impl ApiError {
     /// `huggingface_hub` turns into its typed errors (`GatedRepoError`,
     /// `RepositoryNotFoundError`, `RevisionNotFoundError`, `EntryNotFoundError`). A refusal
     /// must carry `GatedRepo`: a bare 403 makes the client blame the network.
-    pub(crate) fn hub_status(&self) -> (StatusCode, Option<&'static str>) {
+    pub(crate) fn hub_status(&self) -> (StatusCode, Option<HubErrorCode>) {
         match self {
-            ApiError::Denied(_) => (StatusCode::FORBIDDEN, Some("GatedRepo")),
+            ApiError::Denied(_) => (StatusCode::FORBIDDEN, Some(HubErrorCode::GatedRepo)),
             ApiError::ModelNotFound(_)
             | ApiError::Deleted(_)
             | ApiError::BadRequest {
-                code: "invalid_name",
+                code: ErrorCode::InvalidName,
                 ..
-            } => (StatusCode::NOT_FOUND, Some("RepoNotFound")),
+            } => (StatusCode::NOT_FOUND, Some(HubErrorCode::RepoNotFound)),
             ApiError::RevisionNotFound(_)
             | ApiError::BadRequest {
-                code: "invalid_revision",
+                code: ErrorCode::InvalidRevision,
                 ..
-            } => (StatusCode::NOT_FOUND, Some("RevisionNotFound")),
+            } => (StatusCode::NOT_FOUND, Some(HubErrorCode::RevisionNotFound)),
             ApiError::EntryNotFound(_)
             | ApiError::BadRequest {
-                code: "invalid_path",
+                code: ErrorCode::InvalidPath,
                 ..
-            } => (StatusCode::NOT_FOUND, Some("EntryNotFound")),
+            } => (StatusCode::NOT_FOUND, Some(HubErrorCode::EntryNotFound)),
             other => (other.status().0, None),
         }
     }
@@ -141,18 +132,22 @@ impl ApiError {
     pub(crate) fn into_hub_response(self, commit: Option<&str>) -> Response {
         let (status, code) = self.hub_status();
         let message = self.user_message();
-        let mut response = (status, Json(serde_json::json!({ "error": message }))).into_response();
+        let header_message = header_text(&message);
+        let mut response = (status, Json(wire::hub::HubError { error: message })).into_response();
         let headers = response.headers_mut();
         if let Some(code) = code {
-            headers.insert("x-error-code", HeaderValue::from_static(code));
+            headers.insert(
+                wire::hub::ERROR_CODE_HEADER,
+                HeaderValue::from_static(code.as_str()),
+            );
         }
-        if let Ok(v) = HeaderValue::from_str(&header_text(&message)) {
-            headers.insert("x-error-message", v);
+        if let Ok(v) = HeaderValue::from_str(&header_message) {
+            headers.insert(wire::hub::ERROR_MESSAGE_HEADER, v);
         }
         if let Some(commit) = commit
             && let Ok(v) = HeaderValue::from_str(commit)
         {
-            headers.insert("x-repo-commit", v);
+            headers.insert(wire::hub::REPO_COMMIT_HEADER, v);
         }
         self.add_content_range(&mut response);
         response
@@ -177,13 +172,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status();
         let message = self.user_message();
-        let mut response = (
-            status,
-            Json(ErrorBody {
-                error: ErrorDetail { code, message },
-            }),
-        )
-            .into_response();
+        let mut response = (status, Json(wire::ErrorBody::new(code, message))).into_response();
         self.add_content_range(&mut response);
         response
     }
@@ -207,7 +196,7 @@ impl From<blobstore::BlobError> for ApiError {
                 ApiError::Integrity
             }
             blobstore::BlobError::SizeMismatch { expected, actual } => ApiError::bad_request(
-                "size_mismatch",
+                ErrorCode::SizeMismatch,
                 format!("received {actual} bytes, the manifest declared {expected}"),
             ),
             other => ApiError::Internal(other.to_string()),
@@ -229,6 +218,6 @@ impl From<crypto::CryptoError> for ApiError {
 
 impl From<types::NameError> for ApiError {
     fn from(e: types::NameError) -> Self {
-        ApiError::bad_request("invalid_name", e.to_string())
+        ApiError::bad_request(ErrorCode::InvalidName, e.to_string())
     }
 }

@@ -1,6 +1,5 @@
 //! Who may do what: exclusive hosts and their certificates, the host groups a model allows,
-//! user groups, exclusions, embargo windows, tokens, and requests waiting for a second vendor
-//! admin. Each route asks [`authorize`] first and records its change with its audit entry.
+//! user groups, exclusions, embargo windows, and requests waiting for a second vendor admin. Each route asks [`authorize`] first and records its change with its audit entry.
 
 use std::sync::Arc;
 
@@ -9,10 +8,15 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use policy::Action;
-use serde::Deserialize;
-use serde_json::{Value, json};
 use store::{NewHost, PendingAction, PendingRecord, VendorRecord};
 use types::{GroupName, HostGroupName, HostName, UserName, VendorName};
+use wire::ErrorCode;
+use wire::access::{
+    AddMember, AllowHostGroup, Embargo, EnrollHost, Exclude, Excluded, Exclusion, ExclusionList,
+    ExclusionQuery, GroupMember, GroupMembers, HostEnrolled, HostGroupChanged, HostInfo, HostList,
+    HostRevoked, MemberAdded, MemberRemoved, ModelHostGroups, PendingList, PendingRequest,
+    SetEmbargo, Unexcluded, VendorSettings, VendorSettingsChanged,
+};
 
 use super::json_body;
 use super::models::{authorize_model, load_model};
@@ -30,29 +34,20 @@ pub(crate) async fn load_vendor(app: &App, name: &str) -> Result<VendorRecord, A
 
 // ----- hosts -------------------------------------------------------------------------------
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct EnrollRequest {
-    name: String,
-    group: String,
-    /// The host's certificate signing request (PEM). Only its public key is used.
-    csr: String,
-}
-
 /// Signs a host's request into a client certificate of the host CA and enrolls the host
 /// in a host group.
 pub(crate) async fn enroll_host(
     State(app): State<Arc<App>>,
     caller: Caller,
-    body: Result<Json<EnrollRequest>, JsonRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+    body: Result<Json<EnrollHost>, JsonRejection>,
+) -> Result<(StatusCode, Json<HostEnrolled>), ApiError> {
     let decision = authorize(&app, &caller, Action::ManageHosts, Target::Service).await?;
     let request = json_body(body)?;
     let name = HostName::parse(&request.name)?;
     let group = HostGroupName::parse(&request.group)?;
     if request.csr.len() > 64 * 1024 {
         return Err(ApiError::bad_request(
-            "invalid_csr",
+            ErrorCode::InvalidCsr,
             "the signing request is too large",
         ));
     }
@@ -63,7 +58,7 @@ pub(crate) async fn enroll_host(
         name.as_str(),
         store_now(),
     )
-    .map_err(|e| ApiError::bad_request("invalid_csr", e.to_string()))?;
+    .map_err(|e| ApiError::bad_request(ErrorCode::InvalidCsr, e.to_string()))?;
     let entry = caller
         .entry("host.enroll", "service")
         .with_decision(true, &policy_ids(&decision))
@@ -85,46 +80,44 @@ pub(crate) async fn enroll_host(
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "name": name,
-            "group": group,
-            "certificate": issued.cert_pem,
-            "ca": app.host_ca.cert_pem,
-            "cert_sha256": issued.sha256,
-            "not_after": issued.not_after,
-        })),
+        Json(HostEnrolled {
+            name,
+            group,
+            certificate: issued.cert_pem,
+            ca: app.host_ca.cert_pem.clone(),
+            cert_sha256: issued.sha256,
+            not_after: issued.not_after,
+        }),
     ))
 }
 
 pub(crate) async fn list_hosts(
     State(app): State<Arc<App>>,
     caller: Caller,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<HostList>, ApiError> {
     authorize(&app, &caller, Action::ManageHosts, Target::Service).await?;
-    let hosts: Vec<_> = app
+    let hosts = app
         .store
         .hosts()
         .await?
         .into_iter()
-        .map(|h| {
-            json!({
-                "name": h.name,
-                "group": h.group,
-                "cert_sha256": h.cert_sha256,
-                "not_after": h.not_after,
-                "enrolled_by": h.enrolled_by,
-                "revoked_at": h.revoked_at,
-            })
+        .map(|h| HostInfo {
+            name: h.name,
+            group: h.group,
+            cert_sha256: h.cert_sha256,
+            not_after: h.not_after,
+            enrolled_by: h.enrolled_by,
+            revoked_at: h.revoked_at,
         })
         .collect();
-    Ok(Json(json!({ "hosts": hosts })))
+    Ok(Json(HostList { hosts }))
 }
 
 pub(crate) async fn revoke_host(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<HostRevoked>, ApiError> {
     let decision = authorize(&app, &caller, Action::ManageHosts, Target::Service).await?;
     let name = HostName::parse(&name)?;
     let entry = caller
@@ -132,23 +125,20 @@ pub(crate) async fn revoke_host(
         .with_decision(true, &policy_ids(&decision))
         .with_detail(format!("host {name}"));
     app.store.revoke_host(&name, entry).await?;
-    Ok(Json(json!({ "name": name, "revoked": true })))
+    Ok(Json(HostRevoked {
+        name,
+        revoked: true,
+    }))
 }
 
 // ----- host groups of a model -----------------------------------------------------------------
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct HostGroupRequest {
-    group: String,
-}
 
 pub(crate) async fn allow_host_group(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path((vendor, model)): Path<(String, String)>,
-    body: Result<Json<HostGroupRequest>, JsonRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+    body: Result<Json<AllowHostGroup>, JsonRejection>,
+) -> Result<(StatusCode, Json<HostGroupChanged>), ApiError> {
     let found = load_model(&app, &vendor, &model).await?;
     let decision = authorize_model(&app, &caller, Action::ManageHosts, &found).await?;
     let group = HostGroupName::parse(&json_body(body)?.group)?;
@@ -161,7 +151,10 @@ pub(crate) async fn allow_host_group(
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "model": found.name, "host_group": group })),
+        Json(HostGroupChanged {
+            model: found.name,
+            host_group: group,
+        }),
     ))
 }
 
@@ -169,7 +162,7 @@ pub(crate) async fn disallow_host_group(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path((vendor, model, group)): Path<(String, String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<HostGroupChanged>, ApiError> {
     let found = load_model(&app, &vendor, &model).await?;
     let decision = authorize_model(&app, &caller, Action::ManageHosts, &found).await?;
     let group = HostGroupName::parse(&group)?;
@@ -180,36 +173,35 @@ pub(crate) async fn disallow_host_group(
     app.store
         .disallow_host_group(&found.record.id, &group, entry)
         .await?;
-    Ok(Json(json!({ "model": found.name, "host_group": group })))
+    Ok(Json(HostGroupChanged {
+        model: found.name,
+        host_group: group,
+    }))
 }
 
 pub(crate) async fn list_host_groups(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path((vendor, model)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ModelHostGroups>, ApiError> {
     let found = load_model(&app, &vendor, &model).await?;
     authorize_model(&app, &caller, Action::ReadMetadata, &found).await?;
-    let groups = app.store.model_host_groups(&found.record.id).await?;
-    Ok(Json(json!({ "model": found.name, "host_groups": groups })))
+    let host_groups = app.store.model_host_groups(&found.record.id).await?;
+    Ok(Json(ModelHostGroups {
+        model: found.name,
+        host_groups,
+    }))
 }
 
 // ----- embargo -----------------------------------------------------------------------------
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct EmbargoRequest {
-    not_before: Option<i64>,
-    not_after: Option<i64>,
-}
 
 /// Sets a model's window for bytes (Unix seconds, each end optional; both absent clears it).
 pub(crate) async fn set_embargo(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path((vendor, model)): Path<(String, String)>,
-    body: Result<Json<EmbargoRequest>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+    body: Result<Json<SetEmbargo>, JsonRejection>,
+) -> Result<Json<Embargo>, ApiError> {
     let found = load_model(&app, &vendor, &model).await?;
     let decision = authorize_model(&app, &caller, Action::Configure, &found).await?;
     let request = json_body(body)?;
@@ -217,7 +209,7 @@ pub(crate) async fn set_embargo(
         && nb >= na
     {
         return Err(ApiError::bad_request(
-            "invalid_window",
+            ErrorCode::InvalidWindow,
             "not_before must be earlier than not_after",
         ));
     }
@@ -236,27 +228,14 @@ pub(crate) async fn set_embargo(
             entry,
         )
         .await?;
-    Ok(Json(json!({
-        "model": found.name,
-        "not_before": request.not_before,
-        "not_after": request.not_after,
-    })))
+    Ok(Json(Embargo {
+        model: found.name,
+        not_before: request.not_before,
+        not_after: request.not_after,
+    }))
 }
 
 // ----- exclusions --------------------------------------------------------------------------
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ExcludeRequest {
-    user: String,
-    /// A model of the vendor; absent: every model of the vendor.
-    model: Option<String>,
-}
-
-#[derive(Deserialize)]
-pub(crate) struct ExclusionQuery {
-    model: Option<String>,
-}
 
 /// Decides an exclusion change on one model of the vendor, or on the whole vendor; returns
 /// the decision, the model id (if any) and the resource name for the audit entry.
@@ -285,8 +264,8 @@ pub(crate) async fn exclude(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(vendor): Path<String>,
-    body: Result<Json<ExcludeRequest>, JsonRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+    body: Result<Json<Exclude>, JsonRejection>,
+) -> Result<(StatusCode, Json<Excluded>), ApiError> {
     let vendor = load_vendor(&app, &vendor).await?;
     let request = json_body(body)?;
     let user = UserName::parse(&request.user)?;
@@ -307,7 +286,10 @@ pub(crate) async fn exclude(
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "excluded": user, "from": resource })),
+        Json(Excluded {
+            excluded: user,
+            from: resource,
+        }),
     ))
 }
 
@@ -316,7 +298,7 @@ pub(crate) async fn unexclude(
     caller: Caller,
     Path((vendor, user)): Path<(String, String)>,
     Query(query): Query<ExclusionQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Unexcluded>, ApiError> {
     let vendor = load_vendor(&app, &vendor).await?;
     let user = UserName::parse(&user)?;
     let (decision, model_id, resource) =
@@ -328,33 +310,37 @@ pub(crate) async fn unexclude(
     app.store
         .unexclude(&vendor.id, model_id.as_deref(), &user, entry)
         .await?;
-    Ok(Json(json!({ "unexcluded": user, "from": resource })))
+    Ok(Json(Unexcluded {
+        unexcluded: user,
+        from: resource,
+    }))
 }
 
 pub(crate) async fn list_exclusions(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(vendor): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ExclusionList>, ApiError> {
     let vendor = load_vendor(&app, &vendor).await?;
     authorize(&app, &caller, Action::Exclude, Target::Vendor(&vendor)).await?;
-    let list: Vec<_> = app
+    let exclusions = app
         .store
         .exclusions(&vendor.id)
         .await?
         .into_iter()
-        .map(|e| json!({ "user": e.user, "model": e.model, "created_by": e.created_by }))
+        .map(|e| Exclusion {
+            user: e.user,
+            model: e.model,
+            created_by: e.created_by,
+        })
         .collect();
-    Ok(Json(json!({ "vendor": vendor.name, "exclusions": list })))
+    Ok(Json(ExclusionList {
+        vendor: vendor.name,
+        exclusions,
+    }))
 }
 
 // ----- two-person rule ---------------------------------------------------------------------
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct VendorSettings {
-    two_person: bool,
-}
 
 /// Turns the two-person rule on (at once) or off (which itself waits for a second admin
 /// while the rule is on).
@@ -363,7 +349,7 @@ pub(crate) async fn set_vendor_settings(
     caller: Caller,
     Path(vendor): Path<String>,
     body: Result<Json<VendorSettings>, JsonRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<VendorSettingsChanged>), ApiError> {
     let vendor = load_vendor(&app, &vendor).await?;
     let decision = authorize(&app, &caller, Action::Configure, Target::Vendor(&vendor)).await?;
     let wanted = json_body(body)?.two_person;
@@ -385,7 +371,11 @@ pub(crate) async fn set_vendor_settings(
             .await?;
         return Ok((
             StatusCode::ACCEPTED,
-            Json(json!({ "vendor": vendor.name, "two_person": true, "pending": id })),
+            Json(VendorSettingsChanged {
+                vendor: vendor.name,
+                two_person: true,
+                pending: Some(id),
+            }),
         ));
     }
     let entry = caller
@@ -397,27 +387,32 @@ pub(crate) async fn set_vendor_settings(
         .await?;
     Ok((
         StatusCode::OK,
-        Json(json!({ "vendor": vendor.name, "two_person": wanted })),
+        Json(VendorSettingsChanged {
+            vendor: vendor.name,
+            two_person: wanted,
+            pending: None,
+        }),
     ))
 }
 
-fn pending_json(p: &PendingRecord, model: Option<String>) -> Value {
-    let what = match &p.action {
-        PendingAction::Grant { to, expires_at, .. } => {
-            json!({ "kind": "grant", "to": to.to_tagged(), "expires_at": expires_at })
-        }
-        PendingAction::Delete { .. } => json!({ "kind": "delete" }),
-        PendingAction::DisableTwoPerson => json!({ "kind": "disable-two-person" }),
+fn pending_request(p: PendingRecord, model: Option<String>) -> PendingRequest {
+    let request = match p.action {
+        PendingAction::Grant { to, expires_at, .. } => wire::access::PendingAction::Grant {
+            to: to.to_tagged(),
+            expires_at,
+        },
+        PendingAction::Delete { .. } => wire::access::PendingAction::Delete,
+        PendingAction::DisableTwoPerson => wire::access::PendingAction::DisableTwoPerson,
     };
-    json!({
-        "id": p.id,
-        "model": model,
-        "request": what,
-        "requested_by": p.requested_by,
-        "created_at": p.created_at,
-        "state": p.state,
-        "approved_by": p.decided_by,
-    })
+    PendingRequest {
+        id: p.id,
+        model,
+        request,
+        requested_by: p.requested_by,
+        created_at: p.created_at,
+        state: p.state,
+        approved_by: p.decided_by,
+    }
 }
 
 async fn model_name(app: &App, p: &PendingRecord) -> Result<Option<String>, ApiError> {
@@ -440,14 +435,18 @@ pub(crate) async fn list_pending(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(vendor): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PendingList>, ApiError> {
     let vendor = load_vendor(&app, &vendor).await?;
     authorize(&app, &caller, Action::Approve, Target::Vendor(&vendor)).await?;
-    let mut list = Vec::new();
+    let mut pending = Vec::new();
     for p in app.store.pending_for_vendor(&vendor.id).await? {
-        list.push(pending_json(&p, model_name(&app, &p).await?));
+        let model = model_name(&app, &p).await?;
+        pending.push(pending_request(p, model));
     }
-    Ok(Json(json!({ "vendor": vendor.name, "pending": list })))
+    Ok(Json(PendingList {
+        vendor: vendor.name,
+        pending,
+    }))
 }
 
 /// Approves a request of another admin of the same vendor, and carries it out.
@@ -455,7 +454,7 @@ pub(crate) async fn approve(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PendingRequest>, ApiError> {
     if !crypto::token::is_id(&id) {
         return Err(ApiError::NotFound("pending request".into()));
     }
@@ -508,23 +507,17 @@ pub(crate) async fn approve(
         app.deletions.notify_one();
     }
     let name = model_name(&app, &approved).await?;
-    Ok(Json(pending_json(&approved, name)))
+    Ok(Json(pending_request(approved, name)))
 }
 
 // ----- groups ------------------------------------------------------------------------------
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct MemberRequest {
-    user: String,
-}
 
 pub(crate) async fn add_member(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(group): Path<String>,
-    body: Result<Json<MemberRequest>, JsonRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+    body: Result<Json<AddMember>, JsonRejection>,
+) -> Result<(StatusCode, Json<MemberAdded>), ApiError> {
     let decision = authorize(&app, &caller, Action::ManageGroups, Target::Service).await?;
     let group = GroupName::parse(&group)?;
     let user = UserName::parse(&json_body(body)?.user)?;
@@ -535,17 +528,14 @@ pub(crate) async fn add_member(
     app.store
         .add_group_member(&group, &user, &caller.actor(), entry)
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "group": group, "user": user })),
-    ))
+    Ok((StatusCode::CREATED, Json(MemberAdded { group, user })))
 }
 
 pub(crate) async fn remove_member(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path((group, user)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MemberRemoved>, ApiError> {
     let decision = authorize(&app, &caller, Action::ManageGroups, Target::Service).await?;
     let group = GroupName::parse(&group)?;
     let user = UserName::parse(&user)?;
@@ -554,68 +544,23 @@ pub(crate) async fn remove_member(
         .with_decision(true, &policy_ids(&decision))
         .with_detail(format!("user {user} from group {group}"));
     app.store.remove_group_member(&group, &user, entry).await?;
-    Ok(Json(json!({ "group": group, "removed": user })))
+    Ok(Json(MemberRemoved {
+        group,
+        removed: user,
+    }))
 }
 
 pub(crate) async fn list_groups(
     State(app): State<Arc<App>>,
     caller: Caller,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<GroupMembers>, ApiError> {
     authorize(&app, &caller, Action::ManageGroups, Target::Service).await?;
-    let members: Vec<_> = app
+    let members = app
         .store
         .group_members()
         .await?
         .into_iter()
-        .map(|(g, u)| json!({ "group": g, "user": u }))
+        .map(|(group, user)| GroupMember { group, user })
         .collect();
-    Ok(Json(json!({ "members": members })))
-}
-
-// ----- tokens ------------------------------------------------------------------------------
-
-pub(crate) async fn list_tokens(
-    State(app): State<Arc<App>>,
-    caller: Caller,
-) -> Result<Json<Value>, ApiError> {
-    authorize(&app, &caller, Action::CreateToken, Target::Service).await?;
-    let tokens: Vec<_> = app
-        .store
-        .tokens()
-        .await?
-        .into_iter()
-        .map(|t| {
-            json!({
-                "id": t.id,
-                "role": t.role,
-                "vendor": t.vendor,
-                "name": t.user,
-                "created_at": t.created_at,
-                "expires_at": t.expires_at,
-                "revoked_at": t.revoked_at,
-            })
-        })
-        .collect();
-    Ok(Json(json!({ "tokens": tokens })))
-}
-
-/// Revokes a token: refused from the next request on.
-pub(crate) async fn revoke_token(
-    State(app): State<Arc<App>>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let decision = authorize(&app, &caller, Action::CreateToken, Target::Service).await?;
-    if !crypto::token::is_id(&id) {
-        return Err(ApiError::bad_request(
-            "invalid_token_id",
-            "a token id is hexadecimal (the part before the dot)",
-        ));
-    }
-    let entry = caller
-        .entry("token.revoke", "service")
-        .with_decision(true, &policy_ids(&decision))
-        .with_detail(format!("token {id}"));
-    app.store.revoke_token(&id, entry).await?;
-    Ok(Json(json!({ "id": id, "revoked": true })))
+    Ok(Json(GroupMembers { members }))
 }

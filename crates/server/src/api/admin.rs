@@ -1,32 +1,30 @@
-//! Operator routes: vendors and tokens.
+//! Operator routes: vendors and tokens (created, listed, revoked).
 
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use policy::Action;
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use store::NewToken;
 use types::{Role, UserName, VendorName};
+use wire::ErrorCode;
+use wire::admin::{
+    CreateToken, CreateVendor, TokenCreated, TokenInfo, TokenList, TokenRevoked, VendorCreated,
+    VendorList,
+};
 
 use super::json_body;
 use crate::App;
 use crate::auth::{Caller, Target, authorize, policy_ids, store_now};
 use crate::error::ApiError;
 
-#[derive(Deserialize)]
-pub(crate) struct CreateVendor {
-    name: String,
-}
-
 pub(crate) async fn create_vendor(
     State(app): State<Arc<App>>,
     caller: Caller,
     body: Result<Json<CreateVendor>, JsonRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<VendorCreated>), ApiError> {
     let decision = authorize(&app, &caller, Action::CreateVendor, Target::Service).await?;
     let body = json_body(body)?;
     let name = VendorName::parse(&body.name)?;
@@ -35,13 +33,13 @@ pub(crate) async fn create_vendor(
         .entry("vendor.create", name.as_str())
         .with_decision(true, &policy_ids(&decision));
     app.store.create_vendor(&id, &name, entry).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "name": name }))))
+    Ok((StatusCode::CREATED, Json(VendorCreated { name })))
 }
 
 pub(crate) async fn list_vendors(
     State(app): State<Arc<App>>,
     caller: Caller,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<VendorList>, ApiError> {
     authorize(&app, &caller, Action::ListVendors, Target::Service).await?;
     let vendors: Vec<_> = app
         .store
@@ -50,33 +48,14 @@ pub(crate) async fn list_vendors(
         .into_iter()
         .map(|v| v.name)
         .collect();
-    Ok(Json(json!({ "vendors": vendors })))
-}
-
-#[derive(Deserialize)]
-pub(crate) struct CreateToken {
-    role: String,
-    vendor: Option<String>,
-    name: String,
-    expires_in_secs: Option<i64>,
-}
-
-#[derive(Serialize)]
-pub(crate) struct CreatedToken {
-    id: String,
-    /// Shown once; only its hash is kept.
-    token: String,
-    role: Role,
-    vendor: Option<VendorName>,
-    name: UserName,
-    expires_at: Option<i64>,
+    Ok(Json(VendorList { vendors }))
 }
 
 pub(crate) async fn create_token(
     State(app): State<Arc<App>>,
     caller: Caller,
     body: Result<Json<CreateToken>, JsonRejection>,
-) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
+) -> Result<(StatusCode, Json<TokenCreated>), ApiError> {
     let decision = authorize(&app, &caller, Action::CreateToken, Target::Service).await?;
     let body = json_body(body)?;
     let role = Role::parse(&body.role)?;
@@ -85,13 +64,13 @@ pub(crate) async fn create_token(
     let vendor_record = match (role, &vendor) {
         (Role::VendorAdmin | Role::Auditor, None) => {
             return Err(ApiError::bad_request(
-                "vendor_required",
+                ErrorCode::VendorRequired,
                 format!("a {role} token must name its vendor (--vendor)"),
             ));
         }
         (Role::Operator | Role::Committer, Some(_)) => {
             return Err(ApiError::bad_request(
-                "vendor_not_allowed",
+                ErrorCode::VendorNotAllowed,
                 format!(
                     "a {role} token is not scoped to a vendor; grants decide a committer's access"
                 ),
@@ -108,7 +87,7 @@ pub(crate) async fn create_token(
     let expires_at = match body.expires_in_secs {
         Some(s) if s <= 0 => {
             return Err(ApiError::bad_request(
-                "invalid_expiry",
+                ErrorCode::InvalidExpiry,
                 "expiry must be in the future",
             ));
         }
@@ -139,7 +118,7 @@ pub(crate) async fn create_token(
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(CreatedToken {
+        Json(TokenCreated {
             token: format!("{id}.{}", secret.expose_secret()),
             id,
             role,
@@ -148,4 +127,48 @@ pub(crate) async fn create_token(
             expires_at,
         }),
     ))
+}
+
+pub(crate) async fn list_tokens(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+) -> Result<Json<TokenList>, ApiError> {
+    authorize(&app, &caller, Action::CreateToken, Target::Service).await?;
+    let tokens = app
+        .store
+        .tokens()
+        .await?
+        .into_iter()
+        .map(|t| TokenInfo {
+            id: t.id,
+            role: t.role,
+            vendor: t.vendor,
+            name: t.user,
+            created_at: t.created_at,
+            expires_at: t.expires_at,
+            revoked_at: t.revoked_at,
+        })
+        .collect();
+    Ok(Json(TokenList { tokens }))
+}
+
+/// Revokes a token: refused from the next request on.
+pub(crate) async fn revoke_token(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<TokenRevoked>, ApiError> {
+    let decision = authorize(&app, &caller, Action::CreateToken, Target::Service).await?;
+    if !crypto::token::is_id(&id) {
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidTokenId,
+            "a token id is hexadecimal (the part before the dot)",
+        ));
+    }
+    let entry = caller
+        .entry("token.revoke", "service")
+        .with_decision(true, &policy_ids(&decision))
+        .with_detail(format!("token {id}"));
+    app.store.revoke_token(&id, entry).await?;
+    Ok(Json(TokenRevoked { id, revoked: true }))
 }

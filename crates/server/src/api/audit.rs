@@ -21,8 +21,11 @@ use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use policy::{Action, Decision};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use wire::ErrorCode;
+use wire::audit::{
+    AuditKey, Checkpoint, CheckpointList, ConsistencyProof, ConsistencyQuery, EdgeQuery,
+    InclusionProof, InclusionQuery, LatestCheckpoint, RangeQuery, SignedCheckpoint, TreeEdge,
+};
 
 use crate::App;
 use crate::auth::{Caller, Target, authorize, policy_ids};
@@ -66,13 +69,13 @@ fn internal(e: anyhow::Error) -> ApiError {
 pub(crate) async fn key(
     State(app): State<Arc<App>>,
     caller: Caller,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AuditKey>, ApiError> {
     allow(&app, &caller).await?;
     let vkey = app.checkpointer.verifier().map_err(internal)?;
-    Ok(Json(json!({
-        "origin": app.checkpointer.origin(),
-        "key": vkey.to_string(),
-    })))
+    Ok(Json(AuditKey {
+        origin: app.checkpointer.origin().to_owned(),
+        key: vkey.to_string(),
+    }))
 }
 
 /// `GET /v1/audit/checkpoint`: the latest signed checkpoint, the log's current size, and the
@@ -80,7 +83,7 @@ pub(crate) async fn key(
 pub(crate) async fn latest(
     State(app): State<Arc<App>>,
     caller: Caller,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LatestCheckpoint>, ApiError> {
     let decision = allow(&app, &caller).await?;
     let size = app.store.audit_size().await?;
     let latest = app.store.latest_checkpoint().await?;
@@ -88,13 +91,13 @@ pub(crate) async fn latest(
     let Some(cp) = latest else {
         return Err(ApiError::NotFound("signed checkpoint".into()));
     };
-    Ok(Json(json!({
-        "size": cp.size,
-        "root": B64.encode(cp.root),
-        "note": cp.note,
-        "log_size": size,
-        "refusal": app.checkpointer.refusal(),
-    })))
+    Ok(Json(LatestCheckpoint {
+        size: cp.size,
+        root: B64.encode(cp.root),
+        note: cp.note,
+        log_size: size,
+        refusal: app.checkpointer.refusal(),
+    }))
 }
 
 /// `POST /v1/audit/checkpoint`: signs a checkpoint of the log as it is now (or returns the
@@ -103,7 +106,7 @@ pub(crate) async fn latest(
 pub(crate) async fn sign(
     State(app): State<Arc<App>>,
     caller: Caller,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SignedCheckpoint>, ApiError> {
     let decision = allow(&app, &caller).await?;
     let entry = caller
         .entry("audit.checkpoint", "service")
@@ -114,12 +117,12 @@ pub(crate) async fn sign(
             app.store
                 .record(entry.with_detail(format!("size {}", cp.size)))
                 .await?;
-            Ok(Json(json!({
-                "size": cp.size,
-                "root": B64.encode(cp.root),
-                "note": signed.note,
-                "new": signed.new,
-            })))
+            Ok(Json(SignedCheckpoint {
+                size: cp.size,
+                root: B64.encode(cp.root),
+                note: signed.note,
+                new: signed.new,
+            }))
         }
         Err(e) => {
             let why = format!("{e:#}");
@@ -135,18 +138,12 @@ pub(crate) async fn sign(
     }
 }
 
-#[derive(Deserialize)]
-pub(crate) struct RangeQuery {
-    from: Option<u64>,
-    to: Option<u64>,
-}
-
 /// `GET /v1/audit/checkpoints?from=A&to=B`: signed checkpoints with A <= size <= B.
 pub(crate) async fn checkpoints(
     State(app): State<Arc<App>>,
     caller: Caller,
     Query(q): Query<RangeQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CheckpointList>, ApiError> {
     let decision = allow(&app, &caller).await?;
     let (from, to) = (q.from.unwrap_or(0), q.to.unwrap_or(u64::MAX));
     let list = app.store.checkpoints(from, to, MAX_CHECKPOINTS).await?;
@@ -157,11 +154,15 @@ pub(crate) async fn checkpoints(
         format!("checkpoints {from}..={to}"),
     )
     .await?;
-    let list: Vec<Value> = list
-        .iter()
-        .map(|c| json!({ "size": c.size, "root": B64.encode(c.root), "note": c.note }))
+    let checkpoints = list
+        .into_iter()
+        .map(|c| Checkpoint {
+            size: c.size,
+            root: B64.encode(c.root),
+            note: c.note,
+        })
         .collect();
-    Ok(Json(json!({ "checkpoints": list })))
+    Ok(Json(CheckpointList { checkpoints }))
 }
 
 /// Clamps `from..to` to the log and to `max` items; refuses an empty or reversed range.
@@ -171,7 +172,7 @@ async fn clamp(app: &App, q: &RangeQuery, max: u64) -> Result<(u64, u64), ApiErr
     let to = q.to.unwrap_or(size).min(size).min(from.saturating_add(max));
     if from > size || to < from {
         return Err(ApiError::bad_request(
-            "invalid_range",
+            ErrorCode::InvalidRange,
             format!("entries {from}..{to} are not in the log of {size} entries"),
         ));
     }
@@ -202,8 +203,8 @@ pub(crate) async fn entries(
     record_read(&app, &caller, &decision, format!("entries {from}..{to}")).await?;
     Response::builder()
         .header(header::CONTENT_TYPE, "application/x-ndjson")
-        .header("x-custody-audit-from", from)
-        .header("x-custody-audit-to", from + rows.len() as u64)
+        .header(wire::audit::ENTRIES_FROM_HEADER, from)
+        .header(wire::audit::ENTRIES_TO_HEADER, from + rows.len() as u64)
         .body(Body::from(body))
         .map_err(|e| ApiError::Internal(e.to_string()))
 }
@@ -231,13 +232,6 @@ pub(crate) async fn leaves(
         .map_err(|e| ApiError::Internal(e.to_string()))
 }
 
-#[derive(Deserialize)]
-pub(crate) struct InclusionQuery {
-    index: u64,
-    /// Default: the latest checkpoint's size.
-    size: Option<u64>,
-}
-
 async fn size_or_latest(app: &App, size: Option<u64>) -> Result<u64, ApiError> {
     match size {
         Some(s) => Ok(s),
@@ -253,9 +247,9 @@ async fn size_or_latest(app: &App, size: Option<u64>) -> Result<u64, ApiError> {
 fn out_of_range(e: store::StoreError) -> ApiError {
     match e {
         store::StoreError::NotFound(what) => {
-            ApiError::bad_request("invalid_range", format!("no {what} in the log"))
+            ApiError::bad_request(ErrorCode::InvalidRange, format!("no {what} in the log"))
         }
-        store::StoreError::Conflict(m) => ApiError::bad_request("invalid_range", m),
+        store::StoreError::Conflict(m) => ApiError::bad_request(ErrorCode::InvalidRange, m),
         other => other.into(),
     }
 }
@@ -266,7 +260,7 @@ pub(crate) async fn inclusion(
     State(app): State<Arc<App>>,
     caller: Caller,
     Query(q): Query<InclusionQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<InclusionProof>, ApiError> {
     let decision = allow(&app, &caller).await?;
     let size = size_or_latest(&app, q.size).await?;
     let (leaf, proof) = app
@@ -282,20 +276,13 @@ pub(crate) async fn inclusion(
         format!("inclusion proof of {} in {size}", q.index),
     )
     .await?;
-    Ok(Json(json!({
-        "index": q.index,
-        "size": size,
-        "leaf_hash": B64.encode(leaf),
-        "proof": b64_all(&proof),
-        "checkpoint": checkpoint,
-    })))
-}
-
-#[derive(Deserialize)]
-pub(crate) struct ConsistencyQuery {
-    old: u64,
-    /// Default: the latest checkpoint's size.
-    new: Option<u64>,
+    Ok(Json(InclusionProof {
+        index: q.index,
+        size,
+        leaf_hash: B64.encode(leaf),
+        proof: b64_all(&proof),
+        checkpoint,
+    }))
 }
 
 /// `GET /v1/audit/proof/consistency?old=M[&new=N]`: the consistency proof from size M to N.
@@ -303,7 +290,7 @@ pub(crate) async fn consistency(
     State(app): State<Arc<App>>,
     caller: Caller,
     Query(q): Query<ConsistencyQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ConsistencyProof>, ApiError> {
     let decision = allow(&app, &caller).await?;
     let new = size_or_latest(&app, q.new).await?;
     let proof = app
@@ -318,14 +305,11 @@ pub(crate) async fn consistency(
         format!("consistency proof {}..{new}", q.old),
     )
     .await?;
-    Ok(Json(
-        json!({ "old": q.old, "new": new, "proof": b64_all(&proof) }),
-    ))
-}
-
-#[derive(Deserialize)]
-pub(crate) struct EdgeQuery {
-    size: u64,
+    Ok(Json(ConsistencyProof {
+        old: q.old,
+        new,
+        proof: b64_all(&proof),
+    }))
 }
 
 /// `GET /v1/audit/edge?size=M`: the right edge of the tree of M entries (what an export
@@ -334,9 +318,12 @@ pub(crate) async fn edge(
     State(app): State<Arc<App>>,
     caller: Caller,
     Query(q): Query<EdgeQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TreeEdge>, ApiError> {
     let decision = allow(&app, &caller).await?;
     let edge = app.store.audit_edge(q.size).await.map_err(out_of_range)?;
     record_read(&app, &caller, &decision, format!("tree edge at {}", q.size)).await?;
-    Ok(Json(json!({ "size": q.size, "edge": b64_all(&edge) })))
+    Ok(Json(TreeEdge {
+        size: q.size,
+        edge: b64_all(&edge),
+    }))
 }

@@ -7,9 +7,9 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use policy::Action;
-use serde::Deserialize;
-use serde_json::{Value, json};
 use store::{PendingAction, VendorRecord};
+use wire::ErrorCode;
+use wire::deletion::{DeleteAfter, DeleteAfterSet, DeletionStarted, DeletionStatus, ServiceKey};
 
 use super::access::load_vendor;
 use super::json_body;
@@ -26,7 +26,7 @@ async fn request(
     model_id: Option<&str>,
     resource: &str,
     decision: &policy::Decision,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<DeletionStarted>), ApiError> {
     let id = crypto::token::random_id()?;
     if app.store.requires_approval(&vendor.id).await? {
         let entry = caller
@@ -46,11 +46,14 @@ async fn request(
             .await?;
         return Ok((
             StatusCode::ACCEPTED,
-            Json(json!({
-                "deletion": id,
-                "state": "pending-approval",
-                "message": "the vendor requires a second admin's approval; nothing is deleted until then",
-            })),
+            Json(DeletionStarted {
+                deletion: id,
+                state: DeletionStarted::PENDING_APPROVAL.into(),
+                message: Some(
+                    "the vendor requires a second admin's approval; nothing is deleted until then"
+                        .into(),
+                ),
+            }),
         ));
     }
     let entry = caller
@@ -64,7 +67,11 @@ async fn request(
     app.deletions.notify_one();
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "deletion": record.id, "state": record.state })),
+        Json(DeletionStarted {
+            deletion: record.id,
+            state: record.state,
+            message: None,
+        }),
     ))
 }
 
@@ -72,7 +79,7 @@ pub(crate) async fn delete_model(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path((vendor, model)): Path<(String, String)>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<DeletionStarted>), ApiError> {
     let found = load_model(&app, &vendor, &model).await?;
     let decision = authorize_model(&app, &caller, Action::RequestDeletion, &found).await?;
     let vendor = load_vendor(&app, found.record.vendor.as_str()).await?;
@@ -91,7 +98,7 @@ pub(crate) async fn delete_vendor(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(vendor): Path<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<DeletionStarted>), ApiError> {
     let vendor = load_vendor(&app, &vendor).await?;
     let decision = authorize(
         &app,
@@ -110,7 +117,7 @@ pub(crate) async fn status(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeletionStatus>, ApiError> {
     if !crypto::token::is_id(&id) {
         return Err(ApiError::NotFound("deletion".into()));
     }
@@ -125,33 +132,28 @@ pub(crate) async fn status(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("deletion {id}")))?;
     authorize(&app, &caller, Action::ReadMetadata, Target::Vendor(&vendor)).await?;
-    let certificate: Option<Value> = deletion
+    let certificate = deletion
         .certificate
         .as_deref()
         .and_then(|c| serde_json::from_str(c).ok());
-    Ok(Json(json!({
-        "deletion": deletion.id,
-        "vendor": vendor.name,
-        "state": deletion.state,
-        "requested_by": deletion.requested_by,
-        "approved_by": deletion.approved_by,
-        "requested_at": deletion.requested_at,
-        "completed_at": deletion.completed_at,
-        "certificate": certificate,
-    })))
+    Ok(Json(DeletionStatus {
+        deletion: deletion.id,
+        vendor: vendor.name,
+        state: deletion.state,
+        requested_by: deletion.requested_by,
+        approved_by: deletion.approved_by,
+        requested_at: deletion.requested_at,
+        completed_at: deletion.completed_at,
+        certificate,
+    }))
 }
 
 /// The public key deletion certificates are signed with (for `custody verify-certificate
 /// --service-key`). Public, but only for authenticated callers, like everything else.
-pub(crate) async fn service_key(State(app): State<Arc<App>>, _caller: Caller) -> Json<Value> {
-    Json(json!({ "service_key": app.service_key.public_hex() }))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct DeleteAfter {
-    /// Unix seconds; `null` clears it.
-    at: Option<i64>,
+pub(crate) async fn service_key(State(app): State<Arc<App>>, _caller: Caller) -> Json<ServiceKey> {
+    Json(ServiceKey {
+        service_key: app.service_key.public_hex(),
+    })
 }
 
 /// Sets the time at which the server shreds the model by itself (e.g. release + grace).
@@ -160,13 +162,13 @@ pub(crate) async fn set_delete_after(
     caller: Caller,
     Path((vendor, model)): Path<(String, String)>,
     body: Result<Json<DeleteAfter>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeleteAfterSet>, ApiError> {
     let found = load_model(&app, &vendor, &model).await?;
     let decision = authorize_model(&app, &caller, Action::RequestDeletion, &found).await?;
     let at = json_body(body)?.at;
     if at.is_some_and(|t| t <= store_now()) {
         return Err(ApiError::bad_request(
-            "invalid_time",
+            ErrorCode::InvalidTime,
             "delete_after must be in the future; to delete now, use `custody delete`",
         ));
     }
@@ -177,5 +179,8 @@ pub(crate) async fn set_delete_after(
     app.store
         .set_delete_after(&found.record.id, at, entry)
         .await?;
-    Ok(Json(json!({ "model": found.name, "delete_after": at })))
+    Ok(Json(DeleteAfterSet {
+        model: found.name,
+        delete_after: at,
+    }))
 }

@@ -15,6 +15,7 @@ use policy::{Action, Decision};
 use shred::WrappedModelKey;
 use store::{FileRecord, RevisionRecord};
 use types::RepoPath;
+use wire::ErrorCode;
 
 use super::models::{Found, authorize_model, load_model, resolve_revision};
 use crate::App;
@@ -114,8 +115,8 @@ pub(crate) async fn find_file(
     revision: &RevisionRecord,
     path: &str,
 ) -> Result<FileRecord, ApiError> {
-    let path =
-        RepoPath::parse(path).map_err(|e| ApiError::bad_request("invalid_path", e.to_string()))?;
+    let path = RepoPath::parse(path)
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidPath, e.to_string()))?;
     app.store
         .revision_file(&revision.commit, &path)
         .await?

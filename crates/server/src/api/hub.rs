@@ -32,8 +32,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::StreamExt;
 use policy::{Action, Decision};
-use serde_json::{Value, json};
 use store::{FileRecord, RevisionRecord};
+use wire::ErrorCode;
+use wire::hub::{ModelInfo, Sibling, SiblingLfs, TreeEntry, TreeLfs};
 
 use super::fetch::{find_file, header_value, open_file, serve_file};
 use super::models::{Found, authorize_model, load_model, resolve_revision};
@@ -129,37 +130,31 @@ impl HubFile {
         }
     }
 
-    fn tree_entry(&self) -> Value {
-        let mut entry = json!({
-            "type": "file",
-            "oid": self.blob_id,
-            "size": self.size,
-            "path": self.path,
-        });
-        if let Some(pointer_size) = self.pointer_size {
-            entry["lfs"] = json!({
-                "oid": self.sha256,
-                "size": self.size,
-                "pointerSize": pointer_size,
-            });
+    fn tree_entry(&self) -> TreeEntry {
+        TreeEntry::File {
+            oid: self.blob_id.clone(),
+            size: self.size,
+            path: self.path.clone(),
+            lfs: self.pointer_size.map(|pointer_size| TreeLfs {
+                oid: self.sha256.clone(),
+                size: self.size,
+                pointer_size,
+            }),
         }
-        entry
     }
 
-    fn sibling(&self, with_blobs: bool) -> Value {
-        let mut sibling = json!({ "rfilename": self.path });
-        if with_blobs {
-            sibling["size"] = json!(self.size);
-            sibling["blobId"] = json!(self.blob_id);
-            if let Some(pointer_size) = self.pointer_size {
-                sibling["lfs"] = json!({
-                    "sha256": self.sha256,
-                    "size": self.size,
-                    "pointerSize": pointer_size,
-                });
-            }
+    /// The sibling with its size, blob id and LFS details (model info with `blobs=true`).
+    fn sibling(&self) -> Sibling {
+        Sibling {
+            rfilename: self.path.clone(),
+            size: Some(self.size),
+            blob_id: Some(self.blob_id.clone()),
+            lfs: self.pointer_size.map(|pointer_size| SiblingLfs {
+                sha256: self.sha256.clone(),
+                size: self.size,
+                pointer_size,
+            }),
         }
-        sibling
     }
 }
 
@@ -254,7 +249,7 @@ async fn model_info(
     caller: Result<Caller, ApiError>,
     Path((ns, name)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
-) -> HubResult<Json<Value>> {
+) -> HubResult<Json<ModelInfo>> {
     info(&app, caller, &ns, &name, "main", &query).await
 }
 
@@ -263,7 +258,7 @@ async fn model_info_at(
     caller: Result<Caller, ApiError>,
     Path((ns, name, rev)): Path<(String, String, String)>,
     Query(query): Query<HashMap<String, String>>,
-) -> HubResult<Json<Value>> {
+) -> HubResult<Json<ModelInfo>> {
     info(&app, caller, &ns, &name, &rev, &query).await
 }
 
@@ -274,7 +269,7 @@ async fn info(
     name: &str,
     rev: &str,
     query: &HashMap<String, String>,
-) -> HubResult<Json<Value>> {
+) -> HubResult<Json<ModelInfo>> {
     let (_, found, _, revision) =
         open_revision(app, caller, ns, name, rev, Action::ReadMetadata).await?;
     let files = app
@@ -283,30 +278,35 @@ async fn info(
         .await
         .map_err(|e| in_revision(&revision)(e.into()))?;
     let with_blobs = flag(query, "blobs");
-    let siblings: Vec<Value> = if with_blobs {
+    let siblings = if with_blobs {
         describe_all(app, &found, &files)
             .await
             .map_err(in_revision(&revision))?
             .iter()
-            .map(|f| f.sibling(true))
+            .map(HubFile::sibling)
             .collect()
     } else {
         files
             .iter()
-            .map(|f| json!({ "rfilename": f.path }))
+            .map(|f| Sibling {
+                rfilename: f.path.to_string(),
+                size: None,
+                blob_id: None,
+                lfs: None,
+            })
             .collect()
     };
-    Ok(Json(json!({
-        "id": found.name,
-        "modelId": found.name,
-        "author": found.record.vendor,
-        "sha": revision.commit,
-        "private": true,
-        "gated": false,
-        "disabled": false,
-        "tags": [],
-        "siblings": siblings,
-    })))
+    Ok(Json(ModelInfo {
+        id: found.name.clone(),
+        model_id: found.name,
+        author: found.record.vendor,
+        sha: revision.commit,
+        private: true,
+        gated: false,
+        disabled: false,
+        tags: Vec::new(),
+        siblings,
+    }))
 }
 
 // ----- tree ----------------------------------------------------------------------------------
@@ -384,7 +384,7 @@ impl Tree {
 
     /// The entries under `dir` (`""` for the root): its direct children, or everything below
     /// it when `recursive`. `None` when `dir` is not a directory.
-    fn list(&self, dir: &str, recursive: bool) -> Option<Vec<Value>> {
+    fn list(&self, dir: &str, recursive: bool) -> Option<Vec<TreeEntry>> {
         if !self.dirs.contains_key(dir) {
             return None;
         }
@@ -395,22 +395,23 @@ impl Tree {
                 parent(path) == dir
             }
         };
-        let mut entries: Vec<(&str, Value)> = Vec::new();
+        let mut entries: Vec<TreeEntry> = Vec::new();
         for (path, id) in &self.dirs {
             if !path.is_empty() && below(path) {
-                entries.push((
-                    path,
-                    json!({ "type": "directory", "oid": id, "size": 0, "path": path }),
-                ));
+                entries.push(TreeEntry::Directory {
+                    oid: id.clone(),
+                    size: 0,
+                    path: path.clone(),
+                });
             }
         }
         for f in &self.files {
             if below(&f.path) {
-                entries.push((&f.path, f.tree_entry()));
+                entries.push(f.tree_entry());
             }
         }
-        entries.sort_by(|a, b| a.0.cmp(b.0));
-        Some(entries.into_iter().map(|(_, v)| v).collect())
+        entries.sort_by(|a, b| a.path().cmp(b.path()));
+        Some(entries)
     }
 }
 
@@ -477,9 +478,12 @@ async fn tree(
     let recursive = flag(query, "recursive");
     let cursor = match query.get("cursor") {
         None => 0,
-        Some(c) => c
-            .parse::<usize>()
-            .map_err(|_| in_rev(ApiError::bad_request("invalid_cursor", "invalid cursor")))?,
+        Some(c) => c.parse::<usize>().map_err(|_| {
+            in_rev(ApiError::bad_request(
+                ErrorCode::InvalidCursor,
+                "invalid cursor",
+            ))
+        })?,
     };
     let limit = match query.get("limit") {
         None => PAGE_SIZE,
@@ -489,7 +493,7 @@ async fn tree(
             .filter(|l| (1..=PAGE_SIZE).contains(l))
             .ok_or_else(|| {
                 in_rev(ApiError::bad_request(
-                    "invalid_limit",
+                    ErrorCode::InvalidLimit,
                     format!("limit must be between 1 and {PAGE_SIZE}"),
                 ))
             })?,
@@ -508,7 +512,7 @@ async fn tree(
         )))
     })?;
     let end = cursor.saturating_add(limit).min(entries.len());
-    let page: Vec<Value> = entries.get(cursor..end).unwrap_or_default().to_vec();
+    let page: Vec<TreeEntry> = entries.get(cursor..end).unwrap_or_default().to_vec();
     let mut response = Json(page).into_response();
     if end < entries.len() {
         let mut next = format!(
@@ -573,7 +577,10 @@ fn name_headers(
     revision: &RevisionRecord,
     file: &HubFile,
 ) -> Result<(), ApiError> {
-    headers.insert("x-repo-commit", header_value(revision.commit.to_string())?);
+    headers.insert(
+        wire::hub::REPO_COMMIT_HEADER,
+        header_value(revision.commit.to_string())?,
+    );
     headers.insert(header::ETAG, header_value(format!("\"{}\"", file.etag()))?);
     Ok(())
 }
@@ -641,7 +648,7 @@ async fn resolve_head(
     let headers = response.headers_mut();
     name_headers(headers, &revision, &hub_file).map_err(in_rev)?;
     let size = header_value(file.size.to_string()).map_err(in_rev)?;
-    headers.insert("x-linked-size", size.clone());
+    headers.insert(wire::hub::LINKED_SIZE_HEADER, size.clone());
     headers.insert(header::CONTENT_LENGTH, size);
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     headers.insert(
@@ -732,14 +739,11 @@ mod tests {
             file("ab.txt", blob(b"4")),
         ])
         .unwrap();
-        let paths = |v: Vec<Value>| -> Vec<String> {
+        let paths = |v: Vec<TreeEntry>| -> Vec<String> {
             v.iter()
-                .map(|e| {
-                    format!(
-                        "{}:{}",
-                        e["type"].as_str().unwrap(),
-                        e["path"].as_str().unwrap()
-                    )
+                .map(|e| match e {
+                    TreeEntry::File { path, .. } => format!("file:{path}"),
+                    TreeEntry::Directory { path, .. } => format!("directory:{path}"),
                 })
                 .collect()
         };
@@ -791,10 +795,12 @@ mod tests {
             pointer_size: Some(pointer.len()),
         };
         assert_eq!(f.etag(), sha);
-        let entry = f.tree_entry();
-        assert_eq!(entry["lfs"]["oid"], sha);
-        assert_eq!(entry["lfs"]["pointerSize"], 134);
-        assert!(entry.get("xetHash").is_none());
+        let TreeEntry::File { lfs: Some(lfs), .. } = f.tree_entry() else {
+            panic!("a large file is an LFS file");
+        };
+        assert_eq!((lfs.oid.as_str(), lfs.pointer_size), (sha, 134));
+        let text = serde_json::to_string(&f.tree_entry()).unwrap();
+        assert!(!text.contains("xet"), "{text}");
     }
 
     fn hub_response(e: ApiError, commit: Option<&str>) -> (u16, Option<String>, Option<String>) {
@@ -825,11 +831,15 @@ mod tests {
             Some("RepoNotFound".into())
         );
         assert_eq!(
-            hub_response(ApiError::bad_request("invalid_name", "bad"), None).1,
+            hub_response(ApiError::bad_request(ErrorCode::InvalidName, "bad"), None).1,
             Some("RepoNotFound".into())
         );
         assert_eq!(
-            hub_response(ApiError::bad_request("invalid_revision", "bad"), None).1,
+            hub_response(
+                ApiError::bad_request(ErrorCode::InvalidRevision, "bad"),
+                None
+            )
+            .1,
             Some("RevisionNotFound".into())
         );
         let deleted = hub_response(

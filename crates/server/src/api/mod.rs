@@ -1,5 +1,6 @@
-//! Routes of the native API (`/v1/...`). JSON in and out, except file bytes. The Hugging Face
-//! Hub's read routes (`/api/models/...`, `/{ns}/{name}/resolve/...`) live in [`hub`].
+//! Routes of the native API (`/v1/...`). JSON in and out, except file bytes; every body is a
+//! type of the `wire` crate, never a JSON literal. The Hugging Face Hub's read routes
+//! (`/api/models/...`, `/{ns}/{name}/resolve/...`) live in [`hub`], with `wire::hub`'s types.
 
 mod access;
 mod admin;
@@ -29,9 +30,9 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         )
         .route(
             "/v1/tokens",
-            post(admin::create_token).get(access::list_tokens),
+            post(admin::create_token).get(admin::list_tokens),
         )
-        .route("/v1/tokens/{id}/revoke", post(access::revoke_token))
+        .route("/v1/tokens/{id}/revoke", post(admin::revoke_token))
         .route(
             "/v1/hosts",
             post(access::enroll_host).get(access::list_hosts),
@@ -118,5 +119,5 @@ pub(crate) fn router(app: Arc<App>) -> Router {
 /// Turns axum's plain-text JSON rejection into our error body.
 pub(crate) fn json_body<T>(body: Result<axum::Json<T>, JsonRejection>) -> Result<T, ApiError> {
     body.map(|axum::Json(v)| v)
-        .map_err(|e| ApiError::bad_request("invalid_request", e.body_text()))
+        .map_err(|e| ApiError::bad_request(wire::ErrorCode::InvalidRequest, e.body_text()))
 }

@@ -7,10 +7,13 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use policy::{Action, Decision};
-use serde::Deserialize;
-use serde_json::{Value, json};
 use store::{Grantee, ModelRecord, PendingAction, RevisionRecord};
 use types::{CommitId, GroupName, ModelName, UserName, VendorName};
+use wire::ErrorCode;
+use wire::models::{
+    FileEntry, Grant, GrantList, GrantPending, GrantRequest, GrantResponse, GrantRevoked, Granted,
+    ModelInfo, ModelList, ModelListQuery, ModelSummary, Revision, RevisionFiles, RevokeQuery,
+};
 
 use super::json_body;
 use crate::App;
@@ -79,15 +82,10 @@ pub(crate) async fn resolve_revision(
         app.store.latest_revision(&found.record.id).await?
     } else {
         let commit = CommitId::parse(rev)
-            .map_err(|e| ApiError::bad_request("invalid_revision", e.to_string()))?;
+            .map_err(|e| ApiError::bad_request(ErrorCode::InvalidRevision, e.to_string()))?;
         app.store.revision(&found.record.id, &commit).await?
     };
     revision.ok_or_else(|| ApiError::RevisionNotFound(format!("revision {rev} of {}", found.name)))
-}
-
-#[derive(Deserialize)]
-pub(crate) struct ListQuery {
-    vendor: Option<String>,
 }
 
 /// Models the caller may see. Filtering decides per model without recording each check:
@@ -95,8 +93,8 @@ pub(crate) struct ListQuery {
 pub(crate) async fn list(
     State(app): State<Arc<App>>,
     caller: Caller,
-    Query(query): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+    Query(query): Query<ModelListQuery>,
+) -> Result<Json<ModelList>, ApiError> {
     let vendor = query.vendor.as_deref().map(VendorName::parse).transpose()?;
     let mut visible = Vec::new();
     for model in app.store.models(vendor.as_ref()).await? {
@@ -105,65 +103,60 @@ pub(crate) async fn list(
             continue;
         }
         let latest = app.store.latest_revision(&model.id).await?;
-        visible.push(json!({
-            "id": format!("{}/{}", model.vendor, model.name),
-            "latest": latest.map(|r| r.commit),
-        }));
+        visible.push(ModelSummary {
+            id: format!("{}/{}", model.vendor, model.name),
+            latest: latest.map(|r| r.commit),
+        });
     }
-    Ok(Json(json!({ "models": visible })))
+    Ok(Json(ModelList { models: visible }))
 }
 
-fn revision_json(r: &RevisionRecord) -> Value {
-    json!({
-        "commit": r.commit,
-        "seq": r.seq,
-        "message": r.message,
-        "created_by": r.created_by,
-        "created_at": r.created_at,
-        "derived_from": r.derived_from,
-    })
+fn revision_body(r: RevisionRecord) -> Revision {
+    Revision {
+        commit: r.commit,
+        seq: r.seq,
+        message: r.message,
+        created_by: r.created_by,
+        created_at: r.created_at,
+        derived_from: r.derived_from,
+    }
 }
 
 pub(crate) async fn info(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path((vendor, model)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ModelInfo>, ApiError> {
     let found = load_model(&app, &vendor, &model).await?;
     authorize_model(&app, &caller, Action::ReadMetadata, &found).await?;
     let revisions = app.store.revisions(&found.record.id).await?;
-    Ok(Json(json!({
-        "id": found.name,
-        "revisions": revisions.iter().map(revision_json).collect::<Vec<_>>(),
-    })))
+    Ok(Json(ModelInfo {
+        id: found.name,
+        revisions: revisions.into_iter().map(revision_body).collect(),
+    }))
 }
 
 pub(crate) async fn revision(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path((vendor, model, rev)): Path<(String, String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RevisionFiles>, ApiError> {
     let found = load_model(&app, &vendor, &model).await?;
     authorize_model(&app, &caller, Action::ReadMetadata, &found).await?;
     let revision = resolve_revision(&app, &found, &rev).await?;
     let files = app.store.revision_files(&revision.commit).await?;
-    let mut body = revision_json(&revision);
-    body["id"] = json!(found.name);
-    body["files"] = files
-        .iter()
-        .map(|f| json!({ "path": f.path, "size": f.size, "sha256": f.sha256 }))
-        .collect();
-    Ok(Json(body))
-}
-
-/// A grant names a user or a group, and may expire.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct GrantRequest {
-    user: Option<String>,
-    group: Option<String>,
-    /// Unix seconds; the grant stops counting at this time.
-    expires_at: Option<i64>,
+    Ok(Json(RevisionFiles {
+        id: found.name,
+        revision: revision_body(revision),
+        files: files
+            .into_iter()
+            .map(|f| FileEntry {
+                path: f.path,
+                size: f.size,
+                sha256: f.sha256,
+            })
+            .collect(),
+    }))
 }
 
 pub(crate) fn grantee(user: Option<&str>, group: Option<&str>) -> Result<Grantee, ApiError> {
@@ -171,7 +164,7 @@ pub(crate) fn grantee(user: Option<&str>, group: Option<&str>) -> Result<Grantee
         (Some(u), None) => Ok(Grantee::User(UserName::parse(u)?)),
         (None, Some(g)) => Ok(Grantee::Group(GroupName::parse(g)?)),
         _ => Err(ApiError::bad_request(
-            "invalid_grantee",
+            ErrorCode::InvalidGrantee,
             "name exactly one of a user or a group",
         )),
     }
@@ -184,7 +177,7 @@ pub(crate) async fn grant(
     caller: Caller,
     Path((vendor, model)): Path<(String, String)>,
     body: Result<Json<GrantRequest>, JsonRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<GrantResponse>), ApiError> {
     let found = load_model(&app, &vendor, &model).await?;
     let decision = authorize_model(&app, &caller, Action::Grant, &found).await?;
     let request = json_body(body)?;
@@ -193,7 +186,7 @@ pub(crate) async fn grant(
         && t <= store_now()
     {
         return Err(ApiError::bad_request(
-            "invalid_expiry",
+            ErrorCode::InvalidExpiry,
             "a grant's expiry must be in the future",
         ));
     }
@@ -223,10 +216,12 @@ pub(crate) async fn grant(
             .await?;
         return Ok((
             StatusCode::ACCEPTED,
-            Json(json!({
-                "model": found.name,
-                "pending": id,
-                "message": "the vendor requires a second admin's approval; the grant waits until then",
+            Json(GrantResponse::Pending(GrantPending {
+                model: found.name,
+                pending: id,
+                message:
+                    "the vendor requires a second admin's approval; the grant waits until then"
+                        .into(),
             })),
         ));
     }
@@ -245,9 +240,11 @@ pub(crate) async fn grant(
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(
-            json!({ "model": found.name, "to": to.to_tagged(), "expires_at": request.expires_at }),
-        ),
+        Json(GrantResponse::Granted(Granted {
+            model: found.name,
+            to: to.to_tagged(),
+            expires_at: request.expires_at,
+        })),
     ))
 }
 
@@ -255,30 +252,30 @@ pub(crate) async fn list_grants(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path((vendor, model)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<GrantList>, ApiError> {
     let found = load_model(&app, &vendor, &model).await?;
     authorize_model(&app, &caller, Action::Grant, &found).await?;
     let grants = app.store.grants(&found.record.id).await?;
-    let users: Vec<_> = grants
+    let users = grants
         .iter()
         .filter_map(|g| match &g.to {
-            Grantee::User(u) => Some(u.to_string()),
+            Grantee::User(u) => Some(u.clone()),
             Grantee::Group(_) => None,
         })
         .collect();
-    let all: Vec<_> = grants
-        .iter()
-        .map(|g| json!({ "to": g.to.to_tagged(), "granted_by": g.granted_by, "expires_at": g.expires_at }))
+    let grants = grants
+        .into_iter()
+        .map(|g| Grant {
+            to: g.to.to_tagged(),
+            granted_by: g.granted_by,
+            expires_at: g.expires_at,
+        })
         .collect();
-    Ok(Json(
-        json!({ "model": found.name, "users": users, "grants": all }),
-    ))
-}
-
-#[derive(Deserialize)]
-pub(crate) struct RevokeQuery {
-    #[serde(default)]
-    group: bool,
+    Ok(Json(GrantList {
+        model: found.name,
+        users,
+        grants,
+    }))
 }
 
 /// `DELETE .../grants/{name}`: a user's grant, or a group's with `?group=true`.
@@ -287,7 +284,7 @@ pub(crate) async fn revoke(
     caller: Caller,
     Path((vendor, model, name)): Path<(String, String, String)>,
     Query(query): Query<RevokeQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<GrantRevoked>, ApiError> {
     let found = load_model(&app, &vendor, &model).await?;
     let decision = authorize_model(&app, &caller, Action::Revoke, &found).await?;
     let to = if query.group {
@@ -308,5 +305,8 @@ pub(crate) async fn revoke(
             }
             other => other.into(),
         })?;
-    Ok(Json(json!({ "model": found.name, "from": to.to_tagged() })))
+    Ok(Json(GrantRevoked {
+        model: found.name,
+        from: to.to_tagged(),
+    }))
 }

@@ -14,12 +14,13 @@ use blobstore::{PartLayout, PartReceipt, PartSealer};
 use crypto::hash::ResumableSha256;
 use futures::StreamExt;
 use policy::Action;
-use serde::Deserialize;
-use serde_json::{Value, json};
 use shred::WrappedModelKey;
 use store::{FileRecord, NewModel, NewUpload, UploadSession};
 use tokio::task::JoinSet;
 use types::{CommitId, ModelName, ObjectId, RepoPath, Sha256Hex, VendorName};
+use wire::ErrorCode;
+use wire::models::FileEntry;
+use wire::upload::{Committed, PutQuery, SessionFile, UploadRequest};
 
 use super::json_body;
 use super::models::{authorize_model, load_model};
@@ -32,37 +33,18 @@ const MAX_FILE_SIZE: u64 = 4 << 40;
 const MAX_FILES: usize = 100_000;
 const MAX_MESSAGE_LEN: usize = 4096;
 
-#[derive(Deserialize)]
-pub(crate) struct UploadRequest {
-    #[serde(default)]
-    message: String,
-    files: Vec<ManifestEntry>,
-    /// A commit of the same model this upload was made from (`custody upload
-    /// --derived-from`): the revision is a derived artifact, encrypted under the model's key
-    /// and shredded with it. Needs `upload_derived` on the model instead of `upload`.
-    #[serde(default)]
-    derived_from: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ManifestEntry {
-    path: String,
-    size: u64,
-    sha256: String,
-}
-
 /// Checks a manifest as a whole. Paths are compared case-insensitively too: two names that
 /// differ only in case would overwrite each other on a case-insensitive file system.
 fn validate_manifest(request: &UploadRequest) -> Result<Vec<(RepoPath, u64, Sha256Hex)>, ApiError> {
     if request.files.is_empty() {
         return Err(ApiError::bad_request(
-            "empty_upload",
+            ErrorCode::EmptyUpload,
             "the upload lists no files",
         ));
     }
     if request.files.len() > MAX_FILES {
         return Err(ApiError::bad_request(
-            "too_many_files",
+            ErrorCode::TooManyFiles,
             format!("an upload holds at most {MAX_FILES} files"),
         ));
     }
@@ -73,7 +55,7 @@ fn validate_manifest(request: &UploadRequest) -> Result<Vec<(RepoPath, u64, Sha2
             .any(|c| c.is_control() && c != '\n' && c != '\t')
     {
         return Err(ApiError::bad_request(
-            "invalid_message",
+            ErrorCode::InvalidMessage,
             format!(
                 "the message must be at most {MAX_MESSAGE_LEN} bytes without control characters"
             ),
@@ -83,18 +65,18 @@ fn validate_manifest(request: &UploadRequest) -> Result<Vec<(RepoPath, u64, Sha2
     let mut files = Vec::with_capacity(request.files.len());
     for entry in &request.files {
         let path = RepoPath::parse(&entry.path)
-            .map_err(|e| ApiError::bad_request("invalid_path", e.to_string()))?;
+            .map_err(|e| ApiError::bad_request(ErrorCode::InvalidPath, e.to_string()))?;
         if !seen.insert(path.as_str().to_lowercase()) {
             return Err(ApiError::bad_request(
-                "duplicate_path",
+                ErrorCode::DuplicatePath,
                 format!("path {path:?} appears more than once (names are compared ignoring case)"),
             ));
         }
         let sha256 = Sha256Hex::parse(&entry.sha256)
-            .map_err(|e| ApiError::bad_request("invalid_digest", format!("{path}: {e}")))?;
+            .map_err(|e| ApiError::bad_request(ErrorCode::InvalidDigest, format!("{path}: {e}")))?;
         if entry.size > MAX_FILE_SIZE {
             return Err(ApiError::bad_request(
-                "file_too_large",
+                ErrorCode::FileTooLarge,
                 format!(
                     "{path}: {} bytes is over the limit of {MAX_FILE_SIZE}",
                     entry.size
@@ -118,7 +100,7 @@ fn validate_manifest(request: &UploadRequest) -> Result<Vec<(RepoPath, u64, Sha2
         .find(|(p, _, _)| dirs.contains(&p.as_str().to_lowercase()))
     {
         return Err(ApiError::bad_request(
-            "path_conflict",
+            ErrorCode::PathConflict,
             format!("{p:?} is both a file and a folder"),
         ));
     }
@@ -145,8 +127,8 @@ fn manifest_digest(
 }
 
 /// How a session looks to the client: which files are stored, and from where to resume.
-fn session_json(name: &str, session: &UploadSession) -> Value {
-    let files: Vec<Value> = session
+fn session_body(name: &str, session: &UploadSession) -> wire::upload::UploadSession {
+    let files = session
         .files
         .iter()
         .enumerate()
@@ -154,16 +136,20 @@ fn session_json(name: &str, session: &UploadSession) -> Value {
             let layout = PartLayout::new(f.file.size);
             let resume_offset =
                 (u64::from(f.parts_done) * layout.part_plaintext_len()).min(f.file.size);
-            json!({
-                "index": index,
-                "path": f.file.path,
-                "size": f.file.size,
-                "done": f.done,
-                "resume_offset": if f.done { f.file.size } else { resume_offset },
-            })
+            SessionFile {
+                index,
+                path: f.file.path.clone(),
+                size: f.file.size,
+                done: f.done,
+                resume_offset: if f.done { f.file.size } else { resume_offset },
+            }
         })
         .collect();
-    json!({ "upload_id": session.id, "model": name, "files": files })
+    wire::upload::UploadSession {
+        upload_id: session.id.clone(),
+        model: name.to_owned(),
+        files,
+    }
 }
 
 pub(crate) async fn begin(
@@ -171,7 +157,7 @@ pub(crate) async fn begin(
     caller: Caller,
     Path((vendor, model)): Path<(String, String)>,
     body: Result<Json<UploadRequest>, JsonRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<wire::upload::UploadSession>), ApiError> {
     let vendor = VendorName::parse(&vendor)?;
     let model = ModelName::parse(&model)?;
     let name = format!("{vendor}/{model}");
@@ -205,7 +191,7 @@ pub(crate) async fn begin(
                 return Err(ApiError::Deleted(format!("model {name} has been deleted")));
             }
             let commit = CommitId::parse(&from)
-                .map_err(|e| ApiError::bad_request("invalid_derived_from", e.to_string()))?;
+                .map_err(|e| ApiError::bad_request(ErrorCode::InvalidDerivedFrom, e.to_string()))?;
             if app
                 .store
                 .revision(&found.record.id, &commit)
@@ -213,7 +199,7 @@ pub(crate) async fn begin(
                 .is_none()
             {
                 return Err(ApiError::bad_request(
-                    "invalid_derived_from",
+                    ErrorCode::InvalidDerivedFrom,
                     format!("{commit} is not a revision of {name}"),
                 ));
             }
@@ -282,7 +268,7 @@ pub(crate) async fn begin(
         .find_upload(&model_record.id, &caller.actor(), &digest, store_now())
         .await?
     {
-        return Ok((StatusCode::OK, Json(session_json(&name, &session))));
+        return Ok((StatusCode::OK, Json(session_body(&name, &session))));
     }
 
     let upload_id = hex::encode(crypto::random_bytes::<16>()?);
@@ -329,7 +315,7 @@ pub(crate) async fn begin(
         .upload(&upload_id)
         .await?
         .ok_or_else(|| ApiError::Internal("new upload session vanished".into()))?;
-    Ok((StatusCode::CREATED, Json(session_json(&name, &session))))
+    Ok((StatusCode::CREATED, Json(session_body(&name, &session))))
 }
 
 /// Loads an upload session for its owner, re-checking the right to upload.
@@ -372,19 +358,13 @@ async fn owned_session(
     Ok((session, model, decision.policy))
 }
 
-#[derive(Deserialize)]
-pub(crate) struct PutQuery {
-    #[serde(default)]
-    offset: u64,
-}
-
 pub(crate) async fn put_file(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path((id, index)): Path<(String, usize)>,
     Query(query): Query<PutQuery>,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<FileEntry>, ApiError> {
     let (session, model, _) = owned_session(&app, &caller, &id).await?;
     let upload_file = session
         .files
@@ -515,9 +495,11 @@ pub(crate) async fn put_file(
             crypto::stream::ciphertext_len(file.size),
         )
         .await?;
-    Ok(Json(
-        json!({ "path": file.path, "size": file.size, "sha256": file.sha256 }),
-    ))
+    Ok(Json(FileEntry {
+        path: file.path.clone(),
+        size: file.size,
+        sha256: file.sha256.clone(),
+    }))
 }
 
 /// Parts being sealed and stored concurrently, at most this many per file.
@@ -606,7 +588,7 @@ impl PartPipeline {
         }
         if self.received != file.size || self.next_part <= layout.part_count() {
             return Err(Failure::Refused(ApiError::bad_request(
-                "size_mismatch",
+                ErrorCode::SizeMismatch,
                 format!(
                     "{}: received {} bytes, the manifest declared {}",
                     file.path, self.received, file.size
@@ -616,7 +598,7 @@ impl PartPipeline {
         let digest = Sha256Hex::from_bytes(&self.hasher.clone().finish());
         if digest != file.sha256 {
             return Err(Failure::Refused(ApiError::bad_request(
-                "digest_mismatch",
+                ErrorCode::DigestMismatch,
                 format!(
                     "{}: the bytes received have sha256 {digest}, the manifest declared {}",
                     file.path, file.sha256
@@ -639,7 +621,7 @@ impl PartPipeline {
             Some(Err(e)) => {
                 self.drain(states).await;
                 Err(Failure::Interrupted(ApiError::bad_request(
-                    "upload_interrupted",
+                    ErrorCode::UploadInterrupted,
                     format!("the request body ended early: {e}"),
                 )))
             }
@@ -648,7 +630,7 @@ impl PartPipeline {
                 if self.received > file.size {
                     self.drain(states).await;
                     return Err(Failure::Refused(ApiError::bad_request(
-                        "size_mismatch",
+                        ErrorCode::SizeMismatch,
                         format!(
                             "{} is longer than the {} bytes declared",
                             file.path, file.size
@@ -734,7 +716,7 @@ pub(crate) async fn commit(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Committed>), ApiError> {
     let (session, model, policy) = owned_session(&app, &caller, &id).await?;
     let missing = session.files.iter().filter(|f| !f.done).count();
     if missing > 0 {
@@ -765,12 +747,12 @@ pub(crate) async fn commit(
     app.store.commit_upload(&session, &commit, entry).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "model": name,
-            "commit": commit,
-            "files": session.files.len(),
-            "derived_from": session.derived_from,
-        })),
+        Json(Committed {
+            model: name,
+            commit,
+            files: session.files.len(),
+            derived_from: session.derived_from,
+        }),
     ))
 }
 
@@ -803,7 +785,7 @@ mod tests {
             message: String::new(),
             files: paths
                 .iter()
-                .map(|p| ManifestEntry {
+                .map(|p| wire::upload::ManifestEntry {
                     path: (*p).to_owned(),
                     size: 1,
                     sha256: "0".repeat(64),
@@ -816,7 +798,7 @@ mod tests {
     fn code(paths: &[&str]) -> &'static str {
         match validate_manifest(&manifest(paths)) {
             Ok(_) => "ok",
-            Err(e) => e.status().1,
+            Err(e) => e.status().1.as_str(),
         }
     }
 

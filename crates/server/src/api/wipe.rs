@@ -18,9 +18,9 @@ use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use serde::Deserialize;
-use serde_json::{Value, json};
 use store::{Confirmed, HostRecord};
+use wire::ErrorCode;
+use wire::wipe::{ConfirmWipe, DeletedFile, DeletedModel, WipeConfirmed, WipeList};
 
 use super::json_body;
 use crate::App;
@@ -77,45 +77,38 @@ impl FromRequestParts<Arc<App>> for HostCaller {
 pub(crate) async fn list(
     State(app): State<Arc<App>>,
     caller: HostCaller,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WipeList>, ApiError> {
     let copies = app.store.deleted_copies(&caller.host.name).await?;
-    let mut models: BTreeMap<(String, String), (String, Vec<Value>)> = BTreeMap::new();
-    for c in &copies {
+    let mut models: BTreeMap<(String, String), (String, Vec<DeletedFile>)> = BTreeMap::new();
+    for c in copies {
         models
-            .entry((c.model_id.clone(), c.deletion_id.clone()))
-            .or_insert_with(|| (c.model.clone(), Vec::new()))
+            .entry((c.model_id, c.deletion_id))
+            .or_insert_with(|| (c.model, Vec::new()))
             .1
-            .push(json!({ "commit": c.commit, "path": c.path, "bytes": c.bytes }));
+            .push(DeletedFile {
+                commit: c.commit,
+                path: c.path,
+                bytes: c.bytes,
+            });
     }
     let entry = caller
         .entry("wipe.list", "service")
         .with_detail(format!("{} deleted models held", models.len()));
     app.store.record(entry).await?;
-    let models: Vec<Value> = models
+    let models = models
         .into_iter()
-        .map(|((model_id, deletion_id), (model, files))| {
-            json!({
-                "model": model,
-                "model_id": model_id,
-                "deletion_id": deletion_id,
-                "files": files,
-            })
+        .map(|((model_id, deletion_id), (model, files))| DeletedModel {
+            model,
+            model_id,
+            deletion_id,
+            files,
         })
         .collect();
-    Ok(Json(json!({
-        "host": caller.host.name,
-        "revoked": caller.host.revoked_at.is_some(),
-        "models": models,
-    })))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ConfirmRequest {
-    deletion_id: String,
-    model_id: String,
-    /// Local files the host removed.
-    files: u64,
+    Ok(Json(WipeList {
+        revoked: caller.host.revoked_at.is_some(),
+        host: caller.host.name,
+        models,
+    }))
 }
 
 fn plausible_id(id: &str) -> bool {
@@ -126,12 +119,12 @@ fn plausible_id(id: &str) -> bool {
 pub(crate) async fn confirm(
     State(app): State<Arc<App>>,
     caller: HostCaller,
-    body: Result<Json<ConfirmRequest>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+    body: Result<Json<ConfirmWipe>, JsonRejection>,
+) -> Result<Json<WipeConfirmed>, ApiError> {
     let request = json_body(body)?;
     if !plausible_id(&request.deletion_id) || !plausible_id(&request.model_id) {
         return Err(ApiError::bad_request(
-            "invalid_id",
+            ErrorCode::InvalidId,
             "invalid deletion or model id",
         ));
     }
@@ -179,12 +172,12 @@ pub(crate) async fn confirm(
         Confirmed::Recorded { late } => (late, false),
         Confirmed::Repeated { late } => (late, true),
     };
-    Ok(Json(json!({
-        "host": caller.host.name,
-        "model": model,
-        "deletion_id": request.deletion_id,
-        "files": files,
-        "late": late,
-        "repeated": repeated,
-    })))
+    Ok(Json(WipeConfirmed {
+        host: caller.host.name,
+        model,
+        deletion_id: request.deletion_id,
+        files,
+        late,
+        repeated,
+    }))
 }

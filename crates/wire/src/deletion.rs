@@ -1,0 +1,59 @@
+//! Deletions (crypto-shred) and their certificates, and `delete_after` times.
+
+use serde::{Deserialize, Serialize};
+use types::VendorName;
+
+/// `POST /v1/models/{vendor}/{model}/delete` and `POST /v1/vendors/{vendor}/delete` (202):
+/// the deletion started, or, under the two-person rule, filed as pending
+/// ([`DeletionStarted::PENDING_APPROVAL`], with a message).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletionStarted {
+    /// The deletion's id; under the two-person rule, the pending request's.
+    pub deletion: String,
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl DeletionStarted {
+    /// The `state` of a deletion waiting for a second admin.
+    pub const PENDING_APPROVAL: &'static str = "pending-approval";
+
+    pub fn is_pending_approval(&self) -> bool {
+        self.state == Self::PENDING_APPROVAL
+    }
+}
+
+/// `GET /v1/deletions/{id}`: a deletion's progress, and its certificate once issued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletionStatus {
+    pub deletion: String,
+    pub vendor: VendorName,
+    pub state: String,
+    pub requested_by: String,
+    pub approved_by: Option<String>,
+    pub requested_at: i64,
+    pub completed_at: Option<i64>,
+    /// The signed certificate, a document of its own format (the `deletion` crate's,
+    /// checked by `custody verify-certificate`): carried as it is, never read here.
+    pub certificate: Option<serde_json::Value>,
+}
+
+/// `GET /v1/service-key`: the public key deletion certificates are signed with (hex).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceKey {
+    pub service_key: String,
+}
+
+/// `PUT /v1/models/{vendor}/{model}/delete-after`: Unix seconds; `null` clears it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteAfter {
+    pub at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteAfterSet {
+    pub model: String,
+    pub delete_after: Option<i64>,
+}

@@ -1,0 +1,138 @@
+//! Models, their revisions and files (`/v1/models/...`), and grants.
+
+use serde::{Deserialize, Serialize};
+use types::{CommitId, RepoPath, Sha256Hex, UserName};
+
+/// The query of `GET /v1/models`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelListQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor: Option<String>,
+}
+
+/// `GET /v1/models`: the models the caller may see.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelList {
+    pub models: Vec<ModelSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelSummary {
+    /// `vendor/model`.
+    pub id: String,
+    /// The newest revision, if there is one.
+    pub latest: Option<CommitId>,
+}
+
+/// `GET /v1/models/{vendor}/{model}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub id: String,
+    /// Oldest first.
+    pub revisions: Vec<Revision>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revision {
+    pub commit: CommitId,
+    pub seq: u64,
+    pub message: String,
+    pub created_by: String,
+    pub created_at: i64,
+    /// The revision of the same model this one was made from (a derived artifact).
+    pub derived_from: Option<CommitId>,
+}
+
+/// `GET /v1/models/{vendor}/{model}/revisions/{rev}`: a revision and its files. `rev` is
+/// `main` (or `latest`) for the newest, or a commit id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevisionFiles {
+    /// `vendor/model`.
+    pub id: String,
+    #[serde(flatten)]
+    pub revision: Revision,
+    pub files: Vec<FileEntry>,
+}
+
+/// A file of a revision (also what an upload stored: `PUT /v1/uploads/{id}/files/{index}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub path: RepoPath,
+    pub size: u64,
+    pub sha256: Sha256Hex,
+}
+
+// ----- grants --------------------------------------------------------------------------------
+
+/// `POST /v1/models/{vendor}/{model}/grants`: name exactly one of a user or a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Unix seconds; the grant stops counting at this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+}
+
+/// `POST .../grants`: 201 [`Granted`], or 202 [`GrantPending`] under the vendor's two-person
+/// rule (the grant waits for a second admin and gives no access until then).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum GrantResponse {
+    // First: only this one has `pending`, so a granted body never reads as pending.
+    Pending(GrantPending),
+    Granted(Granted),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Granted {
+    pub model: String,
+    /// `user:NAME` or `group:NAME`.
+    pub to: String,
+    pub expires_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantPending {
+    pub model: String,
+    /// The pending request's id, for `POST /v1/pending/{id}/approve`.
+    pub pending: String,
+    pub message: String,
+}
+
+/// `GET /v1/models/{vendor}/{model}/grants`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantList {
+    pub model: String,
+    /// The users holding a direct grant.
+    pub users: Vec<UserName>,
+    /// Every grant, users' and groups'.
+    pub grants: Vec<Grant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// `user:NAME` or `group:NAME`.
+    pub to: String,
+    pub granted_by: String,
+    pub expires_at: Option<i64>,
+}
+
+/// The query of `DELETE /v1/models/{vendor}/{model}/grants/{name}`: `group=true` names a
+/// group's grant, otherwise a user's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeQuery {
+    #[serde(default)]
+    pub group: bool,
+}
+
+/// `DELETE .../grants/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantRevoked {
+    pub model: String,
+    /// `user:NAME` or `group:NAME`.
+    pub from: String,
+}

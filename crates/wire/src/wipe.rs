@@ -1,0 +1,52 @@
+//! `custody wipe` on an exclusive host (`/v1/host/wipe`), authenticated by the host's client
+//! certificate alone.
+
+use serde::{Deserialize, Serialize};
+use types::{CommitId, HostName, RepoPath};
+
+/// `GET /v1/host/wipe`: the host's copies of deleted models, by model and deletion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WipeList {
+    pub host: HostName,
+    pub revoked: bool,
+    pub models: Vec<DeletedModel>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletedModel {
+    /// `vendor/model`, as the host fetched it.
+    pub model: String,
+    pub model_id: String,
+    /// The deletion to confirm.
+    pub deletion_id: String,
+    pub files: Vec<DeletedFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletedFile {
+    pub commit: CommitId,
+    pub path: RepoPath,
+    pub bytes: u64,
+}
+
+/// `POST /v1/host/wipe`: the host removed its copies of a deleted model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmWipe {
+    pub deletion_id: String,
+    pub model_id: String,
+    /// Local files the host removed.
+    pub files: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WipeConfirmed {
+    pub host: HostName,
+    pub model: String,
+    pub deletion_id: String,
+    pub files: u64,
+    /// After the deletion's certificate was issued.
+    pub late: bool,
+    /// The host had confirmed before; the first confirmation stands.
+    pub repeated: bool,
+}
