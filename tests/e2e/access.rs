@@ -62,7 +62,7 @@ fn roles_are_kept_apart() {
     s.create_vendor("other");
     small_model(&world, "acme/m");
     let other_admin = s.token("vendor-admin", Some("other"), "other-admin");
-    let auditor = s.token("auditor", Some("acme"), "audrey");
+    let auditor = s.admitted_token("auditor", "acme", "audrey", &world.admin);
     s.ok(&world.admin, &["grant", "acme/m", "--to", "alice"]);
     let src = tempfile::tempdir().unwrap();
     std::fs::write(src.path().join("x"), b"x").unwrap();

@@ -543,7 +543,7 @@ fn an_encrypted_bundle_opens_only_with_the_identity() {
 fn vendor_roles_cannot_read_the_log() {
     let world = World::new();
     let server = &world.server;
-    let auditor = server.token("auditor", Some("acme"), "acme-auditor");
+    let auditor = server.admitted_token("auditor", "acme", "acme-auditor", &world.admin);
     for token in [&world.admin, &auditor, &world.alice] {
         for path in [
             "/v1/audit/key",

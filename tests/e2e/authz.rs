@@ -90,7 +90,11 @@ fn build() -> Matrix {
     for user in ["bob", "carol", "dave", "eve", "frank"] {
         tokens.insert(user, server.token("committer", None, user));
     }
-    tokens.insert("auditor", server.token("auditor", Some("acme"), "audrey"));
+    let acme_admin = world.admin.clone();
+    tokens.insert(
+        "auditor",
+        server.admitted_token("auditor", "acme", "audrey", &acme_admin),
+    );
     server.create_vendor("globex");
     tokens.insert(
         "globex-admin",
@@ -101,9 +105,10 @@ fn build() -> Matrix {
         "initech-admin",
         server.token("vendor-admin", Some("initech"), "ina"),
     );
+    let ina = tokens["initech-admin"].clone();
     tokens.insert(
         "initech-admin2",
-        server.token("vendor-admin", Some("initech"), "ivo"),
+        server.admitted_token("vendor-admin", "initech", "ivo", &ina),
     );
     // A token that expires, and one that is revoked.
     let expiring = server.ok(
@@ -114,7 +119,7 @@ fn build() -> Matrix {
             "--role",
             "committer",
             "--name",
-            "alice",
+            "alice-temp",
             "--expires-in",
             "1s",
         ],
@@ -135,6 +140,19 @@ fn build() -> Matrix {
     hosts.insert("cpu-01", server.enroll_host("cpu-01", "cpu"));
     hosts.insert("gpu-02", server.enroll_host("gpu-02", "gpu"));
     server.ok(&op, &["host", "revoke", "gpu-02"]);
+    // Each vendor approves the hosts that may hold its weights.
+    server.ok(
+        &tokens["acme-admin"],
+        &["host", "approve", "acme", "cpu-01"],
+    );
+    server.ok(
+        &tokens["globex-admin"],
+        &["host", "approve", "globex", "gpu-01"],
+    );
+    server.ok(
+        &tokens["initech-admin"],
+        &["host", "approve", "initech", "gpu-01"],
+    );
 
     let admin = tokens["acme-admin"].clone();
     for model in ["acme/m", "acme/emb", "acme/closed"] {
@@ -149,8 +167,8 @@ fn build() -> Matrix {
         server.ok(&admin, &["grant", model, "--to", "alice"]);
     }
     server.ok(&admin, &["grant", "acme/m", "--to", "dave"]);
-    server.ok(&op, &["group", "add", "team", "bob"]);
-    server.ok(&op, &["group", "add", "team", "carol"]);
+    server.ok(&admin, &["group", "add", "acme/team", "bob"]);
+    server.ok(&admin, &["group", "add", "acme/team", "carol"]);
     server.ok(&admin, &["grant", "acme/m", "--group", "team"]);
     server.ok(
         &admin,
@@ -185,7 +203,6 @@ fn build() -> Matrix {
         ],
     );
     // Two-person rule at initech: ina's grant to alice waits for a second admin.
-    let ina = tokens["initech-admin"].clone();
     server.ok(&ina, &["two-person", "initech", "on"]);
     let out = server.ok(&ina, &["--json", "grant", "initech/x", "--to", "alice"]);
     let pending: Value = serde_json::from_str(out.trim()).unwrap();
@@ -240,20 +257,32 @@ fn authorization_matrix() {
         row("alice", Host("cpu-01"), "GET", FETCH_M, 403).says("not in a host group allowed"),
         row("alice", Host("gpu-02"), "GET", FETCH_M, 403).says("host has been revoked"),
         row("bob", Host("gpu-01"), "GET", FETCH_M, 200),
-        row("carol", Host("gpu-01"), "GET", FETCH_M, 403).says("excluded from this model"),
-        row("dave", Host("gpu-01"), "GET", FETCH_M, 403).says("excluded"),
-        row("eve", Host("gpu-01"), "GET", FETCH_M, 403).says("no grant"),
-        row("frank", Host("gpu-01"), "GET", FETCH_M, 403).says("no grant"),
+        // Whoever may not even see the model gets what a missing model gets.
+        row("carol", Host("gpu-01"), "GET", FETCH_M, 404).says("model acme/m not found"),
+        row("dave", Host("gpu-01"), "GET", FETCH_M, 404).says("model acme/m not found"),
+        row("eve", Host("gpu-01"), "GET", FETCH_M, 404).says("model acme/m not found"),
+        row("frank", Host("gpu-01"), "GET", FETCH_M, 404).says("model acme/m not found"),
+        row(
+            "eve",
+            Host("gpu-01"),
+            "GET",
+            "/v1/models/acme/nosuch/revisions/main/files/config.json",
+            404,
+        )
+        .says("model acme/nosuch not found"),
         row("auditor", Host("gpu-01"), "GET", FETCH_M, 403).says("auditors"),
         row("operator", Host("gpu-01"), "GET", FETCH_M, 403).says("operators"),
         row("acme-admin", Host("gpu-01"), "GET", FETCH_M, 200),
         row("acme-admin", NoHost, "GET", FETCH_M, 403).says("requires an exclusive host"),
-        row("globex-admin", Host("gpu-01"), "GET", FETCH_M, 403).says("own vendor"),
+        row("globex-admin", Host("gpu-01"), "GET", FETCH_M, 404).says("not found"),
         row("alice-expired", Host("gpu-01"), "GET", FETCH_M, 401).says("expired"),
         row("alice-revoked", Host("gpu-01"), "GET", FETCH_M, 401).says("revoked"),
         row("garbage", Host("gpu-01"), "GET", FETCH_M, 401).says("invalid"),
         row("alice", Host("gpu-01"), "GET", FETCH_G1, 200),
-        row("bob", Host("gpu-01"), "GET", FETCH_G1, 403).says("no grant"),
+        row("bob", Host("gpu-01"), "GET", FETCH_G1, 404).says("not found"),
+        // A host the vendor did not approve receives nothing, even in an allowed group.
+        row("alice", Host("cpu-01"), "GET", FETCH_G1, 403)
+            .says("not approved by the model's vendor"),
         // --- embargo windows and per-model host groups
         row("alice", Host("gpu-01"), "GET", FETCH_EMB, 403).says("embargo"),
         row("alice", NoHost, "GET", "/v1/models/acme/emb", 200),
@@ -269,14 +298,15 @@ fn authorization_matrix() {
             "/v1/models/acme/m/revisions/main",
             200,
         ),
-        row("eve", NoHost, "GET", "/v1/models/acme/m", 403).says("no grant"),
-        row("carol", NoHost, "GET", "/v1/models/acme/m", 403).says("excluded"),
-        row("dave", NoHost, "GET", "/v1/models/acme/m", 403).says("excluded"),
+        row("eve", NoHost, "GET", "/v1/models/acme/m", 404).says("not found"),
+        row("carol", NoHost, "GET", "/v1/models/acme/m", 404).says("not found"),
+        row("dave", NoHost, "GET", "/v1/models/acme/m", 404).says("not found"),
         row("auditor", NoHost, "GET", "/v1/models/acme/m", 200),
-        row("auditor", NoHost, "GET", "/v1/models/globex/g1", 403).says("own vendor"),
+        row("auditor", NoHost, "GET", "/v1/models/globex/g1", 404).says("not found"),
         // --- grants, exclusions, settings: vendor admins of their own vendor only
         row("alice", NoHost, "POST", "/v1/models/acme/m/grants", 403)
-            .body(json!({ "user": "eve" })),
+            .body(json!({ "user": "eve" }))
+            .says("a committer may not grant"),
         row("auditor", NoHost, "POST", "/v1/models/acme/m/grants", 403)
             .body(json!({ "user": "eve" })),
         row(
@@ -284,10 +314,10 @@ fn authorization_matrix() {
             NoHost,
             "POST",
             "/v1/models/acme/m/grants",
-            403,
+            404,
         )
         .body(json!({ "user": "eve" }))
-        .says("own vendor"),
+        .says("not found"),
         row("operator", NoHost, "POST", "/v1/models/acme/m/grants", 403)
             .body(json!({ "user": "eve" })),
         row("acme-admin", NoHost, "GET", "/v1/models/acme/m/grants", 200),
@@ -296,7 +326,7 @@ fn authorization_matrix() {
             NoHost,
             "POST",
             "/v1/vendors/acme/exclusions",
-            403,
+            404,
         )
         .body(json!({ "user": "alice" })),
         row("alice", NoHost, "PUT", "/v1/models/acme/m/embargo", 403)
@@ -306,7 +336,7 @@ fn authorization_matrix() {
             NoHost,
             "PUT",
             "/v1/vendors/acme/settings",
-            403,
+            404,
         )
         .body(json!({ "two_person": false })),
         row("alice", NoHost, "POST", "/v1/models/acme/m/uploads", 403)
@@ -316,7 +346,7 @@ fn authorization_matrix() {
             NoHost,
             "POST",
             "/v1/models/acme/new/uploads",
-            403,
+            404,
         )
         .body(json!({ "message": "", "files": [] })),
         // --- hosts, groups and tokens: the operator's
@@ -324,12 +354,30 @@ fn authorization_matrix() {
         row("alice", NoHost, "POST", "/v1/hosts/gpu-01/revoke", 403),
         row("operator", NoHost, "GET", "/v1/hosts", 200),
         row("acme-admin", NoHost, "GET", "/v1/tokens", 403),
-        row("alice", NoHost, "POST", "/v1/groups/team/members", 403).body(json!({ "user": "eve" })),
+        row(
+            "alice",
+            NoHost,
+            "POST",
+            "/v1/vendors/acme/groups/team/members",
+            403,
+        )
+        .body(json!({ "user": "eve" })),
+        // Groups are the vendor's: the operator changes none.
+        row(
+            "operator",
+            NoHost,
+            "POST",
+            "/v1/vendors/acme/groups/team/members",
+            403,
+        )
+        .body(json!({ "user": "eve" })),
+        row("acme-admin", NoHost, "GET", "/v1/vendors/acme/groups", 200),
         row("operator", NoHost, "GET", "/v1/tokens", 200),
         // --- two-person rule: a pending grant gives nothing until a second admin approves
-        row("alice", Host("gpu-01"), "GET", FETCH_X, 403).says("no grant"),
+        row("alice", Host("gpu-01"), "GET", FETCH_X, 404).says("not found"),
         row("initech-admin", NoHost, "POST", approve, 403).says("cannot approve your own"),
-        row("acme-admin", NoHost, "POST", approve, 403).says("own vendor"),
+        row("acme-admin", NoHost, "POST", approve, 404).says("not found"),
+        row("operator", NoHost, "POST", approve, 403),
         row("initech-admin2", NoHost, "POST", approve, 200),
         row("initech-admin2", NoHost, "POST", approve, 409).says("already approved"),
         row("alice", Host("gpu-01"), "GET", FETCH_X, 200),
@@ -348,7 +396,7 @@ fn authorization_matrix() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     // What a refused fetch returns is an error body, never weight bytes.
-    let (_, body) = m.call(&row("eve", Host("gpu-01"), "GET", FETCH_M, 403), FETCH_M);
+    let (_, body) = m.call(&row("eve", Host("gpu-01"), "GET", FETCH_M, 404), FETCH_M);
     assert!(!body.contains("\"x\":1"));
 }
 

@@ -282,7 +282,7 @@ fn a_vendor_deletion_waits_for_a_second_admin_and_covers_every_model() {
     model_with_weights(&world, "acme/two", 6);
     let second = world
         .server
-        .token("vendor-admin", Some("acme"), "acme-admin-2");
+        .admitted_token("vendor-admin", "acme", "acme-admin-2", &world.admin);
     world.server.ok(&world.admin, &["two-person", "acme", "on"]);
     let out = world
         .server

@@ -1009,3 +1009,155 @@ fn the_agent_listens_on_loopback_only() {
         assert!(stderr.contains("loopback only"), "{addr}: {stderr}");
     }
 }
+
+/// A plain HTTP request to the agent, with the `Host` header given (a browser page on the
+/// host, or a local process, can send anything).
+fn agent_request(
+    agent: &Agent,
+    method: &str,
+    path: &str,
+    host: &str,
+    token: &str,
+) -> (u16, String) {
+    use std::io::{Read, Write as _};
+    let addr = agent.url.trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Length: 2\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{{}}"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, answer)
+}
+
+#[test]
+fn the_agent_relays_only_the_hub_read_routes_and_only_to_its_own_name() {
+    let world = World::new();
+    let src = tempfile::tempdir().unwrap();
+    write_model(src.path(), 1 << 20);
+    world.upload(src.path(), "acme/m");
+    grant(&world, "acme/m", "alice");
+    let agent = Agent::start(&world.server, world.server.host.as_ref());
+    let own = agent.url.trim_start_matches("http://").to_owned();
+    let port = own.rsplit(':').next().unwrap().to_owned();
+    let alice = world.alice.clone();
+
+    // What the Hugging Face client asks works.
+    for (method, path) in [
+        ("GET", "/api/models/acme/m"),
+        ("GET", "/api/models/acme/m/revision/main"),
+        ("GET", "/api/models/acme/m/tree/main?recursive=true"),
+        ("HEAD", "/acme/m/resolve/main/config.json"),
+        ("GET", "/acme/m/resolve/main/config.json"),
+    ] {
+        let (status, answer) = agent_request(&agent, method, path, &own, &alice);
+        assert_eq!(status, 200, "{method} {path}: {answer}");
+    }
+    let (status, _) = agent_request(
+        &agent,
+        "GET",
+        "/api/models/acme/m",
+        &format!("localhost:{port}"),
+        &alice,
+    );
+    assert_eq!(status, 200, "localhost is the agent's own name too");
+
+    // Everything else is refused by the agent itself, the host-only wipe routes first: a
+    // local process must not read the wipe list or confirm a wipe with the host's identity.
+    for (method, path) in [
+        ("GET", "/v1/host/wipe"),
+        ("POST", "/v1/host/wipe"),
+        ("GET", "/v1/models"),
+        ("GET", "/v1/models/acme/m/revisions/main/files/config.json"),
+        ("POST", "/v1/models/acme/m/grants"),
+        ("GET", "/v1/audit/key"),
+        ("POST", "/api/models/acme/m/commit/main"),
+        ("GET", "/api/whoami-v2"),
+        ("PUT", "/acme/m/resolve/main/config.json"),
+        ("DELETE", "/api/models/acme/m"),
+        ("GET", "/api/models/acme/m/../../../v1/host/wipe"),
+    ] {
+        let (status, answer) = agent_request(&agent, method, path, &own, &alice);
+        assert!(
+            status == 403 || status == 404 || status == 405,
+            "{method} {path} was relayed: {answer}"
+        );
+        assert!(answer.contains("agent"), "{method} {path}: {answer}");
+    }
+    // DNS rebinding: a page from another origin that resolved to 127.0.0.1 sends its own name.
+    for host in [
+        "evil.example",
+        "evil.example:{port}",
+        "127.0.0.2:{port}",
+        "",
+    ] {
+        let host = host.replace("{port}", &port);
+        let (status, answer) = agent_request(&agent, "GET", "/api/models/acme/m", &host, &alice);
+        assert!(
+            status == 403 || status == 421 || status == 400,
+            "Host {host:?} was relayed: {answer}"
+        );
+    }
+    // None of the refused requests reached the server.
+    assert_eq!(agent.count("GET", "/v1/host/wipe"), 0);
+    assert_eq!(agent.count("POST", "/v1/host/wipe"), 0);
+}
+
+#[test]
+fn a_derived_upload_never_becomes_main_for_the_hugging_face_client() {
+    let world = World::new();
+    let src = tempfile::tempdir().unwrap();
+    write_model(src.path(), 1 << 20);
+    let vendor_commit = world.upload(src.path(), "acme/m");
+    grant(&world, "acme/m", "alice");
+    // A grantee uploads a "derived" revision whose config.json would run their code.
+    let derived = tempfile::tempdir().unwrap();
+    std::fs::write(
+        derived.path().join("config.json"),
+        br#"{"auto_map":{"AutoModel":"evil.Model"},"trust_remote_code":true}"#,
+    )
+    .unwrap();
+    std::fs::write(derived.path().join("evil.py"), b"import os\n").unwrap();
+    let derived_commit = world
+        .server
+        .ok(
+            &world.alice,
+            &[
+                "upload",
+                derived.path().to_str().unwrap(),
+                "acme/m",
+                "--derived-from",
+                &vendor_commit,
+            ],
+        )
+        .trim()
+        .to_owned();
+    assert_ne!(derived_commit, vendor_commit);
+    let agent = Agent::start(&world.server, world.server.host.as_ref());
+    let bob = world.server.token("committer", None, "bob");
+    grant(&world, "acme/m", "bob");
+    let hf = Hf::new(&agent.url, &bob);
+    let snapshot = ok_path(&hf.py(&["snapshot", "acme/m"]));
+    assert!(
+        snapshot.ends_with(format!("snapshots/{vendor_commit}")),
+        "main is not the vendor's revision: {}",
+        snapshot.display()
+    );
+    assert_same_tree(&snapshot, src.path());
+    let info = hf.py(&["info", "acme/m"]);
+    assert_eq!(info["sha"], vendor_commit.as_str(), "{info}");
+    // By its commit id, the derived revision is there for whoever asks for it.
+    let derived_snapshot = ok_path(&hf.py(&["snapshot", "acme/m", &derived_commit]));
+    assert!(derived_snapshot.join("evil.py").exists());
+}

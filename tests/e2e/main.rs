@@ -24,4 +24,5 @@ mod resume;
 mod roundtrip;
 mod scale;
 mod tamper;
+mod trust;
 mod wipe;

@@ -207,7 +207,7 @@ fn wrong_bytes_are_refused_and_an_unfinished_upload_makes_no_revision() {
     assert_no_revision(&world, "partial");
 
     // Another user cannot touch the session.
-    let other = s.token("vendor-admin", Some("acme"), "second-admin");
+    let other = s.admitted_token("vendor-admin", "acme", "second-admin", &world.admin);
     let (status, _) = s.put_bytes(
         &other,
         &format!("/v1/uploads/{id}/files/1"),

@@ -236,6 +236,26 @@ impl TestServer {
         token
     }
 
+    /// A token the operator issues that waits for the vendor (a further admin or auditor, or
+    /// another credential for an existing person), approved by `approver`, an admin of
+    /// `vendor`: it then counts there. One approval: the vendor's two-person rule must be off.
+    pub fn admitted_token(&self, role: &str, vendor: &str, name: &str, approver: &str) -> String {
+        let mut args = vec!["--json", "token", "create", "--role", role, "--name", name];
+        if role != "committer" {
+            args.extend(["--vendor", vendor]);
+        }
+        let out = self.ok(&self.operator, &args);
+        let created: Value = serde_json::from_str(out.trim()).unwrap();
+        let waiting = created["awaiting"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["vendor"] == vendor)
+            .unwrap_or_else(|| panic!("{name}'s token waits for nothing at {vendor}: {created}"));
+        self.ok(approver, &["approve", waiting["pending"].as_str().unwrap()]);
+        created["token"].as_str().unwrap().to_owned()
+    }
+
     /// Calls the API directly, for requests the CLI would never make.
     pub fn api(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let url = format!("{}{path}", self.url);
@@ -494,6 +514,8 @@ impl World {
         let admin = server.token("vendor-admin", Some("acme"), "acme-admin");
         let alice = server.token("committer", None, "alice");
         server.host = Some(server.enroll_host("gpu-01", "gpu"));
+        // The operator enrolls hosts; each vendor approves those that may hold its weights.
+        server.ok(&admin, &["host", "approve", "acme", "gpu-01"]);
         World {
             server,
             admin,

@@ -110,7 +110,13 @@ fn the_operator_acting_alone_obtains_no_weights() {
     let out = s.ok(
         &op,
         &[
-            "--json", "token", "create", "--role", "committer", "--name", "alice",
+            "--json",
+            "token",
+            "create",
+            "--role",
+            "committer",
+            "--name",
+            "alice",
         ],
     );
     let minted: Value = serde_json::from_str(out.trim()).unwrap();
@@ -138,7 +144,10 @@ fn the_operator_acting_alone_obtains_no_weights() {
     );
     let minted: Value = serde_json::from_str(out.trim()).unwrap();
     let op_admin = minted["token"].as_str().unwrap().to_owned();
-    let endorsement = minted["awaiting"][0]["pending"].as_str().unwrap().to_owned();
+    let endorsement = minted["awaiting"][0]["pending"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let (status, body) = s.api(
         &op_admin,
         "POST",
@@ -146,7 +155,10 @@ fn the_operator_acting_alone_obtains_no_weights() {
         Some(json!({ "user": "op-admin" })),
     );
     assert_eq!(status, 403, "{body}");
-    assert!(body.to_string().contains("needs the vendor's approval"), "{body}");
+    assert!(
+        body.to_string().contains("needs the vendor's approval"),
+        "{body}"
+    );
     let (status, _) = s.api(
         &op_admin,
         "POST",
@@ -160,7 +172,12 @@ fn the_operator_acting_alone_obtains_no_weights() {
     //    for the real alice: acme never approved that enrollment.
     let op_host = s.enroll_host("op-host", "gpu");
     assert_no_bytes(s, &v.world.alice, Some(&op_host), "an unapproved host");
-    assert_no_bytes(s, &fake_alice, Some(&op_host), "fake alice on the operator's host");
+    assert_no_bytes(
+        s,
+        &fake_alice,
+        Some(&op_host),
+        "fake alice on the operator's host",
+    );
 
     // 4. Groups are acme's: the operator cannot add itself or anyone to acme's team.
     for user in ["bootstrap-operator", "mallory"] {
@@ -184,7 +201,12 @@ fn the_operator_acting_alone_obtains_no_weights() {
     );
     assert_eq!(status, 202, "{body}");
     let scheduled = pending_id(&body);
-    let (status, _) = s.api(&op, "POST", &format!("/v1/pending/{scheduled}/approve"), None);
+    let (status, _) = s.api(
+        &op,
+        "POST",
+        &format!("/v1/pending/{scheduled}/approve"),
+        None,
+    );
     assert_eq!(status, 403, "the operator approved a request");
     let (status, _) = s.api(
         &op,
@@ -243,12 +265,21 @@ fn a_credential_becomes_good_at_a_vendor_only_with_that_vendors_approval() {
     let out = s.ok(
         &s.operator,
         &[
-            "--json", "token", "create", "--role", "committer", "--name", "alice",
+            "--json",
+            "token",
+            "create",
+            "--role",
+            "committer",
+            "--name",
+            "alice",
         ],
     );
     let minted: Value = serde_json::from_str(out.trim()).unwrap();
     let alice2 = minted["token"].as_str().unwrap().to_owned();
-    let request = minted["awaiting"][0]["pending"].as_str().unwrap().to_owned();
+    let request = minted["awaiting"][0]["pending"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     // She sees why she gets nothing, and what waits.
     let who = s.ok(&alice2, &["--json", "whoami"]);
     let who: Value = serde_json::from_str(who.trim()).unwrap();
@@ -259,7 +290,10 @@ fn a_credential_becomes_good_at_a_vendor_only_with_that_vendors_approval() {
     assert!(body.to_string().contains("vendor's approval"), "{body}");
     // Under the two-person rule it takes two of acme's people.
     let listed = s.ok(&v.world.admin, &["pending", "acme"]);
-    assert!(listed.contains(&request) && listed.contains("alice"), "{listed}");
+    assert!(
+        listed.contains(&request) && listed.contains("alice"),
+        "{listed}"
+    );
     let first = s.ok(&v.world.admin, &["approve", &request]);
     assert!(first.contains("1 of 2"), "{first}");
     assert_no_bytes(s, &alice2, Some(&gpu01), "after one approval of two");
@@ -303,14 +337,23 @@ fn every_widening_change_waits_for_a_second_person_under_the_rule() {
         }
     };
     let listed = |v: &Value, key: &str, what: &str| {
-        v[key].as_array().unwrap().iter().any(|x| x.to_string().contains(what))
+        v[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x.to_string().contains(what))
     };
     // (what, the command, whether it has taken effect)
     type Check = Box<dyn Fn(&TestServer) -> bool>;
     let cases: Vec<(&str, Vec<String>, Check)> = vec![
         (
             "grant",
-            vec!["grant".into(), "acme/llama".into(), "--to".into(), "carol".into()],
+            vec![
+                "grant".into(),
+                "acme/llama".into(),
+                "--to".into(),
+                "carol".into(),
+            ],
             Box::new({
                 let (carol, host) = (carol.clone(), gpu01.clone());
                 move |s: &TestServer| bytes_served(s, &carol, Some(&host))[0].0 == 200
@@ -331,7 +374,12 @@ fn every_widening_change_waits_for_a_second_person_under_the_rule() {
         ),
         (
             "approving a host",
-            vec!["host".into(), "approve".into(), "acme".into(), "gpu-02".into()],
+            vec![
+                "host".into(),
+                "approve".into(),
+                "acme".into(),
+                "gpu-02".into(),
+            ],
             Box::new({
                 let (alice, host) = (v.world.alice.clone(), gpu02.clone());
                 move |s: &TestServer| bytes_served(s, &alice, Some(&host))[0].0 == 200
@@ -339,7 +387,12 @@ fn every_widening_change_waits_for_a_second_person_under_the_rule() {
         ),
         (
             "allowing a host group",
-            vec!["host".into(), "allow".into(), "acme/llama".into(), "cpu".into()],
+            vec![
+                "host".into(),
+                "allow".into(),
+                "acme/llama".into(),
+                "cpu".into(),
+            ],
             Box::new({
                 let access = access.clone();
                 move |s: &TestServer| listed(&access(s), "host_groups", "cpu")
@@ -347,7 +400,12 @@ fn every_widening_change_waits_for_a_second_person_under_the_rule() {
         ),
         (
             "adding a group member",
-            vec!["group".into(), "add".into(), "acme/team".into(), "dave".into()],
+            vec![
+                "group".into(),
+                "add".into(),
+                "acme/team".into(),
+                "dave".into(),
+            ],
             Box::new({
                 let access = access.clone();
                 move |s: &TestServer| listed(&access(s), "groups", "dave")
@@ -383,7 +441,15 @@ fn every_widening_change_waits_for_a_second_person_under_the_rule() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    s.ok(&admin, &["embargo", "acme/llama", "--not-before", &year_ahead.to_string()]);
+    s.ok(
+        &admin,
+        &[
+            "embargo",
+            "acme/llama",
+            "--not-before",
+            &year_ahead.to_string(),
+        ],
+    );
     assert_eq!(access(s)["embargo"]["not_before"], year_ahead);
     for (what, args, took_effect) in cases {
         let mut full = vec!["--json".to_owned()];
@@ -453,7 +519,11 @@ fn an_expired_request_cannot_be_approved() {
     let listed = s.ok(&admin2, &["pending", "acme"]);
     assert!(listed.contains("expired"), "{listed}");
     let late = s.custody(&admin2, &["approve", &id]);
-    assert!(!late.success && late.stderr.contains("expired"), "{}", late.stderr);
+    assert!(
+        !late.success && late.stderr.contains("expired"),
+        "{}",
+        late.stderr
+    );
     let (status, _) = s.api(&world.alice, "GET", "/v1/models/acme/llama", None);
     assert_eq!(status, 404, "an expired grant request gave access");
 }
@@ -484,12 +554,28 @@ fn strangers_learn_nothing_about_deletions_vendors_or_models() {
         .to_owned();
     // A committer without a grant: a real deletion and a made-up one look the same.
     let made_up = "0123456789abcdef";
-    let (real_status, real) = s.api(&world.alice, "GET", &format!("/v1/deletions/{deletion}"), None);
-    let (fake_status, fake) = s.api(&world.alice, "GET", &format!("/v1/deletions/{made_up}"), None);
+    let (real_status, real) = s.api(
+        &world.alice,
+        "GET",
+        &format!("/v1/deletions/{deletion}"),
+        None,
+    );
+    let (fake_status, fake) = s.api(
+        &world.alice,
+        "GET",
+        &format!("/v1/deletions/{made_up}"),
+        None,
+    );
     assert_eq!((real_status, fake_status), (404, 404));
     assert_eq!(
-        real["error"]["message"].as_str().unwrap().replace(&deletion, "ID"),
-        fake["error"]["message"].as_str().unwrap().replace(made_up, "ID"),
+        real["error"]["message"]
+            .as_str()
+            .unwrap()
+            .replace(&deletion, "ID"),
+        fake["error"]["message"]
+            .as_str()
+            .unwrap()
+            .replace(made_up, "ID"),
     );
     // The vendor's admin and the operator read it.
     for token in [&world.admin, &s.operator] {
@@ -506,8 +592,14 @@ fn strangers_learn_nothing_about_deletions_vendors_or_models() {
     let globex_admin = s.token("vendor-admin", Some("globex"), "gil");
     for (real, missing) in [
         ("/v1/models/acme/other", "/v1/models/acme/nosuch"),
-        ("/v1/models/acme/other/revisions/main/files/config.json", "/v1/models/acme/nosuch/revisions/main/files/config.json"),
-        ("/v1/vendors/acme/exclusions", "/v1/vendors/nosuch/exclusions"),
+        (
+            "/v1/models/acme/other/revisions/main/files/config.json",
+            "/v1/models/acme/nosuch/revisions/main/files/config.json",
+        ),
+        (
+            "/v1/vendors/acme/exclusions",
+            "/v1/vendors/nosuch/exclusions",
+        ),
     ] {
         for token in [&world.alice, &globex_admin] {
             let (a, body_a) = s.api(token, "GET", real, None);
@@ -536,7 +628,11 @@ fn a_derived_upload_never_changes_what_main_names() {
     let vendor_commit = world.upload(src.path(), "acme/llama");
     s.ok(&world.admin, &["grant", "acme/llama", "--to", "alice"]);
     let derived = tempfile::tempdir().unwrap();
-    std::fs::write(derived.path().join("config.json"), br#"{"v":"evil","auto_map":{}}"#).unwrap();
+    std::fs::write(
+        derived.path().join("config.json"),
+        br#"{"v":"evil","auto_map":{}}"#,
+    )
+    .unwrap();
     let derived_commit = s
         .ok(
             &world.alice,
@@ -552,13 +648,24 @@ fn a_derived_upload_never_changes_what_main_names() {
         .to_owned();
     // By name: the vendor's revision, for the CLI and the API.
     let out = tempfile::tempdir().unwrap();
-    s.ok(&world.admin, &["fetch", "acme/llama", "--out", out.path().to_str().unwrap()]);
+    s.ok(
+        &world.admin,
+        &["fetch", "acme/llama", "--out", out.path().to_str().unwrap()],
+    );
     assert_eq!(
         std::fs::read(out.path().join("config.json")).unwrap(),
         br#"{"v":"vendor"}"#
     );
-    let (status, body) = s.api(&world.alice, "GET", "/v1/models/acme/llama/revisions/main", None);
-    assert_eq!((status, body["commit"].as_str()), (200, Some(vendor_commit.as_str())));
+    let (status, body) = s.api(
+        &world.alice,
+        "GET",
+        "/v1/models/acme/llama/revisions/main",
+        None,
+    );
+    assert_eq!(
+        (status, body["commit"].as_str()),
+        (200, Some(vendor_commit.as_str()))
+    );
     // By commit: the derived revision, listed as derived.
     let (status, body) = s.api(
         &world.alice,
@@ -566,9 +673,17 @@ fn a_derived_upload_never_changes_what_main_names() {
         &format!("/v1/models/acme/llama/revisions/{derived_commit}"),
         None,
     );
-    assert_eq!((status, body["derived_from"].as_str()), (200, Some(vendor_commit.as_str())));
-    let listing: Value = serde_json::from_str(s.ok(&world.alice, &["--json", "ls"]).trim()).unwrap();
-    assert_eq!(listing["models"][0]["latest"], vendor_commit.as_str(), "{listing}");
+    assert_eq!(
+        (status, body["derived_from"].as_str()),
+        (200, Some(vendor_commit.as_str()))
+    );
+    let listing: Value =
+        serde_json::from_str(s.ok(&world.alice, &["--json", "ls"]).trim()).unwrap();
+    assert_eq!(
+        listing["models"][0]["latest"],
+        vendor_commit.as_str(),
+        "{listing}"
+    );
 }
 
 #[test]
@@ -583,7 +698,10 @@ fn fetched_files_are_private_and_planted_links_are_not_followed() {
     s.ok(&world.admin, &["grant", "acme/llama", "--to", "alice"]);
     let out = tempfile::tempdir().unwrap();
     let dest = out.path().join("llama");
-    s.ok(&world.alice, &["fetch", "acme/llama", "--out", dest.to_str().unwrap()]);
+    s.ok(
+        &world.alice,
+        &["fetch", "acme/llama", "--out", dest.to_str().unwrap()],
+    );
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&dest), 0o700);
     assert_eq!(mode(&dest.join("sub")), 0o700);
@@ -599,11 +717,22 @@ fn fetched_files_are_private_and_planted_links_are_not_followed() {
     symlink(&victim, dest2.join("config.json.custody-partial")).unwrap();
     symlink(&victim, dest2.join("sub/model.safetensors.custody-partial")).unwrap();
     // And a pre-existing partial file someone else can read is not reused.
-    let run = s.custody(&world.alice, &["fetch", "acme/llama", "--out", dest2.to_str().unwrap()]);
+    let run = s.custody(
+        &world.alice,
+        &["fetch", "acme/llama", "--out", dest2.to_str().unwrap()],
+    );
     assert!(run.success, "{}", run.stderr);
     assert_eq!(std::fs::read(&victim).unwrap(), b"do not touch");
-    assert_same_file(&src.path().join("sub/model.safetensors"), &dest2.join("sub/model.safetensors"));
-    assert!(!std::fs::symlink_metadata(dest2.join("config.json")).unwrap().file_type().is_symlink());
+    assert_same_file(
+        &src.path().join("sub/model.safetensors"),
+        &dest2.join("sub/model.safetensors"),
+    );
+    assert!(
+        !std::fs::symlink_metadata(dest2.join("config.json"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
     assert_eq!(mode(&dest2.join("config.json")), 0o600);
 
     let dest3 = out.path().join("llama3");
@@ -611,7 +740,14 @@ fn fetched_files_are_private_and_planted_links_are_not_followed() {
     let planted = dest3.join("config.json.custody-partial");
     std::fs::write(&planted, b"{}").unwrap();
     std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let run = s.custody(&world.alice, &["fetch", "acme/llama", "--out", dest3.to_str().unwrap()]);
+    let run = s.custody(
+        &world.alice,
+        &["fetch", "acme/llama", "--out", dest3.to_str().unwrap()],
+    );
     assert!(run.success, "{}", run.stderr);
-    assert_eq!(mode(&dest3.join("config.json")), 0o600, "a world-readable partial file was reused");
+    assert_eq!(
+        mode(&dest3.join("config.json")),
+        0o600,
+        "a world-readable partial file was reused"
+    );
 }

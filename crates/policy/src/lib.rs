@@ -71,10 +71,13 @@ pub enum Action {
     Configure,
     /// Read a vendor's deletions: their progress and certificates (Cedar `read_deletions`).
     ReadDeletions,
+    /// Read everything that decides who receives a model's weights: grants, exclusions,
+    /// groups, hosts, embargo, schedule, pending requests (Cedar `read_access`).
+    ReadAccess,
 }
 
 impl Action {
-    pub const ALL: [Action; 17] = [
+    pub const ALL: [Action; 18] = [
         Action::CreateVendor,
         Action::CreateToken,
         Action::ListVendors,
@@ -92,6 +95,7 @@ impl Action {
         Action::ManageGroups,
         Action::Configure,
         Action::ReadDeletions,
+        Action::ReadAccess,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -113,6 +117,7 @@ impl Action {
             Action::ManageGroups => "manage-groups",
             Action::Configure => "configure",
             Action::ReadDeletions => "read-deletions",
+            Action::ReadAccess => "read-access",
         }
     }
 
@@ -135,6 +140,7 @@ impl Action {
             Action::ManageGroups => "manage_groups",
             Action::Configure => "configure",
             Action::ReadDeletions => "read_deletions",
+            Action::ReadAccess => "read_access",
         }
     }
 }

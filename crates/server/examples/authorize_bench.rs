@@ -11,9 +11,9 @@
 
 use std::time::{Duration, Instant};
 
-use policy::{Action, HostFacts, PolicyEngine, Principal};
-use server::auth::{Target, request_facts};
-use store::{Grantee, NewModel, Store};
+use policy::{Action, PolicyEngine, Principal};
+use server::auth::{Asking, CallerHost, Credential, Target, request_facts};
+use store::{FollowUp, Grantee, NewHost, NewModel, Store};
 use types::{GroupName, ModelName, Role, UserName, VendorName};
 
 const RUNS: usize = 5_000;
@@ -57,12 +57,44 @@ async fn main() {
         .allow_host_group("m1", &host_group, "bench", entry())
         .await
         .unwrap();
+    let host_name = types::HostName::parse("gpu-01").unwrap();
+    store
+        .enroll_host(
+            &NewHost {
+                id: "h1",
+                name: &host_name,
+                group: &host_group,
+                cert_sha256: "00",
+                not_after: i64::MAX,
+                enrolled_by: "bench",
+            },
+            entry(),
+        )
+        .await
+        .unwrap();
+    store
+        .approve_host("v1", "h1", "bench", entry())
+        .await
+        .unwrap();
+    let follow_up = FollowUp {
+        approvals_needed: 1,
+        requested_by: "bench".into(),
+        ttl_secs: 3600,
+    };
     print!("populating 10,000 grants, 1,000 exclusions, 100 group grants… ");
     let started = Instant::now();
     for i in 0..10_000 {
         let user = UserName::parse(&format!("user-{i}")).unwrap();
         store
-            .grant("m1", &Grantee::User(user), "bench", None, entry())
+            .grant(
+                "v1",
+                "m1",
+                &Grantee::User(user),
+                "bench",
+                None,
+                &follow_up,
+                entry(),
+            )
             .await
             .unwrap();
     }
@@ -77,12 +109,20 @@ async fn main() {
     for i in 0..100 {
         let group = GroupName::parse(&format!("team-{i}")).unwrap();
         store
-            .grant("m1", &Grantee::Group(group.clone()), "bench", None, entry())
+            .grant(
+                "v1",
+                "m1",
+                &Grantee::Group(group.clone()),
+                "bench",
+                None,
+                &follow_up,
+                entry(),
+            )
             .await
             .unwrap();
         let member = UserName::parse(&format!("member-{i}")).unwrap();
         store
-            .add_group_member(&group, &member, "bench", entry())
+            .add_group_member("v1", &group, &member, "bench", &follow_up, entry())
             .await
             .unwrap();
     }
@@ -90,12 +130,11 @@ async fn main() {
 
     let engine =
         PolicyEngine::from_files(policy::EMBEDDED_SCHEMA, policy::EMBEDDED_POLICIES).unwrap();
-    let host = || {
-        Some(HostFacts {
-            name: "gpu-01".into(),
-            groups: vec!["gpu".into()],
-            revoked: false,
-        })
+    let host = CallerHost::Enrolled(store.host_by_cert("00").await.unwrap().unwrap());
+    let credential = Credential {
+        token_id: "t".into(),
+        user_id: "u".into(),
+        all_vendors: true,
     };
     let principal = |user: &str| Principal {
         user: UserName::parse(user).unwrap(),
@@ -115,12 +154,17 @@ async fn main() {
         let p = principal(user);
         let mut full = Vec::with_capacity(RUNS);
         let mut decide_only = Vec::with_capacity(RUNS);
-        let facts = request_facts(&store, &p, host(), Target::Model(&model), now)
+        let asking = Asking {
+            principal: &p,
+            credential: &credential,
+            host: Some(&host),
+        };
+        let facts = request_facts(&store, &asking, Target::Model(&model), now)
             .await
             .unwrap();
         for _ in 0..RUNS {
             let t = Instant::now();
-            let f = request_facts(&store, &p, host(), Target::Model(&model), now)
+            let f = request_facts(&store, &asking, Target::Model(&model), now)
                 .await
                 .unwrap();
             let d = engine.decide(&f, Action::Fetch);

@@ -62,6 +62,27 @@ pub(crate) async fn approvals_needed(
     Ok(people - i64::from(is_admin_of(caller, vendor)))
 }
 
+/// What a person who filed a request reads: what it waits for and until when.
+pub(crate) fn waiting_message(filed: &Filed) -> String {
+    let people = if filed.approvals_needed == 1 {
+        "one of the vendor's admins".to_owned()
+    } else {
+        format!("{} of the vendor's admins", filed.approvals_needed)
+    };
+    format!(
+        "this change waits for {people} to approve it (custody approve {}); it expires unapproved at {}",
+        filed.id,
+        rfc3339(filed.expires_at)
+    )
+}
+
+/// Unix seconds as RFC 3339, as a person reads times.
+pub(crate) fn rfc3339(secs: i64) -> String {
+    let t =
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0));
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
 /// How many approvals a credential issued for someone at `vendor_id` needs (the operator
 /// issues it, so every one of the vendor's people must come from its admins).
 pub(crate) async fn approvals_for_credential(app: &App, vendor_id: &str) -> store::Result<i64> {

@@ -46,7 +46,7 @@ pub struct Credential {
     pub all_vendors: bool,
 }
 
-pub(crate) enum CallerHost {
+pub enum CallerHost {
     Enrolled(HostRecord),
     /// A certificate the CA issued that no longer belongs to an enrolled host (the host was
     /// enrolled again with a new certificate). Treated as revoked.

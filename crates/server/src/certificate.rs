@@ -210,7 +210,13 @@ async fn facts(
             })
             .collect(),
         requested_by: d.requested_by.clone(),
-        approved_by: d.approved_by.iter().cloned().collect(),
+        // Each approver (a request may need two distinct people), as the store joined them.
+        approved_by: d
+            .approved_by
+            .iter()
+            .flat_map(|a| a.split(','))
+            .map(str::to_owned)
+            .collect(),
         requested_at: rfc3339(d.requested_at),
         completed_at: rfc3339(crate::auth::store_now()),
         post_checks: work

@@ -182,6 +182,7 @@ impl From<store::StoreError> for ApiError {
     fn from(e: store::StoreError) -> Self {
         match e {
             store::StoreError::Conflict(m) => ApiError::Conflict(m),
+            store::StoreError::Refused(m) => ApiError::Denied(m),
             store::StoreError::NotFound(what) => ApiError::NotFound(what.to_owned()),
             other => ApiError::Internal(other.to_string()),
         }

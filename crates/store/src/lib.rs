@@ -43,6 +43,10 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("{0}")]
     Conflict(String),
+    /// The request is well-formed and the state allows it, but not from this person (their own
+    /// request, or one about them).
+    #[error("{0}")]
+    Refused(String),
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("database holds an invalid value: {0}")]
@@ -357,7 +361,8 @@ impl Store {
         }))
     }
 
-    /// Records that one file of an upload is stored, with its object. No audit entry: the
+    /// Records that one file of an upload is stored, with its object (and, for a small file,
+    /// the Git blob id of its plaintext, computed while it streamed in). No audit entry: the
     /// upload's commit records every file; an object of an abandoned upload is found through
     /// its session and removed when the session expires.
     pub async fn upload_file_done(
@@ -367,10 +372,12 @@ impl Store {
         model_id: &str,
         file: &FileRecord,
         stored_size: u64,
+        git_blob_id: Option<&str>,
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO objects (id, model_id, size, sha256, stored_size, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO objects (id, model_id, size, sha256, stored_size, created_at, git_blob_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(file.object_id.as_str())
         .bind(model_id)
@@ -378,6 +385,7 @@ impl Store {
         .bind(file.sha256.as_str())
         .bind(stored_size as i64)
         .bind(now())
+        .bind(git_blob_id)
         .execute(&mut *tx)
         .await?;
         sqlx::query("UPDATE upload_files SET done = 1 WHERE session_id = $1 AND idx = $2")

@@ -426,8 +426,9 @@ impl Store {
 
     /// Records one person's approval of a request and, when it is the last one needed,
     /// carries the request out, all in one transaction. Refused (`Conflict`, nothing
-    /// recorded) when the request is not pending, has expired, was made by the approver or is
-    /// about them, or when they approved it already; whatever the caller checked before.
+    /// recorded) when the request is not pending, has expired, or the approver approved it
+    /// already; `Refused` when it was made by the approver or is about them; whatever the
+    /// caller checked before.
     /// `entry` builds the audit entry from the outcome.
     pub async fn approve_pending(
         &self,
@@ -456,13 +457,16 @@ impl Store {
             )));
         }
         if record.requester_id.as_deref() == Some(approver.user_id) {
-            return Err(StoreError::Conflict(
-                "a request needs a second person: you cannot approve your own request".into(),
+            return Err(StoreError::Refused(
+                "you cannot approve your own request (under any role or token): another of the \
+                 vendor's admins must"
+                    .into(),
             ));
         }
         if record.subject_id.as_deref() == Some(approver.user_id) {
-            return Err(StoreError::Conflict(
-                "this request widens your own access: another admin must approve it".into(),
+            return Err(StoreError::Refused(
+                "this request widens your own access: another of the vendor's admins must approve it"
+                    .into(),
             ));
         }
         if record

@@ -85,10 +85,6 @@ pub struct TokenInfo {
     pub revoked_at: Option<i64>,
 }
 
-/// How many approvals a credential for a vendor needs, decided by the caller from the
-/// vendor's two-person rule.
-pub type ApprovalsFor<'a> = &'a (dyn Fn(&str) -> Result<i64> + Sync);
-
 const TOKEN_SELECT: &str = "SELECT t.id, t.secret_hash, t.role, t.vendor_id, v.name AS vendor, \
      t.user_id, t.user_name, t.all_vendors, t.expires_at, t.revoked_at \
      FROM tokens t LEFT JOIN vendors v ON v.id = t.vendor_id";
@@ -138,13 +134,14 @@ impl Store {
 
     /// Issues a token for `token.user`, creating the user when the name is new. See the
     /// module documentation for which vendors it counts for; for every vendor where it must
-    /// wait, a pending request (`EndorseCredential`) is filed in the same transaction, with
-    /// the number of approvals `approvals` says. `new_user_id` names a user created here.
+    /// wait, a pending request (`EndorseCredential`) is filed in the same transaction. The
+    /// operator issues tokens, so every approval must come from the vendor's admins: one, or
+    /// two distinct people under the vendor's two-person rule. `new_user_id` names a user
+    /// created here.
     pub async fn issue_token(
         &self,
         token: &NewToken<'_>,
         new_user_id: &str,
-        approvals: ApprovalsFor<'_>,
         pending_ttl_secs: i64,
         entry: audit::Entry,
     ) -> Result<IssuedToken> {
@@ -231,7 +228,11 @@ impl Store {
         }
         for vendor_id in vendors {
             let id = endorsement_request_id(token.id, &vendor_id);
-            let needed = approvals(&vendor_id)?;
+            let rule = sqlx::query("SELECT require_approval FROM vendors WHERE id = $1")
+                .bind(&vendor_id)
+                .fetch_one(&mut *conn)
+                .await?;
+            let needed = 1 + i64::from(rule.try_get::<i64, _>("require_approval")? != 0);
             crate::pending::insert_pending(
                 conn,
                 &crate::pending::NewPending {
@@ -267,6 +268,45 @@ impl Store {
             .fetch_one(&self.pool)
             .await?;
         Ok(row.try_get("n")?)
+    }
+
+    /// Where a token counts: the vendors that endorsed it, and the vendors where a request to
+    /// endorse it waits (with the request's id).
+    pub async fn credential_status(
+        &self,
+        token_id: &str,
+    ) -> Result<(Vec<VendorName>, Vec<(VendorName, String)>)> {
+        let endorsed = sqlx::query(
+            "SELECT v.name FROM token_endorsements e JOIN vendors v ON v.id = e.vendor_id \
+             WHERE e.token_id = $1 ORDER BY v.name",
+        )
+        .bind(token_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| VendorName::parse(r.try_get("name")?).map_err(corrupt))
+        .collect::<Result<Vec<_>>>()?;
+        let rows = sqlx::query(
+            "SELECT v.name, p.id, p.payload FROM pending_requests p \
+             JOIN vendors v ON v.id = p.vendor_id \
+             WHERE p.kind = 'endorse-credential' AND p.state = 'pending' AND p.expires_at > $1 \
+             ORDER BY v.name",
+        )
+        .bind(now())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut awaiting = Vec::new();
+        for r in &rows {
+            let payload: String = r.try_get("payload")?;
+            let v: serde_json::Value = serde_json::from_str(&payload).map_err(corrupt)?;
+            if v.get("token_id").and_then(serde_json::Value::as_str) == Some(token_id) {
+                awaiting.push((
+                    VendorName::parse(r.try_get("name")?).map_err(corrupt)?,
+                    r.try_get("id")?,
+                ));
+            }
+        }
+        Ok((endorsed, awaiting))
     }
 
     /// Whether the vendor endorsed this token (see the module documentation).

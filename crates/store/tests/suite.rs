@@ -126,7 +126,6 @@ async fn issue(
                 created_by: "operator:root",
             },
             &format!("u-{id}"),
-            &|_| Ok(1),
             604_800,
             entry("token.create"),
         )
@@ -206,7 +205,7 @@ async fn credentials_belong_to_people_and_count_where_endorsed(store: Store) {
             |_, _| entry("approve"),
         )
         .await;
-    assert!(matches!(own, Err(StoreError::Conflict(_))), "{own:?}");
+    assert!(matches!(own, Err(StoreError::Refused(_))), "{own:?}");
     let ada_id = person(&store, "ada").await;
     store
         .approve_pending(
@@ -403,7 +402,7 @@ async fn a_commit_makes_one_immutable_revision(store: Store) {
 
     for (idx, f) in files.iter().enumerate() {
         store
-            .upload_file_done("u1", idx, &model_id, f, 99)
+            .upload_file_done("u1", idx, &model_id, f, 99, None)
             .await
             .unwrap();
     }
@@ -449,7 +448,7 @@ async fn a_commit_makes_one_immutable_revision(store: Store) {
         .await
         .unwrap();
     store
-        .upload_file_done("u2", 0, &model_id, &file("c", 3), 1)
+        .upload_file_done("u2", 0, &model_id, &file("c", 3), 1, None)
         .await
         .unwrap();
     let session = store.upload("u2").await.unwrap().unwrap();
@@ -490,7 +489,7 @@ async fn a_commit_makes_one_immutable_revision(store: Store) {
         .await
         .unwrap();
     store
-        .upload_file_done("u3", 0, &model_id, &file("q", 4), 1)
+        .upload_file_done("u3", 0, &model_id, &file("q", 4), 1, Some("ab"))
         .await
         .unwrap();
     let derived = CommitId::from_bytes(&[0xcd; 20]);
@@ -500,10 +499,23 @@ async fn a_commit_makes_one_immutable_revision(store: Store) {
         .await
         .unwrap();
     assert_eq!(store.revisions(&model_id).await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .object_git_blob_id(&file("q", 4).object_id)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("ab")
+    );
     let by_commit = store.revision(&model_id, &derived).await.unwrap().unwrap();
     assert_eq!(by_commit.derived_from, Some(commit.clone()));
     assert_eq!(
-        store.latest_revision(&model_id).await.unwrap().unwrap().commit,
+        store
+            .latest_revision(&model_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .commit,
         commit,
         "a derived revision became main"
     );
@@ -701,7 +713,7 @@ async fn a_requester_cannot_approve_their_own_request(store: Store) {
             |_, _| entry("approve"),
         )
         .await;
-    assert!(matches!(own, Err(StoreError::Conflict(_))), "{own:?}");
+    assert!(matches!(own, Err(StoreError::Refused(_))), "{own:?}");
     let asking = Asking {
         user: &alice,
         token_id: "t",
@@ -920,7 +932,7 @@ async fn upload_progress_survives_and_expires(store: Store) {
 
     // Expiry: both sessions are due at 1000; dropping one leaves no rows and one entry.
     store
-        .upload_file_done("u1", 1, &model_id, &file("small", 6), 1)
+        .upload_file_done("u1", 1, &model_id, &file("small", 6), 1, None)
         .await
         .unwrap();
     let expired = store.expired_uploads(1000).await.unwrap();

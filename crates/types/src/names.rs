@@ -202,8 +202,7 @@ mod tests {
     fn names_map_to_distinct_hugging_face_cache_folders() {
         // `models--a--b--c` could be a--b/c or a/b--c: neither name is accepted.
         for (vendor, model) in [("a--b", "c"), ("a", "b--c")] {
-            let refused =
-                VendorName::parse(vendor).is_err() || ModelName::parse(model).is_err();
+            let refused = VendorName::parse(vendor).is_err() || ModelName::parse(model).is_err();
             assert!(refused, "{vendor}/{model}");
         }
         assert!(RepoRef::parse("a-b/c-d").is_ok());

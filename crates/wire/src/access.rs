@@ -38,6 +38,9 @@ pub struct HostList {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostInfo {
+    /// The enrollment (a re-enrolled name is a new one).
+    #[serde(default)]
+    pub id: String,
     pub name: HostName,
     pub group: HostGroupName,
     pub cert_sha256: String,
@@ -163,6 +166,28 @@ pub struct VendorSettingsChanged {
     pub pending: Option<String>,
 }
 
+/// A change that waits for approval instead of applying (202): the two-person rule, or a
+/// requester who is not the vendor's admin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Filed {
+    /// The pending request's id, for `POST /v1/pending/{id}/approve`.
+    pub pending: String,
+    /// Distinct people of the vendor who must approve it.
+    pub approvals_needed: i64,
+    /// Unix seconds; unapproved by then, it expires.
+    pub expires_at: i64,
+    pub message: String,
+}
+
+/// The answer of a change that may wait: 202 [`Filed`], or the change's own body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Outcome<T> {
+    // First: only a filed request has `pending` and `approvals_needed`.
+    Filed(Filed),
+    Done(T),
+}
+
 /// `GET /v1/vendors/{vendor}/pending`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingList {
@@ -170,7 +195,7 @@ pub struct PendingList {
     pub pending: Vec<PendingRequest>,
 }
 
-/// A request waiting for (or given) a second vendor admin's approval; also the answer of
+/// A request waiting for (or given) the vendor's approval; also the answer of
 /// `POST /v1/pending/{id}/approve`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingRequest {
@@ -182,7 +207,26 @@ pub struct PendingRequest {
     pub created_at: i64,
     /// `pending` or `approved`.
     pub state: String,
+    /// Who approved it, comma-separated, once approved.
     pub approved_by: Option<String>,
+    /// Every approval given so far.
+    #[serde(default)]
+    pub approvals: Vec<Approval>,
+    #[serde(default)]
+    pub approvals_needed: i64,
+    /// Unix seconds.
+    #[serde(default)]
+    pub expires_at: i64,
+    /// Still pending past `expires_at`: it can no longer be approved.
+    #[serde(default)]
+    pub expired: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    /// `role:name`.
+    pub by: String,
+    pub at: i64,
 }
 
 /// What a pending request will do once approved.
@@ -196,45 +240,155 @@ pub enum PendingAction {
     },
     Delete,
     DisableTwoPerson,
+    /// Lift an exclusion (from `model`, or the whole vendor).
+    Unexclude {
+        user: UserName,
+    },
+    /// A new embargo window (Unix seconds).
+    Embargo {
+        not_before: Option<i64>,
+        not_after: Option<i64>,
+    },
+    AllowHostGroup {
+        group: HostGroupName,
+    },
+    /// The vendor's approval of one host enrollment.
+    ApproveHost {
+        host: HostName,
+        host_id: String,
+    },
+    /// The model shreds itself at `at` (`None`: the schedule is cleared).
+    DeleteAfter {
+        at: Option<i64>,
+    },
+    AddGroupMember {
+        group: GroupName,
+        user: UserName,
+    },
+    /// A credential that counts for the vendor only once endorsed: a token issued for a
+    /// person who already existed, or a further admin or auditor.
+    EndorseCredential {
+        token_id: String,
+        user: UserName,
+        role: types::Role,
+    },
 }
 
 impl PendingAction {
-    /// `grant`, `delete` or `disable-two-person`, as the body's `kind` says.
+    /// The body's `kind`.
     pub fn kind(&self) -> &'static str {
         match self {
             PendingAction::Grant { .. } => "grant",
             PendingAction::Delete => "delete",
             PendingAction::DisableTwoPerson => "disable-two-person",
+            PendingAction::Unexclude { .. } => "unexclude",
+            PendingAction::Embargo { .. } => "embargo",
+            PendingAction::AllowHostGroup { .. } => "allow-host-group",
+            PendingAction::ApproveHost { .. } => "approve-host",
+            PendingAction::DeleteAfter { .. } => "delete-after",
+            PendingAction::AddGroupMember { .. } => "add-group-member",
+            PendingAction::EndorseCredential { .. } => "endorse-credential",
         }
     }
 }
 
-// ----- user groups ---------------------------------------------------------------------------
+// ----- hosts as a vendor sees them -------------------------------------------------------------
 
-/// `POST /v1/groups/{group}/members`.
+/// `POST /v1/vendors/{vendor}/hosts`: approve a host's enrollment for the vendor's weights.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveHost {
+    /// The host's name (its live enrollment is approved).
+    pub host: String,
+}
+
+/// `POST /v1/vendors/{vendor}/hosts` (201) and `DELETE /v1/vendors/{vendor}/hosts/{host}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostApproval {
+    pub vendor: VendorName,
+    pub host: HostName,
+    pub host_id: String,
+    pub approved: bool,
+}
+
+/// `GET /v1/vendors/{vendor}/hosts`: hosts in groups the vendor's models allow, and hosts it
+/// approved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VendorHostList {
+    pub vendor: VendorName,
+    pub hosts: Vec<VendorHost>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VendorHost {
+    pub id: String,
+    pub name: HostName,
+    pub group: HostGroupName,
+    pub revoked_at: Option<i64>,
+    /// Who approved it for the vendor; `None`: not approved (it receives nothing).
+    pub approved_by: Option<String>,
+}
+
+// ----- a model's access at a glance ------------------------------------------------------------
+
+/// `GET /v1/models/{vendor}/{model}/access`: everything that decides who receives the model's
+/// weights (the vendor's admins and auditors, and the operator).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelAccess {
+    pub model: String,
+    pub grants: Vec<crate::models::Grant>,
+    /// Exclusions from this model and from the whole vendor (`model: None`).
+    pub exclusions: Vec<Exclusion>,
+    /// The vendor's groups and their members.
+    pub groups: Vec<GroupMember>,
+    pub host_groups: Vec<HostGroupName>,
+    /// Hosts in those groups, and whether the vendor approved each.
+    pub hosts: Vec<VendorHost>,
+    pub embargo: EmbargoWindow,
+    pub delete_after: Option<i64>,
+    pub two_person: bool,
+    /// The vendor's requests waiting for approval.
+    pub pending: Vec<PendingRequest>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmbargoWindow {
+    pub not_before: Option<i64>,
+    pub not_after: Option<i64>,
+}
+
+// ----- a vendor's user groups ------------------------------------------------------------
+
+/// `POST /v1/vendors/{vendor}/groups/{group}/members`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AddMember {
     pub user: String,
 }
 
-/// `POST /v1/groups/{group}/members` (201).
+/// `POST .../members` (201).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberAdded {
+    #[serde(default)]
+    pub vendor: Option<VendorName>,
     pub group: GroupName,
     pub user: UserName,
 }
 
-/// `DELETE /v1/groups/{group}/members/{user}`.
+/// `DELETE /v1/vendors/{vendor}/groups/{group}/members/{user}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberRemoved {
+    #[serde(default)]
+    pub vendor: Option<VendorName>,
     pub group: GroupName,
     pub removed: UserName,
 }
 
-/// `GET /v1/groups`: every membership, by group.
+/// `GET /v1/vendors/{vendor}/groups`: every membership of the vendor's groups, by group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupMembers {
+    #[serde(default)]
+    pub vendor: Option<VendorName>,
     pub members: Vec<GroupMember>,
 }
 

@@ -1,7 +1,7 @@
 //! Operator routes: vendors (`/v1/vendors`) and tokens (`/v1/tokens`).
 
 use serde::{Deserialize, Serialize};
-use types::{Role, UserName, VendorName};
+use types::{HostName, Role, UserName, VendorName};
 
 /// `POST /v1/vendors`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,7 +35,7 @@ pub struct CreateToken {
     pub expires_in_secs: Option<i64>,
 }
 
-/// `POST /v1/tokens` (201). No `Debug`: it holds the secret.
+/// `POST /v1/tokens` and `POST /v1/tokens/rotate` (201). No `Debug`: it holds the secret.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenCreated {
     pub id: String,
@@ -45,6 +45,65 @@ pub struct TokenCreated {
     pub vendor: Option<VendorName>,
     pub name: UserName,
     pub expires_at: Option<i64>,
+    /// The person the token belongs to.
+    #[serde(default)]
+    pub user_id: String,
+    /// The person was created with this token (false: the name existed, so this is another
+    /// credential for that same person).
+    #[serde(default)]
+    pub new_user: bool,
+    /// Vendors whose admins must approve the token before it counts for their models.
+    #[serde(default)]
+    pub awaiting: Vec<Awaiting>,
+}
+
+/// A credential waiting for a vendor's approval: the pending request to approve there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Awaiting {
+    pub vendor: VendorName,
+    pub pending: String,
+}
+
+/// `POST /v1/tokens/rotate`: replace the presented token by a new one with the same standing
+/// (the presented one is revoked).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateToken {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_secs: Option<i64>,
+}
+
+/// `GET /v1/whoami`: who the presented token says you are, and where it counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhoAmI {
+    pub user: UserName,
+    pub user_id: String,
+    pub role: Role,
+    pub vendor: Option<VendorName>,
+    pub token_id: String,
+    pub expires_at: Option<i64>,
+    /// The token counts at every vendor (a person's first credential).
+    pub all_vendors: bool,
+    /// Vendors that endorsed it.
+    pub endorsed_by: Vec<VendorName>,
+    /// Vendors where it waits for approval.
+    pub awaiting: Vec<Awaiting>,
+    /// The exclusive host the request came through, if it presented a certificate.
+    pub host: Option<HostName>,
+}
+
+/// `GET /v1/users` (operator): every person, by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserList {
+    pub users: Vec<UserInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserInfo {
+    pub id: String,
+    pub name: UserName,
+    pub created_by: String,
+    pub created_at: i64,
 }
 
 /// `GET /v1/tokens`: every token, never a secret.
@@ -63,6 +122,15 @@ pub struct TokenInfo {
     pub created_at: i64,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    #[serde(default)]
+    pub user_id: String,
+    #[serde(default)]
+    pub created_by: String,
+    /// Counts at every vendor; otherwise only at `endorsed_by`.
+    #[serde(default)]
+    pub all_vendors: bool,
+    #[serde(default)]
+    pub endorsed_by: Vec<VendorName>,
 }
 
 /// `POST /v1/tokens/{id}/revoke`.

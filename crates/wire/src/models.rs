@@ -101,6 +101,12 @@ pub struct GrantPending {
     /// The pending request's id, for `POST /v1/pending/{id}/approve`.
     pub pending: String,
     pub message: String,
+    /// Distinct people of the vendor who must approve it.
+    #[serde(default)]
+    pub approvals_needed: i64,
+    /// Unix seconds; unapproved by then, it expires.
+    #[serde(default)]
+    pub expires_at: i64,
 }
 
 /// `GET /v1/models/{vendor}/{model}/grants`.

@@ -4,7 +4,8 @@
 use serde::{Deserialize, Serialize};
 use types::{CommitId, HostName, RepoPath};
 
-/// `GET /v1/host/wipe`: the host's copies of deleted models, by model and deletion.
+/// `GET /v1/host/wipe`: the host's copies of deleted models, by model. Deletion ids are the
+/// vendor's business and never reach a host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WipeList {
     pub host: HostName,
@@ -16,9 +17,8 @@ pub struct WipeList {
 pub struct DeletedModel {
     /// `vendor/model`, as the host fetched it.
     pub model: String,
+    /// What to confirm the wipe of.
     pub model_id: String,
-    /// The deletion to confirm.
-    pub deletion_id: String,
     pub files: Vec<DeletedFile>,
 }
 
@@ -33,7 +33,6 @@ pub struct DeletedFile {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfirmWipe {
-    pub deletion_id: String,
     pub model_id: String,
     /// Local files the host removed.
     pub files: u64,
@@ -43,7 +42,6 @@ pub struct ConfirmWipe {
 pub struct WipeConfirmed {
     pub host: HostName,
     pub model: String,
-    pub deletion_id: String,
     pub files: u64,
     /// After the deletion's certificate was issued.
     pub late: bool,

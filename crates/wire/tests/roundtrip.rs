@@ -149,9 +149,16 @@ fn admin_bodies() {
         vendor: None,
         name: name("bob"),
         expires_at: Some(5),
+        user_id: "u1".into(),
+        new_user: false,
+        awaiting: vec![Awaiting {
+            vendor: name("acme"),
+            pending: "p1".into(),
+        }],
     };
     let text = json!({ "id": "ab12", "token": "ab12.secret", "role": "committer",
-                       "vendor": null, "name": "bob", "expires_at": 5 });
+                       "vendor": null, "name": "bob", "expires_at": 5, "user_id": "u1",
+                       "new_user": false, "awaiting": [{ "vendor": "acme", "pending": "p1" }] });
     assert_eq!(serde_json::to_value(&created).unwrap(), text);
     assert!(serde_json::from_value::<TokenCreated>(text).unwrap() == created);
     // `custody token create` prints the token: a body without one must not read.
@@ -170,10 +177,16 @@ fn admin_bodies() {
                 created_at: 1,
                 expires_at: None,
                 revoked_at: Some(2),
+                user_id: "u1".into(),
+                created_by: "operator:op".into(),
+                all_vendors: false,
+                endorsed_by: vec![name("acme")],
             }],
         },
         json!({ "tokens": [{ "id": "ab12", "role": "auditor", "vendor": "acme", "name": "carol",
-                             "created_at": 1, "expires_at": null, "revoked_at": 2 }] }),
+                             "created_at": 1, "expires_at": null, "revoked_at": 2,
+                             "user_id": "u1", "created_by": "operator:op",
+                             "all_vendors": false, "endorsed_by": ["acme"] }] }),
     );
     check(
         TokenRevoked {
@@ -181,6 +194,40 @@ fn admin_bodies() {
             revoked: true,
         },
         json!({ "id": "ab12", "revoked": true }),
+    );
+    check(RotateToken::default(), json!({}));
+    check(
+        WhoAmI {
+            user: name("bob"),
+            user_id: "u1".into(),
+            role: types::Role::Committer,
+            vendor: None,
+            token_id: "ab12".into(),
+            expires_at: None,
+            all_vendors: false,
+            endorsed_by: vec![name("acme")],
+            awaiting: vec![Awaiting {
+                vendor: name("globex"),
+                pending: "p2".into(),
+            }],
+            host: Some(name("gpu1")),
+        },
+        json!({ "user": "bob", "user_id": "u1", "role": "committer", "vendor": null,
+                "token_id": "ab12", "expires_at": null, "all_vendors": false,
+                "endorsed_by": ["acme"], "awaiting": [{ "vendor": "globex", "pending": "p2" }],
+                "host": "gpu1" }),
+    );
+    check(
+        UserList {
+            users: vec![UserInfo {
+                id: "u1".into(),
+                name: name("bob"),
+                created_by: "operator:op".into(),
+                created_at: 1,
+            }],
+        },
+        json!({ "users": [{ "id": "u1", "name": "bob", "created_by": "operator:op",
+                            "created_at": 1 }] }),
     );
 }
 
@@ -214,6 +261,7 @@ fn access_bodies() {
     check(
         HostList {
             hosts: vec![HostInfo {
+                id: "h1".into(),
                 name: name("gpu1"),
                 group: name("lab"),
                 cert_sha256: "ff".into(),
@@ -222,7 +270,7 @@ fn access_bodies() {
                 revoked_at: None,
             }],
         },
-        json!({ "hosts": [{ "name": "gpu1", "group": "lab", "cert_sha256": "ff", "not_after": 9,
+        json!({ "hosts": [{ "id": "h1", "name": "gpu1", "group": "lab", "cert_sha256": "ff", "not_after": 9,
                             "enrolled_by": "user:op", "revoked_at": null }] }),
     );
     check(
@@ -349,10 +397,19 @@ fn access_bodies() {
         created_at: 3,
         state: "pending".into(),
         approved_by: None,
+        approvals: vec![Approval {
+            by: "vendor-admin:ivo".into(),
+            at: 4,
+        }],
+        approvals_needed: 2,
+        expires_at: 9,
+        expired: false,
     };
     let pending_json = |request: Value| {
         json!({ "id": "p1", "model": "acme/m", "request": request, "requested_by": "user:alice",
-                "created_at": 3, "state": "pending", "approved_by": null })
+                "created_at": 3, "state": "pending", "approved_by": null,
+                "approvals": [{ "by": "vendor-admin:ivo", "at": 4 }], "approvals_needed": 2,
+                "expires_at": 9, "expired": false })
     };
     for (action, kind, text) in [
         (
@@ -369,6 +426,55 @@ fn access_bodies() {
             "disable-two-person",
             json!({ "kind": "disable-two-person" }),
         ),
+        (
+            PendingAction::Unexclude { user: name("bob") },
+            "unexclude",
+            json!({ "kind": "unexclude", "user": "bob" }),
+        ),
+        (
+            PendingAction::Embargo {
+                not_before: None,
+                not_after: Some(7),
+            },
+            "embargo",
+            json!({ "kind": "embargo", "not_before": null, "not_after": 7 }),
+        ),
+        (
+            PendingAction::AllowHostGroup { group: name("gpu") },
+            "allow-host-group",
+            json!({ "kind": "allow-host-group", "group": "gpu" }),
+        ),
+        (
+            PendingAction::ApproveHost {
+                host: name("gpu1"),
+                host_id: "h1".into(),
+            },
+            "approve-host",
+            json!({ "kind": "approve-host", "host": "gpu1", "host_id": "h1" }),
+        ),
+        (
+            PendingAction::DeleteAfter { at: Some(8) },
+            "delete-after",
+            json!({ "kind": "delete-after", "at": 8 }),
+        ),
+        (
+            PendingAction::AddGroupMember {
+                group: name("team"),
+                user: name("bob"),
+            },
+            "add-group-member",
+            json!({ "kind": "add-group-member", "group": "team", "user": "bob" }),
+        ),
+        (
+            PendingAction::EndorseCredential {
+                token_id: "ab12".into(),
+                user: name("bob"),
+                role: types::Role::VendorAdmin,
+            },
+            "endorse-credential",
+            json!({ "kind": "endorse-credential", "token_id": "ab12", "user": "bob",
+                    "role": "vendor-admin" }),
+        ),
     ] {
         assert_eq!(action.kind(), kind);
         check(pending(action), pending_json(text));
@@ -384,26 +490,63 @@ fn access_bodies() {
     check(AddMember { user: "bob".into() }, json!({ "user": "bob" }));
     check(
         MemberAdded {
+            vendor: Some(name("acme")),
             group: name("team"),
             user: name("bob"),
         },
-        json!({ "group": "team", "user": "bob" }),
+        json!({ "vendor": "acme", "group": "team", "user": "bob" }),
     );
     check(
         MemberRemoved {
+            vendor: Some(name("acme")),
             group: name("team"),
             removed: name("bob"),
         },
-        json!({ "group": "team", "removed": "bob" }),
+        json!({ "vendor": "acme", "group": "team", "removed": "bob" }),
     );
     check(
         GroupMembers {
+            vendor: Some(name("acme")),
             members: vec![GroupMember {
                 group: name("team"),
                 user: name("bob"),
             }],
         },
-        json!({ "members": [{ "group": "team", "user": "bob" }] }),
+        json!({ "vendor": "acme", "members": [{ "group": "team", "user": "bob" }] }),
+    );
+    // A change that waits reads as filed; one that applied reads as done.
+    let filed = Filed {
+        pending: "p1".into(),
+        approvals_needed: 1,
+        expires_at: 9,
+        message: "waits".into(),
+    };
+    check(
+        Outcome::<MemberAdded>::Filed(filed.clone()),
+        json!({ "pending": "p1", "approvals_needed": 1, "expires_at": 9, "message": "waits" }),
+    );
+    check(
+        Outcome::Done(HostApproval {
+            vendor: name("acme"),
+            host: name("gpu1"),
+            host_id: "h1".into(),
+            approved: true,
+        }),
+        json!({ "vendor": "acme", "host": "gpu1", "host_id": "h1", "approved": true }),
+    );
+    check(
+        VendorHostList {
+            vendor: name("acme"),
+            hosts: vec![VendorHost {
+                id: "h1".into(),
+                name: name("gpu1"),
+                group: name("gpu"),
+                revoked_at: None,
+                approved_by: None,
+            }],
+        },
+        json!({ "vendor": "acme", "hosts": [{ "id": "h1", "name": "gpu1", "group": "gpu",
+                                              "revoked_at": null, "approved_by": null }] }),
     );
 }
 
@@ -501,8 +644,11 @@ fn model_bodies() {
             model: "acme/m".into(),
             pending: "p1".into(),
             message: "waits".into(),
+            approvals_needed: 1,
+            expires_at: 9,
         }),
-        json!({ "model": "acme/m", "pending": "p1", "message": "waits" }),
+        json!({ "model": "acme/m", "pending": "p1", "message": "waits",
+                "approvals_needed": 1, "expires_at": 9 }),
     );
     refused::<GrantResponse>(json!({ "model": "acme/m" }), "did not match");
     check(
@@ -650,7 +796,6 @@ fn wipe_bodies() {
             models: vec![DeletedModel {
                 model: "acme/m".into(),
                 model_id: "m1".into(),
-                deletion_id: "d1".into(),
                 files: vec![DeletedFile {
                     commit: name(COMMIT),
                     path: name("w.bin"),
@@ -659,27 +804,25 @@ fn wipe_bodies() {
             }],
         },
         json!({ "host": "gpu1", "revoked": false,
-                "models": [{ "model": "acme/m", "model_id": "m1", "deletion_id": "d1",
+                "models": [{ "model": "acme/m", "model_id": "m1",
                              "files": [{ "commit": COMMIT, "path": "w.bin", "bytes": 3 }] }] }),
     );
     check(
         ConfirmWipe {
-            deletion_id: "d1".into(),
             model_id: "m1".into(),
             files: 2,
         },
-        json!({ "deletion_id": "d1", "model_id": "m1", "files": 2 }),
+        json!({ "model_id": "m1", "files": 2 }),
     );
     check(
         WipeConfirmed {
             host: name("gpu1"),
             model: "acme/m".into(),
-            deletion_id: "d1".into(),
             files: 2,
             late: true,
             repeated: false,
         },
-        json!({ "host": "gpu1", "model": "acme/m", "deletion_id": "d1", "files": 2,
+        json!({ "host": "gpu1", "model": "acme/m", "files": 2,
                 "late": true, "repeated": false }),
     );
 }

@@ -1,5 +1,8 @@
-//! Who may do what: exclusive hosts and their certificates, the host groups a model allows,
-//! user groups, exclusions, embargo windows, and requests waiting for a second vendor admin. Each route asks [`authorize`] first and records its change with its audit entry.
+//! Who may do what: exclusive hosts (enrolled by the operator, approved by each vendor), the
+//! host groups a model allows, a vendor's user groups, exclusions, embargo windows, a model's
+//! access at a glance, and requests waiting for the vendor's approval. Each route asks
+//! [`authorize`] first and records its change with its audit entry; a change that widens access
+//! goes through [`crate::approvals`], which applies it or files it.
 
 use std::sync::Arc;
 
@@ -8,19 +11,21 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use policy::Action;
-use store::{NewHost, PendingAction, PendingRecord, VendorRecord};
+use store::{Approved, NewHost, PendingAction, PendingRecord, VendorRecord};
 use types::{GroupName, HostGroupName, HostName, UserName, VendorName};
 use wire::ErrorCode;
 use wire::access::{
-    AddMember, AllowHostGroup, Embargo, EnrollHost, Exclude, Excluded, Exclusion, ExclusionList,
-    ExclusionQuery, GroupMember, GroupMembers, HostEnrolled, HostGroupChanged, HostInfo, HostList,
-    HostRevoked, MemberAdded, MemberRemoved, ModelHostGroups, PendingList, PendingRequest,
-    SetEmbargo, Unexcluded, VendorSettings, VendorSettingsChanged,
+    AddMember, AllowHostGroup, Approval, ApproveHost, Embargo, EmbargoWindow, EnrollHost, Exclude,
+    Excluded, Exclusion, ExclusionList, ExclusionQuery, Filed, GroupMember, GroupMembers,
+    HostApproval, HostEnrolled, HostGroupChanged, HostInfo, HostList, HostRevoked, MemberAdded,
+    MemberRemoved, ModelAccess, ModelHostGroups, Outcome, PendingList, PendingRequest, SetEmbargo,
+    Unexcluded, VendorHost, VendorHostList, VendorSettings, VendorSettingsChanged,
 };
 
 use super::json_body;
-use super::models::{authorize_model, load_model};
+use super::models::{authorize_model, load_model, vendor_of};
 use crate::App;
+use crate::approvals::{self, Change};
 use crate::auth::{Caller, Target, authorize, policy_ids, store_now};
 use crate::error::ApiError;
 
@@ -69,6 +74,7 @@ pub(crate) async fn enroll_host(
     app.store
         .enroll_host(
             &NewHost {
+                id: &crypto::token::random_id()?,
                 name: &name,
                 group: &group,
                 cert_sha256: &issued.sha256,
@@ -102,6 +108,7 @@ pub(crate) async fn list_hosts(
         .await?
         .into_iter()
         .map(|h| HostInfo {
+            id: h.id,
             name: h.name,
             group: h.group,
             cert_sha256: h.cert_sha256,
@@ -131,6 +138,120 @@ pub(crate) async fn revoke_host(
     }))
 }
 
+// ----- hosts as a vendor sees them -----------------------------------------------------------
+
+fn vendor_host(h: store::VendorHost) -> VendorHost {
+    VendorHost {
+        id: h.host.id,
+        name: h.host.name,
+        group: h.host.group,
+        revoked_at: h.host.revoked_at,
+        approved_by: h.approved_by,
+    }
+}
+
+/// Hosts in groups the vendor's models allow, and hosts it approved.
+pub(crate) async fn list_vendor_hosts(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(vendor): Path<String>,
+) -> Result<Json<VendorHostList>, ApiError> {
+    let vendor = load_vendor(&app, &vendor).await?;
+    authorize(&app, &caller, Action::ManageHosts, Target::Vendor(&vendor)).await?;
+    let hosts = app.store.vendor_hosts(&vendor.id).await?;
+    Ok(Json(VendorHostList {
+        vendor: vendor.name,
+        hosts: hosts.into_iter().map(vendor_host).collect(),
+    }))
+}
+
+/// The vendor's approval of a host's live enrollment: without it the host receives none of
+/// the vendor's weights, whatever group it is in.
+pub(crate) async fn approve_host(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(vendor): Path<String>,
+    body: Result<Json<ApproveHost>, JsonRejection>,
+) -> Result<(StatusCode, Json<Outcome<HostApproval>>), ApiError> {
+    let vendor = load_vendor(&app, &vendor).await?;
+    let decision = authorize(&app, &caller, Action::ManageHosts, Target::Vendor(&vendor)).await?;
+    let name = HostName::parse(&json_body(body)?.host)?;
+    let host = app
+        .store
+        .live_host(&name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("enrolled host {name}")))?;
+    let detail = format!("host {name} (enrollment {}, group {})", host.id, host.group);
+    let needed = approvals::approvals_needed(&app, &caller, &vendor, Change::Widens).await?;
+    if needed > 0 {
+        let entry = caller
+            .entry("host.approve.request", vendor.name.as_str())
+            .with_decision(true, &policy_ids(&decision))
+            .with_detail(detail);
+        let action = PendingAction::ApproveHost {
+            host_id: host.id.clone(),
+        };
+        let filed = approvals::file(&app, &caller, &vendor, &action, None, needed, entry).await?;
+        return Ok(filed_response(&filed));
+    }
+    let entry = caller
+        .entry("host.approve", vendor.name.as_str())
+        .with_decision(true, &policy_ids(&decision))
+        .with_detail(detail);
+    app.store
+        .approve_host(&vendor.id, &host.id, &caller.actor(), entry)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Outcome::Done(HostApproval {
+            vendor: vendor.name,
+            host: host.name,
+            host_id: host.id,
+            approved: true,
+        })),
+    ))
+}
+
+/// Withdraws the vendor's approval of a host (at once: it narrows access).
+pub(crate) async fn unapprove_host(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path((vendor, name)): Path<(String, String)>,
+) -> Result<Json<HostApproval>, ApiError> {
+    let vendor = load_vendor(&app, &vendor).await?;
+    let decision = authorize(&app, &caller, Action::ManageHosts, Target::Vendor(&vendor)).await?;
+    let name = HostName::parse(&name)?;
+    let approved = app
+        .store
+        .vendor_hosts(&vendor.id)
+        .await?
+        .into_iter()
+        .filter(|h| h.host.name == name && h.approved_by.is_some())
+        .map(|h| h.host)
+        .collect::<Vec<_>>();
+    if approved.is_empty() {
+        return Err(ApiError::NotFound(format!("approval of host {name}")));
+    }
+    let mut last = None;
+    for host in approved {
+        let entry = caller
+            .entry("host.unapprove", vendor.name.as_str())
+            .with_decision(true, &policy_ids(&decision))
+            .with_detail(format!("host {name} (enrollment {})", host.id));
+        app.store
+            .unapprove_host(&vendor.id, &host.id, entry)
+            .await?;
+        last = Some(host);
+    }
+    let host = last.ok_or_else(|| ApiError::NotFound(format!("approval of host {name}")))?;
+    Ok(Json(HostApproval {
+        vendor: vendor.name,
+        host: host.name,
+        host_id: host.id,
+        approved: false,
+    }))
+}
+
 // ----- host groups of a model -----------------------------------------------------------------
 
 pub(crate) async fn allow_host_group(
@@ -138,10 +259,24 @@ pub(crate) async fn allow_host_group(
     caller: Caller,
     Path((vendor, model)): Path<(String, String)>,
     body: Result<Json<AllowHostGroup>, JsonRejection>,
-) -> Result<(StatusCode, Json<HostGroupChanged>), ApiError> {
+) -> Result<(StatusCode, Json<Outcome<HostGroupChanged>>), ApiError> {
     let found = load_model(&app, &vendor, &model).await?;
     let decision = authorize_model(&app, &caller, Action::ManageHosts, &found).await?;
     let group = HostGroupName::parse(&json_body(body)?.group)?;
+    let vendor = vendor_of(&found);
+    let needed = approvals::approvals_needed(&app, &caller, &vendor, Change::Widens).await?;
+    if needed > 0 {
+        let entry = caller
+            .entry("host-group.allow.request", found.name.as_str())
+            .with_decision(true, &policy_ids(&decision))
+            .with_detail(format!("host group {group}"));
+        let action = PendingAction::AllowHostGroup {
+            model_id: found.record.id.clone(),
+            group,
+        };
+        let filed = approvals::file(&app, &caller, &vendor, &action, None, needed, entry).await?;
+        return Ok(filed_response(&filed));
+    }
     let entry = caller
         .entry("host-group.allow", found.name.as_str())
         .with_decision(true, &policy_ids(&decision))
@@ -151,10 +286,10 @@ pub(crate) async fn allow_host_group(
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(HostGroupChanged {
+        Json(Outcome::Done(HostGroupChanged {
             model: found.name,
             host_group: group,
-        }),
+        })),
     ))
 }
 
@@ -195,13 +330,30 @@ pub(crate) async fn list_host_groups(
 
 // ----- embargo -----------------------------------------------------------------------------
 
+/// Whether moving the window `old` to `new` allows bytes at some time `old` did not: it opens
+/// earlier, or closes later (a missing bound is open-ended).
+fn embargo_widens(old: (Option<i64>, Option<i64>), new: (Option<i64>, Option<i64>)) -> bool {
+    let opens_earlier = match (old.0, new.0) {
+        (Some(o), Some(n)) => n < o,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    let closes_later = match (old.1, new.1) {
+        (Some(o), Some(n)) => n > o,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    opens_earlier || closes_later
+}
+
 /// Sets a model's window for bytes (Unix seconds, each end optional; both absent clears it).
+/// A window that allows bytes at a time the old one did not is a widening change.
 pub(crate) async fn set_embargo(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path((vendor, model)): Path<(String, String)>,
     body: Result<Json<SetEmbargo>, JsonRejection>,
-) -> Result<Json<Embargo>, ApiError> {
+) -> Result<(StatusCode, Json<Outcome<Embargo>>), ApiError> {
     let found = load_model(&app, &vendor, &model).await?;
     let decision = authorize_model(&app, &caller, Action::Configure, &found).await?;
     let request = json_body(body)?;
@@ -213,13 +365,33 @@ pub(crate) async fn set_embargo(
             "not_before must be earlier than not_after",
         ));
     }
+    let detail = format!(
+        "not_before {:?} not_after {:?}",
+        request.not_before, request.not_after
+    );
+    let vendor = vendor_of(&found);
+    let old = app.store.embargo(&found.record.id).await?;
+    if embargo_widens(old, (request.not_before, request.not_after)) {
+        let needed = approvals::approvals_needed(&app, &caller, &vendor, Change::Widens).await?;
+        if needed > 0 {
+            let entry = caller
+                .entry("embargo.set.request", found.name.as_str())
+                .with_decision(true, &policy_ids(&decision))
+                .with_detail(detail);
+            let action = PendingAction::Embargo {
+                model_id: found.record.id.clone(),
+                not_before: request.not_before,
+                not_after: request.not_after,
+            };
+            let filed =
+                approvals::file(&app, &caller, &vendor, &action, None, needed, entry).await?;
+            return Ok(filed_response(&filed));
+        }
+    }
     let entry = caller
         .entry("embargo.set", found.name.as_str())
         .with_decision(true, &policy_ids(&decision))
-        .with_detail(format!(
-            "not_before {:?} not_after {:?}",
-            request.not_before, request.not_after
-        ));
+        .with_detail(detail);
     app.store
         .set_embargo(
             &found.record.id,
@@ -228,11 +400,14 @@ pub(crate) async fn set_embargo(
             entry,
         )
         .await?;
-    Ok(Json(Embargo {
-        model: found.name,
-        not_before: request.not_before,
-        not_after: request.not_after,
-    }))
+    Ok((
+        StatusCode::OK,
+        Json(Outcome::Done(Embargo {
+            model: found.name,
+            not_before: request.not_before,
+            not_after: request.not_after,
+        })),
+    ))
 }
 
 // ----- exclusions --------------------------------------------------------------------------
@@ -259,7 +434,7 @@ async fn authorize_exclusion(
 }
 
 /// Excludes a user from one model or the whole vendor. An exclusion wins over every grant,
-/// group grants included.
+/// group grants included. It narrows access, so it applies at once.
 pub(crate) async fn exclude(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -293,16 +468,49 @@ pub(crate) async fn exclude(
     ))
 }
 
+/// Lifts an exclusion: a widening change.
 pub(crate) async fn unexclude(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path((vendor, user)): Path<(String, String)>,
     Query(query): Query<ExclusionQuery>,
-) -> Result<Json<Unexcluded>, ApiError> {
+) -> Result<(StatusCode, Json<Outcome<Unexcluded>>), ApiError> {
     let vendor = load_vendor(&app, &vendor).await?;
     let user = UserName::parse(&user)?;
     let (decision, model_id, resource) =
         authorize_exclusion(&app, &caller, &vendor, query.model.as_deref()).await?;
+    if !app
+        .store
+        .is_excluded(&vendor.id, model_id.as_deref(), &user)
+        .await?
+    {
+        return Err(ApiError::NotFound(format!(
+            "exclusion of {user} from {resource}"
+        )));
+    }
+    let needed = approvals::approvals_needed(&app, &caller, &vendor, Change::Widens).await?;
+    if needed > 0 {
+        let entry = caller
+            .entry("unexclude.request", resource.as_str())
+            .with_decision(true, &policy_ids(&decision))
+            .with_detail(format!("user {user}"));
+        let subject = app.store.user(&user).await?.map(|u| u.id);
+        let action = PendingAction::Unexclude {
+            model_id: model_id.clone(),
+            user,
+        };
+        let filed = approvals::file(
+            &app,
+            &caller,
+            &vendor,
+            &action,
+            subject.as_deref(),
+            needed,
+            entry,
+        )
+        .await?;
+        return Ok(filed_response(&filed));
+    }
     let entry = caller
         .entry("unexclude", resource.as_str())
         .with_decision(true, &policy_ids(&decision))
@@ -310,10 +518,23 @@ pub(crate) async fn unexclude(
     app.store
         .unexclude(&vendor.id, model_id.as_deref(), &user, entry)
         .await?;
-    Ok(Json(Unexcluded {
-        unexcluded: user,
-        from: resource,
-    }))
+    Ok((
+        StatusCode::OK,
+        Json(Outcome::Done(Unexcluded {
+            unexcluded: user,
+            from: resource,
+        })),
+    ))
+}
+
+fn exclusion_bodies(list: Vec<store::ExclusionRecord>) -> Vec<Exclusion> {
+    list.into_iter()
+        .map(|e| Exclusion {
+            user: e.user,
+            model: e.model,
+            created_by: e.created_by,
+        })
+        .collect()
 }
 
 pub(crate) async fn list_exclusions(
@@ -323,27 +544,17 @@ pub(crate) async fn list_exclusions(
 ) -> Result<Json<ExclusionList>, ApiError> {
     let vendor = load_vendor(&app, &vendor).await?;
     authorize(&app, &caller, Action::Exclude, Target::Vendor(&vendor)).await?;
-    let exclusions = app
-        .store
-        .exclusions(&vendor.id)
-        .await?
-        .into_iter()
-        .map(|e| Exclusion {
-            user: e.user,
-            model: e.model,
-            created_by: e.created_by,
-        })
-        .collect();
+    let exclusions = exclusion_bodies(app.store.exclusions(&vendor.id).await?);
     Ok(Json(ExclusionList {
         vendor: vendor.name,
         exclusions,
     }))
 }
 
-// ----- two-person rule ---------------------------------------------------------------------
+// ----- the two-person rule -----------------------------------------------------------------
 
-/// Turns the two-person rule on (at once) or off (which itself waits for a second admin
-/// while the rule is on).
+/// Turns the two-person rule on (at once: it narrows) or off (a widening change, which waits
+/// for a second person while the rule is on).
 pub(crate) async fn set_vendor_settings(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -355,28 +566,30 @@ pub(crate) async fn set_vendor_settings(
     let wanted = json_body(body)?.two_person;
     let current = app.store.requires_approval(&vendor.id).await?;
     if current && !wanted {
-        let id = crypto::token::random_id()?;
-        let entry = caller
-            .entry("two-person.disable.request", vendor.name.as_str())
-            .with_decision(true, &policy_ids(&decision))
-            .with_detail(format!("pending {id}"));
-        app.store
-            .create_pending(
-                &id,
-                &vendor.id,
+        let needed = approvals::approvals_needed(&app, &caller, &vendor, Change::Widens).await?;
+        if needed > 0 {
+            let entry = caller
+                .entry("two-person.disable.request", vendor.name.as_str())
+                .with_decision(true, &policy_ids(&decision));
+            let filed = approvals::file(
+                &app,
+                &caller,
+                &vendor,
                 &PendingAction::DisableTwoPerson,
-                &caller.actor(),
+                None,
+                needed,
                 entry,
             )
             .await?;
-        return Ok((
-            StatusCode::ACCEPTED,
-            Json(VendorSettingsChanged {
-                vendor: vendor.name,
-                two_person: true,
-                pending: Some(id),
-            }),
-        ));
+            return Ok((
+                StatusCode::ACCEPTED,
+                Json(VendorSettingsChanged {
+                    vendor: vendor.name,
+                    two_person: true,
+                    pending: Some(filed.id),
+                }),
+            ));
+        }
     }
     let entry = caller
         .entry("two-person.set", vendor.name.as_str())
@@ -395,40 +608,98 @@ pub(crate) async fn set_vendor_settings(
     ))
 }
 
-fn pending_request(p: PendingRecord, model: Option<String>) -> PendingRequest {
-    let request = match p.action {
-        PendingAction::Grant { to, expires_at, .. } => wire::access::PendingAction::Grant {
-            to: to.to_tagged(),
-            expires_at,
-        },
-        PendingAction::Delete { .. } => wire::access::PendingAction::Delete,
-        PendingAction::DisableTwoPerson => wire::access::PendingAction::DisableTwoPerson,
-    };
-    PendingRequest {
-        id: p.id,
-        model,
-        request,
-        requested_by: p.requested_by,
-        created_at: p.created_at,
-        state: p.state,
-        approved_by: p.decided_by,
-    }
-}
+// ----- pending requests --------------------------------------------------------------------
 
-async fn model_name(app: &App, p: &PendingRecord) -> Result<Option<String>, ApiError> {
-    let model_id = match &p.action {
-        PendingAction::Grant { model_id, .. } => Some(model_id.as_str()),
-        PendingAction::Delete { model_id } => model_id.as_deref(),
-        PendingAction::DisableTwoPerson => None,
-    };
-    Ok(match model_id {
+/// A request as its reader sees it: names, never internal ids, except where they are the
+/// only name (a host enrollment, a token).
+async fn pending_request(app: &App, p: PendingRecord) -> Result<PendingRequest, ApiError> {
+    let model = match p.action.model_id() {
         Some(id) => app
             .store
             .model_by_id(id)
             .await?
             .map(|m| format!("{}/{}", m.vendor, m.name)),
         None => None,
+    };
+    let request = match p.action.clone() {
+        PendingAction::Grant { to, expires_at, .. } => wire::access::PendingAction::Grant {
+            to: to.to_tagged(),
+            expires_at,
+        },
+        PendingAction::Delete { .. } => wire::access::PendingAction::Delete,
+        PendingAction::DisableTwoPerson => wire::access::PendingAction::DisableTwoPerson,
+        PendingAction::Unexclude { user, .. } => wire::access::PendingAction::Unexclude { user },
+        PendingAction::Embargo {
+            not_before,
+            not_after,
+            ..
+        } => wire::access::PendingAction::Embargo {
+            not_before,
+            not_after,
+        },
+        PendingAction::AllowHostGroup { group, .. } => {
+            wire::access::PendingAction::AllowHostGroup { group }
+        }
+        PendingAction::ApproveHost { host_id } => {
+            let host = app
+                .store
+                .hosts()
+                .await?
+                .into_iter()
+                .find(|h| h.id == host_id)
+                .ok_or_else(|| ApiError::Internal(format!("pending approval of host {host_id}")))?;
+            wire::access::PendingAction::ApproveHost {
+                host: host.name,
+                host_id,
+            }
+        }
+        PendingAction::DeleteAfter { at, .. } => wire::access::PendingAction::DeleteAfter { at },
+        PendingAction::AddGroupMember { group, user } => {
+            wire::access::PendingAction::AddGroupMember { group, user }
+        }
+        PendingAction::EndorseCredential { token_id } => {
+            let token = app
+                .store
+                .token(&token_id)
+                .await?
+                .ok_or_else(|| ApiError::Internal(format!("pending token {token_id}")))?;
+            wire::access::PendingAction::EndorseCredential {
+                token_id,
+                user: token.user,
+                role: token.role,
+            }
+        }
+    };
+    let expired = p.expired(store_now());
+    let approved_by = (p.state == "approved").then(|| p.approvers());
+    Ok(PendingRequest {
+        model,
+        request,
+        requested_by: p.requested_by,
+        created_at: p.created_at,
+        approved_by,
+        approvals: p
+            .approvals
+            .into_iter()
+            .map(|a| Approval {
+                by: a.approver,
+                at: a.approved_at,
+            })
+            .collect(),
+        approvals_needed: p.approvals_needed,
+        expires_at: p.expires_at,
+        expired,
+        state: p.state,
+        id: p.id,
     })
+}
+
+async fn pending_bodies(app: &App, vendor_id: &str) -> Result<Vec<PendingRequest>, ApiError> {
+    let mut pending = Vec::new();
+    for p in app.store.pending_for_vendor(vendor_id).await? {
+        pending.push(pending_request(app, p).await?);
+    }
+    Ok(pending)
 }
 
 pub(crate) async fn list_pending(
@@ -438,35 +709,28 @@ pub(crate) async fn list_pending(
 ) -> Result<Json<PendingList>, ApiError> {
     let vendor = load_vendor(&app, &vendor).await?;
     authorize(&app, &caller, Action::Approve, Target::Vendor(&vendor)).await?;
-    let mut pending = Vec::new();
-    for p in app.store.pending_for_vendor(&vendor.id).await? {
-        let model = model_name(&app, &p).await?;
-        pending.push(pending_request(p, model));
-    }
+    let pending = pending_bodies(&app, &vendor.id).await?;
     Ok(Json(PendingList {
         vendor: vendor.name,
         pending,
     }))
 }
 
-/// Approves a request of another admin of the same vendor, and carries it out.
+/// Records one person's approval of a request of the vendor, and carries the request out
+/// when it has all the approvals it needs.
 pub(crate) async fn approve(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<PendingRequest>, ApiError> {
+    let missing = || ApiError::NotFound(format!("pending request {id}"));
     if !crypto::token::is_id(&id) {
-        return Err(ApiError::NotFound("pending request".into()));
+        return Err(missing());
     }
-    let pending = app
-        .store
-        .pending(&id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("pending request {id}")))?;
-    let model = match &pending.action {
-        PendingAction::Grant { model_id, .. } => app.store.model_by_id(model_id).await?,
-        PendingAction::Delete { model_id: Some(m) } => app.store.model_by_id(m).await?,
-        _ => None,
+    let pending = app.store.pending(&id).await?.ok_or_else(missing)?;
+    let model = match pending.action.model_id() {
+        Some(m) => app.store.model_by_id(m).await?,
+        None => None,
     };
     let vendor_record = app
         .store
@@ -477,90 +741,273 @@ pub(crate) async fn approve(
         Some(m) => Target::Model(m),
         None => Target::Vendor(&vendor_record),
     };
-    let decision = authorize(&app, &caller, Action::Approve, target).await?;
-    if pending.state != "pending" {
-        return Err(ApiError::Conflict(format!(
-            "request {id} is already {}",
-            pending.state
-        )));
-    }
-    if pending.requested_by == caller.actor() {
-        let entry = caller
-            .entry("approve", target.name())
-            .with_decision(false, "two-person-rule")
-            .with_outcome(audit::Outcome::Denied)
-            .with_detail(format!("own request {id}"));
-        app.store.record(entry).await?;
-        return Err(ApiError::Denied(
-            "you cannot approve your own request: a second vendor admin must approve it".into(),
-        ));
-    }
-    let entry = caller
-        .entry("approve", target.name())
-        .with_decision(true, &policy_ids(&decision))
-        .with_detail(format!("request {id} by {}", pending.requested_by));
-    let approved = app
+    // A request is the vendor's business: whoever may not approve there learns nothing of it.
+    let decision = match authorize(&app, &caller, Action::Approve, target).await {
+        Ok(d) => d,
+        Err(ApiError::NotFound(_) | ApiError::ModelNotFound(_)) => return Err(missing()),
+        Err(other) => return Err(other),
+    };
+    let actor = caller.actor();
+    let approver = store::Approver {
+        actor: &actor,
+        user_id: &caller.credential.user_id,
+    };
+    let resource = target.name();
+    let result = app
         .store
-        .approve_pending(&id, &caller.actor(), entry)
-        .await?;
-    if matches!(approved.action, PendingAction::Delete { .. }) {
+        .approve_pending(&id, &approver, |record, outcome| {
+            let detail = match outcome {
+                Approved::Done => format!(
+                    "request {id} ({}) by {}: approved by {}, carried out",
+                    record.action.kind(),
+                    record.requested_by,
+                    record.approvers()
+                ),
+                Approved::Partial { have, need } => format!(
+                    "request {id} ({}) by {}: approval {have} of {need}",
+                    record.action.kind(),
+                    record.requested_by
+                ),
+            };
+            caller
+                .entry("approve", resource.as_str())
+                .with_decision(true, &policy_ids(&decision))
+                .with_detail(detail)
+        })
+        .await;
+    let (record, outcome) = match result {
+        Ok(done) => done,
+        Err(e @ (store::StoreError::Refused(_) | store::StoreError::Conflict(_))) => {
+            let entry = caller
+                .entry("approve", resource.as_str())
+                .with_decision(false, "approvals-by-distinct-people")
+                .with_outcome(audit::Outcome::Denied)
+                .with_detail(format!("request {id}: {e}"));
+            app.store.record(entry).await?;
+            return Err(e.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if outcome == Approved::Done && matches!(record.action, PendingAction::Delete { .. }) {
         app.deletions.notify_one();
     }
-    let name = model_name(&app, &approved).await?;
-    Ok(Json(pending_request(approved, name)))
+    Ok(Json(pending_request(&app, record).await?))
 }
 
-// ----- groups ------------------------------------------------------------------------------
+// ----- a vendor's groups -------------------------------------------------------------------
 
+/// Adds a user to one of the vendor's groups: a widening change (every grant to the group
+/// reaches them).
 pub(crate) async fn add_member(
     State(app): State<Arc<App>>,
     caller: Caller,
-    Path(group): Path<String>,
+    Path((vendor, group)): Path<(String, String)>,
     body: Result<Json<AddMember>, JsonRejection>,
-) -> Result<(StatusCode, Json<MemberAdded>), ApiError> {
-    let decision = authorize(&app, &caller, Action::ManageGroups, Target::Service).await?;
+) -> Result<(StatusCode, Json<Outcome<MemberAdded>>), ApiError> {
+    let vendor = load_vendor(&app, &vendor).await?;
+    let decision = authorize(&app, &caller, Action::ManageGroups, Target::Vendor(&vendor)).await?;
     let group = GroupName::parse(&group)?;
     let user = UserName::parse(&json_body(body)?.user)?;
-    let entry = caller
-        .entry("group.add", "service")
-        .with_decision(true, &policy_ids(&decision))
-        .with_detail(format!("user {user} to group {group}"));
-    app.store
-        .add_group_member(&group, &user, &caller.actor(), entry)
+    let person = app
+        .store
+        .user(&user)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("user {user}")))?;
+    let detail = format!("user {user} to group {group}");
+    let needed = approvals::approvals_needed(&app, &caller, &vendor, Change::Widens).await?;
+    if needed > 0 {
+        let entry = caller
+            .entry("group.add.request", vendor.name.as_str())
+            .with_decision(true, &policy_ids(&decision))
+            .with_detail(detail);
+        let action = PendingAction::AddGroupMember { group, user };
+        let filed = approvals::file(
+            &app,
+            &caller,
+            &vendor,
+            &action,
+            Some(&person.id),
+            needed,
+            entry,
+        )
         .await?;
-    Ok((StatusCode::CREATED, Json(MemberAdded { group, user })))
+        return Ok(filed_response(&filed));
+    }
+    let entry = caller
+        .entry("group.add", vendor.name.as_str())
+        .with_decision(true, &policy_ids(&decision))
+        .with_detail(detail);
+    let follow_up = approvals::follow_up(&app, &caller, &vendor.id).await?;
+    app.store
+        .add_group_member(
+            &vendor.id,
+            &group,
+            &user,
+            &caller.actor(),
+            &follow_up,
+            entry,
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Outcome::Done(MemberAdded {
+            vendor: Some(vendor.name),
+            group,
+            user,
+        })),
+    ))
 }
 
 pub(crate) async fn remove_member(
     State(app): State<Arc<App>>,
     caller: Caller,
-    Path((group, user)): Path<(String, String)>,
+    Path((vendor, group, user)): Path<(String, String, String)>,
 ) -> Result<Json<MemberRemoved>, ApiError> {
-    let decision = authorize(&app, &caller, Action::ManageGroups, Target::Service).await?;
+    let vendor = load_vendor(&app, &vendor).await?;
+    let decision = authorize(&app, &caller, Action::ManageGroups, Target::Vendor(&vendor)).await?;
     let group = GroupName::parse(&group)?;
     let user = UserName::parse(&user)?;
     let entry = caller
-        .entry("group.remove", "service")
+        .entry("group.remove", vendor.name.as_str())
         .with_decision(true, &policy_ids(&decision))
         .with_detail(format!("user {user} from group {group}"));
-    app.store.remove_group_member(&group, &user, entry).await?;
+    app.store
+        .remove_group_member(&vendor.id, &group, &user, entry)
+        .await?;
     Ok(Json(MemberRemoved {
+        vendor: Some(vendor.name),
         group,
         removed: user,
     }))
 }
 
-pub(crate) async fn list_groups(
-    State(app): State<Arc<App>>,
-    caller: Caller,
-) -> Result<Json<GroupMembers>, ApiError> {
-    authorize(&app, &caller, Action::ManageGroups, Target::Service).await?;
-    let members = app
+async fn member_bodies(app: &App, vendor_id: &str) -> Result<Vec<GroupMember>, ApiError> {
+    Ok(app
         .store
-        .group_members()
+        .group_members(vendor_id)
         .await?
         .into_iter()
         .map(|(group, user)| GroupMember { group, user })
+        .collect())
+}
+
+pub(crate) async fn list_groups(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(vendor): Path<String>,
+) -> Result<Json<GroupMembers>, ApiError> {
+    let vendor = load_vendor(&app, &vendor).await?;
+    authorize(&app, &caller, Action::ManageGroups, Target::Vendor(&vendor)).await?;
+    let members = member_bodies(&app, &vendor.id).await?;
+    Ok(Json(GroupMembers {
+        vendor: Some(vendor.name),
+        members,
+    }))
+}
+
+// ----- a model's access at a glance ----------------------------------------------------------
+
+/// Everything that decides who receives a model's weights, in one answer.
+pub(crate) async fn model_access(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path((vendor, model)): Path<(String, String)>,
+) -> Result<Json<ModelAccess>, ApiError> {
+    let found = load_model(&app, &vendor, &model).await?;
+    authorize(
+        &app,
+        &caller,
+        Action::ReadAccess,
+        Target::Model(&found.record),
+    )
+    .await?;
+    let vendor = vendor_of(&found);
+    let grants = app
+        .store
+        .grants(&found.record.id)
+        .await?
+        .into_iter()
+        .map(|g| wire::models::Grant {
+            to: g.to.to_tagged(),
+            granted_by: g.granted_by,
+            expires_at: g.expires_at,
+        })
         .collect();
-    Ok(Json(GroupMembers { members }))
+    let model_name = found.record.name.to_string();
+    let exclusions = exclusion_bodies(
+        app.store
+            .exclusions(&vendor.id)
+            .await?
+            .into_iter()
+            .filter(|e| e.model.as_deref().is_none_or(|m| m == model_name))
+            .collect(),
+    );
+    let host_groups = app.store.model_host_groups(&found.record.id).await?;
+    let hosts = app
+        .store
+        .vendor_hosts(&vendor.id)
+        .await?
+        .into_iter()
+        .filter(|h| host_groups.contains(&h.host.group))
+        .map(vendor_host)
+        .collect();
+    let (not_before, not_after) = app.store.embargo(&found.record.id).await?;
+    let pending = pending_bodies(&app, &vendor.id)
+        .await?
+        .into_iter()
+        .filter(|p| p.model.is_none() || p.model.as_deref() == Some(found.name.as_str()))
+        .collect();
+    Ok(Json(ModelAccess {
+        model: found.name.clone(),
+        grants,
+        exclusions,
+        groups: member_bodies(&app, &vendor.id).await?,
+        host_groups,
+        hosts,
+        embargo: EmbargoWindow {
+            not_before,
+            not_after,
+        },
+        delete_after: found.record.delete_after,
+        two_person: app.store.requires_approval(&vendor.id).await?,
+        pending,
+    }))
+}
+
+/// The 202 answer of a change filed for approval.
+pub(crate) fn filed_response<T>(filed: &approvals::Filed) -> (StatusCode, Json<Outcome<T>>) {
+    (
+        StatusCode::ACCEPTED,
+        Json(Outcome::Filed(Filed {
+            pending: filed.id.clone(),
+            approvals_needed: filed.approvals_needed,
+            expires_at: filed.expires_at,
+            message: approvals::waiting_message(filed),
+        })),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::embargo_widens;
+
+    #[test]
+    fn a_window_widens_when_it_opens_earlier_or_closes_later() {
+        let cases = [
+            // (old, new, widens)
+            ((Some(10), Some(20)), (Some(10), Some(20)), false),
+            ((Some(10), Some(20)), (Some(12), Some(18)), false),
+            ((Some(10), Some(20)), (Some(5), Some(20)), true),
+            ((Some(10), Some(20)), (Some(10), Some(25)), true),
+            ((Some(10), Some(20)), (None, Some(20)), true),
+            ((Some(10), Some(20)), (Some(10), None), true),
+            ((Some(10), Some(20)), (None, None), true),
+            ((None, None), (Some(10), Some(20)), false),
+            ((None, None), (None, None), false),
+            ((None, Some(20)), (Some(30), None), true),
+        ];
+        for (old, new, widens) in cases {
+            assert_eq!(embargo_widens(old, new), widens, "{old:?} -> {new:?}");
+        }
+    }
 }

@@ -11,8 +11,8 @@ use store::NewToken;
 use types::{Role, UserName, VendorName};
 use wire::ErrorCode;
 use wire::admin::{
-    CreateToken, CreateVendor, TokenCreated, TokenInfo, TokenList, TokenRevoked, VendorCreated,
-    VendorList,
+    Awaiting, CreateToken, CreateVendor, RotateToken, TokenCreated, TokenInfo, TokenList,
+    TokenRevoked, UserInfo, UserList, VendorCreated, VendorList, WhoAmI,
 };
 
 use super::json_body;
@@ -84,16 +84,7 @@ pub(crate) async fn create_token(
         ),
         (_, None) => None,
     };
-    let expires_at = match body.expires_in_secs {
-        Some(s) if s <= 0 => {
-            return Err(ApiError::bad_request(
-                ErrorCode::InvalidExpiry,
-                "expiry must be in the future",
-            ));
-        }
-        Some(s) => Some(store_now().saturating_add(s)),
-        None => None,
-    };
+    let expires_at = expiry(body.expires_in_secs)?;
     let id = crypto::token::random_id()?;
     let secret = crypto::token::TokenSecret::generate()?;
     let entry = caller
@@ -103,8 +94,9 @@ pub(crate) async fn create_token(
         )
         .with_decision(true, &policy_ids(&decision))
         .with_detail(format!("token {id} role {role} for {user}"));
-    app.store
-        .create_token(
+    let issued = app
+        .store
+        .issue_token(
             &NewToken {
                 id: &id,
                 secret_hash: &secret.hash(),
@@ -112,10 +104,25 @@ pub(crate) async fn create_token(
                 vendor_id: vendor_record.as_ref().map(|v| v.id.as_str()),
                 user: &user,
                 expires_at,
+                created_by: &caller.actor(),
             },
+            &crypto::token::random_id()?,
+            app.config.pending_ttl_secs,
             entry,
         )
         .await?;
+    let mut awaiting = Vec::new();
+    for (vendor_id, pending) in issued.awaiting {
+        let vendor = app
+            .store
+            .vendor_by_id(&vendor_id)
+            .await?
+            .ok_or_else(|| ApiError::Internal(format!("vendor {vendor_id} vanished")))?;
+        awaiting.push(Awaiting {
+            vendor: vendor.name,
+            pending,
+        });
+    }
     Ok((
         StatusCode::CREATED,
         Json(TokenCreated {
@@ -125,8 +132,117 @@ pub(crate) async fn create_token(
             vendor,
             name: user,
             expires_at,
+            user_id: issued.user_id,
+            new_user: issued.new_user,
+            awaiting,
         }),
     ))
+}
+
+/// Replaces the presented token by a new one with exactly its standing, revoking it: the
+/// holder sheds a secret someone else saw (the operator who issued it) without asking any
+/// vendor again. Self-service: it acts on the presented credential only, so there is no
+/// decision to make beyond authentication.
+pub(crate) async fn rotate_token(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    body: Result<Json<RotateToken>, JsonRejection>,
+) -> Result<(StatusCode, Json<TokenCreated>), ApiError> {
+    let body = json_body(body)?;
+    let expires_at = expiry(body.expires_in_secs)?;
+    let old = caller.credential.token_id.clone();
+    let id = crypto::token::random_id()?;
+    let secret = crypto::token::TokenSecret::generate()?;
+    let entry = caller
+        .entry("token.rotate", "service")
+        .with_detail(format!("token {old} replaced by token {id}"));
+    app.store
+        .rotate_token(&old, &id, &secret.hash(), expires_at, entry)
+        .await?;
+    let (_, awaiting) = app.store.credential_status(&id).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(TokenCreated {
+            token: format!("{id}.{}", secret.expose_secret()),
+            id,
+            role: caller.principal.role,
+            vendor: caller.principal.vendor.clone(),
+            name: caller.principal.user.clone(),
+            expires_at,
+            user_id: caller.credential.user_id.clone(),
+            new_user: false,
+            awaiting: awaiting
+                .into_iter()
+                .map(|(vendor, pending)| Awaiting { vendor, pending })
+                .collect(),
+        }),
+    ))
+}
+
+/// Who the presented token says the caller is, and where it counts. Self-service, like
+/// rotation; recorded as a read.
+pub(crate) async fn whoami(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+) -> Result<Json<WhoAmI>, ApiError> {
+    let token = app
+        .store
+        .token(&caller.credential.token_id)
+        .await?
+        .ok_or_else(|| ApiError::Internal("the presented token vanished".into()))?;
+    let (endorsed_by, awaiting) = app.store.credential_status(&token.id).await?;
+    app.store.record(caller.entry("whoami", "service")).await?;
+    Ok(Json(WhoAmI {
+        user: token.user,
+        user_id: token.user_id,
+        role: token.role,
+        vendor: token.vendor,
+        token_id: token.id,
+        expires_at: token.expires_at,
+        all_vendors: token.all_vendors,
+        endorsed_by,
+        awaiting: awaiting
+            .into_iter()
+            .map(|(vendor, pending)| Awaiting { vendor, pending })
+            .collect(),
+        host: match &caller.host {
+            Some(crate::auth::CallerHost::Enrolled(h)) => Some(h.name.clone()),
+            _ => None,
+        },
+    }))
+}
+
+/// Every person the service knows (operator).
+pub(crate) async fn list_users(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+) -> Result<Json<UserList>, ApiError> {
+    authorize(&app, &caller, Action::CreateToken, Target::Service).await?;
+    let users = app
+        .store
+        .users()
+        .await?
+        .into_iter()
+        .map(|u| UserInfo {
+            id: u.id,
+            name: u.name,
+            created_by: u.created_by,
+            created_at: u.created_at,
+        })
+        .collect();
+    Ok(Json(UserList { users }))
+}
+
+/// `expires_in_secs` as an expiry time; refused unless in the future.
+fn expiry(expires_in_secs: Option<i64>) -> Result<Option<i64>, ApiError> {
+    match expires_in_secs {
+        Some(s) if s <= 0 => Err(ApiError::bad_request(
+            ErrorCode::InvalidExpiry,
+            "expiry must be in the future",
+        )),
+        Some(s) => Ok(Some(store_now().saturating_add(s))),
+        None => Ok(None),
+    }
 }
 
 pub(crate) async fn list_tokens(
@@ -147,6 +263,10 @@ pub(crate) async fn list_tokens(
             created_at: t.created_at,
             expires_at: t.expires_at,
             revoked_at: t.revoked_at,
+            user_id: t.user_id,
+            created_by: t.created_by,
+            all_vendors: t.all_vendors,
+            endorsed_by: t.endorsed_by,
         })
         .collect();
     Ok(Json(TokenList { tokens }))

@@ -9,16 +9,19 @@ use axum::http::StatusCode;
 use policy::Action;
 use store::{PendingAction, VendorRecord};
 use wire::ErrorCode;
+use wire::access::Outcome;
 use wire::deletion::{DeleteAfter, DeleteAfterSet, DeletionStarted, DeletionStatus, ServiceKey};
 
-use super::access::load_vendor;
+use super::access::{filed_response, load_vendor};
 use super::json_body;
-use super::models::{authorize_model, load_model};
+use super::models::{authorize_model, load_model, vendor_of};
 use crate::App;
+use crate::approvals::{self, Change};
 use crate::auth::{Caller, Target, authorize, policy_ids, store_now};
 use crate::error::ApiError;
 
-/// Starts a deletion, or files it as pending under the vendor's two-person rule.
+/// Starts a deletion, or files it as pending under the vendor's two-person rule (see
+/// [`crate::approvals`]: two of the vendor's people must agree).
 async fn request(
     app: &App,
     caller: &Caller,
@@ -27,35 +30,28 @@ async fn request(
     resource: &str,
     decision: &policy::Decision,
 ) -> Result<(StatusCode, Json<DeletionStarted>), ApiError> {
-    let id = crypto::token::random_id()?;
-    if app.store.requires_approval(&vendor.id).await? {
+    let needed = approvals::approvals_needed(app, caller, vendor, Change::Destroys).await?;
+    if needed > 0 {
         let entry = caller
             .entry("deletion.request.pending", resource)
-            .with_decision(true, &policy_ids(decision))
-            .with_detail(format!("pending {id}"));
-        app.store
-            .create_pending(
-                &id,
-                &vendor.id,
-                &PendingAction::Delete {
-                    model_id: model_id.map(str::to_owned),
-                },
-                &caller.actor(),
-                entry,
-            )
-            .await?;
+            .with_decision(true, &policy_ids(decision));
+        let action = PendingAction::Delete {
+            model_id: model_id.map(str::to_owned),
+        };
+        let filed = approvals::file(app, caller, vendor, &action, None, needed, entry).await?;
         return Ok((
             StatusCode::ACCEPTED,
             Json(DeletionStarted {
-                deletion: id,
+                message: Some(format!(
+                    "nothing is deleted until then: {}",
+                    approvals::waiting_message(&filed)
+                )),
+                deletion: filed.id,
                 state: DeletionStarted::PENDING_APPROVAL.into(),
-                message: Some(
-                    "the vendor requires a second admin's approval; nothing is deleted until then"
-                        .into(),
-                ),
             }),
         ));
     }
+    let id = crypto::token::random_id()?;
     let entry = caller
         .entry("deletion.request", resource)
         .with_decision(true, &policy_ids(decision))
@@ -111,27 +107,36 @@ pub(crate) async fn delete_vendor(
     request(&app, &caller, &vendor, None, &resource, &decision).await
 }
 
-/// A deletion's progress, and its certificate once issued. Readable by whoever may read the
-/// vendor's metadata (its admins, auditors, the operator).
+/// A deletion's progress, and its certificate once issued. Readable by the vendor's admins
+/// and auditors and the operator; anyone else gets exactly what a made-up id gets.
 pub(crate) async fn status(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<DeletionStatus>, ApiError> {
+    let missing = || ApiError::NotFound(format!("deletion {id}"));
     if !crypto::token::is_id(&id) {
-        return Err(ApiError::NotFound("deletion".into()));
+        return Err(missing());
     }
-    let deletion = app
-        .store
-        .deletion(&id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("deletion {id}")))?;
+    let deletion = app.store.deletion(&id).await?.ok_or_else(missing)?;
     let vendor = app
         .store
         .vendor_by_id(&deletion.vendor_id)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("deletion {id}")))?;
-    authorize(&app, &caller, Action::ReadMetadata, Target::Vendor(&vendor)).await?;
+        .ok_or_else(missing)?;
+    match authorize(
+        &app,
+        &caller,
+        Action::ReadDeletions,
+        Target::Vendor(&vendor),
+    )
+    .await
+    {
+        Ok(_) => {}
+        // The refusal is in the audit log; the caller learns nothing of the deletion.
+        Err(ApiError::Denied(_) | ApiError::NotFound(_)) => return Err(missing()),
+        Err(other) => return Err(other),
+    }
     let certificate = deletion
         .certificate
         .as_deref()
@@ -157,12 +162,14 @@ pub(crate) async fn service_key(State(app): State<Arc<App>>, _caller: Caller) ->
 }
 
 /// Sets the time at which the server shreds the model by itself (e.g. release + grace).
+/// Scheduling destruction waits for the vendor's approval under the two-person rule; the
+/// deletion it starts names who scheduled it and who approved.
 pub(crate) async fn set_delete_after(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path((vendor, model)): Path<(String, String)>,
     body: Result<Json<DeleteAfter>, JsonRejection>,
-) -> Result<Json<DeleteAfterSet>, ApiError> {
+) -> Result<(StatusCode, Json<Outcome<DeleteAfterSet>>), ApiError> {
     let found = load_model(&app, &vendor, &model).await?;
     let decision = authorize_model(&app, &caller, Action::RequestDeletion, &found).await?;
     let at = json_body(body)?.at;
@@ -172,15 +179,32 @@ pub(crate) async fn set_delete_after(
             "delete_after must be in the future; to delete now, use `custody delete`",
         ));
     }
+    let vendor = vendor_of(&found);
+    let needed = approvals::approvals_needed(&app, &caller, &vendor, Change::Destroys).await?;
+    if needed > 0 {
+        let entry = caller
+            .entry("deletion.schedule.request", found.name.as_str())
+            .with_decision(true, &policy_ids(&decision))
+            .with_detail(format!("delete_after {at:?}"));
+        let action = PendingAction::DeleteAfter {
+            model_id: found.record.id.clone(),
+            at,
+        };
+        let filed = approvals::file(&app, &caller, &vendor, &action, None, needed, entry).await?;
+        return Ok(filed_response(&filed));
+    }
     let entry = caller
         .entry("deletion.schedule", found.name.as_str())
         .with_decision(true, &policy_ids(&decision))
         .with_detail(format!("delete_after {at:?}"));
     app.store
-        .set_delete_after(&found.record.id, at, entry)
+        .set_delete_after(&found.record.id, at, &caller.actor(), entry)
         .await?;
-    Ok(Json(DeleteAfterSet {
-        model: found.name,
-        delete_after: at,
-    }))
+    Ok((
+        StatusCode::OK,
+        Json(Outcome::Done(DeleteAfterSet {
+            model: found.name,
+            delete_after: at,
+        })),
+    ))
 }

@@ -191,7 +191,7 @@ pub(crate) async fn serve_file(
     match &caller.host {
         Some(CallerHost::Enrolled(host)) => {
             let copy = store::HostCopy {
-                host: host.name.clone(),
+                host_id: host.id.clone(),
                 model_id: found.record.id.clone(),
                 commit: revision.commit.clone(),
                 path: file.path.clone(),

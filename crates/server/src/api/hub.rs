@@ -182,10 +182,23 @@ fn remember_blob_id(object_id: &str, id: [u8; 20]) {
     map.insert(object_id.to_owned(), id);
 }
 
-/// The Git blob id of a small file's content: read (decrypted) once, then remembered.
+/// The Git blob id of a small file's content: computed at upload and stored with the object,
+/// or (for an object stored before ids were kept, or whose upload was resumed) read and
+/// decrypted once, then remembered. No key of a deleted model is ever unwrapped for it.
 async fn small_blob_id(app: &App, found: &Found, file: &FileRecord) -> Result<[u8; 20], ApiError> {
     if let Some(id) = cached_blob_id(file.object_id.as_str()) {
         return Ok(id);
+    }
+    if let Some(stored) = app.store.object_git_blob_id(&file.object_id).await? {
+        let id = hex_to_id(&stored)?;
+        remember_blob_id(file.object_id.as_str(), id);
+        return Ok(id);
+    }
+    if found.record.deleted_at.is_some() {
+        return Err(ApiError::Deleted(format!(
+            "{} has been deleted; its weights can never be read again",
+            found.name
+        )));
     }
     let mut stream = open_file(app, found, file, 0..file.size).await?;
     let mut hasher = crypto::hash::GitObjectHasher::new("blob", file.size);

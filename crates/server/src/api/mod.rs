@@ -33,16 +33,34 @@ pub(crate) fn router(app: Arc<App>) -> Router {
             post(admin::create_token).get(admin::list_tokens),
         )
         .route("/v1/tokens/{id}/revoke", post(admin::revoke_token))
+        .route("/v1/tokens/rotate", post(admin::rotate_token))
+        .route("/v1/whoami", get(admin::whoami))
+        .route("/v1/users", get(admin::list_users))
         .route(
             "/v1/hosts",
             post(access::enroll_host).get(access::list_hosts),
         )
         .route("/v1/hosts/{name}/revoke", post(access::revoke_host))
-        .route("/v1/groups", get(access::list_groups))
-        .route("/v1/groups/{group}/members", post(access::add_member))
+        .route("/v1/vendors/{vendor}/groups", get(access::list_groups))
         .route(
-            "/v1/groups/{group}/members/{user}",
+            "/v1/vendors/{vendor}/groups/{group}/members",
+            post(access::add_member),
+        )
+        .route(
+            "/v1/vendors/{vendor}/groups/{group}/members/{user}",
             delete(access::remove_member),
+        )
+        .route(
+            "/v1/vendors/{vendor}/hosts",
+            post(access::approve_host).get(access::list_vendor_hosts),
+        )
+        .route(
+            "/v1/vendors/{vendor}/hosts/{host}",
+            delete(access::unapprove_host),
+        )
+        .route(
+            "/v1/models/{vendor}/{model}/access",
+            get(access::model_access),
         )
         .route(
             "/v1/vendors/{vendor}/exclusions",

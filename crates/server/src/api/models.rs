@@ -17,6 +17,7 @@ use wire::models::{
 
 use super::json_body;
 use crate::App;
+use crate::approvals::{self, Change};
 use crate::auth::{Caller, Target, allowed, authorize, policy_ids, store_now};
 use crate::error::ApiError;
 
@@ -38,8 +39,17 @@ pub(crate) async fn load_model(app: &App, vendor: &str, model: &str) -> Result<F
     Ok(Found { record, name })
 }
 
-/// Decides `action` on a model. A deleted model serves nothing ("deleted", naming the
-/// deletion), and its name stays visible only to its vendor's roles and the operator.
+/// The vendor of a found model.
+pub(crate) fn vendor_of(found: &Found) -> store::VendorRecord {
+    store::VendorRecord {
+        id: found.record.vendor_id.clone(),
+        name: found.record.vendor.clone(),
+    }
+}
+
+/// Decides `action` on a model. A deleted model serves nothing ("deleted"), its name stays
+/// visible only to its vendor's roles and the operator, and its deletion is named only to
+/// those who may read the vendor's deletions.
 pub(crate) async fn authorize_model(
     app: &App,
     caller: &Caller,
@@ -63,16 +73,23 @@ pub(crate) async fn authorize_model(
             )
             .await?;
         }
+        let vendor = vendor_of(found);
+        let certificate =
+            if allowed(app, caller, Action::ReadDeletions, Target::Vendor(&vendor)).await {
+                format!(" (deletion {deletion}: custody deletion {deletion})")
+            } else {
+                String::new()
+            };
         return Err(ApiError::Deleted(format!(
-            "{} has been deleted (deletion {deletion}); its weights can never be read again. \
-             The vendor holds the deletion certificate (GET /v1/deletions/{deletion})",
+            "{} has been deleted{certificate}; its weights can never be read again",
             found.name
         )));
     }
     authorize(app, caller, action, Target::Model(&found.record)).await
 }
 
-/// `main` (or `latest`) names the newest revision; otherwise a 40-hex commit id.
+/// `main` (or `latest`) names the newest revision the vendor made (never a derived one);
+/// otherwise a 40-hex commit id, which reaches derived revisions too.
 pub(crate) async fn resolve_revision(
     app: &App,
     found: &Found,
@@ -171,7 +188,8 @@ pub(crate) fn grantee(user: Option<&str>, group: Option<&str>) -> Result<Grantee
 }
 
 /// Grants read access. Under the vendor's two-person rule the grant waits as a pending
-/// request (202) until another vendor admin approves it; until then it gives no access.
+/// request (202) until another of the vendor's people approves it; until then it gives no
+/// access (see [`crate::approvals`]).
 pub(crate) async fn grant(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -194,34 +212,40 @@ pub(crate) async fn grant(
         Some(t) => format!("to {} until {t}", to.to_tagged()),
         None => format!("to {}", to.to_tagged()),
     };
-    if app.store.requires_approval(&found.record.vendor_id).await? {
-        let id = crypto::token::random_id()?;
+    let vendor = vendor_of(&found);
+    let needed = approvals::approvals_needed(&app, &caller, &vendor, Change::Widens).await?;
+    if needed > 0 {
         let entry = caller
             .entry("grant.request", found.name.as_str())
             .with_decision(true, &policy_ids(&decision))
-            .with_detail(format!("pending {id}: {detail}"));
+            .with_detail(detail);
+        let subject = match &to {
+            Grantee::User(u) => app.store.user(u).await?.map(|u| u.id),
+            Grantee::Group(_) => None,
+        };
         let action = PendingAction::Grant {
             model_id: found.record.id.clone(),
             to,
             expires_at: request.expires_at,
         };
-        app.store
-            .create_pending(
-                &id,
-                &found.record.vendor_id,
-                &action,
-                &caller.actor(),
-                entry,
-            )
-            .await?;
+        let filed = approvals::file(
+            &app,
+            &caller,
+            &vendor,
+            &action,
+            subject.as_deref(),
+            needed,
+            entry,
+        )
+        .await?;
         return Ok((
             StatusCode::ACCEPTED,
             Json(GrantResponse::Pending(GrantPending {
                 model: found.name,
-                pending: id,
-                message:
-                    "the vendor requires a second admin's approval; the grant waits until then"
-                        .into(),
+                message: approvals::waiting_message(&filed),
+                pending: filed.id,
+                approvals_needed: filed.approvals_needed,
+                expires_at: filed.expires_at,
             })),
         ));
     }
@@ -229,12 +253,15 @@ pub(crate) async fn grant(
         .entry("grant", found.name.as_str())
         .with_decision(true, &policy_ids(&decision))
         .with_detail(detail);
+    let follow_up = approvals::follow_up(&app, &caller, &vendor.id).await?;
     app.store
         .grant(
+            &vendor.id,
             &found.record.id,
             &to,
             &caller.actor(),
             request.expires_at,
+            &follow_up,
             entry,
         )
         .await?;

@@ -446,6 +446,11 @@ pub(crate) async fn put_file(
         backend_upload: backend_upload.clone(),
         object_key: object_key.clone(),
         hasher,
+        // Small files are plain Git blobs in the Hub's listings: their id is computed here,
+        // from the first byte (a resumed stream has lost its prefix: the Hub computes it
+        // later, from the stored object, while the model lives).
+        git: (file.size < super::hub::LFS_THRESHOLD && upload_file.parts_done == 0)
+            .then(|| crypto::hash::GitObjectHasher::new("blob", file.size)),
         next_part: upload_file.parts_done + 1,
         durable: upload_file.parts_done,
         in_flight: JoinSet::new(),
@@ -486,6 +491,7 @@ pub(crate) async fn put_file(
     backend
         .complete_upload(&object_key, &backend_upload, receipts)
         .await?;
+    let git_blob_id = pipeline.git.take().map(|g| hex::encode(g.finish()));
     app.store
         .upload_file_done(
             &id,
@@ -493,6 +499,7 @@ pub(crate) async fn put_file(
             &model.id,
             file,
             crypto::stream::ciphertext_len(file.size),
+            git_blob_id.as_deref(),
         )
         .await?;
     Ok(Json(FileEntry {
@@ -523,6 +530,8 @@ struct PartPipeline {
     backend_upload: String,
     object_key: String,
     hasher: ResumableSha256,
+    /// The Git blob id of a small file streamed from its first byte.
+    git: Option<crypto::hash::GitObjectHasher>,
     next_part: u32,
     /// Leading parts known to be stored.
     durable: u32,
@@ -557,6 +566,9 @@ impl PartPipeline {
                 let plaintext = std::mem::take(&mut buf);
                 // In byte order, on this task: a few milliseconds per part with SHA-NI.
                 self.hasher.update(&plaintext);
+                if let Some(git) = self.git.as_mut() {
+                    git.update(&plaintext);
+                }
                 states.insert(self.next_part, self.hasher.export());
                 self.dispatch(self.next_part, plaintext);
                 self.next_part += 1;

@@ -73,16 +73,17 @@ impl FromRequestParts<Arc<App>> for HostCaller {
     }
 }
 
-/// The host's copies of deleted models, grouped by model, with the deletion to confirm.
+/// The host's copies of deleted models, grouped by model. Copies belong to this enrollment:
+/// a name enrolled again later holds none of the old machine's.
 pub(crate) async fn list(
     State(app): State<Arc<App>>,
     caller: HostCaller,
 ) -> Result<Json<WipeList>, ApiError> {
-    let copies = app.store.deleted_copies(&caller.host.name).await?;
-    let mut models: BTreeMap<(String, String), (String, Vec<DeletedFile>)> = BTreeMap::new();
+    let copies = app.store.deleted_copies(&caller.host.id).await?;
+    let mut models: BTreeMap<String, (String, Vec<DeletedFile>)> = BTreeMap::new();
     for c in copies {
         models
-            .entry((c.model_id, c.deletion_id))
+            .entry(c.model_id)
             .or_insert_with(|| (c.model, Vec::new()))
             .1
             .push(DeletedFile {
@@ -97,10 +98,9 @@ pub(crate) async fn list(
     app.store.record(entry).await?;
     let models = models
         .into_iter()
-        .map(|((model_id, deletion_id), (model, files))| DeletedModel {
+        .map(|(model_id, (model, files))| DeletedModel {
             model,
             model_id,
-            deletion_id,
             files,
         })
         .collect();
@@ -122,10 +122,10 @@ pub(crate) async fn confirm(
     body: Result<Json<ConfirmWipe>, JsonRejection>,
 ) -> Result<Json<WipeConfirmed>, ApiError> {
     let request = json_body(body)?;
-    if !plausible_id(&request.deletion_id) || !plausible_id(&request.model_id) {
+    if !plausible_id(&request.model_id) {
         return Err(ApiError::bad_request(
             ErrorCode::InvalidId,
-            "invalid deletion or model id",
+            "invalid model id",
         ));
     }
     let model = app
@@ -135,36 +135,32 @@ pub(crate) async fn confirm(
         .map(|m| format!("{}/{}", m.vendor, m.name))
         .unwrap_or_else(|| request.model_id.clone());
     let files = request.files;
-    let deletion = request.deletion_id.clone();
-    let outcome = app
+    let (_, outcome) = app
         .store
-        .confirm_wipe(
-            &request.deletion_id,
-            &caller.host.name,
-            &request.model_id,
-            files,
-            |outcome| {
-                let (late, repeated) = match outcome {
-                    Confirmed::Recorded { late } => (late, false),
-                    Confirmed::Repeated { late } => (late, true),
-                };
-                let mut detail = format!("deletion {deletion}: {files} local files removed");
-                if late {
-                    detail.push_str("; after the certificate was issued");
-                }
-                if repeated {
-                    detail.push_str("; repeated (the first confirmation stands)");
-                }
-                caller
-                    .entry("wipe.confirm", model.as_str())
-                    .with_detail(detail)
-            },
-        )
+        .confirm_wipe(&caller.host.id, &request.model_id, files, |outcome| {
+            let (late, repeated) = match outcome {
+                Confirmed::Recorded { late } => (late, false),
+                Confirmed::Repeated { late } => (late, true),
+            };
+            let mut detail = format!(
+                "{files} local files removed by enrollment {}",
+                caller.host.id
+            );
+            if late {
+                detail.push_str("; after the certificate was issued");
+            }
+            if repeated {
+                detail.push_str("; repeated (the first confirmation stands)");
+            }
+            caller
+                .entry("wipe.confirm", model.as_str())
+                .with_detail(detail)
+        })
         .await
         .map_err(|e| match e {
             store::StoreError::NotFound(_) => ApiError::NotFound(format!(
-                "a copy of deleted model {model} on host {} under deletion {}",
-                caller.host.name, request.deletion_id
+                "a copy of deleted model {model} on host {}",
+                caller.host.name
             )),
             other => other.into(),
         })?;
@@ -175,7 +171,6 @@ pub(crate) async fn confirm(
     Ok(Json(WipeConfirmed {
         host: caller.host.name,
         model,
-        deletion_id: request.deletion_id,
         files,
         late,
         repeated,
