@@ -14,19 +14,26 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use clap::Args;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 
 use crate::Global;
+use crate::client::{server_url, tls_config};
+use crate::output::init_logging;
+
+#[derive(Args)]
+pub struct AgentArgs {
+    /// Loopback address to listen on, for example 127.0.0.1:8090
+    #[arg(long)]
+    listen: SocketAddr,
+}
 
 /// What every forwarded request needs.
 struct Agent {
@@ -38,7 +45,9 @@ struct Agent {
 }
 
 /// Runs the agent until the process ends. `listen` must be a loopback address.
-pub async fn run(listen: SocketAddr, global: &Global) -> anyhow::Result<()> {
+pub async fn run(args: AgentArgs, global: &Global) -> anyhow::Result<()> {
+    init_logging();
+    let listen = args.listen;
     if !listen.ip().is_loopback() {
         bail!(
             "the agent serves plain HTTP and listens on loopback only (127.0.0.1 or [::1]); \
@@ -46,25 +55,20 @@ pub async fn run(listen: SocketAddr, global: &Global) -> anyhow::Result<()> {
             listen.ip()
         );
     }
-    let server = global
-        .server
-        .as_deref()
-        .context("no server given: set CUSTODY_SERVER or pass --server https://HOST:PORT")?;
+    let server = server_url(global)?;
     let url =
         reqwest::Url::parse(server).with_context(|| format!("invalid server URL {server}"))?;
     if url.scheme() != "https" {
         bail!("the server URL must start with https:// (custody speaks HTTPS only)");
     }
-    let ca = global
-        .ca
-        .as_deref()
-        .context("no certificate to trust: set CUSTODY_CA to the server's certificate PEM file")?;
-    let identity = match (&global.host_cert, &global.host_key) {
-        (Some(cert), Some(key)) => Some(load_identity(cert, key)?),
-        (None, None) => None,
-        _ => bail!("give both --host-cert and --host-key, or neither"),
-    };
-    let http = https_client(ca, identity)?;
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(tls_config(global)?)
+        .https_only(true)
+        // Redirects go back to the Hub client (rewritten to the agent), which follows them.
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(std::time::Duration::from_secs(20))
+        .build()
+        .context("building the HTTPS client")?;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
@@ -109,58 +113,6 @@ pub async fn run(listen: SocketAddr, global: &Global) -> anyhow::Result<()> {
             }
         });
     }
-}
-
-/// The host's certificate chain and PKCS#8 key, for the TLS handshake with the server.
-fn load_identity(
-    cert: &Path,
-    key: &Path,
-) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
-    let chain = CertificateDer::pem_file_iter(cert)
-        .with_context(|| format!("reading {}", cert.display()))?
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("parsing {}", cert.display()))?;
-    if chain.is_empty() {
-        bail!("{} holds no certificate", cert.display());
-    }
-    // The error names the file, never its content.
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|_| anyhow::anyhow!("{} holds no readable PEM private key", key.display()))?;
-    Ok((chain, key))
-}
-
-fn https_client(
-    ca: &Path,
-    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
-) -> anyhow::Result<reqwest::Client> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in
-        CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {}", ca.display()))?
-    {
-        roots
-            .add(cert.with_context(|| format!("parsing {}", ca.display()))?)
-            .with_context(|| format!("using {} as a trust anchor", ca.display()))?;
-    }
-    if roots.is_empty() {
-        bail!("{} holds no certificate", ca.display());
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(crypto::tls::provider())
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(Arc::new(roots));
-    let tls = match identity {
-        Some((chain, key)) => builder
-            .with_client_auth_cert(chain, key)
-            .context("the host certificate and key do not form a usable identity")?,
-        None => builder.with_no_client_auth(),
-    };
-    reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .https_only(true)
-        // Redirects go back to the Hub client (rewritten to the agent), which follows them.
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(std::time::Duration::from_secs(20))
-        .build()
-        .context("building the HTTPS client")
 }
 
 /// Headers that describe one connection, not the request: never forwarded (RFC 9110 7.6.1).
@@ -316,7 +268,11 @@ fn rewrite_value(value: &str, server: &str, agent: &str) -> String {
 
 /// The agent's own failure, in the Hub's error convention so the client shows it.
 fn bad_gateway(message: &str) -> Response<reqwest::Body> {
-    let body = serde_json::json!({ "error": message }).to_string();
+    // Serializing a struct of one string cannot fail; the fallback is only for the type.
+    let body = serde_json::to_string(&wire::hub::HubError {
+        error: message.to_owned(),
+    })
+    .unwrap_or_default();
     let mut response = Response::new(reqwest::Body::from(body));
     *response.status_mut() = StatusCode::BAD_GATEWAY;
     let headers = response.headers_mut();
@@ -329,7 +285,7 @@ fn bad_gateway(message: &str) -> Response<reqwest::Body> {
         .map(|c| if (' '..='~').contains(&c) { c } else { '?' })
         .collect();
     if let Ok(v) = HeaderValue::from_str(&visible) {
-        headers.insert(HeaderName::from_static("x-error-message"), v);
+        headers.insert(HeaderName::from_static(wire::hub::ERROR_MESSAGE_HEADER), v);
     }
     response
 }

@@ -20,14 +20,27 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use clap::{Args, Subcommand};
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde::Serialize;
+use wire::audit::{
+    AuditKey, CheckpointList, ConsistencyProof, ConsistencyQuery, EdgeQuery, InclusionProof,
+    InclusionQuery, LatestCheckpoint, RangeQuery, SignedCheckpoint, TreeEdge,
+};
 
 use crate::Global;
 use crate::client::Client;
-use crate::output::Output;
+use crate::output::{Output, lines};
 
 #[derive(Subcommand)]
 pub enum AuditCommand {
+    #[command(flatten)]
+    Online(OnlineCommand),
+    /// Verify an exported bundle offline (exit 0 intact, 1 tampered, 2 unusable input)
+    Verify(VerifyArgs),
+}
+
+/// The commands that ask the server.
+#[derive(Subcommand)]
+pub enum OnlineCommand {
     /// Print the log's public key, as a signed-note verifier key (give it to auditors)
     Key,
     /// Print the latest signed checkpoint (a signed note; save it to check later exports)
@@ -54,8 +67,6 @@ pub enum AuditCommand {
     Entries { from: u64, to: u64 },
     /// Export the log as a bundle directory for offline verification
     Export(ExportArgs),
-    /// Verify an exported bundle offline (exit 0 intact, 1 tampered, 2 unusable input)
-    Verify(VerifyArgs),
 }
 
 #[derive(Args)]
@@ -90,70 +101,81 @@ pub struct VerifyArgs {
 const ENTRIES_PAGE: u64 = 50_000;
 const LEAVES_PAGE: u64 = 1_000_000;
 
-pub async fn run(command: AuditCommand, global: &Global, out: &Output) -> anyhow::Result<()> {
-    let client = Client::from_settings(global)?;
+pub async fn run(command: OnlineCommand, global: &Global, out: &Output) -> anyhow::Result<()> {
+    let client = &Client::from_settings(global)?;
     match command {
-        AuditCommand::Key => {
-            let v = client.get_json("/v1/audit/key").await?;
-            out.result(&v, || v["key"].as_str().unwrap_or("").to_owned());
+        OnlineCommand::Key => {
+            let key: AuditKey = client.get("/v1/audit/key").await?;
+            out.result(&key, || key.key.clone())
         }
-        AuditCommand::Checkpoint { sign } => {
-            let v = if sign {
-                client.post_json("/v1/audit/checkpoint", &json!({})).await?
-            } else {
-                client.get_json("/v1/audit/checkpoint").await?
-            };
-            if let Some(why) = v["refusal"].as_str() {
-                eprintln!("custody: warning: the server refuses to sign new checkpoints: {why}");
-            }
-            // The note alone, byte for byte, so `> file` keeps a verifiable checkpoint.
-            if out.is_json() {
-                println!("{v}");
-            } else {
-                print!("{}", v["note"].as_str().unwrap_or(""));
-            }
-        }
-        AuditCommand::Inclusion { index, size } => {
-            let mut path = format!("/v1/audit/proof/inclusion?index={index}");
-            if let Some(s) = size {
-                path.push_str(&format!("&size={s}"));
-            }
-            let v = client.get_json(&path).await?;
-            out.result(&v, || {
-                let proof = crate::output::lines(&v["proof"], |h| h.as_str().unwrap_or("").into());
-                format!(
-                    "entry {} in tree of size {}\nleaf hash {}\n{proof}",
-                    v["index"],
-                    v["size"],
-                    v["leaf_hash"].as_str().unwrap_or("")
+        OnlineCommand::Checkpoint { sign } => checkpoint(client, sign, out).await,
+        OnlineCommand::Inclusion { index, size } => {
+            let query = InclusionQuery { index, size };
+            let proof: InclusionProof = client
+                .call(
+                    client
+                        .request(Method::GET, "/v1/audit/proof/inclusion")
+                        .query(&query),
                 )
-            });
+                .await?;
+            out.result(&proof, || {
+                format!(
+                    "entry {} in tree of size {}\nleaf hash {}\n{}",
+                    proof.index,
+                    proof.size,
+                    proof.leaf_hash,
+                    lines(&proof.proof, String::clone)
+                )
+            })
         }
-        AuditCommand::Consistency { old, new } => {
-            let mut path = format!("/v1/audit/proof/consistency?old={old}");
-            if let Some(n) = new {
-                path.push_str(&format!("&new={n}"));
-            }
-            let v = client.get_json(&path).await?;
-            out.result(&v, || {
-                crate::output::lines(&v["proof"], |h| h.as_str().unwrap_or("").into())
-            });
+        OnlineCommand::Consistency { old, new } => {
+            let query = ConsistencyQuery { old, new };
+            let proof: ConsistencyProof = client
+                .call(
+                    client
+                        .request(Method::GET, "/v1/audit/proof/consistency")
+                        .query(&query),
+                )
+                .await?;
+            out.result(&proof, || lines(&proof.proof, String::clone))
         }
-        AuditCommand::Entries { from, to } => {
-            let lines = fetch_entries(&client, from, to).await?;
+        OnlineCommand::Entries { from, to } => {
+            let entries = fetch_entries(client, from, to).await?;
             let mut text = Vec::new();
-            for line in lines {
+            for line in entries {
                 text.extend_from_slice(&line);
                 text.push(b'\n');
             }
             use std::io::Write;
             std::io::stdout().write_all(&text)?;
+            Ok(())
         }
-        AuditCommand::Export(args) => export(&client, &args, out).await?,
-        // Handled without a runtime or server settings (see `verify`).
-        AuditCommand::Verify(_) => bail!("internal: verify runs offline"),
+        OnlineCommand::Export(args) => export(client, &args, out).await,
+    }
+}
+
+/// `custody audit checkpoint [--sign]`: the latest signed checkpoint's note alone, byte for
+/// byte, so `> file` keeps a verifiable checkpoint.
+async fn checkpoint(client: &Client, sign: bool, out: &Output) -> anyhow::Result<()> {
+    if sign {
+        let signed: SignedCheckpoint = client.post("/v1/audit/checkpoint", &wire::Empty {}).await?;
+        print_note(&signed, &signed.note, out);
+    } else {
+        let latest: LatestCheckpoint = client.get("/v1/audit/checkpoint").await?;
+        if let Some(why) = &latest.refusal {
+            eprintln!("custody: warning: the server refuses to sign new checkpoints: {why}");
+        }
+        print_note(&latest, &latest.note, out);
     }
     Ok(())
+}
+
+fn print_note<T: Serialize>(body: &T, note: &str, out: &Output) {
+    if out.is_json() {
+        out.json_line(body);
+    } else {
+        print!("{note}");
+    }
 }
 
 /// Entries `from..to`, page by page; each line exactly as stored.
@@ -164,10 +186,11 @@ async fn fetch_entries(client: &Client, from: u64, to: u64) -> anyhow::Result<Ve
         let end = to.min(at + ENTRIES_PAGE);
         let asked = end - at;
         let body = client
-            .send(client.request(
-                Method::GET,
-                &format!("/v1/audit/entries?from={at}&to={end}"),
-            ))
+            .send(
+                client
+                    .request(Method::GET, "/v1/audit/entries")
+                    .query(&range(at, end)),
+            )
             .await?
             .bytes()
             .await?;
@@ -196,7 +219,11 @@ async fn fetch_leaves(client: &Client, from: u64, to: u64) -> anyhow::Result<Vec
     while at < to {
         let end = to.min(at + LEAVES_PAGE);
         let body = client
-            .send(client.request(Method::GET, &format!("/v1/audit/leaves?from={at}&to={end}")))
+            .send(
+                client
+                    .request(Method::GET, "/v1/audit/leaves")
+                    .query(&range(at, end)),
+            )
             .await?
             .bytes()
             .await?;
@@ -213,12 +240,18 @@ async fn fetch_leaves(client: &Client, from: u64, to: u64) -> anyhow::Result<Vec
     Ok(leaves)
 }
 
-fn decode_hashes(v: &Value) -> anyhow::Result<Vec<Hash>> {
-    v.as_array()
-        .context("expected a list of hashes")?
+fn range(from: u64, to: u64) -> RangeQuery {
+    RangeQuery {
+        from: Some(from),
+        to: Some(to),
+    }
+}
+
+fn decode_hashes(hashes: &[String]) -> anyhow::Result<Vec<Hash>> {
+    hashes
         .iter()
         .map(|h| {
-            let raw = B64.decode(h.as_str().unwrap_or(""))?;
+            let raw = B64.decode(h)?;
             Hash::try_from(raw.as_slice()).map_err(|_| anyhow::anyhow!("a hash is not 32 bytes"))
         })
         .collect()
@@ -248,16 +281,18 @@ async fn export(client: &Client, args: &ExportArgs, out: &Output) -> anyhow::Res
     };
     // A fresh checkpoint covers as much of the log as possible; if the server refuses to sign
     // (it says why), the latest one it signed before still makes a verifiable bundle.
-    let latest = match client.post_json("/v1/audit/checkpoint", &json!({})).await {
-        Ok(v) => v,
+    let signed: anyhow::Result<SignedCheckpoint> =
+        client.post("/v1/audit/checkpoint", &wire::Empty {}).await;
+    let end = match signed {
+        Ok(checkpoint) => checkpoint.size,
         Err(e) => {
             eprintln!("custody: warning: no new checkpoint: {e:#}");
-            client.get_json("/v1/audit/checkpoint").await?
+            client
+                .get::<LatestCheckpoint>("/v1/audit/checkpoint")
+                .await?
+                .size
         }
     };
-    let end = latest["size"]
-        .as_u64()
-        .context("the server sent no checkpoint size")?;
     let first = since.as_ref().map_or(0, |(size, _)| *size);
     if first > end {
         bail!(
@@ -277,27 +312,31 @@ async fn export(client: &Client, args: &ExportArgs, out: &Output) -> anyhow::Res
     let mut notes: Vec<String> = Vec::new();
     let mut from = first;
     loop {
-        let v = client
-            .get_json(&format!("/v1/audit/checkpoints?from={from}&to={end}"))
+        let page: CheckpointList = client
+            .call(
+                client
+                    .request(Method::GET, "/v1/audit/checkpoints")
+                    .query(&range(from, end)),
+            )
             .await?;
-        let page = v["checkpoints"].as_array().cloned().unwrap_or_default();
-        let Some(last) = page.last().and_then(|c| c["size"].as_u64()) else {
+        let Some(last) = page.checkpoints.last().map(|c| c.size) else {
             break;
         };
-        notes.extend(
-            page.iter()
-                .filter_map(|c| c["note"].as_str().map(str::to_owned)),
-        );
+        notes.extend(page.checkpoints.into_iter().map(|c| c.note));
         if last >= end {
             break;
         }
         from = last + 1;
     }
     let edge = if first > 0 {
-        let v = client
-            .get_json(&format!("/v1/audit/edge?size={first}"))
+        let edge: TreeEdge = client
+            .call(
+                client
+                    .request(Method::GET, "/v1/audit/edge")
+                    .query(&EdgeQuery { size: first }),
+            )
             .await?;
-        decode_hashes(&v["edge"])?
+        decode_hashes(&edge.edge)?
     } else {
         Vec::new()
     };
@@ -315,14 +354,14 @@ async fn export(client: &Client, args: &ExportArgs, out: &Output) -> anyhow::Res
         leaves: Some(&leaves),
     });
     write_bundle(&args.out, &files, args.recipient.as_deref())?;
-    let summary = json!({
-        "out": args.out,
-        "first": first,
-        "end": end,
-        "entries": entries.len(),
-        "checkpoints": notes.len(),
-        "encrypted": args.recipient.is_some(),
-    });
+    let summary = Exported {
+        out: args.out.clone(),
+        first,
+        end,
+        entries: entries.len(),
+        checkpoints: notes.len(),
+        encrypted: args.recipient.is_some(),
+    };
     out.result(&summary, || {
         format!(
             "exported entries {first}..{end} and {} signed checkpoints to {}{}",
@@ -334,8 +373,18 @@ async fn export(client: &Client, args: &ExportArgs, out: &Output) -> anyhow::Res
                 ""
             }
         )
-    });
-    Ok(())
+    })
+}
+
+/// What `custody audit export --json` prints.
+#[derive(Serialize)]
+struct Exported {
+    out: PathBuf,
+    first: u64,
+    end: u64,
+    entries: usize,
+    checkpoints: usize,
+    encrypted: bool,
 }
 
 fn write_bundle(dir: &Path, files: &BundleFiles, recipient: Option<&str>) -> anyhow::Result<()> {
@@ -361,10 +410,12 @@ const UNUSABLE: u8 = 2;
 
 fn unusable(out: &Output, message: String) -> ExitCode {
     if out.is_json() {
-        println!(
-            "{}",
-            json!({ "intact": false, "exit_code": UNUSABLE, "problem": format!("cannot verify: {message}") })
-        );
+        out.json_line(&Verified {
+            intact: false,
+            exit_code: UNUSABLE,
+            problem: Some(format!("cannot verify: {message}")),
+            ..Verified::default()
+        });
     } else {
         eprintln!("custody: cannot verify: {message}");
     }
@@ -449,7 +500,7 @@ pub fn verify(args: &VerifyArgs, out: &Output) -> ExitCode {
     // The key name is the log's origin.
     let report = bundle::verify_bundle(&files, &key.key, &key.name, &key.name, previous.as_deref());
     if out.is_json() {
-        println!("{}", report_json(&report));
+        out.json_line(&verified(&report));
     } else {
         match &report.first_problem {
             None => println!(
@@ -472,21 +523,46 @@ pub fn verify(args: &VerifyArgs, out: &Output) -> ExitCode {
     ExitCode::from(report.exit_code())
 }
 
-fn report_json(report: &Report) -> Value {
-    let mut v = json!({
-        "intact": report.intact,
-        "exit_code": report.exit_code(),
-        "first": report.first,
-        "entries": report.entries,
-        "signed_size": report.signed_size,
-        "checkpoints_checked": report.checkpoints_checked,
-        "problem": report.first_problem.as_ref().map(ToString::to_string),
-    });
+/// What `custody audit verify --json` prints. An unusable input has only `intact`,
+/// `exit_code` and `problem`; the first problem's place is named by `entry`, `checkpoint` or
+/// `file`.
+#[derive(Serialize, Default)]
+struct Verified {
+    intact: bool,
+    exit_code: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    entries: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signed_size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checkpoints_checked: Option<usize>,
+    problem: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    entry: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checkpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file: Option<String>,
+}
+
+fn verified(report: &Report) -> Verified {
+    let mut v = Verified {
+        intact: report.intact,
+        exit_code: report.exit_code(),
+        first: Some(report.first),
+        entries: Some(report.entries),
+        signed_size: Some(report.signed_size),
+        checkpoints_checked: Some(report.checkpoints_checked),
+        problem: report.first_problem.as_ref().map(ToString::to_string),
+        ..Verified::default()
+    };
     match &report.first_problem {
-        Some(Problem::Entry { index, .. }) => v["entry"] = json!(index),
-        Some(Problem::Checkpoint { file, .. }) => v["checkpoint"] = json!(file),
-        Some(Problem::Proof { file, .. }) => v["file"] = json!(file),
-        Some(Problem::Manifest { path, .. }) => v["file"] = json!(path),
+        Some(Problem::Entry { index, .. }) => v.entry = Some(*index),
+        Some(Problem::Checkpoint { file, .. }) => v.checkpoint = Some(file.clone()),
+        Some(Problem::Proof { file, .. }) => v.file = Some(file.clone()),
+        Some(Problem::Manifest { path, .. }) => v.file = Some(path.clone()),
         _ => {}
     }
     v

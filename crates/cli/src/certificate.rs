@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use deletion::{Report, Status, Verdict};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::output::Output;
 
@@ -39,12 +39,29 @@ fn key_text(arg: &str) -> Result<String, String> {
     Ok(arg.to_owned())
 }
 
+/// What `--json` prints for input that cannot be verified at all.
+#[derive(Serialize)]
+struct Unusable {
+    verdict: &'static str,
+    exit_code: u8,
+    error: String,
+}
+
+/// What `--json` prints for a verified certificate: the report and the exit code.
+#[derive(Serialize)]
+struct Verified<'a> {
+    #[serde(flatten)]
+    report: &'a Report,
+    exit_code: u8,
+}
+
 fn unusable(out: &Output, message: String) -> ExitCode {
     if out.is_json() {
-        println!(
-            "{}",
-            json!({ "verdict": "unusable", "exit_code": UNUSABLE, "error": message })
-        );
+        out.json_line(&Unusable {
+            verdict: "unusable",
+            exit_code: UNUSABLE,
+            error: message,
+        });
     } else {
         eprintln!("custody: cannot verify: {message}");
     }
@@ -71,9 +88,10 @@ pub fn run(args: &VerifyArgs, out: &Output) -> ExitCode {
     };
     let report = deletion::verify(&bytes, &service, log.as_ref());
     if out.is_json() {
-        let mut value = serde_json::to_value(&report).unwrap_or_else(|_| json!({}));
-        value["exit_code"] = json!(report.exit_code());
-        println!("{value}");
+        out.json_line(&Verified {
+            report: &report,
+            exit_code: report.exit_code(),
+        });
     } else {
         print!("{}", human(&report));
     }

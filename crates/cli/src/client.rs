@@ -1,5 +1,6 @@
-//! The HTTPS client: trusts exactly the configured certificate, sends the bearer token, and
-//! turns the server's JSON errors into readable messages.
+//! The HTTPS client: trusts exactly the configured certificate, sends the bearer token,
+//! reads every answer into its `wire` type (a body that does not fit is an error, never an
+//! empty value), and turns the server's error bodies into readable messages.
 
 use std::sync::Arc;
 
@@ -8,7 +9,9 @@ use reqwest::header::{AUTHORIZATION, HeaderValue};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use serde_json::Value;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use wire::ErrorCode;
 use zeroize::Zeroizing;
 
 use crate::Global;
@@ -24,7 +27,7 @@ pub struct Client {
 #[derive(Debug)]
 pub struct ServerError {
     pub status: StatusCode,
-    pub code: String,
+    pub code: ErrorCode,
     pub message: String,
 }
 
@@ -68,40 +71,12 @@ impl Client {
     }
 
     fn build(global: &Global, auth: Option<HeaderValue>) -> anyhow::Result<Client> {
-        let server = global
-            .server
-            .as_deref()
-            .context("no server given: set CUSTODY_SERVER or pass --server https://HOST:PORT")?;
+        let server = server_url(global)?;
         if !server.starts_with("https://") {
             bail!("the server URL must start with https:// (custody speaks HTTPS only)");
         }
-        let ca = global.ca.as_deref().context(
-            "no certificate to trust: set CUSTODY_CA to the server's certificate PEM file",
-        )?;
-        let certs = CertificateDer::pem_file_iter(ca)
-            .with_context(|| format!("reading {}", ca.display()))?
-            .collect::<Result<Vec<_>, _>>()
-            .with_context(|| format!("parsing {}", ca.display()))?;
-        if certs.is_empty() {
-            bail!("{} holds no certificate", ca.display());
-        }
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in certs {
-            roots
-                .add(cert)
-                .with_context(|| format!("using {} as a trust anchor", ca.display()))?;
-        }
-        let builder = rustls::ClientConfig::builder_with_provider(crypto::tls::provider())
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(Arc::new(roots));
-        let tls = match host_identity(global)? {
-            Some((chain, key)) => builder
-                .with_client_auth_cert(chain, key)
-                .context("using the host certificate and key")?,
-            None => builder.with_no_client_auth(),
-        };
         let http = reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
+            .use_preconfigured_tls(tls_config(global)?)
             .https_only(true)
             .connect_timeout(std::time::Duration::from_secs(20))
             .build()
@@ -135,57 +110,105 @@ impl Client {
             return Ok(response);
         }
         let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        Err(ServerError {
-            status,
-            code: body["error"]["code"]
-                .as_str()
-                .unwrap_or("unknown")
-                .to_owned(),
-            message: body["error"]["message"]
-                .as_str()
-                .unwrap_or("the server gave no reason")
-                .to_owned(),
-        }
-        .into())
+        let bytes = response.bytes().await.unwrap_or_default();
+        let error = match serde_json::from_slice::<wire::ErrorBody>(&bytes) {
+            Ok(body) => ServerError {
+                status,
+                code: body.error.code,
+                message: body.error.message,
+            },
+            Err(_) => ServerError {
+                status,
+                code: ErrorCode::Unknown,
+                message: "the server gave no reason".to_owned(),
+            },
+        };
+        Err(error.into())
     }
 
-    pub async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
-        Ok(self
-            .send(self.request(Method::GET, path))
-            .await?
-            .json()
-            .await?)
+    /// Sends a request and reads the answer as a `T`.
+    pub async fn call<T: DeserializeOwned>(&self, request: RequestBuilder) -> anyhow::Result<T> {
+        let response = self.send(request).await?;
+        let url = response.url().path().to_owned();
+        let bytes = response
+            .bytes()
+            .await
+            .with_context(|| format!("reading the server's answer to {url}"))?;
+        serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "the server's answer to {url} is not what this custody understands \
+                 (a different version?)"
+            )
+        })
     }
 
-    pub async fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        Ok(self
-            .send(self.request(Method::POST, path).json(body))
-            .await?
-            .json()
-            .await?)
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.call(self.request(Method::GET, path)).await
     }
 
-    pub async fn put_json(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        Ok(self
-            .send(self.request(Method::PUT, path).json(body))
-            .await?
-            .json()
-            .await?)
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        self.call(self.request(Method::POST, path).json(body)).await
     }
 
-    pub async fn delete_json(&self, path: &str) -> anyhow::Result<Value> {
-        Ok(self
-            .send(self.request(Method::DELETE, path))
-            .await?
-            .json()
-            .await?)
+    pub async fn put<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        self.call(self.request(Method::PUT, path).json(body)).await
     }
+
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.call(self.request(Method::DELETE, path)).await
+    }
+}
+
+/// The configured server URL (not yet checked).
+pub fn server_url(global: &Global) -> anyhow::Result<&str> {
+    global
+        .server
+        .as_deref()
+        .context("no server given: set CUSTODY_SERVER or pass --server https://HOST:PORT")
+}
+
+/// TLS to the custody server: trusts exactly the configured certificate (`CUSTODY_CA`), and
+/// presents the exclusive host's certificate when one is configured.
+pub fn tls_config(global: &Global) -> anyhow::Result<rustls::ClientConfig> {
+    let ca = global
+        .ca
+        .as_deref()
+        .context("no certificate to trust: set CUSTODY_CA to the server's certificate PEM file")?;
+    let certs = CertificateDer::pem_file_iter(ca)
+        .with_context(|| format!("reading {}", ca.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("parsing {}", ca.display()))?;
+    if certs.is_empty() {
+        bail!("{} holds no certificate", ca.display());
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs {
+        roots
+            .add(cert)
+            .with_context(|| format!("using {} as a trust anchor", ca.display()))?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(crypto::tls::provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(Arc::new(roots));
+    Ok(match host_identity(global)? {
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain, key)
+            .context("the host certificate and key do not form a usable identity")?,
+        None => builder.with_no_client_auth(),
+    })
 }
 
 /// The exclusive host's client certificate chain and key, when both are configured
 /// (`CUSTODY_HOST_CERT`, `CUSTODY_HOST_KEY`). One without the other is an error, not a
-/// silent fallback to no certificate.
+/// silent fallback to no certificate. Errors name the key file, never its content.
 pub fn host_identity(
     global: &Global,
 ) -> anyhow::Result<Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>> {
@@ -193,7 +216,8 @@ pub fn host_identity(
         (None, None) => return Ok(None),
         (Some(c), Some(k)) => (c, k),
         _ => bail!(
-            "give both the host certificate and its key (CUSTODY_HOST_CERT, CUSTODY_HOST_KEY)"
+            "give both the host certificate and its key (CUSTODY_HOST_CERT and \
+             CUSTODY_HOST_KEY, or --host-cert and --host-key), or neither"
         ),
     };
     let chain = CertificateDer::pem_file_iter(cert)
@@ -203,18 +227,14 @@ pub fn host_identity(
     if chain.is_empty() {
         bail!("{} holds no certificate", cert.display());
     }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("reading the host key {}", key.display()))?;
+    // A parse error may quote a line of the file; of a key file, that line is secret.
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| match e {
+        rustls_pki_types::pem::Error::Io(e) => {
+            anyhow::anyhow!("reading the host key {}: {e}", key.display())
+        }
+        _ => anyhow::anyhow!("{} holds no readable PEM private key", key.display()),
+    })?;
     Ok(Some((chain, key)))
-}
-
-/// An id the server made (a pending request, a token, a deletion): hex, checked before it
-/// becomes part of a URL path.
-pub fn opaque_id(id: &str) -> anyhow::Result<&str> {
-    if !crypto::token::is_id(id) {
-        bail!("{id:?} is not an id custody made (hexadecimal)");
-    }
-    Ok(id)
 }
 
 /// Percent-encodes each segment of a repository path for a URL.
@@ -234,4 +254,59 @@ pub fn encode_path(path: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("/")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests fail loudly")]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn global(cert: Option<PathBuf>, key: Option<PathBuf>) -> Global {
+        Global {
+            server: None,
+            token: None,
+            ca: None,
+            host_cert: cert,
+            host_key: key,
+            host_state: None,
+            json: false,
+        }
+    }
+
+    fn error(global: &Global) -> String {
+        match host_identity(global) {
+            Ok(_) => panic!("an unusable host identity was accepted"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    #[test]
+    fn host_key_errors_name_the_file_never_its_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("host.crt");
+        let (key_pem, _) = crypto::host_ca::host_key_and_csr("h1").unwrap();
+        let (cert_pem, _) = crypto::tls::self_signed_server_cert(&["h1".into()]).unwrap();
+        std::fs::write(&cert, cert_pem).unwrap();
+        // Damaged key files, as a copy and paste leaves them: the PEM parser's own errors would
+        // quote the damaged line, which is key material.
+        let key = dir.path().join("host.key");
+        let flattened: String = key_pem.lines().collect();
+        let truncated: String = key_pem.lines().take(3).collect::<Vec<_>>().join("\n");
+        for damaged in [flattened, truncated] {
+            std::fs::write(&key, &damaged).unwrap();
+            let message = error(&global(Some(cert.clone()), Some(key.clone())));
+            assert_eq!(
+                message,
+                format!("{} holds no readable PEM private key", key.display())
+            );
+        }
+        let missing = dir.path().join("absent.key");
+        let message = error(&global(Some(cert.clone()), Some(missing)));
+        assert!(message.contains("absent.key"), "{message}");
+        // One without the other is an error, not a silent fallback to no certificate.
+        assert!(error(&global(Some(cert), None)).contains("give both"));
+        assert!(host_identity(&global(None, None)).unwrap().is_none());
+    }
 }

@@ -1,13 +1,15 @@
 //! Deletion commands: request a crypto-shred, schedule one, follow it, fetch the certificate.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use serde_json::json;
 use types::{RepoRef, VendorName};
+use wire::Empty;
+use wire::deletion::{DeleteAfter, DeleteAfterSet, DeletionStarted, DeletionStatus};
 
 use crate::Global;
+use crate::args::{opaque_id, parse_time};
 use crate::client::Client;
 use crate::output::Output;
 
@@ -41,7 +43,7 @@ pub enum DeleteCommand {
 }
 
 pub async fn run(command: DeleteCommand, global: &Global, out: &Output) -> anyhow::Result<()> {
-    let client = Client::from_settings(global)?;
+    let client = &Client::from_settings(global)?;
     match command {
         DeleteCommand::Delete {
             model,
@@ -53,85 +55,103 @@ pub async fn run(command: DeleteCommand, global: &Global, out: &Output) -> anyho
                 (None, Some(v)) => format!("/v1/vendors/{}/delete", VendorName::parse(v)?),
                 _ => bail!("name a model (VENDOR/MODEL) or --vendor VENDOR"),
             };
-            let v = client.post_json(&path, &json!({})).await?;
-            let id = v["deletion"].as_str().unwrap_or("").to_owned();
-            if v["state"] == "pending-approval" {
-                out.result(&v, || {
-                    format!("deletion {id} waits for a second admin: custody approve {id}")
-                });
-                return Ok(());
-            }
-            match certificate_out {
-                Some(file) => {
-                    let done = wait_for_certificate(&client, &id, &file).await?;
-                    out.result(&done, || {
-                        format!("deleted; certificate written to {}", file.display())
-                    });
-                }
-                None => out.result(&v, || {
-                    format!("deletion {id} started; follow it with: custody deletion {id}")
-                }),
-            }
+            delete(client, &path, certificate_out.as_deref(), out).await
         }
         DeleteCommand::DeleteAfter { model, at } => {
-            let repo = RepoRef::parse(&model)?;
             let at = if at == "none" {
                 None
             } else {
-                Some(crate::access::parse_time(&at)?)
+                Some(parse_time(&at)?)
             };
-            let v = client
-                .put_json(
-                    &format!("/v1/models/{repo}/delete-after"),
-                    &json!({ "at": at }),
-                )
-                .await?;
-            out.result(&v, || match at {
-                Some(t) => format!("{repo} will be shredded at {t}"),
-                None => format!("{repo} has no scheduled deletion"),
-            });
+            delete_after(client, &RepoRef::parse(&model)?, at, out).await
         }
         DeleteCommand::Deletion {
             id,
             certificate_out,
-        } => {
-            crate::client::opaque_id(&id)?;
-            let v = client.get_json(&format!("/v1/deletions/{id}")).await?;
-            if let Some(file) = certificate_out {
-                if v["certificate"].is_null() {
-                    bail!(
-                        "deletion {id} has no certificate yet (state {})",
-                        v["state"].as_str().unwrap_or("?")
-                    );
-                }
-                write_certificate(&v["certificate"], &file)?;
-            }
-            out.result(&v, || {
-                format!("deletion {id}: {}", v["state"].as_str().unwrap_or("?"))
-            });
-        }
+        } => deletion(client, opaque_id(&id)?, certificate_out.as_deref(), out).await,
     }
-    Ok(())
+}
+
+async fn delete(
+    client: &Client,
+    path: &str,
+    certificate_out: Option<&Path>,
+    out: &Output,
+) -> anyhow::Result<()> {
+    let started: DeletionStarted = client.post(path, &Empty {}).await?;
+    let id = &started.deletion;
+    if started.is_pending_approval() {
+        return out.result(&started, || {
+            format!("deletion {id} waits for a second admin: custody approve {id}")
+        });
+    }
+    match certificate_out {
+        Some(file) => {
+            let done = wait_for_certificate(client, opaque_id(id)?, file).await?;
+            out.result(&done, || {
+                format!("deleted; certificate written to {}", file.display())
+            })
+        }
+        None => out.result(&started, || {
+            format!("deletion {id} started; follow it with: custody deletion {id}")
+        }),
+    }
+}
+
+async fn delete_after(
+    client: &Client,
+    repo: &RepoRef,
+    at: Option<i64>,
+    out: &Output,
+) -> anyhow::Result<()> {
+    let set: DeleteAfterSet = client
+        .put(
+            &format!("/v1/models/{repo}/delete-after"),
+            &DeleteAfter { at },
+        )
+        .await?;
+    out.result(&set, || match at {
+        Some(t) => format!("{repo} will be shredded at {t}"),
+        None => format!("{repo} has no scheduled deletion"),
+    })
+}
+
+async fn deletion(
+    client: &Client,
+    id: &str,
+    certificate_out: Option<&Path>,
+    out: &Output,
+) -> anyhow::Result<()> {
+    let status: DeletionStatus = client.get(&format!("/v1/deletions/{id}")).await?;
+    if let Some(file) = certificate_out {
+        let Some(certificate) = &status.certificate else {
+            bail!(
+                "deletion {id} has no certificate yet (state {})",
+                status.state
+            );
+        };
+        write_certificate(certificate, file)?;
+    }
+    out.result(&status, || format!("deletion {id}: {}", status.state))
 }
 
 async fn wait_for_certificate(
     client: &Client,
     id: &str,
-    file: &std::path::Path,
-) -> anyhow::Result<serde_json::Value> {
+    file: &Path,
+) -> anyhow::Result<DeletionStatus> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
     let mut pause = std::time::Duration::from_millis(100);
-    crate::client::opaque_id(id)?;
     loop {
-        let v = client.get_json(&format!("/v1/deletions/{id}")).await?;
-        if !v["certificate"].is_null() {
-            write_certificate(&v["certificate"], file)?;
-            return Ok(v);
+        let status: DeletionStatus = client.get(&format!("/v1/deletions/{id}")).await?;
+        if let Some(certificate) = &status.certificate {
+            write_certificate(certificate, file)?;
+            return Ok(status);
         }
         if std::time::Instant::now() > deadline {
             bail!(
                 "deletion {id} is still at {} after 10 minutes; it continues on the server",
-                v["state"].as_str().unwrap_or("?")
+                status.state
             );
         }
         // Each poll is an audited read: start quick (a shred takes well under a second),
@@ -141,10 +161,8 @@ async fn wait_for_certificate(
     }
 }
 
-fn write_certificate(
-    certificate: &serde_json::Value,
-    file: &std::path::Path,
-) -> anyhow::Result<()> {
+/// Writes the certificate document as the server holds it (pretty-printed JSON).
+fn write_certificate(certificate: &serde_json::Value, file: &Path) -> anyhow::Result<()> {
     let mut text = serde_json::to_string_pretty(certificate)?;
     text.push('\n');
     std::fs::write(file, text).with_context(|| format!("writing {}", file.display()))

@@ -9,43 +9,58 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use clap::Args;
 use futures::StreamExt;
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde::Serialize;
 use tokio::io::AsyncWriteExt;
-use types::{RepoPath, RepoRef, Sha256Hex};
+use types::{CommitId, RepoPath, RepoRef, Sha256Hex};
+use wire::models::{FileEntry, RevisionFiles};
 
+use crate::Global;
 use crate::client::{Client, encode_path};
 use crate::output::Output;
 use crate::upload::progress;
-use crate::wipe::FetchRecord;
+use crate::wipe::{self, FetchRecord};
 
 /// Suffix of a download in progress. Nothing with it is ever a finished file.
 const PARTIAL_SUFFIX: &str = ".custody-partial";
 
-struct Remote {
-    path: RepoPath,
-    size: u64,
-    sha256: Sha256Hex,
+#[derive(Args)]
+pub struct FetchArgs {
+    /// VENDOR/MODEL or VENDOR/MODEL@COMMIT
+    model: String,
+    #[arg(long)]
+    out: PathBuf,
 }
 
-fn parse_manifest(revision: &Value) -> anyhow::Result<Vec<Remote>> {
-    let files = revision["files"]
-        .as_array()
-        .context("the server's revision has no file list")?;
-    files
-        .iter()
-        .map(|f| {
-            // The server is checked too: a path that could escape the output folder is refused.
-            let path = RepoPath::parse(f["path"].as_str().unwrap_or(""))
-                .context("the server sent an unsafe path")?;
-            Ok(Remote {
-                path,
-                size: f["size"].as_u64().context("file without size")?,
-                sha256: Sha256Hex::parse(f["sha256"].as_str().unwrap_or(""))?,
-            })
-        })
-        .collect()
+/// What `custody fetch --json` prints.
+#[derive(Serialize)]
+pub struct Fetched {
+    pub model: String,
+    pub commit: CommitId,
+    pub files: Vec<FileEntry>,
+    pub bytes_received: u64,
+}
+
+pub async fn run(args: FetchArgs, global: &Global, out: &Output) -> anyhow::Result<()> {
+    let (name, rev) = match args.model.split_once('@') {
+        Some((n, r)) => (n, r),
+        None => (args.model.as_str(), "main"),
+    };
+    let repo = RepoRef::parse(name)?;
+    let client = Client::from_settings(global)?;
+    let record = wipe::fetch_record(global, &client)?;
+    let done = fetch(&client, &repo, rev, &args.out, record.as_ref(), out).await?;
+    out.result(&done, || {
+        format!(
+            "fetched {} files of {}@{} into {}",
+            done.files.len(),
+            repo,
+            done.commit,
+            args.out.display()
+        )
+    })
 }
 
 fn local_path(out: &Path, path: &RepoPath) -> PathBuf {
@@ -61,37 +76,33 @@ pub async fn fetch(
     out_dir: &Path,
     record: Option<&FetchRecord>,
     out: &Output,
-) -> anyhow::Result<Value> {
-    let revision = client
-        .get_json(&format!("/v1/models/{repo}/revisions/{rev}"))
+) -> anyhow::Result<Fetched> {
+    // The server is checked too: a path that could escape the output folder does not parse.
+    let revision: RevisionFiles = client
+        .get(&format!("/v1/models/{repo}/revisions/{rev}"))
         .await?;
-    let commit = revision["commit"]
-        .as_str()
-        .context("the server's revision has no commit id")?
-        .to_owned();
-    let files = parse_manifest(&revision)?;
+    let commit = revision.revision.commit;
+    let files = revision.files;
     // On a host, note where the files go before the first byte arrives, so `custody wipe`
     // finds them (and any partial download) once the model is deleted.
     if let Some(record) = record {
         let paths: Vec<&RepoPath> = files.iter().map(|f| &f.path).collect();
-        record.note(repo, &commit, out_dir, &paths)?;
+        record.note(repo, commit.as_str(), out_dir, &paths)?;
     }
     let total: u64 = files.iter().map(|f| f.size).sum();
     let bar = progress(total, out, "fetching");
-    let mut fetched = Vec::new();
     let mut bytes_received = 0;
     for file in &files {
         let local = local_path(out_dir, &file.path);
         bytes_received += download(client, repo, &commit, file, &local, &bar).await?;
-        fetched.push(json!({ "path": file.path, "size": file.size, "sha256": file.sha256 }));
     }
     bar.finish_and_clear();
-    Ok(json!({
-        "model": repo.to_string(),
-        "commit": commit,
-        "files": fetched,
-        "bytes_received": bytes_received,
-    }))
+    Ok(Fetched {
+        model: repo.to_string(),
+        commit,
+        files,
+        bytes_received,
+    })
 }
 
 /// Files from this size on are fetched as parallel ranges, resumably.
@@ -103,8 +114,8 @@ const RANGES_AT_ONCE: usize = 4;
 async fn download(
     client: &Client,
     repo: &RepoRef,
-    commit: &str,
-    file: &Remote,
+    commit: &CommitId,
+    file: &FileEntry,
     local: &Path,
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<u64> {
@@ -162,7 +173,7 @@ struct RangeState {
 async fn download_ranges(
     client: &Client,
     url: &str,
-    file: &Remote,
+    file: &FileEntry,
     partial: &Path,
     state_path: &Path,
     bar: &indicatif::ProgressBar,
@@ -223,7 +234,7 @@ async fn download_ranges(
 async fn fetch_range(
     client: &Client,
     url: &str,
-    file: &Remote,
+    file: &FileEntry,
     start: u64,
     end: u64,
     out: std::sync::Arc<std::fs::File>,
@@ -280,7 +291,7 @@ async fn save_state(path: &Path, state: &RangeState) -> anyhow::Result<()> {
 }
 
 /// Hashes the finished file and compares it with the manifest.
-async fn verify_file(path: &Path, file: &Remote) -> anyhow::Result<()> {
+async fn verify_file(path: &Path, file: &FileEntry) -> anyhow::Result<()> {
     let path = path.to_owned();
     let digest = tokio::task::spawn_blocking(move || -> std::io::Result<[u8; 32]> {
         use std::io::Read;
@@ -310,7 +321,7 @@ async fn verify_file(path: &Path, file: &Remote) -> anyhow::Result<()> {
 async fn download_to(
     client: &Client,
     url: &str,
-    file: &Remote,
+    file: &FileEntry,
     partial: &Path,
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<()> {

@@ -1,9 +1,16 @@
 //! Human or JSON output. Errors go to stderr either way; with `--json` as `{"error": …}`.
+//! Results are typed: the server's `wire` bodies, or the CLI's own report types.
 
-use serde_json::Value;
+use serde::Serialize;
 
 pub struct Output {
     json: bool,
+}
+
+/// An error as `--json` prints it.
+#[derive(Serialize)]
+struct ErrorReport {
+    error: String,
 }
 
 impl Output {
@@ -15,30 +22,58 @@ impl Output {
         self.json
     }
 
-    /// Prints a result: the JSON value with `--json`, otherwise the human text.
-    pub fn result(&self, value: &Value, human: impl FnOnce() -> String) {
+    /// Prints a result: the value as JSON with `--json`, otherwise the human text.
+    pub fn result<T: Serialize>(
+        &self,
+        value: &T,
+        human: impl FnOnce() -> String,
+    ) -> anyhow::Result<()> {
         if self.json {
-            println!("{value}");
+            println!("{}", serde_json::to_string(value)?);
         } else {
             let text = human();
             if !text.is_empty() {
                 println!("{text}");
             }
         }
+        Ok(())
+    }
+
+    /// Prints a value as one line of JSON (for results with output of their own).
+    pub fn json_line<T: Serialize>(&self, value: &T) {
+        match serde_json::to_string(value) {
+            Ok(text) => println!("{text}"),
+            Err(e) => eprintln!("custody: error: printing the result: {e}"),
+        }
     }
 
     pub fn error(&self, error: &anyhow::Error) {
         if self.json {
-            eprintln!("{}", serde_json::json!({ "error": format!("{error:#}") }));
+            let report = ErrorReport {
+                error: format!("{error:#}"),
+            };
+            match serde_json::to_string(&report) {
+                Ok(text) => eprintln!("{text}"),
+                Err(_) => eprintln!("custody: error: {error:#}"),
+            }
         } else {
             eprintln!("custody: error: {error:#}");
         }
     }
 }
 
-pub fn lines(items: &Value, line: impl Fn(&Value) -> String) -> String {
-    items
-        .as_array()
-        .map(|a| a.iter().map(line).collect::<Vec<_>>().join("\n"))
-        .unwrap_or_default()
+/// One line per item.
+pub fn lines<T>(items: &[T], line: impl Fn(&T) -> String) -> String {
+    items.iter().map(line).collect::<Vec<_>>().join("\n")
+}
+
+/// Logs to stderr, filtered by `CUSTODY_LOG` (default `info`): for the long-running commands.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CUSTODY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
 }

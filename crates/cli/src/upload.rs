@@ -4,15 +4,58 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use clap::Args;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use types::{RepoPath, RepoRef};
+use wire::ErrorCode;
+use wire::models::FileEntry;
+use wire::upload::{Committed, ManifestEntry, PutQuery, UploadRequest, UploadSession};
 
+use crate::Global;
 use crate::client::Client;
 use crate::output::Output;
+
+#[derive(Args)]
+pub struct UploadArgs {
+    /// Local folder in Hugging Face layout
+    dir: PathBuf,
+    /// VENDOR/MODEL
+    model: String,
+    #[arg(long, short, default_value = "")]
+    message: String,
+    /// Upload what you made from COMMIT of the same model (converted or quantized
+    /// weights, test logs): a revision of the model, shredded with it (committers need a
+    /// grant on the model)
+    #[arg(long, value_name = "COMMIT")]
+    derived_from: Option<String>,
+}
+
+/// What `custody upload --json` prints: the new revision, and how much was sent this run.
+#[derive(Serialize)]
+pub struct Uploaded {
+    #[serde(flatten)]
+    pub revision: Committed,
+    pub bytes_sent: u64,
+}
+
+pub async fn run(args: UploadArgs, global: &Global, out: &Output) -> anyhow::Result<()> {
+    let repo = RepoRef::parse(&args.model)?;
+    let client = Client::from_settings(global)?;
+    let done = upload(
+        &client,
+        &args.dir,
+        &repo,
+        &args.message,
+        args.derived_from.as_deref(),
+        out,
+    )
+    .await?;
+    out.result(&done, || done.revision.commit.to_string())
+}
 
 struct LocalFile {
     path: RepoPath,
@@ -98,7 +141,7 @@ pub async fn upload(
     message: &str,
     derived_from: Option<&str>,
     out: &Output,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<Uploaded> {
     let found = collect(dir)?;
     let total: u64 = found.iter().map(|f| f.2).sum();
 
@@ -115,21 +158,22 @@ pub async fn upload(
     }
     bar.finish_and_clear();
 
-    let manifest: Vec<Value> = files
-        .iter()
-        .map(|f| json!({ "path": f.path, "size": f.size, "sha256": f.sha256 }))
-        .collect();
-    let mut begin = json!({ "message": message, "files": manifest });
-    if let Some(commit) = derived_from {
-        begin["derived_from"] = json!(commit);
-    }
+    let begin = UploadRequest {
+        message: message.to_owned(),
+        files: files
+            .iter()
+            .map(|f| ManifestEntry {
+                path: f.path.to_string(),
+                size: f.size,
+                sha256: f.sha256.clone(),
+            })
+            .collect(),
+        derived_from: derived_from.map(str::to_owned),
+    };
     let begin_path = format!("/v1/models/{repo}/uploads");
     // Sending the same manifest again returns the open session with what it already holds.
-    let mut session = client.post_json(&begin_path, &begin).await?;
-    let upload_id = session["upload_id"]
-        .as_str()
-        .context("the server did not return an upload id")?
-        .to_owned();
+    let mut session: UploadSession = client.post(&begin_path, &begin).await?;
+    let upload_id = session.upload_id.clone();
 
     let bar = progress(total, out, "uploading");
     let mut bytes_sent = 0u64;
@@ -177,18 +221,20 @@ pub async fn upload(
             None => break,
             // Another run of the same upload moved the server ahead: look again, once.
             Some(e) if attempt == 0 && is_resume_mismatch(&e) => {
-                session = client.post_json(&begin_path, &begin).await?;
+                session = client.post(&begin_path, &begin).await?;
             }
             Some(e) => return Err(e),
         }
     }
     bar.finish_and_clear();
 
-    let mut done = client
-        .post_json(&format!("/v1/uploads/{upload_id}/commit"), &json!({}))
+    let revision: Committed = client
+        .post(&format!("/v1/uploads/{upload_id}/commit"), &wire::Empty {})
         .await?;
-    done["bytes_sent"] = json!(bytes_sent);
-    Ok(done)
+    Ok(Uploaded {
+        revision,
+        bytes_sent,
+    })
 }
 
 /// Files at least this large are sent one at a time.
@@ -196,36 +242,24 @@ const LARGE_FILE: u64 = 8 << 20;
 const SMALL_FILES_AT_ONCE: usize = 4;
 
 /// For each file of the session: `None` when stored, else the offset to send from.
-fn resume_offsets(session: &Value, count: usize) -> anyhow::Result<Vec<Option<u64>>> {
-    let files = session["files"]
-        .as_array()
-        .context("the server's session has no files")?;
+fn resume_offsets(session: &UploadSession, count: usize) -> anyhow::Result<Vec<Option<u64>>> {
+    let files = &session.files;
     if files.len() != count {
         bail!(
             "the server's session lists {} files, expected {count}",
             files.len()
         );
     }
-    files
+    Ok(files
         .iter()
-        .map(|f| {
-            if f["done"].as_bool().unwrap_or(false) {
-                Ok(None)
-            } else {
-                Ok(Some(
-                    f["resume_offset"]
-                        .as_u64()
-                        .context("session without resume offset")?,
-                ))
-            }
-        })
-        .collect()
+        .map(|f| (!f.done).then_some(f.resume_offset))
+        .collect())
 }
 
 fn is_resume_mismatch(e: &anyhow::Error) -> bool {
     e.chain()
         .filter_map(|c| c.downcast_ref::<crate::client::ServerError>())
-        .any(|s| s.code == "resume_mismatch")
+        .any(|s| s.code == ErrorCode::ResumeMismatch)
 }
 
 /// Sends one file from `offset` to its end; returns the bytes sent.
@@ -252,15 +286,25 @@ async fn send_file(
     let request = client
         .request(
             Method::PUT,
-            &format!("/v1/uploads/{upload_id}/files/{index}?offset={offset}"),
+            &format!("/v1/uploads/{upload_id}/files/{index}"),
         )
+        .query(&PutQuery { offset })
         .header(reqwest::header::CONTENT_LENGTH, length)
         .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
         .body(reqwest::Body::wrap_stream(stream));
-    client
-        .send(request)
+    let stored: FileEntry = client
+        .call(request)
         .await
         .with_context(|| format!("uploading {}", file.path))?;
+    if stored.path != file.path || stored.sha256.as_str() != file.sha256 {
+        bail!(
+            "the server stored {} with sha256 {} instead of {} with {}",
+            stored.path,
+            stored.sha256,
+            file.path,
+            file.sha256
+        );
+    }
     Ok(length)
 }
 

@@ -21,9 +21,10 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use clap::Args;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
-use types::{RepoPath, RepoRef};
+use types::{HostName, RepoPath, RepoRef};
+use wire::wipe::{ConfirmWipe, WipeConfirmed, WipeList};
 
 use crate::Global;
 use crate::client::Client;
@@ -295,38 +296,63 @@ fn wipe_hf_cache(cache: &Path, model: &RepoRef, dry_run: bool) -> anyhow::Result
     Ok(removed)
 }
 
+#[derive(Args)]
 pub struct WipeArgs {
-    pub dry_run: bool,
-    pub hf_cache: Option<PathBuf>,
+    /// Show what would be removed; remove nothing, confirm nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Hugging Face cache folder to clean (default: HF_HUB_CACHE, HF_HOME/hub or
+    /// ~/.cache/huggingface/hub)
+    #[arg(long)]
+    hf_cache: Option<PathBuf>,
+}
+
+/// What `custody wipe --json` prints.
+#[derive(Serialize)]
+struct Wiped {
+    host: HostName,
+    dry_run: bool,
+    hf_cache: Option<String>,
+    models: Vec<ModelWiped>,
+}
+
+/// One deleted model: what was removed, and whether the server has the confirmation.
+#[derive(Serialize)]
+struct ModelWiped {
+    model: String,
+    deletion_id: String,
+    removed: Vec<String>,
+    files: usize,
+    confirmed: bool,
+    /// Whether the confirmation came after the certificate was issued.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    late: Option<bool>,
+    /// Why the model was not wiped completely or not confirmed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+pub async fn run(args: WipeArgs, global: &Global, out: &Output) -> anyhow::Result<()> {
+    let done = wipe(global, &args, out).await?;
+    out.result(&done, || human(&done))
 }
 
 /// Asks the server which copies of this host belong to deleted models, removes them, and
 /// confirms. A model whose files could not all be removed is not confirmed (the error says
 /// why) and stays in the record for the next run.
-pub async fn wipe(global: &Global, args: &WipeArgs, out: &Output) -> anyhow::Result<Value> {
+async fn wipe(global: &Global, args: &WipeArgs, out: &Output) -> anyhow::Result<Wiped> {
     let client = Client::for_host(global)?;
     let state_file = state_path(global)?;
     let hf_cache = args.hf_cache.clone().or_else(default_hf_cache);
-    let listing = client.get_json("/v1/host/wipe").await?;
-    let deleted = listing["models"]
-        .as_array()
-        .context("the server's answer lists no models")?;
+    let listing: WipeList = client.get("/v1/host/wipe").await?;
 
     let _lock = lock(&state_file)?;
     let mut state = load(&state_file)?;
     let mut reports = Vec::new();
     let mut failed = 0usize;
-    for m in deleted {
-        let name = m["model"]
-            .as_str()
-            .context("a deleted model without a name")?;
+    for m in listing.models {
+        let name = m.model.as_str();
         let model = RepoRef::parse(name).context("the server named an invalid model")?;
-        let model_id = m["model_id"]
-            .as_str()
-            .context("a deleted model without an id")?;
-        let deletion_id = m["deletion_id"]
-            .as_str()
-            .context("a deleted model without a deletion id")?;
         // Every revision of a deleted model is gone, so every local copy of it goes, from
         // whichever server or folder it was fetched.
         let (mine, rest): (Vec<LocalCopy>, Vec<LocalCopy>) = std::mem::take(&mut state.copies)
@@ -348,18 +374,20 @@ pub async fn wipe(global: &Global, args: &WipeArgs, out: &Output) -> anyhow::Res
             }
         }
         let removed_names: Vec<String> = removed.iter().map(|p| p.display().to_string()).collect();
-        let mut report = json!({
-            "model": name,
-            "deletion_id": deletion_id,
-            "removed": removed_names,
-            "files": removed.len(),
-            "confirmed": false,
-        });
+        let mut report = ModelWiped {
+            model: m.model.clone(),
+            deletion_id: m.deletion_id.clone(),
+            removed: removed_names,
+            files: removed.len(),
+            confirmed: false,
+            late: None,
+            error: None,
+        };
         if !errors.is_empty() {
             // Keep the record of what could not be removed, for the next run.
             state.copies.extend(mine);
             failed += 1;
-            report["error"] = json!(errors.join("; "));
+            report.error = Some(errors.join("; "));
             reports.push(report);
             continue;
         }
@@ -368,27 +396,24 @@ pub async fn wipe(global: &Global, args: &WipeArgs, out: &Output) -> anyhow::Res
             reports.push(report);
             continue;
         }
-        let confirmation = client
-            .post_json(
-                "/v1/host/wipe",
-                &json!({
-                    "deletion_id": deletion_id,
-                    "model_id": model_id,
-                    "files": removed.len(),
-                }),
-            )
-            .await;
-        match confirmation {
+        let confirmation = ConfirmWipe {
+            deletion_id: m.deletion_id.clone(),
+            model_id: m.model_id.clone(),
+            files: removed.len() as u64,
+        };
+        let confirmed: anyhow::Result<WipeConfirmed> =
+            client.post("/v1/host/wipe", &confirmation).await;
+        match confirmed {
             Ok(confirmed) => {
                 // Forget the copies only once the server has the confirmation.
                 save(&state_file, &state)?;
-                report["confirmed"] = json!(true);
-                report["late"] = confirmed["late"].clone();
+                report.confirmed = true;
+                report.late = Some(confirmed.late);
             }
             Err(e) => {
                 state.copies.extend(mine);
                 failed += 1;
-                report["error"] = json!(format!("files removed, confirmation failed: {e:#}"));
+                report.error = Some(format!("files removed, confirmation failed: {e:#}"));
             }
         }
         reports.push(report);
@@ -396,14 +421,14 @@ pub async fn wipe(global: &Global, args: &WipeArgs, out: &Output) -> anyhow::Res
     if !args.dry_run {
         save(&state_file, &state)?;
     }
-    let result = json!({
-        "host": listing["host"],
-        "dry_run": args.dry_run,
-        "hf_cache": hf_cache.map(|p| p.display().to_string()),
-        "models": reports,
-    });
+    let result = Wiped {
+        host: listing.host,
+        dry_run: args.dry_run,
+        hf_cache: hf_cache.map(|p| p.display().to_string()),
+        models: reports,
+    };
     if failed > 0 {
-        out.result(&result, || human(&result));
+        out.result(&result, || human(&result))?;
         bail!(
             "{failed} deleted models could not be wiped completely; nothing was confirmed for them"
         );
@@ -412,34 +437,28 @@ pub async fn wipe(global: &Global, args: &WipeArgs, out: &Output) -> anyhow::Res
 }
 
 /// The human summary of a wipe.
-pub fn human(result: &Value) -> String {
-    let models = result["models"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or(&[]);
-    if models.is_empty() {
+fn human(result: &Wiped) -> String {
+    if result.models.is_empty() {
         return "no copies of deleted models on this host".to_owned();
     }
-    let dry = result["dry_run"].as_bool() == Some(true);
     let mut lines = Vec::new();
-    for m in models {
-        let name = m["model"].as_str().unwrap_or("");
-        let files = m["files"].as_u64().unwrap_or(0);
-        let line = if let Some(e) = m["error"].as_str() {
+    for m in &result.models {
+        let (name, files) = (&m.model, m.files);
+        let line = if let Some(e) = &m.error {
             format!("{name}: NOT wiped: {e}")
-        } else if dry {
+        } else if result.dry_run {
             format!("{name}: would remove {files} files")
         } else {
             format!(
                 "{name}: removed {files} files, wipe confirmed (deletion {})",
-                m["deletion_id"].as_str().unwrap_or("")
+                m.deletion_id
             )
         };
         lines.push(line);
-        for f in m["removed"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
-            lines.push(format!("  {}", f.as_str().unwrap_or("")));
+        for f in &m.removed {
+            lines.push(format!("  {f}"));
         }
-        if files == 0 && m["error"].is_null() {
+        if files == 0 && m.error.is_none() {
             lines.push(
                 "  no local copy found: copies made by other means than custody fetch or the \
                  Hugging Face cache are not covered"
