@@ -21,9 +21,14 @@ fn fetch_follows_grant_and_revoke() {
         )
     };
 
+    // Without a grant the model is as unknown as one that does not exist.
     let refused = fetch(&world);
     assert!(!refused.success);
-    assert!(refused.stderr.contains("no grant"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("model acme/gated not found"),
+        "{}",
+        refused.stderr
+    );
     assert!(
         list_files(&target).is_empty(),
         "a refused fetch wrote files"
@@ -44,7 +49,7 @@ fn fetch_follows_grant_and_revoke() {
     std::fs::remove_dir_all(&target).unwrap();
     let refused = fetch(&world);
     assert!(
-        !refused.success && refused.stderr.contains("no grant"),
+        !refused.success && refused.stderr.contains("not found"),
         "{}",
         refused.stderr
     );
@@ -92,16 +97,21 @@ fn roles_are_kept_apart() {
             vec!["token", "create", "--role", "operator", "--name", "me"],
             "may not create-token",
         ),
-        (&other_admin, vec!["upload", src, "acme/m"], "own vendor"),
+        // Another vendor's admin may not even see acme: what a missing vendor gets.
+        (
+            &other_admin,
+            vec!["upload", src, "acme/m"],
+            "vendor acme not found",
+        ),
         (
             &other_admin,
             vec!["grant", "acme/m", "--to", "bob"],
-            "own vendor",
+            "model acme/m not found",
         ),
         (
             &other_admin,
             vec!["fetch", "acme/m", "--out", out],
-            "own vendor",
+            "model acme/m not found",
         ),
         (
             &auditor,

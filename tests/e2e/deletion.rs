@@ -132,14 +132,23 @@ fn a_shredded_model_is_gone_for_good_even_from_backups() {
     let id = request_deletion(&world, "acme/gone");
     wait_done(&world.server, &world.admin, &id);
 
-    // The model answers "deleted" with the deletion's id; the other model still fetches.
+    // The model answers "deleted"; the deletion's id is the vendor's business, named to its
+    // admin but not to a committer. The other model still fetches.
     let (run, out) = fetch(&world, "acme/gone");
     assert!(!run.success);
     assert!(
-        run.stderr.contains("deleted") && run.stderr.contains(&id),
+        run.stderr.contains("deleted") && !run.stderr.contains(&id),
         "{}",
         run.stderr
     );
+    let (status, body) = world.server.api(
+        &world.admin,
+        "GET",
+        "/v1/models/acme/gone/revisions/main/files/config.json",
+        None,
+    );
+    assert_eq!(status, 410, "{body}");
+    assert!(body.to_string().contains(&id), "{body}");
     assert!(run.stderr.contains("410"), "{}", run.stderr);
     assert!(list_files(out.path()).is_empty());
     let (run, out) = fetch(&world, "acme/kept");
@@ -174,7 +183,9 @@ fn a_shredded_model_is_gone_for_good_even_from_backups() {
     let d = &v["certificate"]["deletion"];
     assert_eq!(d["certificate_id"], id.as_str());
     assert_eq!(d["models"][0]["name"], "gone");
-    assert_eq!(d["hosts"][0]["host"], "gpu-01");
+    // A host is its enrollment: the name, and which enrollment of that name held the copy.
+    let host = d["hosts"][0]["host"].as_str().unwrap();
+    assert!(host.starts_with("gpu-01 (enrollment "), "{host}");
     assert_eq!(d["hosts"][0]["wipe_confirmed"], false);
     assert!(
         d["post_checks"]
@@ -307,7 +318,7 @@ fn a_vendor_deletion_waits_for_a_second_admin_and_covers_every_model() {
     for model in ["acme/one", "acme/two"] {
         let (run, _) = fetch(&world, model);
         assert!(
-            !run.success && run.stderr.contains(&id),
+            !run.success && run.stderr.contains("deleted") && !run.stderr.contains(&id),
             "{model}: {}",
             run.stderr
         );

@@ -449,40 +449,56 @@ fn refused_committers_get_gated_repo_errors_with_the_reason() {
     world.upload(src.path(), "acme/m");
     let agent = Agent::start(&world.server, world.server.host.as_ref());
 
-    // No grant: every entry point says why.
+    // No grant: the model is as unknown to alice as one that does not exist.
     let hf = Hf::new(&agent.url, &world.alice);
-    for call in [
-        vec!["download", "acme/m", "config.json"],
-        vec!["snapshot", "acme/m"],
-        vec!["info", "acme/m"],
+    for (call, missing) in [
+        (
+            vec!["download", "acme/m", "config.json"],
+            vec!["download", "acme/nosuch", "config.json"],
+        ),
+        (vec!["snapshot", "acme/m"], vec!["snapshot", "acme/nosuch"]),
+        (vec!["info", "acme/m"], vec!["info", "acme/nosuch"]),
     ] {
-        let message = client_error(&hf.py(&call), "GatedRepoError");
-        assert!(
-            message.contains("you have no grant on this model; ask the vendor to grant you access"),
-            "{call:?}: {message}"
+        let hidden = client_error(&hf.py(&call), "RepositoryNotFoundError");
+        let unknown = client_error(&hf.py(&missing), "RepositoryNotFoundError");
+        assert_eq!(
+            hidden.replace("acme/m", "X"),
+            unknown.replace("acme/nosuch", "X"),
+            "{call:?}"
         );
     }
 
-    // Granted, then excluded: the exclusion wins, and its own reason reaches the user.
+    // Granted, under an embargo: she may see the model, so the refusal says why.
     grant(&world, "acme/m", "alice");
     assert!(hf.py(&["download", "acme/m", "config.json"])["path"].is_string());
-    world
-        .server
-        .ok(&world.admin, &["exclude", "acme/m", "alice"]);
+    let year_ahead = (std::time::SystemTime::now() + Duration::from_secs(365 * 86_400))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    world.server.ok(
+        &world.admin,
+        &["embargo", "acme/m", "--not-before", &year_ahead],
+    );
     let fresh = Hf::new(&agent.url, &world.alice);
     let message = client_error(
         &fresh.py(&["download", "acme/m", "config.json"]),
         "GatedRepoError",
     );
-    assert!(
-        message.contains("you are excluded from this model"),
-        "{message}"
-    );
+    assert!(message.contains("embargo"), "{message}");
     assert!(
         list_files(fresh.home.path())
             .iter()
             .all(|p| !p.contains("blobs/")),
         "a refused download left bytes in the cache"
+    );
+    // Excluded: the exclusion wins, and the model is hidden again.
+    world
+        .server
+        .ok(&world.admin, &["exclude", "acme/m", "alice"]);
+    client_error(
+        &fresh.py(&["download", "acme/m", "config.json"]),
+        "RepositoryNotFoundError",
     );
 }
 
@@ -589,27 +605,35 @@ impl CuttingProxy {
                 client.set_nonblocking(false).unwrap();
                 let upstream = TcpStream::connect(&target).unwrap();
                 let (c, r) = (c.clone(), r.clone());
-                // Client to agent: pass through, noting Range headers.
+                // Client to agent, line by line (the client's requests here have no body),
+                // noting Range headers and naming the agent in `Host`, as a reverse proxy
+                // does: the agent answers only requests addressed to itself.
                 let (mut from, mut to) =
                     (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                let agent_host = target.clone();
                 std::thread::spawn(move || {
                     let mut pending = Vec::new();
                     let mut buf = [0u8; 16 << 10];
-                    while let Ok(n) = from.read(&mut buf) {
+                    'relay: while let Ok(n) = from.read(&mut buf) {
                         if n == 0 {
                             break;
                         }
-                        // Noted before it is passed on, so it is on record before any answer.
                         pending.extend_from_slice(&buf[..n]);
                         while let Some(end) = pending.iter().position(|&b| b == b'\n') {
-                            let line: Vec<u8> = pending.drain(..=end).collect();
-                            let line = String::from_utf8_lossy(&line).trim().to_ascii_lowercase();
+                            let raw: Vec<u8> = pending.drain(..=end).collect();
+                            let line = String::from_utf8_lossy(&raw).trim().to_ascii_lowercase();
+                            // Noted before it is passed on, so it is on record before any answer.
                             if line.starts_with("range:") {
-                                r.lock().unwrap().push(line);
+                                r.lock().unwrap().push(line.clone());
                             }
-                        }
-                        if to.write_all(&buf[..n]).is_err() {
-                            break;
+                            let out = if line.starts_with("host:") {
+                                format!("Host: {agent_host}\r\n").into_bytes()
+                            } else {
+                                raw
+                            };
+                            if to.write_all(&out).is_err() {
+                                break 'relay;
+                            }
                         }
                     }
                     let _ = to.shutdown(Shutdown::Write);
@@ -967,7 +991,9 @@ fn revisions_heads_ranges_and_tree_pages_follow_the_hub() {
     assert_eq!(status, 404);
     assert_eq!(headers["x-error-code"], "RepoNotFound");
 
-    // The agent relays any request, bodies included: a grant made through it counts.
+    // The agent relays the Hub's read routes only: a grant sent through it (here by the
+    // vendor's own admin, as any local process could) is refused by the agent itself and
+    // never reaches the server.
     let bob = world.server.token("committer", None, "bob");
     let (ca, url, admin) = (
         world.server.ca.clone(),
@@ -983,15 +1009,19 @@ fn revisions_heads_ranges_and_tree_pages_follow_the_hub() {
             .send();
         r.await.unwrap().status().as_u16()
     });
-    assert_eq!(status, 201);
-    let (status, _, body) = request(
+    assert_eq!(status, 403);
+    assert_eq!(agent.count("POST", "/v1/models/acme/m/grants"), 0);
+    let (status, _, _) = request(
         &world.server,
         "GET",
         &a("/acme/m/resolve/main/config.json"),
         Some(&bob),
         None,
     );
-    assert_eq!((status, body), (200, std::fs::read(&config).unwrap()));
+    assert_eq!(
+        status, 404,
+        "bob holds no grant: the model is unknown to him"
+    );
 }
 
 #[test]

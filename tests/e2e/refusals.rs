@@ -73,7 +73,8 @@ fn the_server_refuses_bad_model_names() {
     for (path, fragment) in [
         ("/v1/models/acme/bad%20name/uploads", "may only contain"),
         ("/v1/models/acme/.hidden/uploads", "may only contain"),
-        ("/v1/models/acme/a..b/uploads", "may only contain"),
+        ("/v1/models/acme/a..b/uploads", "contains '--' or '..'"),
+        ("/v1/models/acme/a--b/uploads", "contains '--' or '..'"),
         ("/v1/models/ACME%0A/x/uploads", "may only contain"),
     ] {
         let (status, body) =

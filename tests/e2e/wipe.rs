@@ -115,7 +115,8 @@ fn fetch_records_copies_and_wipe_removes_those_of_deleted_models() {
     let copies = sql(
         s,
         &format!(
-            "SELECT host_name, path, bytes FROM host_copies WHERE model_id = '{id_m}' ORDER BY path"
+            "SELECT h.name, c.path, c.bytes FROM host_copies c JOIN hosts h ON h.id = c.host_id \
+             WHERE c.model_id = '{id_m}' ORDER BY c.path"
         ),
     );
     assert_eq!(
@@ -182,7 +183,8 @@ fn fetch_records_copies_and_wipe_removes_those_of_deleted_models() {
     assert_eq!(
         sql(
             s,
-            "SELECT deletion_id, host_name, files FROM wipe_confirmations"
+            "SELECT w.deletion_id, h.name, w.files FROM wipe_confirmations w \
+             JOIN hosts h ON h.id = w.host_id"
         ),
         format!("{deletion}|gpu-01|4")
     );
@@ -250,13 +252,16 @@ fn wipe_is_for_enrolled_hosts_and_their_own_copies() {
         (status, body["models"].clone()),
         (200, Value::Array(vec![]))
     );
-    let confirm = serde_json::json!({ "deletion_id": deletion, "model_id": id, "files": 0 });
+    let confirm = serde_json::json!({ "model_id": id, "files": 0 });
     let (status, body) = host_request(s, Some(&gpu02), Some(confirm.clone()));
     assert_eq!(status, 404, "{body}");
-    // Nor does a wrong deletion id count.
-    let wrong = serde_json::json!({ "deletion_id": "del-other", "model_id": id, "files": 2 });
+    // Nor does a model that was never deleted count, nor is the deletion's id ever shown to
+    // a host (it is the vendor's business).
+    let wrong = serde_json::json!({ "model_id": "0123456789abcdef", "files": 2 });
     let (status, _) = host_request(s, Some(&gpu01), Some(wrong));
     assert_eq!(status, 404);
+    let (_, listing) = host_request(s, Some(&gpu01), None);
+    assert!(!listing.to_string().contains(&deletion), "{listing}");
     assert_eq!(sql(s, "SELECT COUNT(*) FROM wipe_confirmations"), "0");
 
     // A revoked host can no longer receive bytes, but may still wipe and confirm.
@@ -352,15 +357,16 @@ fn derived_revisions_need_a_grant_and_a_revision_of_the_same_model() {
 
     // Refused: no grant; excluded despite a grant; a commit of another model; a plain upload
     // by a committer.
+    // (Both may not even see the model: they get what a missing model gets.)
     let run = s.custody(&bob, &["upload", q, "acme/m", "--derived-from", &base]);
     assert!(
-        !run.success && run.stderr.contains("no grant"),
+        !run.success && run.stderr.contains("model acme/m not found"),
         "{}",
         run.stderr
     );
     let run = s.custody(&carol, &["upload", q, "acme/m", "--derived-from", &base]);
     assert!(
-        !run.success && run.stderr.contains("excluded"),
+        !run.success && run.stderr.contains("model acme/m not found"),
         "{}",
         run.stderr
     );

@@ -1,5 +1,10 @@
 //! Access commands of a vendor admin: grants, exclusions, embargo windows, the two-person
-//! rule and its pending requests. (User groups are in `group.rs`, hosts in `host.rs`.)
+//! rule and its pending requests, and a model's access at a glance. (A vendor's user groups
+//! are in `group.rs`, hosts and their approvals in `host.rs`.)
+//!
+//! A change that widens access may wait for the vendor's approval (the two-person rule, or a
+//! requester who is not the vendor's admin): the server then answers with a pending request,
+//! which [`filed`] tells the user about.
 
 use anyhow::bail;
 use clap::Subcommand;
@@ -7,8 +12,9 @@ use reqwest::Method;
 use types::{GroupName, RepoRef, UserName, VendorName};
 use wire::Empty;
 use wire::access::{
-    Embargo, Exclude, Excluded, ExclusionList, ExclusionQuery, PendingAction, PendingList,
-    PendingRequest, SetEmbargo, Unexcluded, VendorSettings, VendorSettingsChanged,
+    Embargo, Exclude, Excluded, ExclusionList, ExclusionQuery, Filed, ModelAccess, Outcome,
+    PendingAction, PendingList, PendingRequest, SetEmbargo, Unexcluded, VendorSettings,
+    VendorSettingsChanged,
 };
 use wire::models::{GrantRequest, GrantResponse, GrantRevoked, RevokeQuery};
 
@@ -53,23 +59,35 @@ pub enum AccessCommand {
     },
     /// List a vendor's exclusions (vendor admin)
     Exclusions { vendor: String },
-    /// Set or clear a model's embargo window for weights (vendor admin)
+    /// Set or clear a model's embargo window for weights (vendor admin); a window that opens
+    /// earlier or closes later waits for approval under the two-person rule
     Embargo {
         /// VENDOR/MODEL
         model: String,
         /// No fetch before this time (RFC 3339, e.g. 2026-12-01T00:00:00Z, or Unix seconds)
-        #[arg(long)]
+        #[arg(long, required_unless_present = "clear")]
         not_before: Option<String>,
         /// No fetch from this time on
         #[arg(long)]
         not_after: Option<String>,
+        /// Remove the window (weights may be fetched at any time)
+        #[arg(long, conflicts_with_all = ["not_before", "not_after"])]
+        clear: bool,
     },
-    /// Require a second vendor admin's approval for grants and deletions (on|off)
+    /// Require two people of the vendor for every change that widens access or schedules
+    /// destruction (on|off; turning it off waits for a second person)
     TwoPerson { vendor: String, setting: OnOff },
-    /// Requests of a vendor waiting for a second admin's approval
+    /// Requests of a vendor waiting for its admins' approval
     Pending { vendor: String },
-    /// Approve another admin's pending request (vendor admin)
+    /// Approve a pending request of your vendor (vendor admin; never your own, nor one about
+    /// you)
     Approve { id: String },
+    /// Everything that decides who receives a model's weights: grants, exclusions, groups,
+    /// host groups and hosts, embargo, delete-after, the two-person rule, pending requests
+    Access {
+        /// VENDOR/MODEL
+        model: String,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -113,6 +131,7 @@ pub async fn run(command: AccessCommand, global: &Global, out: &Output) -> anyho
             model,
             not_before,
             not_after,
+            clear: _,
         } => {
             let window = SetEmbargo {
                 not_before: not_before.as_deref().map(parse_time).transpose()?,
@@ -128,7 +147,16 @@ pub async fn run(command: AccessCommand, global: &Global, out: &Output) -> anyho
             pending(client, &VendorName::parse(&vendor)?, out).await
         }
         AccessCommand::Approve { id } => approve(client, &id, out).await,
+        AccessCommand::Access { model } => access(client, &RepoRef::parse(&model)?, out).await,
     }
+}
+
+/// What a person reads when a change was filed for approval instead of applied.
+pub(crate) fn filed(what: &str, filed: &Filed) -> String {
+    format!(
+        "{what} waits for approval (request {}): {}",
+        filed.pending, filed.message
+    )
 }
 
 async fn grant(
@@ -152,8 +180,8 @@ async fn grant(
         .await?;
     out.result(&granted, || match &granted {
         GrantResponse::Pending(p) => format!(
-            "grant of {repo} to {who} is waiting for a second admin: custody approve {}",
-            p.pending
+            "the grant of {repo} to {who} waits for approval (request {}): {}",
+            p.pending, p.message
         ),
         GrantResponse::Granted(_) => format!("granted {who} access to {repo}"),
     })
@@ -217,9 +245,10 @@ async fn unexclude(
             &format!("/v1/vendors/{vendor}/exclusions/{user}"),
         )
         .query(&ExclusionQuery { model });
-    let lifted: Unexcluded = client.call(request).await?;
-    out.result(&lifted, || {
-        format!("lifted the exclusion of {user} from {target}")
+    let lifted: Outcome<Unexcluded> = client.call(request).await?;
+    out.result(&lifted, || match &lifted {
+        Outcome::Filed(f) => filed(&format!("lifting the exclusion of {user} from {target}"), f),
+        Outcome::Done(_) => format!("lifted the exclusion of {user} from {target}"),
     })
 }
 
@@ -244,10 +273,16 @@ async fn embargo(
     window: &SetEmbargo,
     out: &Output,
 ) -> anyhow::Result<()> {
-    let set: Embargo = client
+    let set: Outcome<Embargo> = client
         .put(&format!("/v1/models/{repo}/embargo"), window)
         .await?;
-    out.result(&set, || format!("embargo of {repo} set"))
+    out.result(&set, || match &set {
+        Outcome::Filed(f) => filed(&format!("the new embargo window of {repo}"), f),
+        Outcome::Done(e) => format!(
+            "embargo of {repo}: {}",
+            window_text(e.not_before, e.not_after)
+        ),
+    })
 }
 
 async fn two_person(
@@ -273,23 +308,64 @@ async fn two_person(
     })
 }
 
+/// A window as a person reads it.
+fn window_text(not_before: Option<i64>, not_after: Option<i64>) -> String {
+    match (not_before, not_after) {
+        (None, None) => "none (weights may be fetched at any time)".into(),
+        (Some(b), None) => format!("no fetch before {}", args::rfc3339(b)),
+        (None, Some(a)) => format!("no fetch from {} on", args::rfc3339(a)),
+        (Some(b), Some(a)) => format!("fetch from {} until {}", args::rfc3339(b), args::rfc3339(a)),
+    }
+}
+
+/// One line of what a request will do.
+fn request_text(p: &PendingRequest) -> String {
+    let on = p.model.as_deref().unwrap_or("-");
+    match &p.request {
+        PendingAction::Grant { to, .. } => format!("grant {on} to {to}"),
+        PendingAction::Delete => format!("delete {on}"),
+        PendingAction::DisableTwoPerson => "turn the two-person rule off".into(),
+        PendingAction::Unexclude { user } => format!("lift the exclusion of {user} from {on}"),
+        PendingAction::Embargo {
+            not_before,
+            not_after,
+        } => format!("embargo {on}: {}", window_text(*not_before, *not_after)),
+        PendingAction::AllowHostGroup { group } => format!("allow host group {group} for {on}"),
+        PendingAction::ApproveHost { host, host_id } => {
+            format!("approve host {host} (enrollment {host_id})")
+        }
+        PendingAction::DeleteAfter { at } => match at {
+            Some(t) => format!("delete {on} by itself at {}", args::rfc3339(*t)),
+            None => format!("clear the scheduled deletion of {on}"),
+        },
+        PendingAction::AddGroupMember { group, user } => format!("add {user} to group {group}"),
+        PendingAction::EndorseCredential {
+            token_id,
+            user,
+            role,
+        } => format!("let {user}'s {role} token {token_id} count here"),
+    }
+}
+
+/// `ID  what  by WHO  (approvals)  expiry`.
+fn pending_line(p: &PendingRequest) -> String {
+    let approvals = format!("{} of {} approvals", p.approvals.len(), p.approvals_needed);
+    let expiry = if p.expired {
+        "expired".to_owned()
+    } else {
+        format!("expires {}", args::rfc3339(p.expires_at))
+    };
+    format!(
+        "{}  {}  by {}  ({approvals})  {expiry}",
+        p.id,
+        request_text(p),
+        p.requested_by
+    )
+}
+
 async fn pending(client: &Client, vendor: &VendorName, out: &Output) -> anyhow::Result<()> {
     let list: PendingList = client.get(&format!("/v1/vendors/{vendor}/pending")).await?;
-    out.result(&list, || {
-        lines(&list.pending, |p| {
-            let to = match &p.request {
-                PendingAction::Grant { to, .. } => to.as_str(),
-                PendingAction::Delete | PendingAction::DisableTwoPerson => "",
-            };
-            format!(
-                "{}  {}  {}  {to}  by {}",
-                p.id,
-                p.request.kind(),
-                p.model.as_deref().unwrap_or("-"),
-                p.requested_by
-            )
-        })
-    })
+    out.result(&list, || lines(&list.pending, pending_line))
 }
 
 async fn approve(client: &Client, id: &str, out: &Output) -> anyhow::Result<()> {
@@ -299,7 +375,78 @@ async fn approve(client: &Client, id: &str, out: &Output) -> anyhow::Result<()> 
             &Empty {},
         )
         .await?;
-    out.result(&approved, || format!("approved request {id}"))
+    out.result(&approved, || {
+        let have = approved.approvals.len();
+        if approved.state == "approved" {
+            format!(
+                "approved request {id} ({}): carried out",
+                request_text(&approved)
+            )
+        } else {
+            format!(
+                "approved request {id} ({}): {have} of {} approvals; it waits for another person",
+                request_text(&approved),
+                approved.approvals_needed
+            )
+        }
+    })
+}
+
+async fn access(client: &Client, repo: &RepoRef, out: &Output) -> anyhow::Result<()> {
+    let view: ModelAccess = client.get(&format!("/v1/models/{repo}/access")).await?;
+    out.result(&view, || {
+        let mut text = vec![format!("access to {}", view.model)];
+        text.push(format!(
+            "  two-person rule: {}",
+            if view.two_person { "on" } else { "off" }
+        ));
+        text.push(format!(
+            "  embargo: {}",
+            window_text(view.embargo.not_before, view.embargo.not_after)
+        ));
+        text.push(format!(
+            "  delete after: {}",
+            view.delete_after.map_or("-".into(), args::rfc3339)
+        ));
+        text.push("  grants:".into());
+        for g in &view.grants {
+            let until = g
+                .expires_at
+                .map_or(String::new(), |t| format!(" until {}", args::rfc3339(t)));
+            text.push(format!("    {}{until} (by {})", g.to, g.granted_by));
+        }
+        text.push("  exclusions:".into());
+        for e in &view.exclusions {
+            let from = e.model.as_deref().map_or("every model", |_| "this model");
+            text.push(format!("    {} from {from}", e.user));
+        }
+        text.push("  groups:".into());
+        for m in &view.groups {
+            text.push(format!("    {}  {}", m.group, m.user));
+        }
+        text.push(format!(
+            "  host groups: {}",
+            view.host_groups
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        text.push("  hosts:".into());
+        for h in &view.hosts {
+            let state = match (&h.revoked_at, &h.approved_by) {
+                (Some(_), _) => "revoked".to_owned(),
+                (None, Some(by)) => format!("approved by {by}"),
+                (None, None) => "NOT approved: receives nothing".to_owned(),
+            };
+            text.push(format!("    {}  {}  {state}", h.name, h.group));
+        }
+        text.push("  pending:".into());
+        for p in &view.pending {
+            text.push(format!("    {}", pending_line(p)));
+        }
+        text.join("\n")
+    })
 }
 
 /// Who a grant names, parsed once from `--to`/`--from` or `--group`.

@@ -8,7 +8,11 @@
 //! (no cache, no plaintext on disk) and decides nothing: the server authorizes every request.
 //!
 //! It listens on plain HTTP, which is why it refuses any address but loopback: the bytes it
-//! relays are plaintext weights. Absolute URLs that point at the server (`Location`, `Link`)
+//! relays are plaintext weights. Loopback is still reachable by every local process and by
+//! web pages a browser on the host opens, so it relays only the Hugging Face client's read
+//! routes (never the host-only wipe routes nor the native API, which would lend the host's
+//! identity to any process), and only requests whose `Host` names the agent itself (DNS
+//! rebinding). Absolute URLs that point at the server (`Location`, `Link`)
 //! are rewritten to the agent's own address, so redirects and next pages stay on the agent
 //! (a redirect elsewhere would also lose the `Authorization` header).
 
@@ -157,6 +161,26 @@ impl Agent {
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_owned();
+        // Any process on this machine, and any web page a browser here opens, can reach the
+        // loopback port: only requests addressed to the agent by its own name, and only the
+        // Hugging Face client's read routes, are relayed with the host's identity.
+        if !self.addressed_to_me(request.headers()) {
+            tracing::warn!(%method, %path, "refused: the Host header names another site");
+            return refusal(
+                StatusCode::FORBIDDEN,
+                "custody agent: refused: this request was addressed to another host name \
+                 (a web page trying to reach the agent?); use the agent's own address",
+            );
+        }
+        if !hub_read_route(&method, request.uri().path()) {
+            tracing::warn!(%method, %path, "refused: not a Hugging Face read route");
+            return refusal(
+                StatusCode::FORBIDDEN,
+                "custody agent: refused: the agent relays only the Hugging Face Hub's read \
+                 routes (model info, file listings and downloads); use `custody` with the host \
+                 certificate for anything else",
+            );
+        }
         let agent_origin = self.own_origin(request.headers());
         match self.relay(request, &path, &agent_origin).await {
             Ok(response) => {
@@ -204,6 +228,23 @@ impl Agent {
         *response.status_mut() = status;
         *response.headers_mut() = headers;
         Ok(response)
+    }
+
+    /// Whether the request's `Host` names this agent: its loopback address and port, or
+    /// `localhost` with its port. A browser sends the name of the site whose page made the
+    /// request, so a page of another site (DNS rebinding) is refused here.
+    fn addressed_to_me(&self, headers: &HeaderMap) -> bool {
+        let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+            return false;
+        };
+        let port = self.local.port();
+        let mine = [
+            self.local.to_string(),
+            format!("localhost:{port}"),
+            format!("127.0.0.1:{port}"),
+            format!("[::1]:{port}"),
+        ];
+        mine.iter().any(|m| m.eq_ignore_ascii_case(host))
     }
 
     /// `http://HOST:PORT` as the client addressed us, so rewritten URLs reach us the same way.
@@ -267,6 +308,42 @@ fn rewrite_value(value: &str, server: &str, agent: &str) -> String {
 }
 
 /// The agent's own failure, in the Hub's error convention so the client shows it.
+/// The routes the Hugging Face client reads a model with (`shared/reference/hf-hub-api.md`):
+/// model info (optionally at a revision), tree listings, and `resolve` for file bytes; GET
+/// and HEAD only. Paths with `..` segments or percent-escapes in them are refused, so nothing
+/// the server would normalise differently slips through.
+fn hub_read_route(method: &hyper::Method, path: &str) -> bool {
+    if method != hyper::Method::GET && method != hyper::Method::HEAD {
+        return false;
+    }
+    if path.contains('%') || path.contains("//") {
+        return false;
+    }
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    if segments
+        .iter()
+        .any(|s| s.is_empty() || *s == "." || *s == "..")
+    {
+        return false;
+    }
+    match segments.as_slice() {
+        // /api/models/{ns}/{name}, /revision/{rev}, /tree/{rev}[/{path...}]
+        ["api", "models", _, _] => true,
+        ["api", "models", _, _, "revision", _] => true,
+        ["api", "models", _, _, "tree", _, ..] => true,
+        // /{ns}/{name}/resolve/{rev}/{path...}
+        [ns, _, "resolve", _, _, ..] => *ns != "api" && *ns != "v1",
+        _ => false,
+    }
+}
+
+/// A refusal of the agent's own, in the Hub's error shape (the client shows the message).
+fn refusal(status: StatusCode, message: &str) -> Response<reqwest::Body> {
+    let mut response = bad_gateway(message);
+    *response.status_mut() = status;
+    response
+}
+
 fn bad_gateway(message: &str) -> Response<reqwest::Body> {
     // Serializing a struct of one string cannot fail; the fallback is only for the type.
     let body = serde_json::to_string(&wire::hub::HubError {
@@ -293,7 +370,44 @@ fn bad_gateway(message: &str) -> Response<reqwest::Body> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "tests fail loudly")]
 mod tests {
+    use hyper::Method;
+
     use super::*;
+
+    #[test]
+    fn only_the_hub_read_routes_are_relayed() {
+        let cases = [
+            (Method::GET, "/api/models/acme/m", true),
+            (Method::GET, "/api/models/acme/m/revision/main", true),
+            (Method::GET, "/api/models/acme/m/tree/main", true),
+            (Method::GET, "/api/models/acme/m/tree/main/sub/dir", true),
+            (Method::HEAD, "/acme/m/resolve/main/config.json", true),
+            (
+                Method::GET,
+                "/acme/m/resolve/0123abc/sub/model.safetensors",
+                true,
+            ),
+            (Method::POST, "/api/models/acme/m", false),
+            (Method::PUT, "/acme/m/resolve/main/config.json", false),
+            (Method::GET, "/v1/host/wipe", false),
+            (Method::POST, "/v1/host/wipe", false),
+            (Method::GET, "/v1/models/acme/m", false),
+            (Method::GET, "/v1/x/resolve/main/y", false),
+            (Method::GET, "/api/whoami-v2", false),
+            (Method::GET, "/api/models/acme/m/commit/main", false),
+            (
+                Method::GET,
+                "/api/models/acme/m/../../../v1/host/wipe",
+                false,
+            ),
+            (Method::GET, "/acme/m/resolve/main/%2e%2e/x", false),
+            (Method::GET, "/acme//m/resolve/main/x", false),
+            (Method::GET, "/", false),
+        ];
+        for (method, path, relayed) in cases {
+            assert_eq!(hub_read_route(&method, path), relayed, "{method} {path}");
+        }
+    }
 
     #[test]
     fn urls_naming_the_server_are_pointed_at_the_agent() {

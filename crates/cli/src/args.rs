@@ -47,6 +47,13 @@ pub fn parse_time(value: &str) -> anyhow::Result<i64> {
         .as_secs() as i64)
 }
 
+/// Unix seconds as RFC 3339, as a person reads a time.
+pub fn rfc3339(secs: i64) -> String {
+    let t =
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0));
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
 /// Now, in Unix seconds.
 pub fn now() -> i64 {
     std::time::SystemTime::now()

@@ -6,6 +6,7 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use types::{RepoRef, VendorName};
 use wire::Empty;
+use wire::access::Outcome;
 use wire::deletion::{DeleteAfter, DeleteAfterSet, DeletionStarted, DeletionStatus};
 
 use crate::Global;
@@ -104,15 +105,20 @@ async fn delete_after(
     at: Option<i64>,
     out: &Output,
 ) -> anyhow::Result<()> {
-    let set: DeleteAfterSet = client
+    let set: Outcome<DeleteAfterSet> = client
         .put(
             &format!("/v1/models/{repo}/delete-after"),
             &DeleteAfter { at },
         )
         .await?;
-    out.result(&set, || match at {
-        Some(t) => format!("{repo} will be shredded at {t}"),
-        None => format!("{repo} has no scheduled deletion"),
+    out.result(&set, || match (&set, at) {
+        (Outcome::Filed(f), _) => {
+            crate::access::filed(&format!("scheduling the deletion of {repo}"), f)
+        }
+        (Outcome::Done(_), Some(t)) => {
+            format!("{repo} will be shredded at {}", crate::args::rfc3339(t))
+        }
+        (Outcome::Done(_), None) => format!("{repo} has no scheduled deletion"),
     })
 }
 

@@ -94,6 +94,11 @@ pub async fn fetch(
     let mut bytes_received = 0;
     for file in &files {
         let local = local_path(out_dir, &file.path);
+        // Folders 0700, created without going through a link someone planted.
+        let folder = std::path::Path::new(file.path.as_str())
+            .parent()
+            .unwrap_or(std::path::Path::new(""));
+        crate::private::create_dirs(out_dir, folder)?;
         bytes_received += download(client, repo, &commit, file, &local, &bar).await?;
     }
     bar.finish_and_clear();
@@ -119,11 +124,6 @@ async fn download(
     local: &Path,
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<u64> {
-    if let Some(parent) = local.parent() {
-        tokio::fs::create_dir_all(parent)
-            .await
-            .with_context(|| format!("creating {}", parent.display()))?;
-    }
     let mut partial_name = local.as_os_str().to_owned();
     partial_name.push(PARTIAL_SUFFIX);
     let partial = PathBuf::from(partial_name);
@@ -184,25 +184,22 @@ async fn download_ranges(
         range_len: RANGE_LEN,
         done: Default::default(),
     };
-    // Resume only a download of the same bytes, laid out the same way.
-    let previous = tokio::fs::read(state_path)
-        .await
-        .ok()
+    // Resume only a download of the same bytes, laid out the same way, into a partial file
+    // that is ours and private (see `private`); anything else starts over in a fresh file.
+    let previous = crate::private::read_own(state_path)
         .and_then(|b| serde_json::from_slice::<RangeState>(&b).ok())
         .filter(|s| {
             s.sha256 == fresh.sha256 && s.size == fresh.size && s.range_len == fresh.range_len
         });
-    let partial_len = tokio::fs::metadata(partial).await.map(|m| m.len()).ok();
-    let mut state = match previous {
-        Some(s) if partial_len == Some(file.size) => s,
-        _ => fresh,
+    let reused = match previous {
+        Some(_) => crate::private::reopen_own(partial)?
+            .filter(|f| f.metadata().is_ok_and(|m| m.len() == file.size)),
+        None => None,
     };
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(false)
-        .open(partial)
-        .with_context(|| format!("creating {}", partial.display()))?;
+    let (mut state, out) = match (previous, reused) {
+        (Some(s), Some(out)) => (s, out),
+        _ => (fresh, crate::private::create_new(partial)?),
+    };
     out.set_len(file.size)?;
     let out = std::sync::Arc::new(out);
     let ranges = file.size.div_ceil(RANGE_LEN);
@@ -284,8 +281,9 @@ async fn fetch_range(
 }
 
 async fn save_state(path: &Path, state: &RangeState) -> anyhow::Result<()> {
+    use std::io::Write;
     let tmp = PathBuf::from(format!("{}.tmp", path.display()));
-    tokio::fs::write(&tmp, serde_json::to_vec(state)?).await?;
+    crate::private::create_new(&tmp)?.write_all(&serde_json::to_vec(state)?)?;
     tokio::fs::rename(&tmp, path).await?;
     Ok(())
 }
@@ -329,9 +327,7 @@ async fn download_to(
         .send(client.request(Method::GET, url))
         .await
         .with_context(|| format!("fetching {}", file.path))?;
-    let mut out = tokio::fs::File::create(partial)
-        .await
-        .with_context(|| format!("creating {}", partial.display()))?;
+    let mut out = tokio::fs::File::from_std(crate::private::create_new(partial)?);
     let mut hasher = crypto::hash::Sha256::new();
     let mut received: u64 = 0;
     let mut body = response.bytes_stream();

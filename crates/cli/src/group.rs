@@ -1,8 +1,11 @@
-//! `custody group`: user groups (operator). Grants may name a group instead of a user.
+//! `custody group`: a vendor's user groups (vendor admin). Grants may name a group instead of
+//! a user. Groups belong to a vendor, and only its admins change them: adding a member widens
+//! access, so under the vendor's two-person rule it waits for a second person.
 
+use anyhow::Context;
 use clap::Subcommand;
-use types::{GroupName, UserName};
-use wire::access::{AddMember, GroupMembers, MemberAdded, MemberRemoved};
+use types::{GroupName, UserName, VendorName};
+use wire::access::{AddMember, GroupMembers, MemberAdded, MemberRemoved, Outcome};
 
 use crate::Global;
 use crate::client::Client;
@@ -10,38 +13,67 @@ use crate::output::{Output, lines};
 
 #[derive(Subcommand)]
 pub enum GroupCommand {
-    /// Add a user to a group
-    Add { group: String, user: String },
-    /// Remove a user from a group
-    Rm { group: String, user: String },
-    /// List groups and their members
-    Ls,
+    /// Add a user to a vendor's group
+    Add {
+        /// VENDOR/GROUP
+        group: String,
+        user: String,
+    },
+    /// Remove a user from a vendor's group
+    Rm {
+        /// VENDOR/GROUP
+        group: String,
+        user: String,
+    },
+    /// List a vendor's groups and their members
+    Ls { vendor: String },
+}
+
+/// `VENDOR/GROUP`.
+fn vendor_group(value: &str) -> anyhow::Result<(VendorName, GroupName)> {
+    let (vendor, group) = value.split_once('/').with_context(|| {
+        format!("{value:?}: groups belong to a vendor; name one as VENDOR/GROUP (e.g. acme/team)")
+    })?;
+    Ok((VendorName::parse(vendor)?, GroupName::parse(group)?))
 }
 
 pub async fn run(command: GroupCommand, global: &Global, out: &Output) -> anyhow::Result<()> {
     let client = &Client::from_settings(global)?;
     match command {
         GroupCommand::Add { group, user } => {
-            let (group, user) = (GroupName::parse(&group)?, UserName::parse(&user)?);
+            let ((vendor, group), user) = (vendor_group(&group)?, UserName::parse(&user)?);
             let request = AddMember {
                 user: user.to_string(),
             };
-            let added: MemberAdded = client
-                .post(&format!("/v1/groups/{group}/members"), &request)
+            let added: Outcome<MemberAdded> = client
+                .post(
+                    &format!("/v1/vendors/{vendor}/groups/{group}/members"),
+                    &request,
+                )
                 .await?;
-            out.result(&added, || format!("added {user} to group {group}"))
+            out.result(&added, || match &added {
+                Outcome::Filed(f) => {
+                    crate::access::filed(&format!("adding {user} to {vendor}/{group}"), f)
+                }
+                Outcome::Done(_) => format!("added {user} to {vendor}/{group}"),
+            })
         }
         GroupCommand::Rm { group, user } => {
-            let (group, user) = (GroupName::parse(&group)?, UserName::parse(&user)?);
+            let ((vendor, group), user) = (vendor_group(&group)?, UserName::parse(&user)?);
             let removed: MemberRemoved = client
-                .delete(&format!("/v1/groups/{group}/members/{user}"))
+                .delete(&format!(
+                    "/v1/vendors/{vendor}/groups/{group}/members/{user}"
+                ))
                 .await?;
-            out.result(&removed, || format!("removed {user} from group {group}"))
+            out.result(&removed, || format!("removed {user} from {vendor}/{group}"))
         }
-        GroupCommand::Ls => {
-            let list: GroupMembers = client.get("/v1/groups").await?;
+        GroupCommand::Ls { vendor } => {
+            let vendor = VendorName::parse(&vendor)?;
+            let list: GroupMembers = client.get(&format!("/v1/vendors/{vendor}/groups")).await?;
             out.result(&list, || {
-                lines(&list.members, |m| format!("{}  {}", m.group, m.user))
+                lines(&list.members, |m| {
+                    format!("{vendor}/{}  {}", m.group, m.user)
+                })
             })
         }
     }

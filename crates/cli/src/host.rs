@@ -1,16 +1,17 @@
 //! `custody host`: exclusive hosts. On the host: its key and signing request (`csr`). For
-//! the operator: enrollment, revocation, listing. For a vendor admin: which host groups may
-//! receive a model's weights.
+//! the operator: enrollment, revocation, listing. For a vendor admin: which enrollments may
+//! hold the vendor's weights (`approve`), and which host groups may receive a model's.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Subcommand;
 use serde::Serialize;
-use types::{HostGroupName, HostName, RepoRef};
+use types::{HostGroupName, HostName, RepoRef, VendorName};
 use wire::Empty;
 use wire::access::{
-    AllowHostGroup, EnrollHost, HostEnrolled, HostGroupChanged, HostList, HostRevoked,
+    AllowHostGroup, ApproveHost, EnrollHost, HostApproval, HostEnrolled, HostGroupChanged,
+    HostList, HostRevoked, Outcome, VendorHostList,
 };
 
 use crate::Global;
@@ -42,8 +43,17 @@ pub enum HostCommand {
     },
     /// Revoke a host: refused from its next request on (operator)
     Revoke { name: String },
-    /// List enrolled hosts (operator)
-    Ls,
+    /// List enrolled hosts (operator), or with --vendor the hosts in the vendor's allowed
+    /// groups and whether it approved each (vendor admin)
+    Ls {
+        #[arg(long)]
+        vendor: Option<String>,
+    },
+    /// Let a host's enrollment hold the vendor's weights (vendor admin): the operator enrolls
+    /// hosts, the vendor decides which of them it trusts
+    Approve { vendor: String, host: String },
+    /// Withdraw the vendor's approval of a host (vendor admin)
+    Unapprove { vendor: String, host: String },
     /// Let a host group's hosts receive a model's weights (vendor admin)
     Allow {
         /// VENDOR/MODEL
@@ -70,7 +80,37 @@ pub async fn run(command: HostCommand, global: &Global, out: &Output) -> anyhow:
             out: cert_out,
         } => enroll(&client()?, &csr, &name, &group, &cert_out, out).await,
         HostCommand::Revoke { name } => revoke(&client()?, &name, out).await,
-        HostCommand::Ls => list(&client()?, out).await,
+        HostCommand::Ls { vendor: None } => list(&client()?, out).await,
+        HostCommand::Ls {
+            vendor: Some(vendor),
+        } => vendor_list(&client()?, &VendorName::parse(&vendor)?, out).await,
+        HostCommand::Approve { vendor, host } => {
+            let (vendor, host) = (VendorName::parse(&vendor)?, HostName::parse(&host)?);
+            let request = ApproveHost {
+                host: host.to_string(),
+            };
+            let approved: Outcome<HostApproval> = client()?
+                .post(&format!("/v1/vendors/{vendor}/hosts"), &request)
+                .await?;
+            out.result(&approved, || match &approved {
+                Outcome::Filed(f) => {
+                    crate::access::filed(&format!("approving host {host} for {vendor}"), f)
+                }
+                Outcome::Done(a) => format!(
+                    "host {host} (enrollment {}) may hold {vendor}'s weights",
+                    a.host_id
+                ),
+            })
+        }
+        HostCommand::Unapprove { vendor, host } => {
+            let (vendor, host) = (VendorName::parse(&vendor)?, HostName::parse(&host)?);
+            let withdrawn: HostApproval = client()?
+                .delete(&format!("/v1/vendors/{vendor}/hosts/{host}"))
+                .await?;
+            out.result(&withdrawn, || {
+                format!("host {host} may no longer hold {vendor}'s weights")
+            })
+        }
         HostCommand::Allow { model, group } => allow(&client()?, &model, &group, out).await,
         HostCommand::Disallow { model, group } => disallow(&client()?, &model, &group, out).await,
     }
@@ -93,7 +133,21 @@ async fn list(client: &Client, out: &Output) -> anyhow::Result<()> {
             } else {
                 "active"
             };
-            format!("{}  {}  {state}", h.name, h.group)
+            format!("{}  {}  {state}  {}", h.name, h.group, h.id)
+        })
+    })
+}
+
+async fn vendor_list(client: &Client, vendor: &VendorName, out: &Output) -> anyhow::Result<()> {
+    let list: VendorHostList = client.get(&format!("/v1/vendors/{vendor}/hosts")).await?;
+    out.result(&list, || {
+        lines(&list.hosts, |h| {
+            let state = match (&h.revoked_at, &h.approved_by) {
+                (Some(_), _) => "revoked".to_owned(),
+                (None, Some(by)) => format!("approved by {by}"),
+                (None, None) => "not approved".to_owned(),
+            };
+            format!("{}  {}  {state}  {}", h.name, h.group, h.id)
         })
     })
 }
@@ -103,11 +157,17 @@ async fn allow(client: &Client, model: &str, group: &str, out: &Output) -> anyho
     let request = AllowHostGroup {
         group: group.to_string(),
     };
-    let allowed: HostGroupChanged = client
+    let allowed: Outcome<HostGroupChanged> = client
         .post(&format!("/v1/models/{repo}/host-groups"), &request)
         .await?;
-    out.result(&allowed, || {
-        format!("hosts of group {group} may receive {repo}")
+    out.result(&allowed, || match &allowed {
+        Outcome::Filed(f) => {
+            crate::access::filed(&format!("allowing host group {group} for {repo}"), f)
+        }
+        Outcome::Done(_) => format!(
+            "hosts of group {group} may receive {repo}, each once {} approves it",
+            repo.vendor
+        ),
     })
 }
 

@@ -23,6 +23,7 @@ mod host;
 mod models;
 mod output;
 mod policy;
+mod private;
 mod server;
 mod token;
 mod upload;
@@ -83,9 +84,11 @@ enum Command {
     /// Manage vendors (operator)
     #[command(subcommand)]
     Vendor(vendor::VendorCommand),
-    /// Manage tokens (operator)
+    /// Manage tokens (operator); rotate your own
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Who your token says you are, where it counts, and what waits for approval
+    Whoami,
     /// Upload a model folder as one immutable revision (vendor admin)
     Upload(upload::UploadArgs),
     /// List models, or a model's revisions
@@ -94,7 +97,7 @@ enum Command {
     Fetch(fetch::FetchArgs),
     #[command(flatten)]
     Access(access::AccessCommand),
-    /// User groups (operator)
+    /// A vendor's user groups (vendor admin): grants may name a group
     #[command(subcommand)]
     Group(group::GroupCommand),
     /// Exclusive hosts: key and signing request, enrollment, revocation
@@ -130,6 +133,7 @@ fn main() -> ExitCode {
         }
         Command::Vendor(command) => block_on(out, vendor::run(command, global, out)),
         Command::Token(command) => block_on(out, token::run(command, global, out)),
+        Command::Whoami => block_on(out, token::whoami(global, out)),
         Command::Upload(args) => block_on(out, upload::run(args, global, out)),
         Command::Ls(args) => block_on(out, models::run(args, global, out)),
         Command::Fetch(args) => block_on(out, fetch::run(args, global, out)),

@@ -28,6 +28,9 @@ pub struct ServerArgs {
     /// Cedar policy directory to use instead of the built-in policies (strictly validated)
     #[arg(long)]
     policy_dir: Option<PathBuf>,
+    /// Seconds a request waiting for a vendor's approval stays open (default: 7 days)
+    #[arg(long)]
+    pending_ttl_secs: Option<i64>,
 }
 
 /// glibc's allocator gives each thread that allocates its own arena (up to 8 per core) and
@@ -75,6 +78,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     }
     if let Some(dir) = args.policy_dir {
         config.policy_dir = Some(dir);
+    }
+    if let Some(ttl) = args.pending_ttl_secs {
+        anyhow::ensure!(ttl > 0, "--pending-ttl-secs must be positive");
+        config.pending_ttl_secs = ttl;
     }
     server::run(config, |started| {
         use std::io::Write;

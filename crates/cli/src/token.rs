@@ -3,7 +3,9 @@
 
 use clap::Subcommand;
 use wire::Empty;
-use wire::admin::{CreateToken, TokenCreated, TokenInfo, TokenList, TokenRevoked};
+use wire::admin::{
+    CreateToken, RotateToken, TokenCreated, TokenInfo, TokenList, TokenRevoked, UserList, WhoAmI,
+};
 
 use crate::Global;
 use crate::args::{self, opaque_id};
@@ -25,10 +27,20 @@ pub enum TokenCommand {
         #[arg(long)]
         expires_in: Option<args::Duration>,
     },
-    /// List tokens: ids, roles, owners, expiry, revocation (never secrets)
+    /// List tokens: ids, roles, owners, expiry, revocation, where each counts (never
+    /// secrets)
     Ls,
     /// Revoke a token by id (the part before the dot)
     Revoke { id: String },
+    /// Replace your own token by a new one that counts exactly where it did; the old one is
+    /// revoked (run it once you received a token someone else saw, such as the operator)
+    Rotate {
+        /// Lifetime of the new token, such as 30d
+        #[arg(long)]
+        expires_in: Option<args::Duration>,
+    },
+    /// Every person the service knows, with their ids (operator)
+    Users,
 }
 
 pub async fn run(command: TokenCommand, global: &Global, out: &Output) -> anyhow::Result<()> {
@@ -50,12 +62,87 @@ pub async fn run(command: TokenCommand, global: &Global, out: &Output) -> anyhow
         }
         TokenCommand::Ls => list(&client, out).await,
         TokenCommand::Revoke { id } => revoke(&client, &id, out).await,
+        TokenCommand::Rotate { expires_in } => {
+            let request = RotateToken {
+                expires_in_secs: expires_in.map(args::Duration::secs),
+            };
+            let created: TokenCreated = client.post("/v1/tokens/rotate", &request).await?;
+            out.result(&created, || created.token.clone())
+        }
+        TokenCommand::Users => {
+            let list: UserList = client.get("/v1/users").await?;
+            out.result(&list, || {
+                lines(&list.users, |u| {
+                    format!(
+                        "{}  {}  created {} by {}",
+                        u.name,
+                        u.id,
+                        args::rfc3339(u.created_at),
+                        u.created_by
+                    )
+                })
+            })
+        }
     }
+}
+
+/// `custody whoami`: who the token says you are, where it counts, and what waits.
+pub async fn whoami(global: &Global, out: &Output) -> anyhow::Result<()> {
+    let client = Client::from_settings(global)?;
+    let me: WhoAmI = client.get("/v1/whoami").await?;
+    out.result(&me, || {
+        let mut text = vec![format!(
+            "{} ({}, user id {}), token {}",
+            me.user,
+            match &me.vendor {
+                Some(v) => format!("{} of {v}", me.role),
+                None => me.role.to_string(),
+            },
+            me.user_id,
+            me.token_id
+        )];
+        text.push(match me.expires_at {
+            Some(t) => format!("expires {}", args::rfc3339(t)),
+            None => "never expires".into(),
+        });
+        if me.all_vendors {
+            text.push("counts at every vendor".into());
+        } else if !me.endorsed_by.is_empty() {
+            let names: Vec<_> = me.endorsed_by.iter().map(ToString::to_string).collect();
+            text.push(format!("counts at: {}", names.join(", ")));
+        }
+        for a in &me.awaiting {
+            text.push(format!(
+                "waits for {}'s approval (request {}): until then it gets nothing of {}'s",
+                a.vendor, a.pending, a.vendor
+            ));
+        }
+        if let Some(host) = &me.host {
+            text.push(format!("from exclusive host {host}"));
+        }
+        text.join("\n")
+    })
 }
 
 async fn create(client: &Client, request: &CreateToken, out: &Output) -> anyhow::Result<()> {
     let created: TokenCreated = client.post("/v1/tokens", request).await?;
-    // The token itself goes to stdout alone, so `$(custody token create …)` captures it.
+    // What the token is good for goes to stderr, so `$(custody token create …)` captures
+    // the token alone.
+    if !out.is_json() {
+        if !created.new_user {
+            eprintln!(
+                "custody: {} already exists (user id {}): this is another credential for that \
+                 same person",
+                created.name, created.user_id
+            );
+        }
+        for a in &created.awaiting {
+            eprintln!(
+                "custody: it counts for {}'s models only once {}'s admins approve request {}",
+                a.vendor, a.vendor, a.pending
+            );
+        }
+    }
     out.result(&created, || created.token.clone())
 }
 
@@ -71,8 +158,19 @@ async fn list(client: &Client, out: &Output) -> anyhow::Result<()> {
             } else {
                 "active"
             };
+            let counts = if t.all_vendors {
+                "everywhere".to_owned()
+            } else if t.endorsed_by.is_empty() {
+                "nowhere yet".to_owned()
+            } else {
+                t.endorsed_by
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
             format!(
-                "{}  {}  {}  {}  {state}",
+                "{}  {}  {}  {}  {state}  counts: {counts}",
                 t.id,
                 t.role,
                 t.vendor.as_ref().map_or("-", |v| v.as_str()),

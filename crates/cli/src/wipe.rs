@@ -103,7 +103,7 @@ impl FetchRecord {
         dir: &Path,
         paths: &[&RepoPath],
     ) -> anyhow::Result<()> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        crate::private::create_dirs(dir, Path::new(""))?;
         let dir =
             std::fs::canonicalize(dir).with_context(|| format!("resolving {}", dir.display()))?;
         let _lock = lock(&self.state)?;
@@ -320,7 +320,6 @@ struct Wiped {
 #[derive(Serialize)]
 struct ModelWiped {
     model: String,
-    deletion_id: String,
     removed: Vec<String>,
     files: usize,
     confirmed: bool,
@@ -376,7 +375,6 @@ async fn wipe(global: &Global, args: &WipeArgs, out: &Output) -> anyhow::Result<
         let removed_names: Vec<String> = removed.iter().map(|p| p.display().to_string()).collect();
         let mut report = ModelWiped {
             model: m.model.clone(),
-            deletion_id: m.deletion_id.clone(),
             removed: removed_names,
             files: removed.len(),
             confirmed: false,
@@ -397,7 +395,6 @@ async fn wipe(global: &Global, args: &WipeArgs, out: &Output) -> anyhow::Result<
             continue;
         }
         let confirmation = ConfirmWipe {
-            deletion_id: m.deletion_id.clone(),
             model_id: m.model_id.clone(),
             files: removed.len() as u64,
         };
@@ -449,10 +446,7 @@ fn human(result: &Wiped) -> String {
         } else if result.dry_run {
             format!("{name}: would remove {files} files")
         } else {
-            format!(
-                "{name}: removed {files} files, wipe confirmed (deletion {})",
-                m.deletion_id
-            )
+            format!("{name}: removed {files} files, wipe confirmed")
         };
         lines.push(line);
         for f in &m.removed {

@@ -305,10 +305,16 @@ impl PolicyEngine {
             ResourceFacts::Service => uid(&t.service, "custody"),
             ResourceFacts::Vendor(v) => {
                 let vendor_uid = uid(&t.vendor, v.name.as_str());
-                let attrs = HashMap::from([(
-                    "excluded".to_owned(),
-                    users(&mut v.excluded.iter().map(|u| u.as_str())),
-                )]);
+                let attrs = HashMap::from([
+                    (
+                        "excluded".to_owned(),
+                        users(&mut v.excluded.iter().map(|u| u.as_str())),
+                    ),
+                    (
+                        "readers".to_owned(),
+                        users(&mut v.readers.iter().map(|u| u.as_str())),
+                    ),
+                ]);
                 entities.push(
                     Entity::new(vendor_uid.clone(), attrs, HashSet::new()).map_err(|e| bad(&e))?,
                 );
@@ -316,10 +322,14 @@ impl PolicyEngine {
             }
             ResourceFacts::Model(m) => {
                 let vendor_uid = uid(&t.vendor, m.vendor.as_str());
-                let vendor_attrs = HashMap::from([(
-                    "excluded".to_owned(),
-                    users(&mut m.vendor_excluded.iter().map(|u| u.as_str())),
-                )]);
+                // A model's decision never reads the vendor's readers: the model has its own.
+                let vendor_attrs = HashMap::from([
+                    (
+                        "excluded".to_owned(),
+                        users(&mut m.vendor_excluded.iter().map(|u| u.as_str())),
+                    ),
+                    ("readers".to_owned(), users(&mut std::iter::empty())),
+                ]);
                 entities.push(
                     Entity::new(vendor_uid.clone(), vendor_attrs, HashSet::new())
                         .map_err(|e| bad(&e))?,

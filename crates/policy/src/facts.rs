@@ -42,6 +42,9 @@ pub struct VendorFacts {
     pub name: VendorName,
     /// Users excluded from every model of this vendor.
     pub excluded: Vec<UserName>,
+    /// Users holding a live grant (direct or through one of the vendor's groups) on one of
+    /// its models: committers see a vendor only then.
+    pub readers: Vec<UserName>,
 }
 
 /// One model and the data about it that decisions use.

@@ -112,6 +112,7 @@ fn cases() -> Vec<Case> {
             ResourceFacts::Vendor(VendorFacts {
                 name: vendor("acme"),
                 excluded: vec![],
+                readers: vec![user("alice")],
             }),
         )
     };
@@ -439,11 +440,18 @@ fn cases() -> Vec<Case> {
             "may not create-token",
         ),
         case(
-            "committer lists a vendor",
+            "committer lists a vendor where they hold a grant",
             acme(alice()),
             ReadMetadata,
             true,
             "committer-lists-vendors",
+        ),
+        case(
+            "committer without a grant at a vendor does not see it",
+            acme(bob()),
+            ReadMetadata,
+            false,
+            "may not read-metadata",
         ),
         // Expiry.
         case(
@@ -513,6 +521,7 @@ fn cases() -> Vec<Case> {
                 ResourceFacts::Vendor(VendorFacts {
                     name: vendor("acme"),
                     excluded: vec![user("alice")],
+                    readers: vec![user("alice")],
                 }),
             ),
             ReadMetadata,

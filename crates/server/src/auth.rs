@@ -264,10 +264,16 @@ pub async fn request_facts(
             let counts = store
                 .credential_counts(&credential.token_id, credential.all_vendors, &v.id)
                 .await?;
+            let readers = if store.holds_grant_at(&v.id, user, now).await? {
+                vec![user.clone()]
+            } else {
+                Vec::new()
+            };
             (
                 ResourceFacts::Vendor(policy::VendorFacts {
                     name: v.name.clone(),
                     excluded,
+                    readers,
                 }),
                 store.groups_of(&v.id, user).await?,
                 // Bytes are only ever decided on a model, with the model's vendor's approval.

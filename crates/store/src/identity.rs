@@ -339,6 +339,28 @@ impl Store {
         endorsed_on(&mut conn, token_id, vendor_id).await
     }
 
+    /// Whether `user` holds a live grant on a model of the vendor, directly or through one of
+    /// the vendor's groups.
+    pub async fn holds_grant_at(&self, vendor_id: &str, user: &UserName, now: i64) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT 1 AS one FROM grants g JOIN models m ON m.id = g.model_id \
+             WHERE m.vendor_id = $1 AND g.user_name = $2 \
+             AND (g.expires_at IS NULL OR g.expires_at > $3) \
+             UNION ALL \
+             SELECT 1 AS one FROM group_grants gg JOIN models m ON m.id = gg.model_id \
+             JOIN group_members gm ON gm.group_name = gg.group_name AND gm.vendor_id = m.vendor_id \
+             WHERE m.vendor_id = $1 AND gm.user_name = $2 \
+             AND (gg.expires_at IS NULL OR gg.expires_at > $3) \
+             LIMIT 1",
+        )
+        .bind(vendor_id)
+        .bind(user.as_str())
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
     /// Whether `user` is excluded from every model of the vendor.
     pub async fn excluded_from_vendor(&self, vendor_id: &str, user: &UserName) -> Result<bool> {
         let row = sqlx::query(

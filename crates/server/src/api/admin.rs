@@ -17,7 +17,7 @@ use wire::admin::{
 
 use super::json_body;
 use crate::App;
-use crate::auth::{Caller, Target, authorize, policy_ids, store_now};
+use crate::auth::{Caller, Target, allowed, authorize, policy_ids, store_now};
 use crate::error::ApiError;
 
 pub(crate) async fn create_vendor(
@@ -41,13 +41,14 @@ pub(crate) async fn list_vendors(
     caller: Caller,
 ) -> Result<Json<VendorList>, ApiError> {
     authorize(&app, &caller, Action::ListVendors, Target::Service).await?;
-    let vendors: Vec<_> = app
-        .store
-        .vendors()
-        .await?
-        .into_iter()
-        .map(|v| v.name)
-        .collect();
+    // Only the vendors the caller may see: a committer learns of the vendors where it holds
+    // a grant, a vendor's own roles of their vendor.
+    let mut vendors = Vec::new();
+    for v in app.store.vendors().await? {
+        if allowed(&app, &caller, Action::ReadMetadata, Target::Vendor(&v)).await {
+            vendors.push(v.name);
+        }
+    }
     Ok(Json(VendorList { vendors }))
 }
 
