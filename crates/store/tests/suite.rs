@@ -607,7 +607,10 @@ async fn grants_come_and_go(store: Store) {
         .await
         .unwrap();
     assert_eq!(facts(&bob).await.group_grants, vec![(team.clone(), None)]);
-    assert_eq!(store.groups_of("v1", &bob).await.unwrap(), std::slice::from_ref(&team));
+    assert_eq!(
+        store.groups_of("v1", &bob).await.unwrap(),
+        std::slice::from_ref(&team)
+    );
     assert_eq!(store.grants(&model_id).await.unwrap().len(), 2);
     // Exclusions, per model and vendor-wide, are facts of their own.
     store
