@@ -12,6 +12,7 @@
 use sqlx::Row;
 use types::{CommitId, HostName, RepoPath};
 
+use crate::convert::get_uint;
 use crate::{Result, Store, StoreError, corrupt, now};
 
 /// What one fetch served to an enrolled host.
@@ -137,7 +138,7 @@ impl Store {
                     host: host_from(r)?,
                     commit: CommitId::parse(r.try_get("commit_id")?).map_err(corrupt)?,
                     path: RepoPath::parse(r.try_get("path")?).map_err(corrupt)?,
-                    bytes: r.try_get::<i64, _>("bytes")? as u64,
+                    bytes: get_uint::<u64>(r, "bytes")?,
                     fetched_at: r.try_get("fetched_at")?,
                 })
             })
@@ -159,7 +160,7 @@ impl Store {
                     host: host_from(r)?,
                     model_id: r.try_get("model_id")?,
                     confirmed_at: r.try_get("confirmed_at")?,
-                    files: r.try_get::<i64, _>("files")? as u64,
+                    files: get_uint::<u64>(r, "files")?,
                 })
             })
             .collect()
@@ -190,7 +191,7 @@ impl Store {
                     deletion_id: r.try_get("deletion_id")?,
                     commit: CommitId::parse(r.try_get("commit_id")?).map_err(corrupt)?,
                     path: RepoPath::parse(r.try_get("path")?).map_err(corrupt)?,
-                    bytes: r.try_get::<i64, _>("bytes")? as u64,
+                    bytes: get_uint::<u64>(r, "bytes")?,
                 })
             })
             .collect()
