@@ -37,6 +37,9 @@ pub(crate) enum ApiError {
     Integrity,
     #[error("the requested range is outside the file of {size} bytes")]
     RangeNotSatisfiable { size: u64 },
+    /// A request body over a configured limit.
+    #[error("{0}")]
+    TooLarge(String),
     /// Details go to the server log only; the client gets a request id to quote.
     #[error("internal error")]
     Internal(String),
@@ -78,6 +81,7 @@ impl ApiError {
             ApiError::RangeNotSatisfiable { .. } => {
                 (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable")
             }
+            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
