@@ -735,7 +735,7 @@ mod tests {
         let other = registry.admit(b).unwrap();
         // A third from `a` displaces `a`'s oldest, not `b`'s.
         let third = registry.admit(a).unwrap();
-        assert!(registry.counts().opening.get(&first.id).is_none());
+        assert!(!registry.counts().opening.contains_key(&first.id));
         assert!(registry.counts().opening.contains_key(&other.id));
         // Once both of `a`'s are established, a new one from `a` is refused.
         registry.established(second.id);

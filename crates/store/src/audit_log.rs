@@ -438,7 +438,7 @@ impl Store {
         let row = sqlx::query("SELECT tree_size FROM audit_head WHERE id = 1")
             .fetch_one(&self.pool)
             .await?;
-        Ok(get_uint::<u64>(&row, "tree_size")?)
+        get_uint::<u64>(&row, "tree_size")
     }
 
     /// The current tree size and root, read together.
