@@ -31,7 +31,11 @@ fn server_with(limits: &str) -> TestServer {
     TestServer::start_with(data, &["--config", config.to_str().unwrap()])
 }
 
-fn client_config(server: &TestServer, alpn: &[u8], host: Option<&HostCert>) -> Arc<rustls::ClientConfig> {
+fn client_config(
+    server: &TestServer,
+    alpn: &[u8],
+    host: Option<&HostCert>,
+) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(&server.ca).unwrap() {
         roots.add(cert.unwrap()).unwrap();
@@ -71,7 +75,12 @@ fn tcp_from(server: &TestServer, source: &str) -> TcpStream {
 }
 
 /// A finished TLS handshake over `tcp`, or the error that ended it.
-fn handshake(server: &TestServer, tcp: TcpStream, alpn: &[u8], host: Option<&HostCert>) -> std::io::Result<Tls> {
+fn handshake(
+    server: &TestServer,
+    tcp: TcpStream,
+    alpn: &[u8],
+    host: Option<&HostCert>,
+) -> std::io::Result<Tls> {
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let name = ServerName::try_from("localhost").unwrap();
     let mut conn = rustls::ClientConnection::new(client_config(server, alpn, host), name).unwrap();
@@ -143,7 +152,9 @@ fn is_closed(stream: &mut Tls) -> bool {
 
 /// Open file descriptors of a process.
 fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
 }
 
 #[test]
@@ -155,7 +166,9 @@ fn a_request_head_held_half_sent_is_cut_at_the_header_timeout() {
     assert_eq!(read_response(&mut whole).unwrap(), (200, b"ok".to_vec()));
 
     // The kept-alive connection's second request, held half-sent past the timeout.
-    whole.write_all(b"GET /v1/health HTTP/1.1\r\nHost: loc").unwrap();
+    whole
+        .write_all(b"GET /v1/health HTTP/1.1\r\nHost: loc")
+        .unwrap();
     std::thread::sleep(Duration::from_millis(3000));
     let _ = whole.write_all(b"alhost\r\n\r\n");
     assert!(
@@ -165,7 +178,8 @@ fn a_request_head_held_half_sent_is_cut_at_the_header_timeout() {
 
     // A new connection's first request, the same.
     let mut half = tls(&server, b"http/1.1");
-    half.write_all(b"GET /v1/health HTTP/1.1\r\nHost: local").unwrap();
+    half.write_all(b"GET /v1/health HTTP/1.1\r\nHost: local")
+        .unwrap();
     std::thread::sleep(Duration::from_millis(4500));
     let _ = half.write_all(b"host\r\n\r\n");
     assert!(
@@ -204,6 +218,41 @@ mod h2 {
             // Literal without indexing, indexed name (:path, :authority).
             block.push(index);
             block.push(u8::try_from(value.len()).unwrap());
+            block.extend_from_slice(value.as_bytes());
+        }
+        block
+    }
+
+    /// HPACK integer with an `n`-bit prefix, the first byte's high bits set to `high`.
+    fn integer(out: &mut Vec<u8>, high: u8, n: u32, value: usize) {
+        let max = (1usize << n) - 1;
+        if value < max {
+            out.push(high | u8::try_from(value).unwrap());
+            return;
+        }
+        out.push(high | u8::try_from(max).unwrap());
+        let mut rest = value - max;
+        while rest >= 128 {
+            out.push(u8::try_from(rest % 128).unwrap() | 0x80);
+            rest /= 128;
+        }
+        out.push(u8::try_from(rest).unwrap());
+    }
+
+    /// HPACK for `POST https://localhost{path}` with a bearer token and a JSON body to come:
+    /// a request the server keeps open while it waits for the body.
+    pub fn post_json(path: &str, token: &str) -> Vec<u8> {
+        let mut block = vec![0x83, 0x87]; // :method POST, :scheme https
+        let bearer = format!("Bearer {token}");
+        // :path, :authority, authorization, content-type (static table indexes).
+        for (index, value) in [
+            (4, path),
+            (1, "localhost"),
+            (23, bearer.as_str()),
+            (31, "application/json"),
+        ] {
+            integer(&mut block, 0, 4, index);
+            integer(&mut block, 0, 7, value.len());
             block.extend_from_slice(value.as_bytes());
         }
         block
@@ -258,14 +307,24 @@ mod h2 {
 
 #[test]
 fn an_http2_request_held_half_sent_is_cut() {
-    let server = server_with("header_read_timeout_secs = 2\ntls_handshake_timeout_secs = 1\nidle_timeout_secs = 2");
+    let server = server_with(
+        "header_read_timeout_secs = 2\ntls_handshake_timeout_secs = 1\nidle_timeout_secs = 2",
+    );
     // Whole: answered.
     let mut whole = h2::open(&server);
     whole
-        .write_all(&h2::frame(h2::HEADERS, h2::END_HEADERS | h2::END_STREAM, 1, &h2::get("/v1/health")))
+        .write_all(&h2::frame(
+            h2::HEADERS,
+            h2::END_HEADERS | h2::END_STREAM,
+            1,
+            &h2::get("/v1/health"),
+        ))
         .unwrap();
     let frames = h2::read_until(&mut whole, |f| h2::is_ok_response(f, 1));
-    assert!(frames.iter().any(|f| h2::is_ok_response(f, 1)), "{frames:?}");
+    assert!(
+        frames.iter().any(|f| h2::is_ok_response(f, 1)),
+        "{frames:?}"
+    );
 
     // Half a header block on a new connection, the rest after the deadline: never answered.
     let mut half = h2::open(&server);
@@ -273,24 +332,39 @@ fn an_http2_request_held_half_sent_is_cut() {
     half.write_all(&h2::frame(h2::HEADERS, h2::END_STREAM, 1, &block[..4]))
         .unwrap();
     std::thread::sleep(Duration::from_millis(4500));
-    let _ = half.write_all(&h2::frame(h2::CONTINUATION, h2::END_HEADERS, 1, &block[4..]));
+    let _ = half.write_all(&h2::frame(
+        h2::CONTINUATION,
+        h2::END_HEADERS,
+        1,
+        &block[4..],
+    ));
     let frames = h2::read_until(&mut half, |f| h2::is_ok_response(f, 1));
-    assert!(!frames.iter().any(|f| h2::is_ok_response(f, 1)), "{frames:?}");
+    assert!(
+        !frames.iter().any(|f| h2::is_ok_response(f, 1)),
+        "{frames:?}"
+    );
 
     // On the established connection too: its idle timeout closes it.
     whole
         .write_all(&h2::frame(h2::HEADERS, h2::END_STREAM, 3, &block[..4]))
         .unwrap();
     std::thread::sleep(Duration::from_millis(4500));
-    let _ = whole.write_all(&h2::frame(h2::CONTINUATION, h2::END_HEADERS, 3, &block[4..]));
+    let _ = whole.write_all(&h2::frame(
+        h2::CONTINUATION,
+        h2::END_HEADERS,
+        3,
+        &block[4..],
+    ));
     let frames = h2::read_until(&mut whole, |f| h2::is_ok_response(f, 3));
-    assert!(!frames.iter().any(|f| h2::is_ok_response(f, 3)), "{frames:?}");
+    assert!(
+        !frames.iter().any(|f| h2::is_ok_response(f, 3)),
+        "{frames:?}"
+    );
 }
 
 #[test]
 fn five_hundred_half_open_connections_do_not_stop_a_legitimate_request() {
-    let mut server =
-        server_with("tls_handshake_timeout_secs = 2\nheader_read_timeout_secs = 2");
+    let mut server = server_with("tls_handshake_timeout_secs = 2\nheader_read_timeout_secs = 2");
     let baseline = open_fds(server.pid());
     // 250 that never start TLS, 250 that finish it and send half a request head.
     let mut held = Vec::new();
@@ -299,7 +373,9 @@ fn five_hundred_half_open_connections_do_not_stop_a_legitimate_request() {
     }
     let mut half_sent = Vec::new();
     for _ in 0..250 {
-        if let Ok(mut stream) = handshake(&server, tcp_from(&server, "127.0.0.1"), b"http/1.1", None) {
+        if let Ok(mut stream) =
+            handshake(&server, tcp_from(&server, "127.0.0.1"), b"http/1.1", None)
+        {
             let _ = stream.write_all(b"GET /v1/health HTTP/1.1\r\nHo");
             half_sent.push(stream);
         }
@@ -342,10 +418,16 @@ fn the_connection_caps_refuse_established_connections_beyond_them() {
     };
     let mut first: Vec<Tls> = (0..4).map(|_| established("127.0.0.1").unwrap()).collect();
     // A fifth from the same source is closed at once (every open one is in use).
-    assert!(established("127.0.0.1").is_err(), "a fifth connection from one source was served");
+    assert!(
+        established("127.0.0.1").is_err(),
+        "a fifth connection from one source was served"
+    );
     // Another source is still served, up to the total cap.
     let second: Vec<Tls> = (0..2).map(|_| established("127.0.0.2").unwrap()).collect();
-    assert!(established("127.0.0.3").is_err(), "a seventh connection was served");
+    assert!(
+        established("127.0.0.3").is_err(),
+        "a seventh connection was served"
+    );
     // A closed connection makes room again.
     drop(first.pop());
     wait_for(5, "a freed slot", || established("127.0.0.1").is_ok());
@@ -358,10 +440,12 @@ fn http2_streams_beyond_the_cap_are_refused() {
     let mut stream = h2::open(&server);
     // Wait for the server's SETTINGS (and acknowledge them) before opening streams.
     h2::read_until(&mut stream, |f| f.0 == h2::SETTINGS && f.1 & 1 == 0);
-    // Three requests that stay open (no END_STREAM): the third is one too many.
+    // Three requests whose bodies have not arrived yet, so each stays in flight: the third is
+    // one too many.
     for id in [1u32, 3, 5] {
+        let block = h2::post_json("/v1/vendors", &server.operator);
         stream
-            .write_all(&h2::frame(h2::HEADERS, h2::END_HEADERS, id, &h2::get("/v1/health")))
+            .write_all(&h2::frame(h2::HEADERS, h2::END_HEADERS, id, &block))
             .unwrap();
     }
     let frames = h2::read_until(&mut stream, |f| f.0 == h2::RST_STREAM && f.2 == 5);
@@ -370,8 +454,19 @@ fn http2_streams_beyond_the_cap_are_refused() {
         .find(|f| f.0 == h2::RST_STREAM && f.2 == 5)
         .unwrap_or_else(|| panic!("no RST_STREAM for the third stream: {frames:?}"));
     assert_eq!(refused.3, 7u32.to_be_bytes(), "not REFUSED_STREAM");
-    assert!(frames.iter().any(|f| h2::is_ok_response(f, 1)), "{frames:?}");
     assert!(!frames.iter().any(|f| f.0 == h2::GOAWAY));
+    // The two within the cap go on: their bodies arrive and they are answered.
+    let body = br#"{"name":"acme"}"#;
+    stream
+        .write_all(&h2::frame(h2::DATA, h2::END_STREAM, 1, body))
+        .unwrap();
+    let frames = h2::read_until(&mut stream, |f| f.0 == h2::HEADERS && f.2 == 1);
+    assert!(
+        frames.iter().any(|f| f.0 == h2::HEADERS && f.2 == 1),
+        "{frames:?}"
+    );
+    let (_, vendors) = server.api(&server.operator, "GET", "/v1/vendors", None);
+    assert_eq!(vendors["vendors"], json!(["acme"]), "{vendors}");
 }
 
 #[test]
@@ -380,14 +475,20 @@ fn oversized_request_heads_are_refused_with_431() {
     let mut stream = tls(&server, b"http/1.1");
     let big = "a".repeat(32 * 1024);
     stream
-        .write_all(format!("GET /v1/health HTTP/1.1\r\nHost: localhost\r\nX-Big: {big}\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET /v1/health HTTP/1.1\r\nHost: localhost\r\nX-Big: {big}\r\n\r\n")
+                .as_bytes(),
+        )
         .unwrap();
     assert_eq!(read_response(&mut stream).unwrap().0, 431);
     // Within the limit: served.
     let mut stream = tls(&server, b"http/1.1");
     let small = "a".repeat(8 * 1024);
     stream
-        .write_all(format!("GET /v1/health HTTP/1.1\r\nHost: localhost\r\nX-Small: {small}\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET /v1/health HTTP/1.1\r\nHost: localhost\r\nX-Small: {small}\r\n\r\n")
+                .as_bytes(),
+        )
         .unwrap();
     assert_eq!(read_response(&mut stream).unwrap().0, 200);
 }
@@ -430,12 +531,20 @@ fn json_bodies_over_the_limit_are_refused_with_a_clear_error() {
             .status()
             .as_u16()
     });
-    assert!(matches!(status, 400 | 413), "a chunked oversized body got {status}");
+    assert!(
+        matches!(status, 400 | 413),
+        "a chunked oversized body got {status}"
+    );
     let (_, vendors) = server.api(&server.operator, "GET", "/v1/vendors", None);
     assert_eq!(vendors["vendors"], json!([]), "{vendors}");
 
     // Within the limit: created.
-    let (status, body) = server.api(&server.operator, "POST", "/v1/vendors", Some(json!({ "name": "small" })));
+    let (status, body) = server.api(
+        &server.operator,
+        "POST",
+        "/v1/vendors",
+        Some(json!({ "name": "small" })),
+    );
     assert_eq!(status, 201, "{body}");
 }
 
@@ -465,7 +574,11 @@ fn a_request_body_that_stalls_fails_and_changes_nothing() {
     );
     match response {
         Ok((status, text)) => {
-            assert!((400..500).contains(&status), "{status}: {}", String::from_utf8_lossy(&text));
+            assert!(
+                (400..500).contains(&status),
+                "{status}: {}",
+                String::from_utf8_lossy(&text)
+            );
         }
         Err(_) => {} // cut: also a refusal
     }
@@ -495,7 +608,9 @@ fn a_client_that_reads_nothing_of_a_response_is_cut() {
     let size = 48u64 << 20;
     write_data(&src.path().join("w.bin"), size, 3);
     let commit = world.upload(src.path(), "acme/slow");
-    world.server.ok(&world.admin, &["grant", "acme/slow", "--to", "alice"]);
+    world
+        .server
+        .ok(&world.admin, &["grant", "acme/slow", "--to", "alice"]);
     let host = world.server.host.clone().unwrap();
     let tcp = tcp_from(&world.server, "127.0.0.1");
     let mut stream = handshake(&world.server, tcp, b"http/1.1", Some(&host)).unwrap();
@@ -521,7 +636,10 @@ fn a_client_that_reads_nothing_of_a_response_is_cut() {
             Ok(n) => total += n as u64,
         }
     }
-    assert!(total < size, "the whole response ({total} bytes) arrived after the stall");
+    assert!(
+        total < size,
+        "the whole response ({total} bytes) arrived after the stall"
+    );
     // The server is fine.
     let (status, _) = world.server.api(&world.alice, "GET", "/v1/models", None);
     assert_eq!(status, 200);

@@ -73,7 +73,10 @@ fn sigterm_lets_a_running_download_finish_refuses_new_connections_and_exits_0() 
     world.server.terminate();
     // New connections are refused while the download is still running.
     wait_for(10, "the listener to close", || refuses_connections(&addr));
-    assert!(world.server.wait_exit(0).is_none(), "the server left before the download ended");
+    assert!(
+        world.server.wait_exit(0).is_none(),
+        "the server left before the download ended"
+    );
 
     // The download completes, byte for byte, at a reader's pace.
     rt.block_on(async {
@@ -88,7 +91,10 @@ fn sigterm_lets_a_running_download_finish_refuses_new_connections_and_exits_0() 
     let expected = std::fs::read(src.path().join("w.bin")).unwrap();
     assert!(received == expected, "the download's bytes differ");
 
-    let status = world.server.wait_exit(30).expect("the server did not exit after the download");
+    let status = world
+        .server
+        .wait_exit(30)
+        .expect("the server did not exit after the download");
     assert_eq!(status.code(), Some(0), "{status}");
     let log = world.server.log();
     assert!(log.contains("stopped"), "{log}");
@@ -160,7 +166,10 @@ fn a_cli_fetch_running_at_sigterm_completes() {
     });
     world.server.terminate();
     let status = fetch.wait().unwrap();
-    assert!(status.success(), "the fetch failed when the server was asked to stop");
+    assert!(
+        status.success(),
+        "the fetch failed when the server was asked to stop"
+    );
     assert_same_file(&src.path().join("w.bin"), &target);
     let server = world.server.wait_exit(30).expect("the server did not exit");
     assert_eq!(server.code(), Some(0));

@@ -91,7 +91,14 @@ pub async fn run(config: ServerConfig, on_started: impl FnOnce(&Started)) -> any
     let router = api::router(app.clone());
     on_started(&started);
     let limits = app.config.limits.clone();
-    tls::serve(listener, prepared.tls, router, &limits, tls::termination_signal()).await?;
+    tls::serve(
+        listener,
+        prepared.tls,
+        router,
+        &limits,
+        tls::termination_signal(),
+    )
+    .await?;
     // Entries of requests whose clients went away may still be queued.
     app.store.flush_audit().await?;
     tracing::info!("stopped");

@@ -104,9 +104,16 @@ impl Policy {
         )?;
         // hyper's smallest HTTP/1.1 read buffer.
         at_least("max_header_bytes", limits.max_header_bytes.into(), 8192)?;
-        at_least("max_json_body_bytes", limits.max_json_body_bytes as u64, 1024)?;
+        at_least(
+            "max_json_body_bytes",
+            limits.max_json_body_bytes as u64,
+            1024,
+        )?;
         Ok(Policy {
-            handshake: secs("tls_handshake_timeout_secs", limits.tls_handshake_timeout_secs)?,
+            handshake: secs(
+                "tls_handshake_timeout_secs",
+                limits.tls_handshake_timeout_secs,
+            )?,
             header_read: secs("header_read_timeout_secs", limits.header_read_timeout_secs)?,
             body_read: secs("body_read_timeout_secs", limits.body_read_timeout_secs)?,
             idle: secs("idle_timeout_secs", limits.idle_timeout_secs)?,
@@ -156,7 +163,9 @@ pub(crate) async fn termination_signal() {
                 }
                 return;
             }
-            Err(e) => tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server")
+            }
         }
     }
     if tokio::signal::ctrl_c().await.is_ok() {
@@ -376,7 +385,11 @@ fn json_too_large(request: &hyper::Request<Incoming>, max: usize) -> Option<ApiE
     let is_json = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/json"));
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -637,7 +650,8 @@ impl Registry {
     fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Admission> {
         let source = source_of(ip);
         let mut counts = self.counts();
-        let source_full = counts.per_source.get(&source).copied().unwrap_or(0) >= self.max_per_source;
+        let source_full =
+            counts.per_source.get(&source).copied().unwrap_or(0) >= self.max_per_source;
         let total_full = counts.live.len() >= self.max_total;
         if source_full || total_full {
             // At the per-source cap only the same source's connections may go; at the total

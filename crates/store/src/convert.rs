@@ -40,7 +40,10 @@ mod tests {
     fn negative_and_oversized_values_are_errors_not_wrapped_numbers() {
         assert_eq!(uint::<u64>(5, "x").unwrap(), 5);
         let err = uint::<u64>(-1, "files.size").unwrap_err();
-        assert!(matches!(&err, StoreError::Corrupt(m) if m.contains("files.size is -1")), "{err}");
+        assert!(
+            matches!(&err, StoreError::Corrupt(m) if m.contains("files.size is -1")),
+            "{err}"
+        );
         assert!(uint::<u32>(i64::from(u32::MAX) + 1, "parts").is_err());
         assert!(uint::<u8>(256, "level").is_err());
         assert_eq!(db_int(7u64).unwrap(), 7);

@@ -10,7 +10,11 @@
 //! no way to change state without writing its entry.
 #![forbid(unsafe_code)]
 // Integers from the database and from bundles are converted checked, never wrapped by `as`.
-#![deny(clippy::cast_sign_loss, clippy::cast_possible_wrap, clippy::cast_possible_truncation)]
+#![deny(
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap,
+    clippy::cast_possible_truncation
+)]
 
 mod audit_log;
 mod convert;

@@ -388,12 +388,19 @@ async fn tampered_negative_numbers_are_errors_not_wrapped_values(store: Store, u
     );
 
     // A negative next sequence number: no entry gets a wrapped one.
-    raw_sql(&url, "UPDATE audit_head SET tree_size = 3, next_seq = -7 WHERE id = 1").await;
+    raw_sql(
+        &url,
+        "UPDATE audit_head SET tree_size = 3, next_seq = -7 WHERE id = 1",
+    )
+    .await;
     let err = store
         .create_vendor("v", &vendor("acme"), entry("vendor.create"))
         .await
         .unwrap_err();
-    assert!(matches!(&err, StoreError::Corrupt(m) if m.contains("-7")), "{err}");
+    assert!(
+        matches!(&err, StoreError::Corrupt(m) if m.contains("-7")),
+        "{err}"
+    );
     assert!(store.record(entry("e")).await.is_err());
     assert!(store.vendor(&vendor("acme")).await.unwrap().is_none());
 }
