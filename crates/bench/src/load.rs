@@ -5,9 +5,10 @@
 //! reads for `--secs`. Reported: requests/s, p50/p99 latency per kind, errors (goal 0), and
 //! the server's resident memory and open file descriptors before and after (goal: no growth).
 //!
-//! Abuse: while a legitimate `custody fetch` of a large file runs, `--half-open` connections
-//! that never finish TLS (reopened as the server closes them), a flood of unauthenticated
-//! requests and oversized declarations (a manifest over the file size limit, a JSON body over
+//! Abuse: while a legitimate `custody fetch` of a large file runs (from 127.0.0.1),
+//! `--half-open` connections that never finish TLS, reopened as fast as the server closes them
+//! (from 127.0.0.2), a flood of unauthenticated requests (from 127.0.0.3) and oversized
+//! declarations (a manifest over the file size limit, a JSON body over
 //! the body limit). Reported: whether the fetch completed and how fast, the server's peak
 //! resident memory during the round (goal < 128 MiB), what the abusers got back, and how many
 //! audit entries the round added.
@@ -249,8 +250,26 @@ impl Usage {
     }
 }
 
+/// The abusers' source addresses: an attacker is not the legitimate client (127.0.0.1), and
+/// the server's per-source cap is what keeps them apart.
+const ABUSER: [u8; 4] = [127, 0, 0, 2];
+const FLOODER: [u8; 4] = [127, 0, 0, 3];
+
+async fn connect_from(source: [u8; 4], addr: &str) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(std::net::SocketAddr::from((source, 0)))?;
+    let addr = addr
+        .parse()
+        .map_err(|_| std::io::Error::other("not a socket address"))?;
+    socket.connect(addr).await
+}
+
 /// An HTTPS client of the server, on the enrolled host.
 fn client(setup: &Setup) -> anyhow::Result<reqwest::Client> {
+    client_from(setup, None)
+}
+
+fn client_from(setup: &Setup, source: Option<[u8; 4]>) -> anyhow::Result<reqwest::Client> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(&setup.ca)? {
         roots.add(cert?)?;
@@ -261,9 +280,11 @@ fn client(setup: &Setup) -> anyhow::Result<reqwest::Client> {
         .with_safe_default_protocol_versions()?
         .with_root_certificates(Arc::new(roots))
         .with_client_auth_cert(chain, key)?;
-    Ok(reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .build()?)
+    let mut builder = reqwest::Client::builder().use_preconfigured_tls(tls);
+    if let Some(source) = source {
+        builder = builder.local_address(std::net::IpAddr::from(source));
+    }
+    Ok(builder.build()?)
 }
 
 struct Sample {
@@ -424,7 +445,7 @@ async fn abuse(
         tasks.spawn(async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             while !stop.load(Ordering::Relaxed) {
-                let Ok(mut tcp) = tokio::net::TcpStream::connect(&addr).await else {
+                let Ok(mut tcp) = connect_from(ABUSER, &addr).await else {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 };
@@ -442,7 +463,11 @@ async fn abuse(
     }
     // Unauthenticated flood.
     for _ in 0..16 {
-        let (stop, http, url) = (stop.clone(), client(setup)?, url.to_owned());
+        let (stop, http, url) = (
+            stop.clone(),
+            client_from(setup, Some(FLOODER))?,
+            url.to_owned(),
+        );
         tasks.spawn(async move {
             let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
             while !stop.load(Ordering::Relaxed) {
