@@ -24,15 +24,24 @@ struct Entry {
     sha256: Sha256Hex,
 }
 
+/// The same shapes with plain strings, field for field (serde also accepts a struct as a
+/// JSON array in field order, so the order must match too).
 #[derive(Deserialize)]
+#[allow(dead_code, reason = "decoded to be compared")]
 struct RawEntry {
     path: String,
+    size: u64,
     sha256: String,
 }
 
 #[derive(Deserialize)]
+#[allow(dead_code, reason = "decoded to be compared")]
 struct RawManifest {
+    #[serde(default)]
+    message: String,
     files: Vec<RawEntry>,
+    #[serde(default)]
+    derived_from: Option<String>,
 }
 
 fuzz_target!(|data: &[u8]| {
