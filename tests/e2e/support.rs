@@ -125,6 +125,34 @@ impl TestServer {
         self.child.id()
     }
 
+    /// Sends SIGTERM to the server (a graceful stop, as systemd asks for one).
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits up to `secs` for the server to exit; its exit status, or `None` if still running.
+    pub fn wait_exit(&mut self, secs: u64) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The `host:port` the server listens on.
+    pub fn addr(&self) -> String {
+        self.url.trim_start_matches("https://").to_owned()
+    }
+
     /// Whether the server process has exited (for tests that make it stop).
     pub fn try_exited(&mut self) -> bool {
         self.child.try_wait().ok().flatten().is_some()

@@ -15,6 +15,12 @@
 //! * [`checkpoint`]: C2SP checkpoints in C2SP signed notes, Ed25519 (via `crypto::sign`).
 //! * [`bundle`]: offline verification of an exported log, rebuilding every leaf from its bytes.
 #![forbid(unsafe_code)]
+// Integers from the database and from bundles are converted checked, never wrapped by `as`.
+#![deny(
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap,
+    clippy::cast_possible_truncation
+)]
 
 pub mod bundle;
 pub mod checkpoint;

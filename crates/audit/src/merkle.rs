@@ -155,7 +155,8 @@ fn range_hash(store: &impl TreeStore, start: u64, width: u64) -> Result<Hash, Tr
     let mut rest = width;
     while rest > 0 {
         let level = 63 - rest.leading_zeros();
-        pieces.push(get(store, level as u8, offset >> level)?);
+        let level_u8 = u8::try_from(level).map_err(|_| TreeError::TooLarge)?;
+        pieces.push(get(store, level_u8, offset >> level)?);
         offset += 1 << level;
         rest &= !(1 << level);
     }
@@ -343,10 +344,10 @@ pub type Node = (u8, u64, Hash);
 /// `size`, as `(level, index)`, largest (leftmost) first. Appending to a tree needs exactly these
 /// nodes (and the ones the appends themselves create).
 pub fn edge_nodes(size: u64) -> Vec<(u8, u64)> {
-    (0..64u32)
+    (0..64u8)
         .rev()
         .filter(|level| size >> level & 1 == 1)
-        .map(|level| (level as u8, (size >> level) - 1))
+        .map(|level| (level, (size >> level) - 1))
         .collect()
 }
 

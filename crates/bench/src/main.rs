@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod load;
 mod micro;
 mod plain;
 mod procs;
@@ -56,6 +57,10 @@ enum Hidden {
     Audit(audit::AuditArgs),
     /// Deletion: crypto-shred time for a small and a large model, beside `shred -u`
     Shred(shred::ShredArgs),
+    /// Many clients at once (listings, ranged fetches, uploads, audit reads), then an abuse
+    /// round (half-open connections, unauthenticated flood, oversized declarations) during a
+    /// large fetch
+    Load(load::LoadArgs),
     /// The baseline server: one file over HTTPS, nothing else
     #[command(hide = true)]
     StaticServer {
@@ -94,6 +99,7 @@ fn main() -> anyhow::Result<()> {
         }
         Some(Hidden::Audit(args)) => audit::run(args),
         Some(Hidden::Shred(args)) => shred::run(args),
+        Some(Hidden::Load(args)) => load::run(args),
         None => bench(cli.size_gib, cli.dir, cli.custody, cli.crypto_only),
     }
 }

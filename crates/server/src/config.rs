@@ -59,6 +59,10 @@ pub struct ServerConfig {
     /// further admins) expires unapproved after this many seconds.
     #[serde(default = "default_pending_ttl")]
     pub pending_ttl_secs: i64,
+    /// Connection limits and timeouts (`[limits]`), against slow and abusive clients. Every
+    /// field has a safe default; SECURITY.md says what each one defends.
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 fn default_listen() -> SocketAddr {
@@ -99,6 +103,7 @@ impl ServerConfig {
             audit_origin: None,
             checkpoint_interval_secs: default_checkpoint_interval(),
             pending_ttl_secs: default_pending_ttl(),
+            limits: Limits::default(),
         }
     }
 
@@ -156,6 +161,58 @@ impl ServerConfig {
     pub fn host_ca_paths(&self) -> (PathBuf, PathBuf) {
         let dir = self.data_dir.join("tls");
         (dir.join("host-ca.pem"), dir.join("host-ca.key"))
+    }
+}
+
+/// How many connections the server holds, and how long it waits for each step of a request.
+/// Durations are in seconds; every value must be at least 1.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// A connection that has not finished its TLS handshake this long after it was accepted is
+    /// closed.
+    pub tls_handshake_timeout_secs: u64,
+    /// A request's headers must arrive within this long; an HTTP/1.1 connection waiting for
+    /// its next request is closed after it too. A new connection must have sent one complete
+    /// request head within the handshake timeout plus this, or it is closed (slowloris).
+    pub header_read_timeout_secs: u64,
+    /// A request body that sends nothing for this long fails (the handler sees an error).
+    pub body_read_timeout_secs: u64,
+    /// A connection with no request in flight for this long is closed; one whose client reads
+    /// nothing of a response for this long is cut.
+    pub idle_timeout_secs: u64,
+    /// Open connections, all clients together. At the cap, a new connection displaces the
+    /// oldest connection that has not yet sent a request; if there is none, it is closed.
+    pub max_connections: usize,
+    /// Open connections per source address (IPv6: per /64), displacing as above.
+    pub max_connections_per_ip: usize,
+    /// Requests in flight at once on one HTTP/2 connection; more are refused (REFUSED_STREAM).
+    pub http2_max_concurrent_streams: u32,
+    /// Largest request head: HTTP/1.1 request line and headers (at least 8192), HTTP/2 header
+    /// list. Larger ones are refused with 431.
+    pub max_header_bytes: u32,
+    /// Largest JSON request body; larger ones are refused with 413. Upload file bytes are not
+    /// JSON and are not bound by it.
+    pub max_json_body_bytes: usize,
+    /// After SIGTERM or SIGINT the server accepts no new connection and lets transfers in flight
+    /// finish for at most this long, then exits.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            tls_handshake_timeout_secs: 10,
+            header_read_timeout_secs: 15,
+            body_read_timeout_secs: 60,
+            idle_timeout_secs: 60,
+            max_connections: 4096,
+            max_connections_per_ip: 256,
+            http2_max_concurrent_streams: 64,
+            max_header_bytes: 64 * 1024,
+            max_json_body_bytes: 4 << 20,
+            shutdown_grace_secs: 60,
+        }
     }
 }
 

@@ -38,6 +38,9 @@ pub(crate) enum ApiError {
     Integrity,
     #[error("the requested range is outside the file of {size} bytes")]
     RangeNotSatisfiable { size: u64 },
+    /// A request body over a configured limit.
+    #[error("{0}")]
+    TooLarge(String),
     /// Details go to the server log only; the client gets a request id to quote.
     #[error("internal error")]
     Internal(String),
@@ -69,6 +72,7 @@ impl ApiError {
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 ErrorCode::RangeNotSatisfiable,
             ),
+            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooLarge),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         }
     }

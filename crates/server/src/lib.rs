@@ -56,8 +56,9 @@ pub struct Started {
     pub bootstrap_token: Option<String>,
 }
 
-/// Opens (or initialises) the installation, binds the listener and serves until the process
-/// ends. `on_started` is called once the server accepts connections.
+/// Opens (or initialises) the installation, binds the listener and serves until SIGTERM or
+/// SIGINT, then shuts down gracefully (`tls::serve`). `on_started` is called once the server
+/// accepts connections.
 pub async fn run(config: ServerConfig, on_started: impl FnOnce(&Started)) -> anyhow::Result<()> {
     let prepared = init::prepare(&config).await?;
     let listener = TcpListener::bind(config.listen).await?;
@@ -88,7 +89,19 @@ pub async fn run(config: ServerConfig, on_started: impl FnOnce(&Started)) -> any
     tokio::spawn(checkpointer::run(app.clone()));
     // Resumes any deletion a crash interrupted, then carries out new ones.
     tokio::spawn(deletion::run(app.clone(), app.deletions.clone()));
-    let router = api::router(app);
+    let router = api::router(app.clone());
     on_started(&started);
-    tls::serve(listener, prepared.tls, router).await
+    let limits = app.config.limits.clone();
+    tls::serve(
+        listener,
+        prepared.tls,
+        router,
+        &limits,
+        tls::termination_signal(),
+    )
+    .await?;
+    // Entries of requests whose clients went away may still be queued.
+    app.store.flush_audit().await?;
+    tracing::info!("stopped");
+    Ok(())
 }

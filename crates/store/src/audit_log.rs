@@ -24,6 +24,7 @@ use audit::merkle::{self, Hash};
 use sqlx::{AnyConnection, AnyPool, Row};
 use tokio::sync::oneshot;
 
+use crate::convert::{db_int, get_uint, uint};
 use crate::{Result, Store, StoreError, corrupt, now};
 
 /// Most entries in one group commit.
@@ -55,8 +56,8 @@ pub(crate) async fn append_entries(
     }
     let end = first + entries.len() as u64;
     let moved = sqlx::query("UPDATE audit_head SET tree_size = $1 WHERE id = 1 AND tree_size = $2")
-        .bind(end as i64)
-        .bind(first as i64)
+        .bind(db_int(end)?)
+        .bind(db_int(first)?)
         .execute(&mut *conn)
         .await?;
     if moved.rows_affected() != 1 {
@@ -73,7 +74,7 @@ pub(crate) async fn append_entries(
         let sql = values_sql("INSERT INTO audit_log (seq, entry) VALUES ", chunk.len(), 2);
         let mut query = sqlx::query(&sql);
         for (i, bytes) in chunk.iter().enumerate() {
-            query = query.bind((base + i as u64) as i64).bind(bytes.clone());
+            query = query.bind(db_int(base + i as u64)?).bind(bytes.clone());
         }
         query.execute(&mut *conn).await?;
     }
@@ -87,7 +88,7 @@ pub(crate) async fn append_entries(
         for (level, index, hash) in chunk {
             query = query
                 .bind(i64::from(*level))
-                .bind(*index as i64)
+                .bind(db_int(*index)?)
                 .bind(hash.to_vec());
         }
         query.execute(&mut *conn).await?;
@@ -155,16 +156,16 @@ async fn fetch_nodes(
         for (level, indices) in &by_level {
             query = query.bind(i64::from(*level));
             for index in indices {
-                query = query.bind(*index as i64);
+                query = query.bind(db_int(*index)?);
             }
         }
         for row in query.fetch_all(&mut *conn).await? {
-            let level: i64 = row.try_get("level")?;
-            let index: i64 = row.try_get("idx")?;
+            let level: u8 = get_uint(&row, "level")?;
+            let index: u64 = get_uint(&row, "idx")?;
             let hash: Vec<u8> = row.try_get("hash")?;
             let hash = Hash::try_from(hash.as_slice())
                 .map_err(|_| corrupt("an audit tree hash is not 32 bytes"))?;
-            found.insert((level as u8, index as u64), hash);
+            found.insert((level, index), hash);
         }
     }
     if let Some((level, index)) = keys.iter().find(|k| !found.contains_key(k)) {
@@ -204,8 +205,8 @@ pub(crate) async fn backfill_tree(pool: &AnyPool) -> Result<()> {
     )
     .fetch_one(&mut *tx)
     .await?;
-    let next: i64 = row.try_get("next_seq")?;
-    let mut size: i64 = row.try_get("tree_size")?;
+    let next: u64 = get_uint(&row, "next_seq")?;
+    let mut size: u64 = get_uint(&row, "tree_size")?;
     if size > next {
         return Err(StoreError::Corrupt(format!(
             "the audit tree has {size} leaves but the log only {next} entries"
@@ -224,30 +225,30 @@ pub(crate) async fn backfill_tree(pool: &AnyPool) -> Result<()> {
         let rows = sqlx::query(
             "SELECT seq, entry FROM audit_log WHERE seq >= $1 AND seq < $2 ORDER BY seq",
         )
-        .bind(size)
-        .bind(to)
+        .bind(db_int(size)?)
+        .bind(db_int(to)?)
         .fetch_all(&mut *tx)
         .await?;
         let mut entries = Vec::with_capacity(rows.len());
         for (i, row) in rows.iter().enumerate() {
-            let seq: i64 = row.try_get("seq")?;
-            if seq != size + i as i64 {
+            let seq: u64 = get_uint(row, "seq")?;
+            if seq != size + i as u64 {
                 return Err(StoreError::Corrupt(format!(
                     "audit entry {} is missing",
-                    size + i as i64
+                    size + i as u64
                 )));
             }
             entries.push(row.try_get::<Vec<u8>, _>("entry")?);
         }
-        if entries.len() as i64 != to - size {
+        if entries.len() as u64 != to - size {
             return Err(StoreError::Corrupt(format!(
                 "audit entries {size}..{to} are incomplete"
             )));
         }
         // Rows already exist: only the tree and its size are written.
-        let edge = edge_hashes(&mut tx, size as u64).await?;
+        let edge = edge_hashes(&mut tx, size).await?;
         let leaves: Vec<Hash> = entries.iter().map(|e| merkle::leaf_hash(e)).collect();
-        let nodes = merkle::append_leaves(size as u64, &edge, &leaves).map_err(corrupt)?;
+        let nodes = merkle::append_leaves(size, &edge, &leaves).map_err(corrupt)?;
         for chunk in nodes.chunks(ROWS_PER_INSERT) {
             let sql = values_sql(
                 "INSERT INTO audit_tree (level, idx, hash) VALUES ",
@@ -258,7 +259,7 @@ pub(crate) async fn backfill_tree(pool: &AnyPool) -> Result<()> {
             for (level, index, hash) in chunk {
                 query = query
                     .bind(i64::from(*level))
-                    .bind(*index as i64)
+                    .bind(db_int(*index)?)
                     .bind(hash.to_vec());
             }
             query.execute(&mut *tx).await?;
@@ -266,7 +267,7 @@ pub(crate) async fn backfill_tree(pool: &AnyPool) -> Result<()> {
         size = to;
     }
     sqlx::query("UPDATE audit_head SET tree_size = $1 WHERE id = 1")
-        .bind(size)
+        .bind(db_int(size)?)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
@@ -322,30 +323,50 @@ impl Appender {
                 }
                 Err(oneshot::error::TryRecvError::Empty) => {}
             }
-            let batch: Vec<Pending> = {
-                let mut queue = self.queue();
-                let take = queue.len().min(MAX_BATCH);
-                queue.drain(..take).collect()
-            };
-            let (entries, senders): (Vec<_>, Vec<_>) =
-                batch.into_iter().map(|p| (p.entry, p.done)).unzip();
-            match commit_batch(pool, entries).await {
-                Ok(first) => {
-                    use std::sync::atomic::Ordering::Relaxed;
-                    self.batches.fetch_add(1, Relaxed);
-                    self.entries.fetch_add(senders.len() as u64, Relaxed);
-                    for (i, done) in senders.into_iter().enumerate() {
-                        let _ = done.send(Ok(first + i as u64));
-                    }
+            // A failed batch has told its callers, this one included.
+            let _ = self.commit_next(pool).await;
+        }
+    }
+
+    /// Takes up to [`MAX_BATCH`] queued entries, commits them and answers their callers.
+    /// Call with the commit lock held. Returns how many entries it took.
+    async fn commit_next(&self, pool: &AnyPool) -> std::result::Result<usize, String> {
+        let batch: Vec<Pending> = {
+            let mut queue = self.queue();
+            let take = queue.len().min(MAX_BATCH);
+            queue.drain(..take).collect()
+        };
+        let taken = batch.len();
+        if taken == 0 {
+            return Ok(0);
+        }
+        let (entries, senders): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|p| (p.entry, p.done)).unzip();
+        match commit_batch(pool, entries).await {
+            Ok(first) => {
+                use std::sync::atomic::Ordering::Relaxed;
+                self.batches.fetch_add(1, Relaxed);
+                self.entries.fetch_add(senders.len() as u64, Relaxed);
+                for (i, done) in senders.into_iter().enumerate() {
+                    let _ = done.send(Ok(first + i as u64));
                 }
-                Err(e) => {
-                    let message = e.to_string();
-                    for done in senders {
-                        let _ = done.send(Err(message.clone()));
-                    }
+                Ok(taken)
+            }
+            Err(e) => {
+                let message = e.to_string();
+                for done in senders {
+                    let _ = done.send(Err(message.clone()));
                 }
+                Err(message)
             }
         }
+    }
+
+    /// Waits for the batch in progress and commits everything still queued.
+    async fn flush(&self, pool: &AnyPool) -> Result<()> {
+        let _turn = self.commit.lock().await;
+        while self.commit_next(pool).await.map_err(batch_failed)? > 0 {}
+        Ok(())
     }
 }
 
@@ -363,11 +384,11 @@ async fn commit_batch(pool: &AnyPool, mut entries: Vec<audit::Entry>) -> Result<
     let row = sqlx::query(
         "UPDATE audit_head SET next_seq = next_seq + $1 WHERE id = 1 RETURNING next_seq",
     )
-    .bind(n as i64)
+    .bind(db_int(n)?)
     .fetch_one(&mut *tx)
     .await?;
     let next: i64 = row.try_get("next_seq")?;
-    let first = (next as u64)
+    let first = uint::<u64>(next, "audit_head.next_seq")?
         .checked_sub(n)
         .ok_or_else(|| corrupt("audit_head.next_seq is negative"))?;
     let bytes: Vec<Vec<u8>> = entries
@@ -396,6 +417,12 @@ impl Store {
             .map_err(|e| batch_failed(e.to_string()))?
     }
 
+    /// Commits every entry still queued for the group commit (at shutdown: a request whose
+    /// client went away may have left its entry queued, on its own task).
+    pub async fn flush_audit(&self) -> Result<()> {
+        self.appender.flush(&self.pool).await
+    }
+
     /// Group commits of [`Store::record`] so far through this handle (and its clones):
     /// `(transactions, entries)`.
     pub fn audit_group_commits(&self) -> (u64, u64) {
@@ -411,7 +438,7 @@ impl Store {
         let row = sqlx::query("SELECT tree_size FROM audit_head WHERE id = 1")
             .fetch_one(&self.pool)
             .await?;
-        Ok(row.try_get::<i64, _>("tree_size")? as u64)
+        get_uint::<u64>(&row, "tree_size")
     }
 
     /// The current tree size and root, read together.
@@ -479,14 +506,14 @@ impl Store {
         let rows = sqlx::query(
             "SELECT idx, hash FROM audit_tree WHERE level = 0 AND idx >= $1 AND idx < $2 ORDER BY idx",
         )
-        .bind(from as i64)
-        .bind(to as i64)
+        .bind(db_int(from)?)
+        .bind(db_int(to)?)
         .fetch_all(&self.pool)
         .await?;
         let mut out = Vec::with_capacity(rows.len());
         for (i, row) in rows.iter().enumerate() {
-            let index: i64 = row.try_get("idx")?;
-            if index as u64 != from + i as u64 {
+            let index: u64 = get_uint(row, "idx")?;
+            if index != from + i as u64 {
                 return Err(StoreError::Corrupt(format!(
                     "audit leaf {} missing",
                     from + i as u64
@@ -515,7 +542,7 @@ impl Store {
         sqlx::query(
             "INSERT INTO audit_checkpoints (size, root, note, created_at) VALUES ($1, $2, $3, $4)",
         )
-        .bind(size as i64)
+        .bind(db_int(size)?)
         .bind(root.to_vec())
         .bind(note)
         .bind(now())
@@ -529,7 +556,7 @@ impl Store {
         let row = sqlx::query(
             "SELECT size, root, note, created_at FROM audit_checkpoints WHERE size = $1",
         )
-        .bind(size as i64)
+        .bind(db_int(size)?)
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(checkpoint_from_row).transpose()
@@ -556,9 +583,9 @@ impl Store {
             "SELECT size, root, note, created_at FROM audit_checkpoints \
              WHERE size >= $1 AND size <= $2 ORDER BY size LIMIT $3",
         )
-        .bind(from.min(i64::MAX as u64) as i64)
-        .bind(to.min(i64::MAX as u64) as i64)
-        .bind(limit.min(i64::MAX as u64) as i64)
+        .bind(i64::try_from(from).unwrap_or(i64::MAX))
+        .bind(i64::try_from(to).unwrap_or(i64::MAX))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(checkpoint_from_row).collect()
@@ -568,7 +595,7 @@ impl Store {
 fn checkpoint_from_row(r: &sqlx::any::AnyRow) -> Result<StoredCheckpoint> {
     let root: Vec<u8> = r.try_get("root")?;
     Ok(StoredCheckpoint {
-        size: r.try_get::<i64, _>("size")? as u64,
+        size: get_uint::<u64>(r, "size")?,
         root: Hash::try_from(root.as_slice())
             .map_err(|_| corrupt("a checkpoint root is not 32 bytes"))?,
         note: r.try_get("note")?,

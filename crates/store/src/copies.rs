@@ -12,6 +12,7 @@
 use sqlx::Row;
 use types::{CommitId, HostName, RepoPath};
 
+use crate::convert::get_uint;
 use crate::{Result, Store, StoreError, corrupt, now};
 
 /// What one fetch served to an enrolled host.
@@ -73,12 +74,6 @@ pub enum Confirmed {
 
 fn host_from(r: &sqlx::any::AnyRow) -> Result<HostName> {
     HostName::parse(r.try_get("host_name")?).map_err(corrupt)
-}
-
-/// Bytes from the database: never negative.
-fn bytes_from(r: &sqlx::any::AnyRow, column: &str) -> Result<u64> {
-    let n: i64 = r.try_get(column)?;
-    u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("{column} {n}")))
 }
 
 impl Store {
@@ -148,7 +143,7 @@ impl Store {
                     host: host_from(r)?,
                     commit: CommitId::parse(r.try_get("commit_id")?).map_err(corrupt)?,
                     path: RepoPath::parse(r.try_get("path")?).map_err(corrupt)?,
-                    bytes: bytes_from(r, "bytes")?,
+                    bytes: get_uint::<u64>(r, "bytes")?,
                     fetched_at: r.try_get("fetched_at")?,
                 })
             })
@@ -172,7 +167,7 @@ impl Store {
                     host: host_from(r)?,
                     model_id: r.try_get("model_id")?,
                     confirmed_at: r.try_get("confirmed_at")?,
-                    files: bytes_from(r, "files")?,
+                    files: get_uint::<u64>(r, "files")?,
                 })
             })
             .collect()
@@ -202,7 +197,7 @@ impl Store {
                     model: format!("{vendor}/{model}"),
                     commit: CommitId::parse(r.try_get("commit_id")?).map_err(corrupt)?,
                     path: RepoPath::parse(r.try_get("path")?).map_err(corrupt)?,
-                    bytes: bytes_from(r, "bytes")?,
+                    bytes: get_uint::<u64>(r, "bytes")?,
                 })
             })
             .collect()

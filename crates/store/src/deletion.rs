@@ -155,7 +155,7 @@ impl Store {
             .map(|r| {
                 Ok((
                     r.try_get("id")?,
-                    r.try_get::<i64, _>("key_epoch")? as u64,
+                    crate::convert::get_uint::<u64>(r, "key_epoch")?,
                     r.try_get("wrapped_key")?,
                 ))
             })
@@ -199,7 +199,7 @@ impl Store {
             sqlx::query(
                 "UPDATE models SET key_epoch = $1, wrapped_key = $2 WHERE id = $3 AND deleted_at IS NULL",
             )
-            .bind(r.epoch as i64)
+            .bind(crate::convert::db_int(r.epoch)?)
             .bind(r.wrapped.clone())
             .bind(&r.model_id)
             .execute(tx.conn())

@@ -9,8 +9,15 @@
 //! that describes the change and commits it in the same transaction ([`AuditedTx`]). There is
 //! no way to change state without writing its entry.
 #![forbid(unsafe_code)]
+// Integers from the database and from bundles are converted checked, never wrapped by `as`.
+#![deny(
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap,
+    clippy::cast_possible_truncation
+)]
 
 mod audit_log;
+mod convert;
 mod copies;
 mod deletion;
 mod identity;
@@ -75,7 +82,7 @@ pub struct Store {
 pub(crate) fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
 
@@ -259,7 +266,7 @@ impl Store {
         .bind(model.id)
         .bind(model.vendor_id)
         .bind(model.name.as_str())
-        .bind(model.key_epoch as i64)
+        .bind(convert::db_int(model.key_epoch)?)
         .bind(model.wrapped_key.to_vec())
         .bind(now())
         .execute(tx.conn())
@@ -304,9 +311,9 @@ impl Store {
                  VALUES ($1, $2, $3, $4, $5, $6, 0)",
             )
             .bind(upload.id)
-            .bind(idx as i64)
+            .bind(convert::db_int(idx)?)
             .bind(f.path.as_str())
-            .bind(f.size as i64)
+            .bind(convert::db_int(f.size)?)
             .bind(f.sha256.as_str())
             .bind(f.object_id.as_str())
             .execute(tx.conn())
@@ -341,7 +348,7 @@ impl Store {
                     done: r.try_get::<i64, _>("done")? != 0,
                     header: r.try_get("header")?,
                     backend_upload_id: r.try_get("backend_upload_id")?,
-                    parts_done: r.try_get::<i64, _>("parts_done")? as u32,
+                    parts_done: convert::get_uint::<u32>(r, "parts_done")?,
                     hash_state: r.try_get("hash_state")?,
                 })
             })
@@ -381,21 +388,21 @@ impl Store {
         )
         .bind(file.object_id.as_str())
         .bind(model_id)
-        .bind(file.size as i64)
+        .bind(convert::db_int(file.size)?)
         .bind(file.sha256.as_str())
-        .bind(stored_size as i64)
+        .bind(convert::db_int(stored_size)?)
         .bind(now())
         .bind(git_blob_id)
         .execute(&mut *tx)
         .await?;
         sqlx::query("UPDATE upload_files SET done = 1 WHERE session_id = $1 AND idx = $2")
             .bind(upload_id)
-            .bind(idx as i64)
+            .bind(convert::db_int(idx)?)
             .execute(&mut *tx)
             .await?;
         sqlx::query("DELETE FROM upload_parts WHERE session_id = $1 AND idx = $2")
             .bind(upload_id)
-            .bind(idx as i64)
+            .bind(convert::db_int(idx)?)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -444,12 +451,12 @@ impl Store {
         .bind(header.map(<[u8]>::to_vec))
         .bind(backend_upload_id)
         .bind(upload_id)
-        .bind(idx as i64)
+        .bind(convert::db_int(idx)?)
         .execute(&mut *tx)
         .await?;
         sqlx::query("DELETE FROM upload_parts WHERE session_id = $1 AND idx = $2")
             .bind(upload_id)
-            .bind(idx as i64)
+            .bind(convert::db_int(idx)?)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -470,28 +477,28 @@ impl Store {
             "DELETE FROM upload_parts WHERE session_id = $1 AND idx = $2 AND part_number = $3",
         )
         .bind(upload_id)
-        .bind(idx as i64)
-        .bind(part.part_number as i64)
+        .bind(convert::db_int(idx)?)
+        .bind(convert::db_int(part.part_number)?)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
             "INSERT INTO upload_parts (session_id, idx, part_number, etag, size) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(upload_id)
-        .bind(idx as i64)
-        .bind(part.part_number as i64)
+        .bind(convert::db_int(idx)?)
+        .bind(convert::db_int(part.part_number)?)
         .bind(&part.etag)
-        .bind(part.size as i64)
+        .bind(convert::db_int(part.size)?)
         .execute(&mut *tx)
         .await?;
         if let Some(state) = hash_state {
             sqlx::query(
                 "UPDATE upload_files SET parts_done = $1, hash_state = $2 WHERE session_id = $3 AND idx = $4",
             )
-            .bind(parts_done as i64)
+            .bind(convert::db_int(parts_done)?)
             .bind(state.to_vec())
             .bind(upload_id)
-            .bind(idx as i64)
+            .bind(convert::db_int(idx)?)
             .execute(&mut *tx)
             .await?;
         }
@@ -505,15 +512,15 @@ impl Store {
             "SELECT part_number, etag, size FROM upload_parts WHERE session_id = $1 AND idx = $2 ORDER BY part_number",
         )
         .bind(upload_id)
-        .bind(idx as i64)
+        .bind(convert::db_int(idx)?)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
             .map(|r| {
                 Ok(StoredPart {
-                    part_number: r.try_get::<i64, _>("part_number")? as u32,
+                    part_number: convert::get_uint::<u32>(r, "part_number")?,
                     etag: r.try_get("etag")?,
-                    size: r.try_get::<i64, _>("size")? as u64,
+                    size: convert::get_uint::<u64>(r, "size")?,
                 })
             })
             .collect()
@@ -585,7 +592,7 @@ impl Store {
             .bind(commit.as_str())
             .bind(f.file.path.as_str())
             .bind(f.file.object_id.as_str())
-            .bind(f.file.size as i64)
+            .bind(convert::db_int(f.file.size)?)
             .bind(f.file.sha256.as_str())
             .execute(tx.conn())
             .await?;
@@ -680,12 +687,12 @@ impl Store {
         let rows = sqlx::query(
             "SELECT seq, entry FROM audit_log WHERE seq >= $1 AND seq < $2 ORDER BY seq",
         )
-        .bind(from as i64)
-        .bind(to as i64)
+        .bind(convert::db_int(from)?)
+        .bind(convert::db_int(to)?)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get::<i64, _>("seq")? as u64, r.try_get("entry")?)))
+            .map(|r| Ok((convert::get_uint::<u64>(r, "seq")?, r.try_get("entry")?)))
             .collect()
     }
 }
@@ -745,7 +752,7 @@ fn model_from_row(r: &sqlx::any::AnyRow) -> Result<ModelRecord> {
         vendor_id: r.try_get("vendor_id")?,
         vendor: VendorName::parse(r.try_get("vendor")?).map_err(corrupt)?,
         name: ModelName::parse(r.try_get("name")?).map_err(corrupt)?,
-        key_epoch: r.try_get::<i64, _>("key_epoch")? as u64,
+        key_epoch: convert::get_uint::<u64>(r, "key_epoch")?,
         wrapped_key: r.try_get("wrapped_key")?,
         deleted_at: r.try_get("deleted_at")?,
         deletion_id: r.try_get("deletion_id")?,
@@ -757,7 +764,7 @@ fn revision_from_row(r: &sqlx::any::AnyRow) -> Result<RevisionRecord> {
     Ok(RevisionRecord {
         commit: CommitId::parse(r.try_get("commit_id")?).map_err(corrupt)?,
         model_id: r.try_get("model_id")?,
-        seq: r.try_get::<i64, _>("seq")? as u64,
+        seq: convert::get_uint::<u64>(r, "seq")?,
         message: r.try_get("message")?,
         created_by: r.try_get("created_by")?,
         created_at: r.try_get("created_at")?,
@@ -773,7 +780,7 @@ fn file_from_row(r: &sqlx::any::AnyRow) -> Result<FileRecord> {
     Ok(FileRecord {
         path: RepoPath::parse(r.try_get("path")?).map_err(corrupt)?,
         object_id: ObjectId::parse(r.try_get("object_id")?).map_err(corrupt)?,
-        size: r.try_get::<i64, _>("size")? as u64,
+        size: convert::get_uint::<u64>(r, "size")?,
         sha256: Sha256Hex::parse(r.try_get("sha256")?).map_err(corrupt)?,
     })
 }

@@ -28,7 +28,7 @@ impl AuditedTx {
         let seq: i64 = row.try_get("seq")?;
         Ok(AuditedTx {
             tx,
-            seq: seq as u64,
+            seq: crate::convert::uint(seq, "audit_head.next_seq")?,
         })
     }
 

@@ -48,6 +48,7 @@ suite!(
     a_tree_out_of_step_with_the_log_stops_appends,
     an_older_log_gets_its_tree_when_opened,
     checkpoints_are_kept_by_size,
+    tampered_negative_numbers_are_errors_not_wrapped_values,
 );
 
 fn entry(action: &str) -> audit::Entry {
@@ -361,4 +362,45 @@ async fn checkpoints_are_kept_by_size(store: Store, _url: String) {
     assert_eq!(store.checkpoints(0, 100, 1).await.unwrap()[0].size, 3);
     assert_eq!(store.checkpoint(3).await.unwrap().unwrap().note, "note 3\n");
     assert_eq!(store.checkpoint(4).await.unwrap(), None);
+}
+
+async fn tampered_negative_numbers_are_errors_not_wrapped_values(store: Store, url: String) {
+    for _ in 0..3 {
+        store.record(entry("e")).await.unwrap();
+    }
+    let (size, root) = store.audit_head().await.unwrap();
+    store.save_checkpoint(size, &root, "note").await.unwrap();
+
+    // A negative checkpoint size would have read as 2^64 - 1.
+    raw_sql(&url, "UPDATE audit_checkpoints SET size = -1").await;
+    let err = store.latest_checkpoint().await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt(m) if m.contains("size is -1")),
+        "{err}"
+    );
+
+    // A negative tree size: the log's size is an error, not 2^64 - 5.
+    raw_sql(&url, "UPDATE audit_head SET tree_size = -5 WHERE id = 1").await;
+    let err = store.audit_size().await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt(m) if m.contains("tree_size is -5")),
+        "{err}"
+    );
+
+    // A negative next sequence number: no entry gets a wrapped one.
+    raw_sql(
+        &url,
+        "UPDATE audit_head SET tree_size = 3, next_seq = -7 WHERE id = 1",
+    )
+    .await;
+    let err = store
+        .create_vendor("v", &vendor("acme"), entry("vendor.create"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt(m) if m.contains("-7")),
+        "{err}"
+    );
+    assert!(store.record(entry("e")).await.is_err());
+    assert!(store.vendor(&vendor("acme")).await.unwrap().is_none());
 }

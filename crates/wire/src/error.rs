@@ -108,6 +108,8 @@ error_codes! {
     SizeMismatch = "size_mismatch",
     DigestMismatch = "digest_mismatch",
     UploadInterrupted = "upload_interrupted",
+    /// A request body over the server's limit (413).
+    TooLarge = "too_large",
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -74,6 +74,7 @@ fn error_codes_have_a_frozen_string_form() {
         (ErrorCode::DuplicatePath, "duplicate_path"),
         (ErrorCode::PathConflict, "path_conflict"),
         (ErrorCode::FileTooLarge, "file_too_large"),
+        (ErrorCode::TooLarge, "too_large"),
         (ErrorCode::SizeMismatch, "size_mismatch"),
         (ErrorCode::DigestMismatch, "digest_mismatch"),
         (ErrorCode::UploadInterrupted, "upload_interrupted"),

@@ -1,30 +1,52 @@
 //! Arbitrary bytes as a stored object: parse the header, then open every segment the stored length
-//! implies, plus a few direct `open_segment` calls with input-chosen index and flag. Must never
-//! panic, and (with overwhelming probability) never authenticate anything.
+//! implies, plus a direct `open_segment` call with input-chosen index and flag. Must never panic;
+//! a segment that authenticates must be exactly what sealing its plaintext under the same header
+//! gives (so only genuine ciphertext opens), and a forged one leaves no plaintext behind.
 #![no_main]
 
-use crypto::SecretKey;
 use crypto::stream::{
-    HEADER_LEN, ObjectContext, ObjectOpener, plaintext_len, segment_ciphertext_len, segment_count,
-    segment_offset,
+    HEADER_LEN, ObjectContext, ObjectOpener, ObjectSealer, plaintext_len, segment_ciphertext_len,
+    segment_count, segment_offset,
 };
+use crypto::{CryptoError, SecretKey};
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    let key = SecretKey::from_bytes([0x42; 32]);
-    let ctx = ObjectContext {
-        vendor_id: "vendor",
-        model_id: "model",
-        object_id: "object",
-    };
+/// The key and context the seeds are sealed with (`cargo run --example make_seeds`).
+pub const KEY: [u8; 32] = [0x42; 32];
+pub const CTX: ObjectContext<'static> = ObjectContext {
+    vendor_id: "vendor",
+    model_id: "model",
+    object_id: "object",
+};
 
-    // The first byte steers the direct calls; the rest is the stored object.
+fuzz_target!(|data: &[u8]| {
+    let key = SecretKey::from_bytes(KEY);
+
+    // The first byte steers the direct call; the rest is the stored object.
     let Some((&control, stored)) = data.split_first() else {
         return;
     };
     let header = &stored[..stored.len().min(HEADER_LEN)];
-    let Ok(opener) = ObjectOpener::new(&key, &ctx, header) else {
+    let Ok(opener) = ObjectOpener::new(&key, &CTX, header) else {
         return;
+    };
+    let check = |index: u64, last: bool, sealed: &[u8]| {
+        let mut buf = sealed.to_vec();
+        match opener.open_segment(index, last, &mut buf) {
+            Ok(()) => {
+                let Ok(sealer) = ObjectSealer::resume(&key, &CTX, header) else {
+                    panic!("a header that opens does not resume");
+                };
+                assert!(
+                    sealer.seal_segment(index, last, &mut buf).is_ok() && buf == sealed,
+                    "segment {index} authenticated but is not the sealing of its plaintext"
+                );
+            }
+            // A forgery leaves nothing behind; an index past the format's limit is refused
+            // before anything is opened.
+            Err(CryptoError::TooLarge) => assert_eq!(buf, sealed),
+            Err(_) => assert!(buf.is_empty(), "a refused segment left bytes behind"),
+        }
     };
 
     if let Ok(pt_len) = plaintext_len(stored.len() as u64) {
@@ -35,16 +57,11 @@ fuzz_target!(|data: &[u8]| {
             let Some(seg) = stored.get(off..off + len) else {
                 panic!("length math points outside the object");
             };
-            let mut buf = seg.to_vec();
-            if opener.open_segment(i, i + 1 == count, &mut buf).is_ok() {
-                panic!("forged segment authenticated");
-            }
-            assert!(buf.is_empty());
+            check(i, i + 1 == count, seg);
         }
     }
 
     let body = &stored[header.len()..];
     let index = u64::from(control >> 1) | if control & 0x80 != 0 { 1 << 32 } else { 0 };
-    let mut buf = body.to_vec();
-    let _ = opener.open_segment(index, control & 1 == 1, &mut buf);
+    check(index, control & 1 == 1, body);
 });
