@@ -13,6 +13,7 @@ mod certificate;
 mod client;
 mod delete;
 mod fetch;
+mod init;
 mod output;
 mod upload;
 mod wipe;
@@ -73,6 +74,8 @@ struct Global {
 enum Command {
     /// Run the server (HTTPS only)
     Server(ServerArgs),
+    /// Make the service identity once, for several server instances (see `identity_dir`)
+    Init(init::InitArgs),
     /// Manage vendors (operator)
     #[command(subcommand)]
     Vendor(VendorCommand),
@@ -273,6 +276,7 @@ async fn run(cli: Cli, out: &Output) -> anyhow::Result<()> {
     let global = cli.global;
     match cli.command {
         Command::Server(args) => run_server(args).await,
+        Command::Init(args) => init::run(&args, out),
         Command::Vendor(VendorCommand::Create { name }) => {
             let name = VendorName::parse(&name)?;
             let client = Client::from_settings(&global)?;
@@ -452,6 +456,9 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
             "custody: certificate fingerprint {}",
             started.fingerprint
         );
+        for notice in &started.notices {
+            let _ = writeln!(stdout, "custody: {notice}");
+        }
         if let Some(token) = &started.bootstrap_token {
             let _ = writeln!(
                 stdout,

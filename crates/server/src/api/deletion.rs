@@ -138,6 +138,10 @@ pub(crate) async fn status(
         "requested_at": deletion.requested_at,
         "completed_at": deletion.completed_at,
         "certificate": certificate,
+        // A failing step: how often it failed, why, and when it is tried again.
+        "attempts": deletion.attempts,
+        "last_error": deletion.last_error,
+        "retry_at": deletion.retry_at,
     })))
 }
 
