@@ -236,6 +236,21 @@ mod tests {
     }
 
     #[test]
+    fn the_cluster_example_configuration_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/cluster/custody.toml");
+        let config = ServerConfig::from_toml_file(&path).unwrap();
+        assert_eq!(config.identity_dir, Some(PathBuf::from("/identity")));
+        assert!(config.s3.is_some());
+        assert!(matches!(
+            config.root_config(),
+            shred::RootConfig::File { dir: Some(d) } if d == Path::new("/custody-root")
+        ));
+        let paths = config.identity_paths();
+        assert_eq!(paths.log_key, PathBuf::from("/identity/keys/audit-log.key"));
+        assert_eq!(paths.tls_cert, PathBuf::from("/identity/tls/cert.pem"));
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let err = toml::from_str::<ServerConfig>("data_dir = \"/x\"\nlisten_addr = \"1\"")
             .err()
