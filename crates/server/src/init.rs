@@ -76,6 +76,11 @@ pub(crate) async fn prepare(config: &crate::ServerConfig) -> anyhow::Result<Prep
     let store = Store::connect(&url)
         .await
         .context("opening the metadata database")?;
+    if instance_lock.is_some() {
+        // The lock file says no other process uses this database: the leases an earlier
+        // process held are free now, not in ten seconds.
+        store.expire_all_leases().await?;
+    }
     let initialising = store
         .initialisation_section()
         .await

@@ -132,6 +132,15 @@ impl Store {
         Ok(())
     }
 
+    /// Frees every lease. Only for a database that one process can use at a time (SQLite
+    /// under the server's lock file): whoever held a lease before is dead.
+    pub async fn expire_all_leases(&self) -> Result<()> {
+        sqlx::query("UPDATE leases SET expires_at = 0")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Every lease and its holder (for status and tests).
     pub async fn leases(&self) -> Result<Vec<LeaseState>> {
         let rows = sqlx::query(&format!(
@@ -277,7 +286,9 @@ impl Store {
         fence: Option<&Fence>,
     ) -> Result<i64> {
         let mut tx = self.pool.begin().await?;
-        crate::keys::check_fence(&mut tx, self.dialect, fence).await?;
+        // The write first: on SQLite it takes the write lock before any read (a read
+        // transaction cannot be upgraded safely under concurrency). The fence is checked in
+        // the same transaction; a stale holder's change is rolled back.
         let row = sqlx::query(
             "UPDATE deletions SET attempts = attempts + 1, last_error = $1, retry_at = $2 \
              WHERE id = $3 RETURNING attempts",
@@ -288,6 +299,7 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?
         .ok_or(StoreError::NotFound("deletion"))?;
+        crate::keys::check_fence(&mut tx, self.dialect, fence).await?;
         let attempts: i64 = row.try_get("attempts")?;
         tx.commit().await?;
         Ok(attempts)
