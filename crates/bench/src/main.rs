@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod cluster;
 mod micro;
 mod plain;
 mod procs;
@@ -56,6 +57,9 @@ enum Hidden {
     Audit(audit::AuditArgs),
     /// Deletion: crypto-shred time for a small and a large model, beside `shred -u`
     Shred(shred::ShredArgs),
+    /// Scale-out: 1 and 3 instances on PostgreSQL behind HAProxy: audit appends per second,
+    /// aggregate download throughput
+    Cluster(cluster::ClusterArgs),
     /// The baseline server: one file over HTTPS, nothing else
     #[command(hide = true)]
     StaticServer {
@@ -94,6 +98,7 @@ fn main() -> anyhow::Result<()> {
         }
         Some(Hidden::Audit(args)) => audit::run(args),
         Some(Hidden::Shred(args)) => shred::run(args),
+        Some(Hidden::Cluster(args)) => cluster::run(args),
         None => bench(cli.size_gib, cli.dir, cli.custody, cli.crypto_only),
     }
 }
