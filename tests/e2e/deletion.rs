@@ -107,8 +107,8 @@ fn a_shredded_model_is_gone_for_good_even_from_backups() {
     let (run, _) = fetch(&world, "acme/gone");
     assert!(run.success, "{}", run.stderr);
 
-    // The backup: the whole data directory (database, blobs, key store, root key files),
-    // taken from a stopped server so the database copy is consistent.
+    // The backup: the whole data directory (database, blobs, key store; the root key files
+    // live beside it), taken from a stopped server so the database copy is consistent.
     let World {
         server,
         admin,
@@ -116,7 +116,8 @@ fn a_shredded_model_is_gone_for_good_even_from_backups() {
     } = world;
     let host = server.host.clone();
     let operator = server.operator.clone();
-    let live_root = server.data_dir().join("root");
+    let live_root = server.data_dir().with_file_name("custody.root");
+    assert!(!list_files(&live_root).is_empty());
     let data = server.stop();
     let backup = tempfile::tempdir().unwrap();
     copy_dir(&data.path().join("custody"), &backup.path().join("custody"));
@@ -219,14 +220,17 @@ fn a_shredded_model_is_gone_for_good_even_from_backups() {
     assert!(!output.status.success(), "a server opened the backup");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("root"), "{stderr}");
-    // With the backup's own (old) root files it would open: that is why root files stay out
-    // of backups, and why the shred destroys the old root. Check the live root dir holds
-    // no root file the backup's key store could use.
-    let backup_roots = list_files(&backup.path().join("custody/root"));
+    // A backup of the data directory holds no root file at all (they live beside it), and
+    // the live root directory holds none of the destroyed epoch's.
+    let backup_roots: Vec<String> = list_files(backup.path())
+        .into_iter()
+        .filter(|f| f.contains("root-"))
+        .collect();
+    assert!(backup_roots.is_empty(), "{backup_roots:?}");
     let live_roots = list_files(&live_root);
     assert!(
-        backup_roots.iter().all(|r| !live_roots.contains(r)),
-        "a destroyed root survived: backup {backup_roots:?}, live {live_roots:?}"
+        live_roots.iter().all(|r| !r.starts_with("root-1-")),
+        "a destroyed root survived: {live_roots:?}"
     );
     drop(gone_src);
 }

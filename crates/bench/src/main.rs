@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod cluster;
 mod load;
 mod micro;
 mod plain;
@@ -61,6 +62,9 @@ enum Hidden {
     /// round (half-open connections, unauthenticated flood, oversized declarations) during a
     /// large fetch
     Load(load::LoadArgs),
+    /// Scale-out: 1 and 3 instances on PostgreSQL behind HAProxy: audit appends per second,
+    /// aggregate download throughput
+    Cluster(cluster::ClusterArgs),
     /// The baseline server: one file over HTTPS, nothing else
     #[command(hide = true)]
     StaticServer {
@@ -100,6 +104,7 @@ fn main() -> anyhow::Result<()> {
         Some(Hidden::Audit(args)) => audit::run(args),
         Some(Hidden::Shred(args)) => shred::run(args),
         Some(Hidden::Load(args)) => load::run(args),
+        Some(Hidden::Cluster(args)) => cluster::run(args),
         None => bench(cli.size_gib, cli.dir, cli.custody, cli.crypto_only),
     }
 }

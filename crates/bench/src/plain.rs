@@ -208,7 +208,7 @@ pub fn plain_fetch(url: &str, ca: &Path, out: &Path, size: u64) -> anyhow::Resul
 }
 
 /// The HTTPS client exactly as `crates/cli/src/client.rs` builds it.
-fn client(ca: &Path) -> anyhow::Result<reqwest::Client> {
+pub(crate) fn client(ca: &Path) -> anyhow::Result<reqwest::Client> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca)? {
         roots.add(cert?)?;

@@ -20,6 +20,7 @@ mod delete;
 mod fetch;
 mod group;
 mod host;
+mod init;
 mod models;
 mod output;
 mod policy;
@@ -81,6 +82,8 @@ struct Global {
 enum Command {
     /// Run the server (HTTPS only)
     Server(server::ServerArgs),
+    /// Make the service identity once, for several server instances (see `identity_dir`)
+    Init(init::InitArgs),
     /// Manage vendors (operator)
     #[command(subcommand)]
     Vendor(vendor::VendorCommand),
@@ -131,6 +134,7 @@ fn main() -> ExitCode {
             server::limit_malloc_arenas();
             block_on(out, server::run(args))
         }
+        Command::Init(args) => finish(out, init::run(&args, out)),
         Command::Vendor(command) => block_on(out, vendor::run(command, global, out)),
         Command::Token(command) => block_on(out, token::run(command, global, out)),
         Command::Whoami => block_on(out, token::whoami(global, out)),

@@ -97,6 +97,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             "custody: certificate fingerprint {}",
             started.fingerprint
         );
+        for notice in &started.notices {
+            let _ = writeln!(stdout, "custody: {notice}");
+        }
         if let Some(token) = &started.bootstrap_token {
             let _ = writeln!(
                 stdout,

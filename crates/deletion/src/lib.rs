@@ -305,17 +305,55 @@ impl Deletion {
     }
 }
 
-/// The residual-risk statement for a root of `root_kind` (`file` or `aws-kms`);
-/// `kms_deletion_date` is the date AWS deletes the last destroyed KMS key.
-pub fn residual_risk(root_kind: &str, kms_deletion_date: Option<&str>) -> String {
-    let mut text = String::from(
-        "Backups taken before this deletion cannot be decrypted, for any model: they hold model \
-         keys wrapped only under destroyed epochs. Plaintext copies on exclusive servers are \
-         covered only as far as each host confirmed its wipe (see hosts).",
-    );
-    match root_kind {
-        "aws-kms" => {
-            text.push_str(" The destroyed epoch's KMS key is unusable from now on and AWS deletes its material");
+/// Where the root of trust was kept when a deletion was carried out: what a backup taken
+/// before it can still open depends on that, and the certificate says which layout it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootPlacement {
+    /// Root key files in `root_dir`, outside the data directory `data_dir` and the database.
+    FilesOutside { root_dir: String, data_dir: String },
+    /// Root key files in `root_dir`, inside `inside` (the data directory or the key store),
+    /// because the configuration allowed it.
+    FilesInside { root_dir: String, inside: String },
+    /// AWS KMS, one key per epoch.
+    Kms,
+}
+
+/// The residual-risk statement for a deletion made under `placement`; `kms_deletion_date` is
+/// the date AWS deletes the last destroyed KMS key.
+pub fn residual_risk(placement: &RootPlacement, kms_deletion_date: Option<&str>) -> String {
+    const HOSTS: &str = " Plaintext copies on exclusive servers are covered only as far as each \
+                         host confirmed its wipe (see hosts).";
+    const REMNANTS: &str = " The destroyed epoch's root key file was overwritten and removed; on \
+                            flash or copy-on-write storage, remnants may persist in blocks the \
+                            file system no longer maps.";
+    match placement {
+        RootPlacement::FilesOutside { root_dir, data_dir } => format!(
+            "Layout: the root of trust is root key files in {root_dir}, outside the data \
+             directory {data_dir} and the database. Backups of the database and of the data \
+             directory taken before this deletion cannot be decrypted, for any model: they hold \
+             keys wrapped only under destroyed epochs, whose roots existed only in {root_dir}.\
+             {HOSTS}{REMNANTS} A copy of {root_dir} made before this deletion (a backup or a \
+             snapshot of it) would undo it: that directory must stay out of every backup and \
+             snapshot."
+        ),
+        RootPlacement::FilesInside { root_dir, inside } => format!(
+            "Layout: the root key files ({root_dir}) are inside {inside}, which the \
+             configuration allowed (allow_root_in_data_dir). A backup of {inside} taken before \
+             this deletion holds the destroyed epoch's root and CAN decrypt every model it \
+             holds, this one included; only backups of the database alone cannot.{HOSTS}\
+             {REMNANTS}"
+        ),
+        RootPlacement::Kms => {
+            let mut text = String::from(
+                "Layout: the root of trust is AWS KMS, one key per epoch; no root key is in the \
+                 database or the data directory. Backups of the database and of the data \
+                 directory taken before this deletion cannot be decrypted, for any model: they \
+                 hold keys wrapped only under destroyed epochs.",
+            );
+            text.push_str(HOSTS);
+            text.push_str(
+                " The destroyed epoch's KMS key is unusable from now on and AWS deletes its material",
+            );
             match kms_deletion_date {
                 Some(date) => text.push_str(&format!(" on {date}")),
                 None => text.push_str(" when its waiting period ends"),
@@ -323,14 +361,9 @@ pub fn residual_risk(root_kind: &str, kms_deletion_date: Option<&str>) -> String
             text.push_str(
                 "; until then an AWS principal allowed kms:CancelKeyDeletion could restore it.",
             );
+            text
         }
-        _ => text.push_str(
-            " The destroyed epoch's root key file was overwritten and removed; on flash or \
-             copy-on-write storage, remnants may persist in blocks the file system no longer \
-             maps, so keep root files on storage that is not backed up or snapshotted.",
-        ),
     }
-    text
 }
 
 /// Signs a certificate for `deletion` with `audit` evidence, and verifies it before
@@ -377,4 +410,45 @@ pub fn signed_message(certificate: &Certificate) -> Result<Vec<u8>, String> {
     message.extend_from_slice(SIGNING_CONTEXT);
     message.extend_from_slice(&body);
     Ok(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_residual_risk_states_the_layout() {
+        let outside = residual_risk(
+            &RootPlacement::FilesOutside {
+                root_dir: "/srv/data.root".into(),
+                data_dir: "/srv/data".into(),
+            },
+            None,
+        );
+        assert!(outside.starts_with("Layout: "), "{outside}");
+        assert!(outside.contains("/srv/data.root") && outside.contains("/srv/data "));
+        assert!(outside.contains("cannot be decrypted") && !outside.contains("CAN decrypt"));
+        let inside = residual_risk(
+            &RootPlacement::FilesInside {
+                root_dir: "/srv/data/root".into(),
+                inside: "the data directory /srv/data".into(),
+            },
+            None,
+        );
+        assert!(
+            inside.contains("CAN decrypt") && inside.contains("/srv/data/root"),
+            "{inside}"
+        );
+        assert!(!inside.contains("Backups of the database and of the data directory"));
+        let kms = residual_risk(&RootPlacement::Kms, Some("2030-01-08T00:00:00Z"));
+        assert!(
+            kms.contains("AWS KMS") && kms.contains("on 2030-01-08T00:00:00Z"),
+            "{kms}"
+        );
+        assert!(kms.contains("kms:CancelKeyDeletion"));
+        for text in [outside, inside, kms] {
+            assert!(text.contains("confirmed its wipe"), "{text}");
+            assert!(!text.contains("  "), "double space: {text}");
+        }
+    }
 }

@@ -22,7 +22,7 @@ use zeroize::Zeroizing;
 use crate::App;
 use crate::deletion::{DeletionError, Work};
 
-const KEY_FILE: &str = "service-signing.key";
+pub(crate) const KEY_FILE: &str = "service-signing.key";
 /// `service-signing.key`: this magic, a version byte, then the PKCS#8 v2 document.
 const KEY_MAGIC: &[u8] = b"custody-service-key";
 const KEY_VERSION: u8 = 1;
@@ -33,21 +33,22 @@ pub(crate) struct ServiceKey {
 }
 
 impl ServiceKey {
-    /// Loads the key from the key store, or creates it there on first start.
-    pub(crate) fn open_or_create(key_dir: &Path) -> anyhow::Result<ServiceKey> {
-        let path = key_dir.join(KEY_FILE);
-        if !path.exists() {
-            let (key, pkcs8) = SigningKey::generate()?;
-            let mut bytes = Zeroizing::new(Vec::with_capacity(KEY_MAGIC.len() + 1 + pkcs8.len()));
-            bytes.extend_from_slice(KEY_MAGIC);
-            bytes.push(KEY_VERSION);
-            bytes.extend_from_slice(&pkcs8);
-            crate::checkpointer::write_new_file(&path, &bytes)?;
-            tracing::info!("created the service's certificate signing key");
-            return Ok(ServiceKey { key });
-        }
+    /// Makes a new service key at `path` (which must not exist).
+    pub(crate) fn create(path: &Path) -> anyhow::Result<ServiceKey> {
+        let (key, pkcs8) = SigningKey::generate()?;
+        let mut bytes = Zeroizing::new(Vec::with_capacity(KEY_MAGIC.len() + 1 + pkcs8.len()));
+        bytes.extend_from_slice(KEY_MAGIC);
+        bytes.push(KEY_VERSION);
+        bytes.extend_from_slice(&pkcs8);
+        crate::checkpointer::write_new_file(path, &bytes)?;
+        tracing::info!("created the service's certificate signing key");
+        Ok(ServiceKey { key })
+    }
+
+    /// Loads the service key at `path`.
+    pub(crate) fn load(path: &Path) -> anyhow::Result<ServiceKey> {
         let bytes = Zeroizing::new(
-            std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
         );
         let Some(rest) = bytes.strip_prefix(KEY_MAGIC) else {
             bail!("{} is not a custody service key", path.display());
@@ -228,11 +229,15 @@ async fn facts(
                 detail: c.detail.clone(),
             })
             .collect(),
-        residual_risk: deletion::residual_risk(&root_kind, kms_date),
+        residual_risk: deletion::residual_risk(&app.placement, kms_date),
     })
 }
 
-pub(crate) async fn certify(app: &App, d: &DeletionRecord) -> Result<&'static str, DeletionError> {
+pub(crate) async fn certify(
+    app: &App,
+    d: &DeletionRecord,
+    fence: &store::Fence,
+) -> Result<&'static str, DeletionError> {
     let work: Work = serde_json::from_str(&d.work).map_err(failed)?;
     let facts = facts(app, d, &work).await?;
     let entry = audit::Entry::new("system", deletion::AUDIT_ACTION, facts.audit_resource())
@@ -263,6 +268,7 @@ pub(crate) async fn certify(app: &App, d: &DeletionRecord) -> Result<&'static st
                     "certificate {} (entry {seq}, tree size {size})",
                     d.id
                 )),
+            Some(fence),
         )
         .await?;
     Ok("certified")

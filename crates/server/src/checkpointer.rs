@@ -1,19 +1,22 @@
 //! The log key and the checkpointer: signs C2SP checkpoints of the audit log, periodically
 //! when the log has grown and on demand, and never one inconsistent with what it signed before.
 //!
-//! The log key (Ed25519) is created at initialisation in the key store (`audit-log.key`, mode
-//! 0600, written whole), like every other key never in the database. Its key name is the log's
-//! origin, fixed with the key.
+//! The log key (Ed25519) is part of the service identity (`service_identity.rs`): made once,
+//! never in the database, the same on every instance. Its key name is the log's origin, fixed
+//! with the key.
 //!
-//! Before signing size n with root r, the checkpointer checks r against the last checkpoint it
-//! signed, from two places: the database's checkpoint table and a copy kept beside the key
-//! (`audit-log.checkpoint`). The copy matters: a database restored from an older backup brings
-//! its own older checkpoint table along, and would otherwise look consistent. For each one
-//! (size m, root r_m): m <= n, and the database's consistency proof from m to n must verify
-//! against r_m and r (RFC 9162). It also rebuilds the leaf hash of every entry added since m
-//! from the entry's bytes and compares it with the stored leaf, so it never signs a leaf whose
-//! entry was edited before signing. Any failure refuses, logs at error level, and is shown by
-//! the API until a later attempt succeeds.
+//! Before signing size n with root r, the checkpointer checks r against the last checkpoint
+//! signed, from two places: the database's checkpoint table and a copy kept outside the
+//! database and outside the data directory ([`Anchor`]): beside the root key files when the
+//! root of trust is a directory, in the bucket (the blob store) when it is KMS. The copy
+//! matters: a database (or a whole data directory) restored from an older backup brings its
+//! own older checkpoint table along, and would otherwise look consistent. Every instance reads
+//! and writes the same copy, and one signs at a time (a database lock), so the copy only ever
+//! grows. For each one (size m, root r_m): m <= n, and the database's consistency proof from m
+//! to n must verify against r_m and r (RFC 9162). It also rebuilds the leaf hash of every
+//! entry added since m from the entry's bytes and compares it with the stored leaf, so it
+//! never signs a leaf whose entry was edited before signing. Any failure refuses, logs at
+//! error level, and is shown by the API until a later attempt succeeds.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,8 +31,16 @@ use zeroize::Zeroizing;
 
 use crate::App;
 
-const KEY_FILE: &str = "audit-log.key";
-const LAST_FILE: &str = "audit-log.checkpoint";
+pub(crate) const KEY_FILE: &str = "audit-log.key";
+/// The copy of the last checkpoint signed, beside root key files (and, before the copy moved
+/// there, in the key store).
+pub(crate) const LAST_FILE: &str = "audit-log.checkpoint";
+/// The copy's two slots in the blob store (opaque names, like every storage key): written in
+/// turn, so one always holds the last checkpoint while the other is replaced.
+const LAST_SLOTS: [&str; 2] = [
+    "a0d17c4ec9f0000000000000000000a1",
+    "a0d17c4ec9f0000000000000000000a2",
+];
 /// `audit-log.key`: this magic, a version byte, the key name's length (u16 BE) and bytes, and
 /// the PKCS#8 v2 document.
 const KEY_MAGIC: &[u8] = b"custody-audit-log-key";
@@ -44,24 +55,9 @@ pub(crate) struct LogKey {
 }
 
 impl LogKey {
-    /// Loads the log key from the key store, or creates it there on first start. `origin` is
-    /// the configured origin, if any: it names a new key, and must match an existing one.
-    pub(crate) fn open_or_create(key_dir: &Path, origin: Option<&str>) -> anyhow::Result<LogKey> {
-        let path = key_dir.join(KEY_FILE);
-        if path.exists() {
-            let key = LogKey::read(&path)?;
-            if let Some(origin) = origin
-                && origin != key.name
-            {
-                bail!(
-                    "the audit log key {} signs for origin {:?}, but the configuration says {origin:?}: \
-                     a log's origin cannot change (auditors verify with it)",
-                    path.display(),
-                    key.name
-                );
-            }
-            return Ok(key);
-        }
+    /// Makes a new log key at `path` (which must not exist). `origin` names it; by default
+    /// `custody/audit/<random id>`.
+    pub(crate) fn create(path: &Path, origin: Option<&str>) -> anyhow::Result<LogKey> {
         let name = match origin {
             Some(o) => o.to_owned(),
             None => format!("custody/audit/{}", crypto::token::random_id()?),
@@ -77,9 +73,26 @@ impl LogKey {
         bytes.extend_from_slice(&name_len.to_be_bytes());
         bytes.extend_from_slice(name.as_bytes());
         bytes.extend_from_slice(&pkcs8);
-        write_new_file(&path, &bytes)?;
+        write_new_file(path, &bytes)?;
         tracing::info!(origin = %name, "created the audit log key");
         Ok(LogKey { key, name })
+    }
+
+    /// Loads the log key at `path`. `origin`, when configured, must be the key's: a log's
+    /// origin cannot change (auditors verify with it).
+    pub(crate) fn load(path: &Path, origin: Option<&str>) -> anyhow::Result<LogKey> {
+        let key = LogKey::read(path)?;
+        if let Some(origin) = origin
+            && origin != key.name
+        {
+            bail!(
+                "the audit log key {} signs for origin {:?}, but the configuration says {origin:?}: \
+                 a log's origin cannot change (auditors verify with it)",
+                path.display(),
+                key.name
+            );
+        }
+        Ok(key)
     }
 
     fn read(path: &Path) -> anyhow::Result<LogKey> {
@@ -127,7 +140,7 @@ pub(crate) fn write_new_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 /// Replaces `path` with `bytes`, whole (temporary file, fsync, rename, fsync of the directory).
-fn replace_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let tmp = path.with_extension("new");
     let _ = std::fs::remove_file(&tmp);
     write_synced(&tmp, bytes)?;
@@ -166,25 +179,119 @@ pub(crate) struct Signed {
     pub new: bool,
 }
 
+/// Where the copy of the last checkpoint signed lives: outside the database and outside the
+/// data directory, shared by every instance. No `Debug`: the blob store is a trait object.
+pub(crate) enum Anchor {
+    /// `DIR/audit-log.checkpoint`: the root key files' directory (file roots).
+    Dir(PathBuf),
+    /// Two slots in the blob store (KMS roots: the bucket is the one other shared store).
+    Blob(Arc<dyn blobstore::Backend>),
+}
+
+impl Anchor {
+    /// A short description for the start-up log.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Anchor::Dir(dir) => dir.join(LAST_FILE).display().to_string(),
+            Anchor::Blob(backend) => format!("the {} blob store", backend.kind()),
+        }
+    }
+
+    /// Every note kept, with its slot, unchecked.
+    async fn read(&self) -> anyhow::Result<Vec<(usize, String)>> {
+        match self {
+            Anchor::Dir(dir) => {
+                let path = dir.join(LAST_FILE);
+                match std::fs::read_to_string(&path) {
+                    Ok(note) => Ok(vec![(0, note)]),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+                    Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+                }
+            }
+            Anchor::Blob(backend) => {
+                let mut notes = Vec::new();
+                for (index, slot) in LAST_SLOTS.iter().enumerate() {
+                    let Some(len) = backend.size(slot).await? else {
+                        continue;
+                    };
+                    if len > 64 << 10 {
+                        bail!("the checkpoint copy {slot} in the blob store is too large");
+                    }
+                    let bytes = backend.read_range(slot, 0, len).await?;
+                    let note = String::from_utf8(bytes.to_vec())
+                        .context("the checkpoint copy in the blob store is not text")?;
+                    notes.push((index, note));
+                }
+                Ok(notes)
+            }
+        }
+    }
+
+    /// Keeps `note` as the last checkpoint signed. `replace`: which blob slot to overwrite
+    /// (the one not holding the newest note).
+    async fn write(&self, note: &str, replace: usize) -> anyhow::Result<()> {
+        match self {
+            Anchor::Dir(dir) => replace_file(&dir.join(LAST_FILE), note.as_bytes()),
+            Anchor::Blob(backend) => {
+                let slot = LAST_SLOTS[replace % LAST_SLOTS.len()];
+                // Deleting first leaves one version per slot on a versioned bucket.
+                backend.delete(slot).await?;
+                let upload = backend.create_upload(slot).await?;
+                let part = backend
+                    .upload_part(slot, &upload, 1, bytes::Bytes::from(note.to_owned()))
+                    .await?;
+                backend.complete_upload(slot, &upload, vec![part]).await?;
+                Ok(())
+            }
+        }
+    }
+}
+
 pub(crate) struct Checkpointer {
     key: LogKey,
-    last_path: PathBuf,
+    anchor: Anchor,
     pub interval: Duration,
-    /// One signer at a time.
+    /// One signer at a time in this process (the database orders instances).
     signing: tokio::sync::Mutex<()>,
-    /// Why the last attempt refused to sign, until one succeeds.
+    /// Why the last attempt here refused to sign, until one succeeds.
     refusal: std::sync::Mutex<Option<String>>,
 }
 
 impl Checkpointer {
-    pub(crate) fn new(key: LogKey, key_dir: &Path, interval: Duration) -> Checkpointer {
-        Checkpointer {
+    /// `legacy_copy`: where earlier versions kept the copy (the key store); it moves to the
+    /// anchor when it is newer than what the anchor holds.
+    pub(crate) async fn open(
+        key: LogKey,
+        anchor: Anchor,
+        legacy_copy: Option<&Path>,
+        interval: Duration,
+    ) -> anyhow::Result<Checkpointer> {
+        let checkpointer = Checkpointer {
             key,
-            last_path: key_dir.join(LAST_FILE),
+            anchor,
             interval,
             signing: tokio::sync::Mutex::new(()),
             refusal: std::sync::Mutex::new(None),
+        };
+        if let Some(path) = legacy_copy
+            && path.exists()
+        {
+            let note = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let old = checkpointer.open_note(&note, "old key store copy")?;
+            let kept = checkpointer.last_signed().await?;
+            if kept.as_ref().is_none_or(|(cp, _, _)| cp.size < old.size) {
+                let slot = kept.map_or(0, |(_, _, slot)| slot + 1);
+                checkpointer.anchor.write(&note, slot).await?;
+            }
+            crate::checkpointer::remove_file(path)?;
+            tracing::info!(
+                from = %path.display(),
+                to = %checkpointer.anchor.describe(),
+                "moved the copy of the last audit checkpoint out of the key store"
+            );
         }
+        Ok(checkpointer)
     }
 
     pub(crate) fn origin(&self) -> &str {
@@ -208,7 +315,7 @@ impl Checkpointer {
     }
 
     /// Opens a note this log signed (it must verify under the log key, for the log's origin).
-    fn open(&self, note: &str, from: &str) -> anyhow::Result<Checkpoint> {
+    fn open_note(&self, note: &str, from: &str) -> anyhow::Result<Checkpoint> {
         let cp = checkpoint::open(note, &self.key.name, &self.key.key.public_key()).with_context(
             || format!("the last checkpoint kept in the {from} does not verify under the log key"),
         )?;
@@ -221,18 +328,22 @@ impl Checkpointer {
         Ok(cp)
     }
 
-    /// The last checkpoint signed, from the copy beside the key.
-    fn last_signed(&self) -> anyhow::Result<Option<(Checkpoint, String)>> {
-        match std::fs::read_to_string(&self.last_path) {
-            Ok(note) => Ok(Some((self.open(&note, "key store")?, note))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading {}", self.last_path.display())),
+    /// The last checkpoint signed, from the copy outside the database, with the slot index it
+    /// was read from.
+    async fn last_signed(&self) -> anyhow::Result<Option<(Checkpoint, String, usize)>> {
+        let mut newest: Option<(Checkpoint, String, usize)> = None;
+        for (slot, note) in self.anchor.read().await? {
+            let cp = self.open_note(&note, "copy outside the database")?;
+            if newest.as_ref().is_none_or(|(n, _, _)| n.size < cp.size) {
+                newest = Some((cp, note, slot));
+            }
         }
+        Ok(newest)
     }
 
     /// The size of the last checkpoint signed (0 before the first).
-    pub(crate) fn last_signed_size(&self) -> anyhow::Result<u64> {
-        Ok(self.last_signed()?.map_or(0, |(cp, _)| cp.size))
+    pub(crate) async fn last_signed_size(&self) -> anyhow::Result<u64> {
+        Ok(self.last_signed().await?.map_or(0, |(cp, _, _)| cp.size))
     }
 
     /// Signs a checkpoint of the log as it is now, or returns the last one when the log has not
@@ -240,6 +351,11 @@ impl Checkpointer {
     /// consistent with the last checkpoint signed.
     pub(crate) async fn sign(&self, store: &Store) -> anyhow::Result<Signed> {
         let _one = self.signing.lock().await;
+        // One signer across every instance: the copy outside the database only grows.
+        let _section = store
+            .signing_section()
+            .await
+            .context("waiting for the signing lock")?;
         match self.try_sign(store).await {
             Ok(signed) => {
                 self.set_refusal(None);
@@ -259,16 +375,16 @@ impl Checkpointer {
 
     async fn try_sign(&self, store: &Store) -> anyhow::Result<Signed> {
         let (size, root) = store.audit_head().await?;
-        let kept = self.last_signed()?;
+        let kept = self.last_signed().await?;
         let in_db = match store.latest_checkpoint().await? {
-            Some(stored) => Some(self.open(&stored.note, "database")?),
+            Some(stored) => Some(self.open_note(&stored.note, "database")?),
             None => None,
         };
         // Every checkpoint signed before must be a prefix of what is signed now; before the
         // first one, the empty log is (so every entry is re-hashed once).
         let mut anchors: Vec<(Checkpoint, &str)> = Vec::new();
-        if let Some((cp, _)) = &kept {
-            anchors.push((cp.clone(), "key store"));
+        if let Some((cp, _, _)) = &kept {
+            anchors.push((cp.clone(), "copy outside the database"));
         }
         if let Some(cp) = in_db
             && anchors.iter().all(|(a, _)| *a != cp)
@@ -287,9 +403,10 @@ impl Checkpointer {
             self.check_consistent(store, cp, size, &root, kept_in)
                 .await?;
         }
-        if let Some((cp, note)) = kept
+        if let Some((cp, note, _)) = &kept
             && cp.size == size
         {
+            let (cp, note) = (cp.clone(), note.clone());
             // Nothing new; make sure the database has it too (it may have been lost).
             store.save_checkpoint(cp.size, &cp.root, &note).await?;
             return Ok(Signed {
@@ -304,14 +421,10 @@ impl Checkpointer {
             root,
         };
         let note = checkpoint::sign(&cp, &self.key.name, &self.key.key)?;
-        // Outside the database first: what was signed is never forgotten by a restore. Servers
-        // sharing a key store may sign concurrently: never replace a larger checkpoint.
-        let newer_kept = self
-            .last_signed()?
-            .is_some_and(|(kept, _)| kept.size > size);
-        if !newer_kept {
-            replace_file(&self.last_path, note.as_bytes())?;
-        }
+        // Outside the database first: what was signed is never forgotten by a restore. The
+        // slot not holding the newest copy is replaced, so a crash leaves that one intact.
+        let slot = kept.map_or(0, |(_, _, slot)| slot + 1);
+        self.anchor.write(&note, slot).await?;
         store.save_checkpoint(size, &root, &note).await?;
         tracing::info!(size, root = %hex::encode(root), "signed an audit checkpoint");
         Ok(Signed {
@@ -368,8 +481,10 @@ impl Checkpointer {
     }
 }
 
-/// Signs a checkpoint every `interval` when the log has grown since the last one.
-pub(crate) async fn run(app: Arc<App>) {
+/// The checkpointer's share of the background work (under the `checkpoints` lease, so one
+/// instance does it): signs a checkpoint every `interval` when the log has grown since the
+/// last one. Never returns.
+pub(crate) async fn work(app: Arc<App>, _fence: store::Fence) {
     let checkpointer = &app.checkpointer;
     let mut tick = tokio::time::interval(checkpointer.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -377,7 +492,7 @@ pub(crate) async fn run(app: Arc<App>) {
         tick.tick().await;
         let changed = match (
             app.store.audit_size().await,
-            checkpointer.last_signed_size(),
+            checkpointer.last_signed_size().await,
         ) {
             (Ok(size), Ok(last)) => size != last,
             (Err(e), _) => {
@@ -395,4 +510,9 @@ pub(crate) async fn run(app: Arc<App>) {
             let _ = checkpointer.sign(&app.store).await;
         }
     }
+}
+
+pub(crate) fn remove_file(path: &Path) -> anyhow::Result<()> {
+    std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
+    sync_dir(path)
 }

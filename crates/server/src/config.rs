@@ -24,16 +24,29 @@ pub struct ServerConfig {
     /// Store ciphertext in an S3-compatible bucket instead of `blob_dir`.
     #[serde(default)]
     pub s3: Option<blobstore::S3Config>,
-    /// The key store (epoch keys, each wrapped under its epoch's root). Default: `DATA/keys`.
+    /// The key store: the audit log key and the service key (part of the service identity).
+    /// Default: `DATA/keys`. Epoch keys live in the database, each wrapped under its root.
     #[serde(default)]
     pub key_dir: Option<PathBuf>,
+    /// The service identity made by `custody init --out DIR`, shared by every instance:
+    /// `DIR/tls/` (certificate, key, host CA) and `DIR/keys/` (audit log key, service key).
+    /// Never created by the server. Default: none; the embedded default keeps its identity in
+    /// `DATA/tls` and the key store, made on first start.
+    #[serde(default)]
+    pub identity_dir: Option<PathBuf>,
     /// The root of trust, one root per key epoch: `kind = "file"` (root key files in `dir`,
-    /// default `DATA/root`) or `kind = "kms"` (AWS KMS). Keep root files out of every backup:
-    /// shredding destroys the old epoch's root, which is what makes older backups unreadable.
+    /// default `DATA.root`, beside the data directory) or `kind = "kms"` (AWS KMS). Keep root
+    /// files out of every backup: shredding destroys the old epoch's root, which is what makes
+    /// older backups unreadable.
     #[serde(default)]
     pub root: Option<shred::RootConfig>,
-    /// PEM certificate chain and key. Default: a self-signed pair in `DATA/tls`, created on
-    /// first start.
+    /// Accept a root directory inside the data directory or the key store (a backup of that
+    /// directory then holds the roots and can undo a shred). The server warns at every start
+    /// and every certificate says so. Default: refuse to start.
+    #[serde(default)]
+    pub allow_root_in_data_dir: bool,
+    /// PEM certificate chain and key. Default: a self-signed pair in `DATA/tls` (or the
+    /// identity directory), created on first start.
     #[serde(default)]
     pub tls_cert: Option<PathBuf>,
     #[serde(default)]
@@ -94,7 +107,9 @@ impl ServerConfig {
             blob_dir: None,
             s3: None,
             key_dir: None,
+            identity_dir: None,
             root: None,
+            allow_root_in_data_dir: false,
             tls_cert: None,
             tls_key: None,
             hostnames: default_hostnames(),
@@ -134,33 +149,41 @@ impl ServerConfig {
             .unwrap_or_else(|| self.data_dir.join("keys"))
     }
 
-    /// The `[root]` table, or root key files in `DATA/root` when there is none.
+    /// The `[root]` table, or root key files in the default directory when there is none.
     pub fn root_config(&self) -> shred::RootConfig {
         self.root
             .clone()
             .unwrap_or(shred::RootConfig::File { dir: None })
     }
 
-    /// Where a file root without `dir` keeps its root key files.
-    pub fn default_root_dir(&self) -> PathBuf {
-        self.data_dir.join("root")
+    /// Where a file root without `dir` keeps its root key files: `DATA.root`, a sibling of
+    /// the data directory, so that a backup of the data directory does not take them along.
+    pub fn default_root_dir(&self) -> anyhow::Result<PathBuf> {
+        let data = std::path::absolute(&self.data_dir)?;
+        let (Some(parent), Some(name)) = (data.parent(), data.file_name()) else {
+            anyhow::bail!(
+                "cannot place the root of trust beside the data directory {}: set [root] dir",
+                data.display()
+            );
+        };
+        let mut sibling = name.to_owned();
+        sibling.push(".root");
+        Ok(parent.join(sibling))
     }
 
-    pub fn tls_paths(&self) -> (PathBuf, PathBuf) {
-        let dir = self.data_dir.join("tls");
-        (
-            self.tls_cert
-                .clone()
-                .unwrap_or_else(|| dir.join("cert.pem")),
-            self.tls_key.clone().unwrap_or_else(|| dir.join("key.pem")),
-        )
-    }
-
-    /// The host CA's certificate and key: it signs exclusive servers' client certificates.
-    /// Created on first start, beside the server's own TLS key.
-    pub fn host_ca_paths(&self) -> (PathBuf, PathBuf) {
-        let dir = self.data_dir.join("tls");
-        (dir.join("host-ca.pem"), dir.join("host-ca.key"))
+    /// Where the service identity's files are (see [`ServerConfig::identity_dir`]).
+    pub fn identity_paths(&self) -> crate::IdentityPaths {
+        let mut paths = match &self.identity_dir {
+            Some(dir) => crate::IdentityPaths::in_dir(&dir.join("tls"), &dir.join("keys")),
+            None => crate::IdentityPaths::in_dir(&self.data_dir.join("tls"), &self.key_dir()),
+        };
+        if let Some(cert) = &self.tls_cert {
+            paths.tls_cert = cert.clone();
+        }
+        if let Some(key) = &self.tls_key {
+            paths.tls_key = key.clone();
+        }
+        paths
     }
 }
 
@@ -246,13 +269,28 @@ mod tests {
     }
 
     #[test]
-    fn the_root_of_trust_defaults_to_files_in_the_data_dir_and_parses_kms() {
-        let config = ServerConfig::new(PathBuf::from("/d"));
+    fn the_root_of_trust_defaults_to_files_beside_the_data_dir_and_parses_kms() {
+        let config = ServerConfig::new(PathBuf::from("/srv/d"));
         assert!(matches!(
             config.root_config(),
             shred::RootConfig::File { dir: None }
         ));
-        assert_eq!(config.default_root_dir(), PathBuf::from("/d/root"));
+        assert_eq!(
+            config.default_root_dir().unwrap(),
+            PathBuf::from("/srv/d.root")
+        );
+        assert!(
+            ServerConfig::new(PathBuf::from("/"))
+                .default_root_dir()
+                .is_err()
+        );
+        let relative = ServerConfig::new(PathBuf::from("data"))
+            .default_root_dir()
+            .unwrap();
+        assert!(
+            relative.is_absolute() && relative.ends_with("data.root"),
+            "{relative:?}"
+        );
         let config: ServerConfig = toml::from_str(
             "data_dir = \"/d\"\n[root]\nkind = \"kms\"\nregion = \"eu-west-1\"\n\
              access_key_id = \"AKIAX\"\nsecret_access_key = \"kms-secret-value\"",
@@ -261,6 +299,21 @@ mod tests {
         let root = config.root_config();
         assert!(matches!(&root, shred::RootConfig::Kms(k) if k.region == "eu-west-1"));
         assert!(!format!("{root:?}").contains("kms-secret-value"));
+    }
+
+    #[test]
+    fn the_cluster_example_configuration_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/cluster/custody.toml");
+        let config = ServerConfig::from_toml_file(&path).unwrap();
+        assert_eq!(config.identity_dir, Some(PathBuf::from("/identity")));
+        assert!(config.s3.is_some());
+        assert!(matches!(
+            config.root_config(),
+            shred::RootConfig::File { dir: Some(d) } if d == Path::new("/custody-root")
+        ));
+        let paths = config.identity_paths();
+        assert_eq!(paths.log_key, PathBuf::from("/identity/keys/audit-log.key"));
+        assert_eq!(paths.tls_cert, PathBuf::from("/identity/tls/cert.pem"));
     }
 
     #[test]

@@ -21,15 +21,30 @@
 //! ```
 //!
 //! Each arrow is a compare-and-set of the state in the same transaction as its audit entry,
-//! and each step is idempotent, so a crash anywhere resumes at restart ([`resume_all`]) and
-//! repeats at most the interrupted step. One runner works at a time (a mutex), because a
-//! rotation must know which epoch it started from.
+//! and each step is idempotent, so a crash anywhere resumes where it stopped and repeats at
+//! most the interrupted step. The runner is a singleton across instances: it runs under the
+//! `deletions` lease (`background.rs`), and every write it makes (state moves, the key ledger)
+//! is fenced by the lease's token, so a runner that lost its lease changes nothing.
+//!
+//! Deletions fail independently. Each pass first takes every due deletion through key
+//! destruction (up to `epoch_destroyed`), then each one through the rest, so no deletion's
+//! keys wait for another deletion's storage or certificate. A step that fails is logged at
+//! error level, recorded in the deletion (attempts, the error, when it is retried: shown in
+//! its status) and retried with exponential backoff (5 s doubling up to 5 minutes), while the
+//! other deletions go on.
+//!
+//! Rotations: the models' keys were wrapped under some epoch E (recorded when the deletion is
+//! prepared). The key step makes sure the current epoch is newer than E (rotating when it is
+//! not, which another deletion may already have done), erases the deleted keys and re-wraps
+//! every other key under the current epoch; the epoch step then destroys every epoch older
+//! than the current one, E included. So a deletion never depends on another's progress, and
+//! after any key step only the current epoch wraps live keys.
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use shred::WrappedModelKey;
-use store::{DeletionRecord, Rewrapped};
+use store::{DeletionRecord, Fence, Rewrapped};
 use types::ObjectId;
 
 use crate::App;
@@ -88,15 +103,36 @@ pub(crate) enum DeletionError {
     Other(String),
 }
 
-/// Serialises runners: one deletion at a time.
-static RUNNER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// The state after which a deletion's keys are destroyed: reached for every deletion before
+/// any goes further.
+const KEYS_GONE: &str = "epoch_destroyed";
+/// How often the runner looks for new work (requests may arrive on any instance).
+const POLL: std::time::Duration = std::time::Duration::from_secs(3);
+/// Backoff after a failed step: 5 s, doubling, at most 5 minutes.
+const BACKOFF_FIRST_SECS: i64 = 5;
+const BACKOFF_MAX_SECS: i64 = 300;
 
-/// A test hook: `CUSTODY_FAILPOINT_DELETION=STATE` ends the process right after a deletion
-/// reaches STATE, to prove that a restart completes the work.
+/// A test hook: `CUSTODY_FAILPOINT_DELETION=STATE[,STATE...]` kills the process (SIGKILL, as
+/// `kill -9` would: no clean-up, no lease released) right after a deletion reaches one of the
+/// states, to prove that a restart, or another instance, completes the work.
 fn failpoint(state: &str) {
-    if std::env::var("CUSTODY_FAILPOINT_DELETION").is_ok_and(|s| s == state) {
-        tracing::error!(state, "failpoint: exiting after deletion step");
+    if std::env::var("CUSTODY_FAILPOINT_DELETION").is_ok_and(|s| s.split(',').any(|s| s == state)) {
+        tracing::error!(state, "failpoint: killing the process after deletion step");
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &std::process::id().to_string()])
+            .status();
         std::process::exit(86);
+    }
+}
+
+impl DeletionError {
+    /// The runner's lease was taken over: not this deletion's failure.
+    fn fenced(&self) -> bool {
+        matches!(
+            self,
+            DeletionError::Store(store::StoreError::Fenced(_))
+                | DeletionError::Keys(shred::KeyError::Fenced(_))
+        )
     }
 }
 
@@ -116,19 +152,18 @@ fn to_json(work: &Work) -> String {
     serde_json::to_string(work).unwrap_or_else(|_| "{}".into())
 }
 
-/// Background task: resumes unfinished deletions at start, then wakes on requests and
-/// periodically (for `delete_after` times).
-pub(crate) async fn run(app: Arc<App>, wake: Arc<tokio::sync::Notify>) {
+/// The deletion runner and `delete_after` scheduler, while this instance holds the
+/// `deletions` lease: resumes unfinished deletions, then wakes on local requests and every
+/// few seconds (requests on other instances, `delete_after` times). Never returns.
+pub(crate) async fn work(app: Arc<App>, fence: Fence) {
     loop {
         if let Err(e) = start_due(&app).await {
             tracing::error!(error = %e, "starting scheduled deletions failed; will retry");
         }
-        if let Err(e) = resume_all(&app).await {
-            tracing::error!(error = %e, "a deletion step failed; will retry");
-        }
+        run_pass(&app, &fence).await;
         tokio::select! {
-            _ = wake.notified() => {}
-            _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => {}
+            () = app.deletions.notified() => {}
+            () = tokio::time::sleep(POLL) => {}
         }
     }
 }
@@ -159,28 +194,84 @@ async fn start_due(app: &App) -> Result<(), DeletionError> {
     Ok(())
 }
 
-/// Drives every unfinished deletion as far as it goes.
-pub(crate) async fn resume_all(app: &App) -> Result<(), DeletionError> {
-    let _running = RUNNER.lock().await;
-    for deletion in app.store.unfinished_deletions().await? {
-        drive(app, &deletion.id).await?;
+/// One pass over the due deletions: every one through key destruction first, then every one
+/// to its certificate. A failure stays with its deletion.
+pub(crate) async fn run_pass(app: &App, fence: &Fence) {
+    let due = match app.store.unfinished_deletions().await {
+        Ok(deletions) => deletions,
+        Err(e) => {
+            tracing::error!(error = %e, "listing unfinished deletions failed; will retry");
+            return;
+        }
+    };
+    for until in [KEYS_GONE, "certified"] {
+        for d in &due {
+            drive_or_record(app, fence, &d.id, until).await;
+        }
     }
-    Ok(())
 }
 
-async fn drive(app: &App, id: &str) -> Result<(), DeletionError> {
+async fn drive_or_record(app: &App, fence: &Fence, id: &str, until: &str) {
+    let Err(e) = drive(app, fence, id, until).await else {
+        return;
+    };
+    if e.fenced() {
+        tracing::warn!(deletion = %id, "the deletions lease was taken over; stopping here");
+        return;
+    }
+    let attempts = app
+        .store
+        .deletion(id)
+        .await
+        .ok()
+        .flatten()
+        .map_or(0, |d| d.attempts);
+    let backoff = BACKOFF_FIRST_SECS
+        .saturating_mul(1 << attempts.clamp(0, 16))
+        .min(BACKOFF_MAX_SECS);
+    let error = e.to_string();
+    tracing::error!(
+        deletion = %id,
+        attempt = attempts + 1,
+        retry_in_secs = backoff,
+        error = %error,
+        "deletion step failed; other deletions go on, this one is retried later"
+    );
+    if let Err(e) = app
+        .store
+        .deletion_failed(id, &error, store_now() + backoff, Some(fence))
+        .await
+    {
+        tracing::error!(deletion = %id, error = %e, "recording the deletion's failure failed");
+    }
+}
+
+fn state_index(state: &str) -> usize {
+    store::DELETION_STATES
+        .iter()
+        .position(|s| *s == state)
+        .unwrap_or(store::DELETION_STATES.len())
+}
+
+/// Takes deletion `id` step by step until it reaches `until` (unless it waits for a retry).
+async fn drive(app: &App, fence: &Fence, id: &str, until: &str) -> Result<(), DeletionError> {
     loop {
         let d = app
             .store
             .deletion(id)
             .await?
             .ok_or_else(|| DeletionError::Other(format!("deletion {id} vanished")))?;
+        if state_index(&d.state) >= state_index(until)
+            || d.retry_at.is_some_and(|at| at > store_now())
+        {
+            return Ok(());
+        }
         let next = match d.state.as_str() {
-            "access_revoked" => destroy_keys(app, &d).await?,
-            "keys_destroyed" => destroy_epoch(app, &d).await?,
-            "epoch_destroyed" => delete_objects(app, &d).await?,
-            "objects_deleted" => post_check(app, &d).await?,
-            "checked" => crate::certificate::certify(app, &d).await?,
+            "access_revoked" => destroy_keys(app, &d, fence).await?,
+            "keys_destroyed" => destroy_epoch(app, &d, fence).await?,
+            "epoch_destroyed" => delete_objects(app, &d, fence).await?,
+            "objects_deleted" => post_check(app, &d, fence).await?,
+            "checked" => crate::certificate::certify(app, &d, fence).await?,
             _ => return Ok(()),
         };
         tracing::info!(deletion = %id, state = next, "deletion step done");
@@ -188,10 +279,16 @@ async fn drive(app: &App, id: &str) -> Result<(), DeletionError> {
     }
 }
 
-/// Records what the deletion covers, then rotates the epoch and erases the keys.
-async fn destroy_keys(app: &App, d: &DeletionRecord) -> Result<&'static str, DeletionError> {
+/// Records what the deletion covers, then makes sure a newer epoch than the one wrapping the
+/// deleted keys is current, and erases the keys while re-wrapping every other one.
+async fn destroy_keys(
+    app: &App,
+    d: &DeletionRecord,
+    fence: &Fence,
+) -> Result<&'static str, DeletionError> {
     let mut work = parse_work(d)?;
     if work.from_epoch.is_none() {
+        app.keys.refresh().await?;
         let model_ids = app.store.deletion_models(&d.id).await?;
         for model_id in &model_ids {
             let Some(m) = app.store.model_by_id(model_id).await? else {
@@ -220,7 +317,19 @@ async fn destroy_keys(app: &App, d: &DeletionRecord) -> Result<&'static str, Del
             })
             .collect();
         work.upload_objects = app.store.upload_objects_of_models(&model_ids).await?;
-        work.from_epoch = Some(app.keys.current_epoch());
+        // The epoch wrapping the deleted keys (they are no longer re-wrapped: the models are
+        // marked deleted); without models, the current one.
+        let from = work
+            .models
+            .iter()
+            .map(|m| m.key_epoch)
+            .max()
+            .unwrap_or_else(|| app.keys.current_epoch());
+        work.from_epoch = Some(from);
+        if let Some(info) = app.keys.epoch_info(from) {
+            work.root_kind = Some(info.root_kind.to_string());
+            work.root = Some(info.root.as_str().to_owned());
+        }
         app.store
             .advance_deletion(
                 &d.id,
@@ -231,64 +340,105 @@ async fn destroy_keys(app: &App, d: &DeletionRecord) -> Result<&'static str, Del
                     d,
                     "deletion.prepare",
                     format!(
-                        "{} models, {} objects, epoch {}",
+                        "{} models, {} objects, epoch {from}",
                         work.models.len(),
                         work.objects.len(),
-                        app.keys.current_epoch()
                     ),
                 ),
+                Some(fence),
             )
             .await?;
     }
     let from = work
         .from_epoch
         .ok_or_else(|| DeletionError::Other("no starting epoch".into()))?;
-    let to = app.keys.ensure_epoch_after(from).await?;
-    let mut rewrapped = Vec::new();
-    for (model_id, epoch, wrapped) in app.store.live_model_keys().await? {
-        let new = app
-            .keys
-            .rewrap_model_key(&model_id, &WrappedModelKey { epoch, wrapped }, to)?;
-        rewrapped.push(Rewrapped {
-            model_id,
-            epoch: new.epoch,
-            wrapped: new.wrapped,
-        });
-    }
-    work.to_epoch = Some(to);
-    if let Some(info) = app.keys.epoch_info(from) {
-        work.root_kind = Some(info.root_kind.to_string());
-        work.root = Some(info.root.as_str().to_owned());
-    }
-    app.store
-        .shred_model_keys(
-            &d.id,
-            &rewrapped,
-            &to_json(&work),
-            entry(
-                d,
-                "deletion.keys",
-                format!(
-                    "model keys erased; {} surviving keys re-wrapped from epoch {from} to {to}",
-                    rewrapped.len()
+    // A rotation committed after the keys were read makes the transaction refuse: read again.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        app.keys.refresh().await?;
+        let current = app.keys.current_epoch();
+        let to = if current > from {
+            // Another deletion (or an earlier run of this one) already rotated past it.
+            current
+        } else {
+            app.keys.ensure_epoch_after(current, Some(fence)).await?
+        };
+        let mut rewrapped = Vec::new();
+        for (model_id, epoch, wrapped) in app.store.live_model_keys().await? {
+            let new =
+                app.keys
+                    .rewrap_model_key(&model_id, &WrappedModelKey { epoch, wrapped }, to)?;
+            rewrapped.push(Rewrapped {
+                model_id,
+                epoch: new.epoch,
+                wrapped: new.wrapped,
+            });
+        }
+        work.to_epoch = Some(to);
+        let stored = app
+            .store
+            .shred_model_keys(
+                &d.id,
+                to,
+                &rewrapped,
+                &to_json(&work),
+                entry(
+                    d,
+                    "deletion.keys",
+                    format!(
+                        "model keys erased; {} surviving keys re-wrapped to epoch {to}",
+                        rewrapped.len()
+                    ),
                 ),
-            ),
-        )
-        .await?;
-    Ok("keys_destroyed")
+                Some(fence),
+            )
+            .await;
+        match stored {
+            Ok(()) => return Ok("keys_destroyed"),
+            Err(store::StoreError::Conflict(why)) if attempts < 3 => {
+                tracing::info!(deletion = %d.id, %why, "re-wrapping again");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
-async fn destroy_epoch(app: &App, d: &DeletionRecord) -> Result<&'static str, DeletionError> {
+/// Destroys every epoch older than the current one: the one that wrapped the deleted keys,
+/// and any an interrupted deletion left behind.
+async fn destroy_epoch(
+    app: &App,
+    d: &DeletionRecord,
+    fence: &Fence,
+) -> Result<&'static str, DeletionError> {
     let mut work = parse_work(d)?;
     let from = work
         .from_epoch
         .ok_or_else(|| DeletionError::Other("no starting epoch".into()))?;
-    let destroyed = app.keys.destroy_epoch(from).await?;
+    app.keys.refresh().await?;
+    let current = app.keys.current_epoch();
+    if from >= current {
+        return Err(DeletionError::Other(format!(
+            "epoch {from} is still current: the key step did not rotate"
+        )));
+    }
+    for older in app.keys.epochs() {
+        if older.epoch < current && older.epoch != from {
+            app.keys.destroy_epoch(older.epoch, Some(fence)).await?;
+        }
+    }
+    let destroyed = app.keys.destroy_epoch(from, Some(fence)).await?;
     if let Some(root) = &destroyed.root {
         work.root = Some(root.as_str().to_owned());
     }
     work.root_kind = Some(destroyed.root_kind.to_string());
-    work.root_destruction = Some(destroyed.root_destruction.describe());
+    // Destroyed by this deletion or, earlier, by another: either way it is gone now.
+    work.root_destruction = Some(
+        match (&destroyed.root_destruction, &work.root_destruction) {
+            (shred::RootDestruction::AlreadyGone, Some(earlier)) => earlier.clone(),
+            (now, _) => now.describe(),
+        },
+    );
     app.store
         .advance_deletion(
             &d.id,
@@ -300,15 +450,20 @@ async fn destroy_epoch(app: &App, d: &DeletionRecord) -> Result<&'static str, De
                 "deletion.epoch",
                 format!(
                     "epoch {from} destroyed: {}",
-                    destroyed.root_destruction.describe()
+                    work.root_destruction.as_deref().unwrap_or("destroyed")
                 ),
             ),
+            Some(fence),
         )
         .await?;
     Ok("epoch_destroyed")
 }
 
-async fn delete_objects(app: &App, d: &DeletionRecord) -> Result<&'static str, DeletionError> {
+async fn delete_objects(
+    app: &App,
+    d: &DeletionRecord,
+    fence: &Fence,
+) -> Result<&'static str, DeletionError> {
     let work = parse_work(d)?;
     let ids = work
         .objects
@@ -333,12 +488,17 @@ async fn delete_objects(app: &App, d: &DeletionRecord) -> Result<&'static str, D
                 "deletion.objects",
                 format!("{count} stored objects and uploads removed"),
             ),
+            Some(fence),
         )
         .await?;
     Ok("objects_deleted")
 }
 
-async fn post_check(app: &App, d: &DeletionRecord) -> Result<&'static str, DeletionError> {
+async fn post_check(
+    app: &App,
+    d: &DeletionRecord,
+    fence: &Fence,
+) -> Result<&'static str, DeletionError> {
     let mut work = parse_work(d)?;
     let mut still_stored = Vec::new();
     for o in &work.objects {
@@ -348,6 +508,7 @@ async fn post_check(app: &App, d: &DeletionRecord) -> Result<&'static str, Delet
         }
     }
     let mut still_opens = Vec::new();
+    app.keys.refresh().await?;
     for m in &work.models {
         let wrapped = hex::decode(&m.wrapped_key).unwrap_or_default();
         for epoch in app.keys.epochs() {
@@ -355,7 +516,7 @@ async fn post_check(app: &App, d: &DeletionRecord) -> Result<&'static str, Delet
                 epoch: epoch.epoch,
                 wrapped: wrapped.clone(),
             };
-            if app.keys.unwrap_model_key(&m.id, &attempt).is_ok() {
+            if app.keys.unwrap_model_key(&m.id, &attempt).await.is_ok() {
                 still_opens.push(format!(
                     "{}/{} under epoch {}",
                     m.vendor, m.name, epoch.epoch
@@ -405,6 +566,7 @@ async fn post_check(app: &App, d: &DeletionRecord) -> Result<&'static str, Delet
             "checked",
             &to_json(&work),
             entry(d, "deletion.check", "post-checks passed".into()),
+            Some(fence),
         )
         .await?;
     Ok("checked")

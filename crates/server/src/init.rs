@@ -1,35 +1,43 @@
 //! Opening an installation, and creating the embedded default on first start.
+//!
+//! Order matters: the root of trust's place is checked before anything is created; the
+//! database comes before any key (it says whether this is a first start); the identity is
+//! compared with the fingerprints the database pinned; only then is the key hierarchy opened.
+//! Everything a first start creates is created under the database's initialisation lock, so
+//! instances starting together on an empty database make one identity check, one first key
+//! epoch and one bootstrap token.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use blobstore::{BlobStore, FsBackend};
-use rustls::ServerConfig as TlsConfig;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use shred::KeyHierarchy;
+use deletion::RootPlacement;
+use shred::{EpochLedger, KeyHierarchy, RootProvider};
 use store::{NewToken, Store};
 use types::{Role, UserName};
+
+use crate::checkpointer::{Anchor, Checkpointer};
+use crate::service_identity::{Missing, ServiceIdentity};
 
 pub(crate) struct Prepared {
     pub store: Store,
     pub blobs: BlobStore,
     pub keys: KeyHierarchy,
-    pub tls: Arc<TlsConfig>,
-    pub policy: Arc<policy::PolicyEngine>,
-    pub host_ca: HostCa,
-    pub cert_path: PathBuf,
+    pub tls: Arc<rustls::ServerConfig>,
     pub fingerprint: String,
+    pub host_ca: crate::service_identity::HostCa,
+    pub service_key: crate::certificate::ServiceKey,
+    pub policy: Arc<policy::PolicyEngine>,
+    pub checkpointer: Checkpointer,
+    pub cert_path: PathBuf,
     pub bootstrap_token: Option<String>,
-    /// Signs the audit log's checkpoints; in the key store, never in the database.
-    pub log_key: crate::checkpointer::LogKey,
-}
-
-/// The host CA, loaded once: enrollment signs with it. No `Debug`: it holds a private key.
-pub(crate) struct HostCa {
-    pub cert_pem: String,
-    pub key_pem: zeroize::Zeroizing<String>,
+    /// Where the root of trust is, for certificates.
+    pub placement: RootPlacement,
+    /// Lines for the operator, printed at start (where the root of trust is, warnings).
+    pub notices: Vec<String>,
+    /// Held for the life of the process: one server per SQLite database.
+    pub instance_lock: Option<std::fs::File>,
 }
 
 /// The policy set the server decides with: the built-in one, or `policy_dir` when configured.
@@ -53,25 +61,95 @@ pub(crate) async fn prepare(config: &crate::ServerConfig) -> anyhow::Result<Prep
     // Policies first: a bad policy set must stop the start before anything is created.
     let policy = Arc::new(load_policy(config)?);
     create_private_dir(&config.data_dir)?;
+    let mut notices = Vec::new();
+    let url = config.database_url();
+    let sqlite = sqlite_file(&url);
     if config.database_url.is_none() {
         create_private_dir(&config.data_dir.join("db"))?;
     }
-    let root = config
-        .root_config()
-        .provider(&config.default_root_dir())
-        .await
-        .context("opening the root of trust ([root])")?;
-    let keys = KeyHierarchy::open_or_init(&config.key_dir(), root)
-        .await
-        .with_context(|| format!("opening key store {}", config.key_dir().display()))?;
-    let log_key = crate::checkpointer::LogKey::open_or_create(
-        &config.key_dir(),
-        config.audit_origin.as_deref(),
-    )
-    .context("opening the audit log key")?;
-    let store = Store::connect(&config.database_url())
+    let root = open_root(config, sqlite.as_deref(), &mut notices).await?;
+
+    let instance_lock = match &sqlite {
+        Some(file) => Some(lock_single_instance(file)?),
+        None => None,
+    };
+    let store = Store::connect(&url)
         .await
         .context("opening the metadata database")?;
+    if instance_lock.is_some() {
+        // The lock file says no other process uses this database: the leases an earlier
+        // process held are free now, not in ten seconds.
+        store.expire_all_leases().await?;
+    }
+    let initialising = store
+        .initialisation_section()
+        .await
+        .context("waiting for other instances to finish starting")?;
+
+    let in_use = store.is_in_use().await?;
+    let missing = match (&config.identity_dir, in_use) {
+        (Some(_), _) => Missing::Refuse(
+            "An identity directory is never filled in by the server: make the service identity \
+             once with `custody init --out DIR` and give every instance that DIR as identity_dir.",
+        ),
+        (None, true) => Missing::Refuse(
+            "This database is already in use by an installation: refusing to make a new \
+             identity for it. Restore the missing files, or give this instance the \
+             installation's identity (identity_dir).",
+        ),
+        (None, false) => Missing::Create,
+    };
+    let paths = config.identity_paths();
+    let identity = ServiceIdentity::open(
+        &paths,
+        config.tls_cert.is_none(),
+        &config.hostnames,
+        config.audit_origin.as_deref(),
+        missing,
+    )
+    .context("opening the service identity")?;
+    let mismatches = store.pin_identity(&identity.fingerprints()?).await?;
+    if !mismatches.is_empty() {
+        let lines: Vec<String> = mismatches
+            .iter()
+            .map(|m| format!("  - {}", m.describe()))
+            .collect();
+        bail!(
+            "this instance's service identity differs from the one the database pinned at its \
+             first start; refusing to start:\n{}\nEvery instance must use the same identity \
+             (custody init --out DIR, then identity_dir = DIR on each).",
+            lines.join("\n")
+        );
+    }
+
+    let ServiceIdentity {
+        tls,
+        tls_fingerprint,
+        host_ca,
+        log_key,
+        service_key,
+        ..
+    } = identity;
+
+    let ledger: Arc<dyn EpochLedger> = Arc::new(store.clone());
+    if store.key_ledger_is_empty().await? {
+        shred::import_key_store(&config.key_dir(), &ledger, &root.provider)
+            .await
+            .with_context(|| {
+                format!(
+                    "moving the key store {} into the database",
+                    config.key_dir().display()
+                )
+            })?;
+    }
+    // A new hierarchy only where no model key exists that a lost one could have wrapped.
+    let new_hierarchy = store.key_ledger_is_empty().await? && store.models_with_keys().await? == 0;
+    let keys = KeyHierarchy::open(ledger, root.provider.clone(), new_hierarchy)
+        .await
+        .context("opening the key hierarchy")?;
+    let bootstrap_token = bootstrap_operator(&store).await?;
+    drop(initialising);
+
     let backend: Arc<dyn blobstore::Backend> = match &config.s3 {
         Some(s3) => Arc::new(
             blobstore::S3Backend::connect(s3)
@@ -84,31 +162,213 @@ pub(crate) async fn prepare(config: &crate::ServerConfig) -> anyhow::Result<Prep
             Arc::new(FsBackend::open(&blob_dir)?)
         }
     };
-    let blobs = BlobStore::new(backend);
-
-    let (cert_path, key_path) = config.tls_paths();
-    if !cert_path.exists() && !key_path.exists() {
-        create_self_signed(&cert_path, &key_path, &config.hostnames)?;
-    }
-    let host_ca = open_host_ca(config)?;
-    let (tls, fingerprint) = load_tls(&cert_path, &key_path, &host_ca)?;
-
-    let bootstrap_token = bootstrap_operator(&store).await?;
+    let blobs = BlobStore::new(backend.clone());
+    let anchor = match &root.dir {
+        Some(dir) => Anchor::Dir(dir.clone()),
+        None => Anchor::Blob(backend),
+    };
+    notices.push(format!(
+        "copy of the last audit checkpoint: {}",
+        anchor.describe()
+    ));
+    let checkpointer = Checkpointer::open(
+        log_key,
+        anchor,
+        Some(&config.key_dir().join(crate::checkpointer::LAST_FILE)),
+        std::time::Duration::from_secs(config.checkpoint_interval_secs.max(1)),
+    )
+    .await
+    .context("opening the audit checkpointer")?;
     Ok(Prepared {
         store,
         blobs,
         keys,
         tls,
-        policy,
+        fingerprint: tls_fingerprint,
         host_ca,
-        cert_path,
-        fingerprint,
+        service_key,
+        policy,
+        checkpointer,
+        cert_path: paths.tls_cert,
         bootstrap_token,
-        log_key,
+        placement: root.placement,
+        notices,
+        instance_lock,
     })
 }
 
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+/// The root of trust and where it is.
+struct Root {
+    provider: Arc<dyn RootProvider>,
+    /// The root key files' directory (file roots).
+    dir: Option<PathBuf>,
+    placement: RootPlacement,
+}
+
+/// `path` made absolute, through symbolic links where it exists.
+fn resolved(path: &Path) -> anyhow::Result<PathBuf> {
+    match std::fs::canonicalize(path) {
+        Ok(p) => Ok(p),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(std::path::absolute(path)?),
+        Err(e) => Err(e).with_context(|| format!("resolving {}", path.display())),
+    }
+}
+
+/// Opens the root of trust, refusing root key files where a backup of the data would take
+/// them along (unless the configuration accepts that, loudly).
+async fn open_root(
+    config: &crate::ServerConfig,
+    sqlite: Option<&Path>,
+    notices: &mut Vec<String>,
+) -> anyhow::Result<Root> {
+    let root_config = config.root_config();
+    let dir = match &root_config {
+        shred::RootConfig::Kms(_) => {
+            let provider = root_config
+                .provider(&config.data_dir)
+                .await
+                .context("opening the root of trust ([root])")?;
+            notices.push(format!("root of trust: {}", provider.describe()));
+            return Ok(Root {
+                provider,
+                dir: None,
+                placement: RootPlacement::Kms,
+            });
+        }
+        shred::RootConfig::File { dir: Some(dir) } => dir.clone(),
+        shred::RootConfig::File { dir: None } => {
+            // Before this version the default was DATA/root: a backup of the data directory
+            // took the roots along. Such an installation must move them first.
+            let old = config.data_dir.join("root");
+            if has_root_files(&old)? {
+                bail!(
+                    "the root key files are in {}, inside the data directory, where a backup of \
+                     the data directory takes them along and a restored backup undoes every \
+                     deletion since. Move them out, beside the data directory: `mv {} {}`, and \
+                     keep that directory out of every backup (or set [root] dir)",
+                    old.display(),
+                    old.display(),
+                    config.default_root_dir()?.display()
+                );
+            }
+            config.default_root_dir()?
+        }
+    };
+    create_private_dir(&dir)?;
+    let root_dir = resolved(&dir)?;
+    let data_dir = resolved(&config.data_dir)?;
+    let mut guarded = vec![
+        ("the data directory", data_dir.clone()),
+        ("the key store", resolved(&config.key_dir())?),
+    ];
+    if let Some(identity) = &config.identity_dir {
+        guarded.push(("the identity directory", resolved(identity)?));
+    }
+    if let Some(db) = sqlite.and_then(Path::parent) {
+        guarded.push(("the database's directory", resolved(db)?));
+    }
+    let inside = guarded
+        .into_iter()
+        .find(|(_, guarded)| root_dir.starts_with(guarded));
+    let placement = match inside {
+        None => RootPlacement::FilesOutside {
+            root_dir: root_dir.display().to_string(),
+            data_dir: data_dir.display().to_string(),
+        },
+        Some((what, path)) => {
+            if !config.allow_root_in_data_dir {
+                bail!(
+                    "the root of trust {} is inside {what} ({}): a backup of it would hold the \
+                     root keys, and restoring one would undo every deletion made since. Keep \
+                     the root directory elsewhere (the default is {}, beside the data \
+                     directory), or set allow_root_in_data_dir = true to accept that risk",
+                    root_dir.display(),
+                    path.display(),
+                    config.default_root_dir()?.display()
+                );
+            }
+            let warning = format!(
+                "WARNING: the root of trust {} is inside {what} ({}), allowed by \
+                 allow_root_in_data_dir: a backup of it can undo deletions",
+                root_dir.display(),
+                path.display()
+            );
+            tracing::warn!("{warning}");
+            notices.push(warning);
+            RootPlacement::FilesInside {
+                root_dir: root_dir.display().to_string(),
+                inside: format!("{what} {}", path.display()),
+            }
+        }
+    };
+    let provider: Arc<dyn RootProvider> =
+        Arc::new(shred::FileRoot::open(&root_dir).context("opening the root of trust ([root])")?);
+    notices.push(format!(
+        "root of trust: root key files in {} (keep this directory out of every backup)",
+        root_dir.display()
+    ));
+    Ok(Root {
+        provider,
+        dir: Some(root_dir),
+        placement,
+    })
+}
+
+fn has_root_files(dir: &Path) -> anyhow::Result<bool> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    for entry in entries {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("root-") && name.ends_with(".key") {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The file of a `sqlite:` URL (`None` for other databases and in-memory ones).
+fn sqlite_file(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && !path.starts_with(":memory:")).then(|| PathBuf::from(path))
+}
+
+/// SQLite serves one instance: an exclusive lock on `FILE.lock`, held while the process runs
+/// (the operating system releases it when the process dies, even by kill -9).
+fn lock_single_instance(db: &Path) -> anyhow::Result<std::fs::File> {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".lock");
+    let path = PathBuf::from(name);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "another custody server is already running on the SQLite database {} (locked: {}). \
+             SQLite serves one instance only; run several instances on PostgreSQL",
+            db.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+}
+
+pub(crate) fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     #[cfg(unix)]
     {
@@ -119,92 +379,9 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn create_self_signed(cert_path: &Path, key_path: &Path, names: &[String]) -> anyhow::Result<()> {
-    let (cert_pem, key_pem) = crypto::tls::self_signed_server_cert(names)?;
-    if let Some(dir) = cert_path.parent() {
-        create_private_dir(dir)?;
-    }
-    write_file(key_path, key_pem.as_bytes(), 0o600)?;
-    write_file(cert_path, cert_pem.as_bytes(), 0o644)?;
-    Ok(())
-}
-
-fn write_file(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    Ok(())
-}
-
-fn open_host_ca(config: &crate::ServerConfig) -> anyhow::Result<HostCa> {
-    let (cert_path, key_path) = config.host_ca_paths();
-    if !cert_path.exists() && !key_path.exists() {
-        let (cert_pem, key_pem) = crypto::host_ca::new_host_ca("custody host CA")?;
-        if let Some(dir) = cert_path.parent() {
-            create_private_dir(dir)?;
-        }
-        write_file(&key_path, key_pem.as_bytes(), 0o600)?;
-        write_file(&cert_path, cert_pem.as_bytes(), 0o644)?;
-    }
-    let cert_pem = std::fs::read_to_string(&cert_path)
-        .with_context(|| format!("reading the host CA {}", cert_path.display()))?;
-    let key_pem = zeroize::Zeroizing::new(
-        std::fs::read_to_string(&key_path)
-            .with_context(|| format!("reading the host CA key {}", key_path.display()))?,
-    );
-    Ok(HostCa { cert_pem, key_pem })
-}
-
-/// Client certificates are optional at the TLS layer (people use tokens from anywhere), but
-/// one that is presented must chain to the host CA, or the handshake fails. Whether a host
-/// is needed is the policy's decision, per request.
-fn client_verifier(
-    host_ca: &HostCa,
-) -> anyhow::Result<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(host_ca.cert_pem.as_bytes()) {
-        roots.add(cert.context("parsing the host CA certificate")?)?;
-    }
-    Ok(rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        crypto::tls::provider(),
-    )
-    .allow_unauthenticated()
-    .build()?)
-}
-
-fn load_tls(
-    cert_path: &Path,
-    key_path: &Path,
-    host_ca: &HostCa,
-) -> anyhow::Result<(Arc<TlsConfig>, String)> {
-    let certs = CertificateDer::pem_file_iter(cert_path)
-        .with_context(|| format!("reading {}", cert_path.display()))?
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("parsing {}", cert_path.display()))?;
-    let first = certs
-        .first()
-        .with_context(|| format!("{} holds no certificate", cert_path.display()))?;
-    let fingerprint = crypto::tls::fingerprint_sha256(first);
-    let key = PrivateKeyDer::from_pem_file(key_path)
-        .with_context(|| format!("reading the private key {}", key_path.display()))?;
-    let mut tls = TlsConfig::builder_with_provider(crypto::tls::provider())
-        .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(client_verifier(host_ca)?)
-        .with_single_cert(certs, key)?;
-    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok((Arc::new(tls), fingerprint))
-}
-
 /// On an installation without any token, makes the first operator token. It is returned once,
-/// to be printed once; only its hash is stored.
+/// to be printed once; only its hash is stored. (Called under the initialisation lock: one
+/// bootstrap token, whichever instance starts first.)
 async fn bootstrap_operator(store: &Store) -> anyhow::Result<Option<String>> {
     if store.token_count().await? > 0 {
         return Ok(None);
@@ -230,4 +407,31 @@ async fn bootstrap_operator(store: &Store) -> anyhow::Result<Option<String>> {
         )
         .await?;
     Ok(Some(format!("{id}.{}", secret.expose_secret())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_name_their_file() {
+        assert_eq!(
+            sqlite_file("sqlite:///d/db/custody.sqlite?mode=rwc"),
+            Some(PathBuf::from("/d/db/custody.sqlite"))
+        );
+        assert_eq!(sqlite_file("sqlite:x.db"), Some(PathBuf::from("x.db")));
+        assert_eq!(sqlite_file("sqlite::memory:"), None);
+        assert_eq!(sqlite_file("postgres://u@h/db"), None);
+    }
+
+    #[test]
+    fn a_second_lock_on_one_database_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("custody.sqlite");
+        let first = lock_single_instance(&db).unwrap();
+        let err = lock_single_instance(&db).err().unwrap();
+        assert!(err.to_string().contains("already running"), "{err}");
+        drop(first);
+        lock_single_instance(&db).unwrap();
+    }
 }

@@ -6,19 +6,26 @@
 //! [`error::ApiError`], so a status code and its stable error code are decided once.
 //!
 //! Start-up ([`init`]) creates the embedded default on an empty data directory: a SQLite
-//! database, a blob directory, a key store beside (never inside) the database, a self-signed
-//! certificate and a one-time operator bootstrap token.
+//! database, a blob directory, the root of trust beside (never inside) the data directory,
+//! the service identity (a self-signed certificate, the host CA, the audit log and service
+//! keys) and a one-time operator bootstrap token. Several instances share one PostgreSQL
+//! database, one bucket, one root of trust and one identity (`custody init`); the database
+//! pins the identity and fences the key hierarchy, and singleton background work runs under
+//! database leases ([`background`]).
 #![forbid(unsafe_code)]
 
 mod api;
 mod approvals;
 pub mod auth;
+mod background;
 mod certificate;
 mod checkpointer;
 pub mod config;
 mod deletion;
 mod error;
 mod init;
+mod keys;
+mod service_identity;
 mod sweep;
 mod tls;
 
@@ -30,6 +37,7 @@ use store::Store;
 use tokio::net::TcpListener;
 
 pub use config::ServerConfig;
+pub use service_identity::{IdentityPaths, init_identity};
 
 /// Shared state of all handlers.
 pub(crate) struct App {
@@ -38,13 +46,19 @@ pub(crate) struct App {
     pub keys: KeyHierarchy,
     pub config: ServerConfig,
     pub policy: Arc<policy::PolicyEngine>,
-    pub host_ca: init::HostCa,
-    /// Wakes the deletion runner when a deletion is requested or approved.
+    pub host_ca: service_identity::HostCa,
+    /// Wakes this instance's deletion runner when a deletion is requested or approved here.
     pub deletions: Arc<tokio::sync::Notify>,
     /// Signs the audit log's checkpoints.
     pub checkpointer: checkpointer::Checkpointer,
     /// Signs deletion certificates.
     pub service_key: certificate::ServiceKey,
+    /// Where the root of trust is, as certificates state it.
+    pub placement: ::deletion::RootPlacement,
+    /// This process, as lease holders are named: random, new at every start.
+    pub instance: String,
+    /// One server per SQLite database: held until the process ends.
+    _instance_lock: Option<std::fs::File>,
 }
 
 /// What start-up reports to the operator, printed by the CLI. No `Debug`: it holds a token.
@@ -54,26 +68,33 @@ pub struct Started {
     pub fingerprint: String,
     /// Shown once, on the first start of an empty installation.
     pub bootstrap_token: Option<String>,
+    /// This instance's name in the database's leases.
+    pub instance: String,
+    /// Where the root of trust and the audit checkpoint copy are, and warnings.
+    pub notices: Vec<String>,
 }
 
 /// Opens (or initialises) the installation, binds the listener and serves until SIGTERM or
-/// SIGINT, then shuts down gracefully (`tls::serve`). `on_started` is called once the server
-/// accepts connections.
+/// SIGINT, then shuts down gracefully (`tls::serve`), or until a background job fails (an
+/// error: the process should exit non-zero). `on_started` is called once the server accepts
+/// connections.
 pub async fn run(config: ServerConfig, on_started: impl FnOnce(&Started)) -> anyhow::Result<()> {
     let prepared = init::prepare(&config).await?;
     let listener = TcpListener::bind(config.listen).await?;
+    let instance = format!("{}-{}", std::process::id(), crypto::token::random_id()?);
+    let mut notices = prepared.notices;
+    notices.push(format!("instance {instance}"));
     let started = Started {
         listen: listener.local_addr()?,
         cert_path: prepared.cert_path.clone(),
         fingerprint: prepared.fingerprint.clone(),
         bootstrap_token: prepared.bootstrap_token,
+        instance: instance.clone(),
+        notices,
     };
-    let checkpointer = checkpointer::Checkpointer::new(
-        prepared.log_key,
-        &config.key_dir(),
-        std::time::Duration::from_secs(config.checkpoint_interval_secs.max(1)),
-    );
-    let service_key = certificate::ServiceKey::open_or_create(&config.key_dir())?;
+    for notice in &started.notices {
+        tracing::info!("{notice}");
+    }
     let app = Arc::new(App {
         store: prepared.store,
         blobs: prepared.blobs,
@@ -82,24 +103,26 @@ pub async fn run(config: ServerConfig, on_started: impl FnOnce(&Started)) -> any
         policy: prepared.policy,
         host_ca: prepared.host_ca,
         deletions: Arc::new(tokio::sync::Notify::new()),
-        checkpointer,
-        service_key,
+        checkpointer: prepared.checkpointer,
+        service_key: prepared.service_key,
+        placement: prepared.placement,
+        instance,
+        _instance_lock: prepared.instance_lock,
     });
-    tokio::spawn(sweep::run(app.clone()));
-    tokio::spawn(checkpointer::run(app.clone()));
-    // Resumes any deletion a crash interrupted, then carries out new ones.
-    tokio::spawn(deletion::run(app.clone(), app.deletions.clone()));
+    let background = background::start(app.clone());
     let router = api::router(app.clone());
     on_started(&started);
     let limits = app.config.limits.clone();
-    tls::serve(
-        listener,
-        prepared.tls,
-        router,
-        &limits,
-        tls::termination_signal(),
-    )
-    .await?;
+    tokio::select! {
+        served = tls::serve(
+            listener,
+            prepared.tls,
+            router,
+            &limits,
+            tls::termination_signal(),
+        ) => served?,
+        failure = background.failure() => return Err(failure),
+    }
     // Entries of requests whose clients went away may still be queued.
     app.store.flush_audit().await?;
     tracing::info!("stopped");

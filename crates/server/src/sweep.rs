@@ -1,4 +1,4 @@
-//! Background work: expiring abandoned upload sessions.
+//! Background work: expiring abandoned upload sessions (one instance at a time, under a lease).
 //!
 //! An upload that is never committed must not leave ciphertext behind: when its session
 //! expires, every part and every finished object of it is removed from storage, then the
@@ -15,7 +15,9 @@ pub(crate) fn interval(upload_ttl_secs: i64) -> Duration {
     Duration::from_secs((upload_ttl_secs / 4).clamp(1, 60) as u64)
 }
 
-pub(crate) async fn run(app: Arc<App>) {
+/// The sweep, while this instance holds the `upload-sweep` lease (`background.rs`). Never
+/// returns.
+pub(crate) async fn work(app: Arc<App>, _fence: store::Fence) {
     let period = interval(app.config.upload_ttl_secs);
     loop {
         tokio::time::sleep(period).await;

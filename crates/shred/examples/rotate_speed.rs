@@ -23,15 +23,22 @@ async fn main() {
         Arc::new(shred::KmsRoot::connect(&config).await.unwrap()),
     ));
     for (name, provider) in providers {
-        let dir = tmp.path().join(format!("keys-{name}"));
-        let keys = shred::KeyHierarchy::open_or_init(&dir, provider)
+        // The epoch ledger in SQLite, as the embedded default keeps it.
+        let db = tmp
+            .path()
+            .join(format!("ledger-{}.sqlite", name.replace(' ', "-")));
+        let store = store::Store::connect(&format!("sqlite://{}?mode=rwc", db.display()))
             .await
             .unwrap();
-        let wrapped: Vec<_> = (0..n)
-            .map(|i| keys.new_model_key(&format!("m{i}")).unwrap().1)
-            .collect();
+        let keys = shred::KeyHierarchy::open(Arc::new(store), provider, true)
+            .await
+            .unwrap();
+        let mut wrapped = Vec::with_capacity(n);
+        for i in 0..n {
+            wrapped.push(keys.new_model_key(&format!("m{i}")).await.unwrap().1);
+        }
         let t = Instant::now();
-        let to = keys.ensure_epoch_after(1).await.unwrap();
+        let to = keys.ensure_epoch_after(1, None).await.unwrap();
         let t_rotate = t.elapsed();
         let t = Instant::now();
         for (i, w) in wrapped.iter().enumerate() {
@@ -39,7 +46,7 @@ async fn main() {
         }
         let t_rewrap = t.elapsed();
         let t = Instant::now();
-        keys.destroy_epoch(1).await.unwrap();
+        keys.destroy_epoch(1, None).await.unwrap();
         let t_destroy = t.elapsed();
         println!(
             "{name}: rotate {t_rotate:?}, rewrap {n} keys {t_rewrap:?}, destroy {t_destroy:?}"

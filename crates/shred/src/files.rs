@@ -1,4 +1,5 @@
-//! Key store files: formats and careful writing.
+//! Files: careful writing of root key files, and the formats of a layout-v2 key store
+//! directory (epoch keys in files, before the epoch ledger), read only to import one.
 //!
 //! Epoch file `epoch-N.key`, version 2 (all integers big-endian):
 //!
@@ -26,6 +27,7 @@ pub(crate) struct EpochFile {
     pub wrapped: Vec<u8>,
 }
 
+#[cfg(test)]
 fn push_str16(out: &mut Vec<u8>, bytes: &[u8]) {
     // Root names are short (an ARN is at most 2048 bytes); longer ones are refused upstream.
     let len = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
@@ -33,6 +35,7 @@ fn push_str16(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(&bytes[..usize::from(len)]);
 }
 
+#[cfg(test)]
 pub(crate) fn epoch_bytes(epoch: u64, kind: RootKind, root: &RootRef, wrapped: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + root.as_str().len() + wrapped.len());
     out.extend_from_slice(EPOCH_FILE_MAGIC);
@@ -44,6 +47,7 @@ pub(crate) fn epoch_bytes(epoch: u64, kind: RootKind, root: &RootRef, wrapped: &
     out
 }
 
+#[cfg(test)]
 pub(crate) fn intent_bytes(epoch: u64, kind: RootKind, root: Option<&RootRef>) -> Vec<u8> {
     let mut out = Vec::with_capacity(32);
     out.extend_from_slice(INTENT_FILE_MAGIC);
@@ -195,6 +199,7 @@ fn sync_parent(path: &Path) -> Result<(), KeyError> {
 }
 
 /// Writes `bytes` to `path` whole: temp file (0600), fsync, rename, fsync of the directory.
+#[cfg(test)]
 pub(crate) fn write_secret_file(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
     let tmp = path.with_extension("tmp");
     let mut options = fs::OpenOptions::new();

@@ -1,7 +1,7 @@
 //! AWS KMS as the root of trust: one symmetric KMS key per epoch.
 //!
 //! * Creating epoch N's root is CreateKey (symmetric, encrypt/decrypt, tagged
-//!   `custody:epoch=N`); its ARN is recorded in the epoch file. The epoch key is made locally
+//!   `custody:epoch=N` and `custody:attempt=ID`); its ARN is recorded in the epoch ledger. The epoch key is made locally
 //!   and sealed with Encrypt under that key, with the encryption context
 //!   `{custody:purpose: epoch-key, custody:epoch: N}`, so a blob cannot be passed off as
 //!   another epoch's.
@@ -36,6 +36,8 @@ use crate::{KeyError, RootDestruction, RootKind, RootProvider, RootRef};
 
 const CONTEXT_PURPOSE: (&str, &str) = ("custody:purpose", "epoch-key");
 const CONTEXT_EPOCH: &str = "custody:epoch";
+/// Tags a root with the creation attempt that made it (see `EpochRecord::attempt`).
+const CONTEXT_ATTEMPT: &str = "custody:attempt";
 
 fn default_window() -> i32 {
     7
@@ -282,12 +284,14 @@ impl RootProvider for KmsRoot {
         }
     }
 
-    async fn create_root(&self, epoch: u64) -> Result<RootRef, KeyError> {
-        let tag = Tag::builder()
-            .tag_key(CONTEXT_EPOCH)
-            .tag_value(epoch.to_string())
-            .build()
-            .map_err(|e| KeyError::Provider(format!("CreateKey tag: {e}")))?;
+    async fn create_root(&self, epoch: u64, attempt: &str) -> Result<RootRef, KeyError> {
+        let tag = |key: &str, value: String| {
+            Tag::builder()
+                .tag_key(key)
+                .tag_value(value)
+                .build()
+                .map_err(|e| KeyError::Provider(format!("CreateKey tag: {e}")))
+        };
         let out = self
             .client
             .create_key()
@@ -297,7 +301,8 @@ impl RootProvider for KmsRoot {
             ))
             .key_usage(KeyUsageType::EncryptDecrypt)
             .key_spec(KeySpec::SymmetricDefault)
-            .tags(tag)
+            .tags(tag(CONTEXT_EPOCH, epoch.to_string())?)
+            .tags(tag(CONTEXT_ATTEMPT, attempt.to_owned())?)
             .send()
             .await
             .map_err(|e| KeyError::Provider(format!("CreateKey: {}", describe(&e))))?;
@@ -385,13 +390,14 @@ impl RootProvider for KmsRoot {
         })
     }
 
-    async fn destroy_unrecorded(&self, epoch: u64) -> Result<(), KeyError> {
+    async fn destroy_unrecorded(&self, epoch: u64, attempt: &str) -> Result<(), KeyError> {
         // A key created but never recorded never wrapped anything: nothing to shred. Say so,
-        // so the operator can delete the stray key (its description names the epoch).
+        // so the operator can delete the stray key (its tags name the epoch and attempt).
         tracing::warn!(
             epoch,
+            attempt,
             "a KMS key may have been created for an interrupted epoch {epoch} without being \
-             recorded; it protects nothing and can be deleted (tag custody:epoch={epoch})"
+             recorded; it protects nothing and can be deleted (tag custody:attempt={attempt})"
         );
         Ok(())
     }

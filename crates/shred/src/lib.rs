@@ -1,9 +1,10 @@
-//! The key hierarchy, built so that deletion is final even against backups.
+//! The key hierarchy, built so that deletion is final even against backups, and shared by
+//! every instance of a scaled-out service.
 //!
 //! ```text
-//!   root of trust N   one per epoch: a root key file root-N.key (outside the database
-//!     │               directory) or one AWS KMS key; see [`RootProvider`]
-//!     └─ epoch key N  key store: KEY_DIR/epoch-N.key, wrapped under root N
+//!   root of trust N   one per epoch: a root key file root-N-ATTEMPT.key (in a directory kept
+//!     │               out of every backup) or one AWS KMS key; see [`RootProvider`]
+//!     └─ epoch key N  the epoch ledger (the database), wrapped under root N; see [`EpochLedger`]
 //!          └─ model key   database row, wrapped under epoch key N (bound to model id, epoch)
 //!               └─ object keys   derived per object (crypto::stream), never stored
 //! ```
@@ -12,53 +13,63 @@
 //! that row wrapped under a live key. Shredding a model deletes its row, creates epoch N+1 (a
 //! new root and a new epoch key), re-wraps every surviving model key under N+1 in the same
 //! database transaction, then destroys epoch N: its root (file overwritten and removed, or KMS
-//! key scheduled for deletion, unusable at once) and its epoch file. A backup of the database
-//! *and* the key store taken before the shred holds keys wrapped only under epoch N, whose
-//! root no longer exists anywhere, so it opens nothing even with the root of trust as it is
-//! after. (With one long-lived root, the backed-up epoch-N file would still open.)
+//! key scheduled for deletion, unusable at once). A backup of the database taken before the
+//! shred holds keys wrapped only under epoch N, whose root no longer exists anywhere, so it
+//! opens nothing even with the root of trust as it is after. (With one long-lived root, the
+//! backed-up epoch N key would still open.)
+//!
+//! Why the ledger is in the database: every instance must agree on which epoch is current, or
+//! one instance would wrap new model keys under an epoch another is destroying. The ledger's
+//! transactions fence that: a model key commits only while its epoch is current, epoch
+//! changes by a runner that lost its lease are refused, and an epoch that still wraps a live
+//! model key cannot be destroyed. Each instance caches the unwrapped epoch keys and re-reads
+//! the ledger whenever its generation changed: one small read before every wrap or unwrap, so
+//! an instance never uses an epoch that another instance retired, and drops its copy of a
+//! destroyed epoch key at its next use of the hierarchy.
 //!
 //! Every step is a resumable, idempotent operation for the server's shred state machine:
 //!
 //! 1. [`KeyHierarchy::ensure_epoch_after`]`(from)`: creates epoch `from + 1`, or returns it
-//!    when an earlier run already did. The commit point is the atomic write of the epoch file;
-//!    a crash before it leaves an *intent* file, and the next open discards the half-made root.
-//!    It then waits for in-flight model creations ([`KeyHierarchy::model_key_lease`]) that may
-//!    still be wrapping under the old epoch.
-//! 2. [`KeyHierarchy::rewrap_model_key`]: pure, no IO; the caller writes the results and
-//!    deletes the shredded key rows in one transaction.
-//! 3. [`KeyHierarchy::destroy_epoch`]`(from)`: root first, then the epoch file (so a crash in
-//!    between leaves a file whose root is gone, which the next call finishes). Destroying twice
-//!    is fine; destroying the current epoch is refused.
+//!    when an earlier run already did. The commit point is the ledger's commit of the wrapped
+//!    epoch key; an attempt that stopped before it (a crash, a lost lease) is discarded, its
+//!    root destroyed, by the next rotation.
+//! 2. [`KeyHierarchy::rewrap_model_key`]: no IO but a ledger read; the caller writes the
+//!    results and deletes the shredded key rows in one transaction.
+//! 3. [`KeyHierarchy::destroy_epoch`]`(from)`: marks the epoch destroying (every instance stops
+//!    using it), destroys its root, then erases its wrapped key. A crash in between is finished
+//!    by the next call. Destroying twice is fine; destroying the current epoch is refused.
 //!
-//! Opening fails closed: a key store whose current epoch's root is missing or destroyed does
-//! not open (never a silently made new root); an older epoch whose root is gone is reported
-//! as destroyed. Files are written whole (temp file, fsync, rename, fsync dir), mode 0600.
+//! Opening fails closed: a hierarchy whose current epoch's root is missing or destroyed does
+//! not open (never a silently made new root); an older epoch whose root is gone is unusable.
 #![forbid(unsafe_code)]
 
 mod files;
+mod import;
 mod kms;
+mod ledger;
 mod root;
 
+pub use import::{ImportOutcome, import_key_store};
 pub use kms::{KmsConfig, KmsRoot, KmsSecret};
+pub use ledger::{EpochLedger, EpochRecord, EpochState, Fence, LedgerState};
 pub use root::{FileRoot, RootConfig, RootDestruction, RootKind, RootProvider, RootRef};
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use crypto::SecretKey;
 use crypto::wrap::{unwrap_key, wrap_key};
 
-/// Magic and version of an epoch key file. Frozen. Version 1 (wrapped under one long-lived
-/// root key) is refused: that layout cannot shred against backups.
+/// Magic and version of a key store epoch file (layout v2, before the epoch ledger): read only
+/// to import such a key store. Frozen. Version 1 (one long-lived root key) is refused.
 const EPOCH_FILE_MAGIC: &[u8; 13] = b"custody-epoch";
 const EPOCH_FILE_VERSION: u8 = 2;
-/// Magic and version of an epoch intent file (an epoch being created). Frozen.
+/// Magic and version of a layout-v2 epoch intent file. Frozen.
 const INTENT_FILE_MAGIC: &[u8; 14] = b"custody-intent";
 const INTENT_FILE_VERSION: u8 = 1;
-/// Marks an initialised key store, so one that lost every epoch is not taken for a new one.
+/// Marks an initialised layout-v2 key store.
 const STORE_MARKER: &str = "key-store";
-const STORE_MARKER_CONTENT: &[u8] = b"custody key store v2\n";
 /// The single root key of the version-1 layout.
 const LEGACY_ROOT: &str = "root.key";
 
@@ -77,12 +88,16 @@ pub enum KeyError {
          store"
     )]
     LegacyLayout(PathBuf),
-    #[error("key store {0} was initialised but holds no epoch key: refusing to start a new one")]
-    NoEpoch(PathBuf),
+    #[error(
+        "the database holds no key epoch{0}: refusing to start a new key hierarchy (keys wrapped \
+         under a lost one would silently stay unreadable)"
+    )]
+    NoEpoch(String),
     #[error(
         "the root of trust of the current epoch {epoch} ({root}) is missing or destroyed: \
-         refusing to open the key store (check the [root] configuration; a new root is never \
-         made in place of a lost one)"
+         refusing to open the key hierarchy (check the [root] configuration; a new root is \
+         never made in place of a lost one; a database restored from before a deletion opens \
+         nothing, by design)"
     )]
     CurrentRootMissing { epoch: u64, root: String },
     #[error("the root of trust {root} of epoch {epoch} is missing or destroyed")]
@@ -108,6 +123,15 @@ pub enum KeyError {
         from + 1
     )]
     UnexpectedEpoch { from: u64, current: u64 },
+    #[error("epoch {0} already has a record in the epoch ledger")]
+    EpochTaken(u64),
+    #[error(
+        "the lease {0} this work ran under was taken over by another instance: its writes are \
+         refused"
+    )]
+    Fenced(String),
+    #[error("epoch ledger: {0}")]
+    Ledger(String),
     #[error("a wrapped key failed to open: it was altered or belongs to another model")]
     Unwrap,
     #[error(transparent)]
@@ -121,12 +145,12 @@ pub struct WrappedModelKey {
     pub wrapped: Vec<u8>,
 }
 
-/// What the key store records about one epoch (no secret): for certificates and logs.
+/// What the hierarchy knows about one epoch (no secret): for certificates and logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EpochInfo {
     pub epoch: u64,
     pub root_kind: RootKind,
-    /// The root's name: `root-N.key` or a KMS key ARN.
+    /// The root's name: `root-N-ATTEMPT.key` or a KMS key ARN.
     pub root: RootRef,
     /// False once the root is gone (the epoch is destroyed or being destroyed).
     pub usable: bool,
@@ -136,153 +160,167 @@ pub struct EpochInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DestroyedEpoch {
     pub epoch: u64,
-    /// `None` when an earlier call had already removed the epoch file (the caller should have
-    /// recorded [`KeyHierarchy::epoch_info`] before).
+    /// `None` when the ledger has no record of the epoch's root (it never committed one).
     pub root: Option<RootRef>,
     pub root_kind: RootKind,
     pub root_destruction: RootDestruction,
-    /// The epoch file was overwritten and removed by this call (false: it was already gone).
-    pub epoch_file_removed: bool,
+    /// The wrapped epoch key was erased from the ledger by this call (false: it already was).
+    pub wrapped_key_erased: bool,
 }
 
 struct Epoch {
     info: EpochInfo,
+    wrapped: Vec<u8>,
     /// `None` when the root is gone.
     key: Option<Arc<SecretKey>>,
 }
 
-/// The root of trust and the live epoch keys of a key store directory.
+#[derive(Default)]
+struct Loaded {
+    generation: u64,
+    current: u64,
+    /// Live epochs only: a destroying or destroyed epoch is never used again.
+    epochs: BTreeMap<u64, Epoch>,
+}
+
+/// The root of trust and the live epoch keys, as recorded by an [`EpochLedger`].
 ///
-/// Shared by every request (`&self` everywhere); epoch creation and destruction are
-/// serialised inside.
+/// Shared by every request (`&self` everywhere). Before every use it reads the ledger's
+/// generation and reloads when another instance (or this one) changed the ledger.
 pub struct KeyHierarchy {
-    dir: PathBuf,
+    ledger: Arc<dyn EpochLedger>,
     provider: Arc<dyn RootProvider>,
-    epochs: RwLock<BTreeMap<u64, Epoch>>,
-    /// Serialises epoch creation and destruction.
-    ops: tokio::sync::Mutex<()>,
-    /// Model creations hold it shared; a rotation takes it exclusively once, to wait for them.
-    creations: Arc<tokio::sync::RwLock<()>>,
-}
-
-/// Held by a caller from [`ModelKeyLease::new_model_key`] until the wrapped key is committed
-/// to the database, so that a rotation does not destroy the epoch under a row it never saw.
-pub struct ModelKeyLease<'a> {
-    keys: &'a KeyHierarchy,
-    _guard: tokio::sync::OwnedRwLockReadGuard<()>,
-}
-
-impl ModelKeyLease<'_> {
-    /// A fresh model key and its wrapped form, under the current epoch.
-    pub fn new_model_key(&self, model_id: &str) -> Result<(SecretKey, WrappedModelKey), KeyError> {
-        self.keys.new_model_key(model_id)
-    }
+    loaded: RwLock<Loaded>,
+    /// One reload at a time; the others wait for it and use its result.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 impl KeyHierarchy {
-    /// Opens the key store in `dir` with `provider` as root of trust; on an empty directory,
-    /// initialises it with epoch 1.
-    pub async fn open_or_init(
-        dir: &Path,
-        provider: Arc<dyn RootProvider>,
-    ) -> Result<Self, KeyError> {
-        Self::open_inner(dir, provider, true).await
-    }
-
-    /// Opens an existing key store; never initialises one.
-    pub async fn open(dir: &Path, provider: Arc<dyn RootProvider>) -> Result<Self, KeyError> {
-        Self::open_inner(dir, provider, false).await
-    }
-
-    async fn open_inner(
-        dir: &Path,
+    /// Opens the hierarchy recorded in `ledger`; when the ledger holds no epoch and `init` is
+    /// true, creates epoch 1 (the caller decides that a new hierarchy is safe: no model key
+    /// exists that a lost one could have wrapped).
+    pub async fn open(
+        ledger: Arc<dyn EpochLedger>,
         provider: Arc<dyn RootProvider>,
         init: bool,
     ) -> Result<Self, KeyError> {
-        files::create_private_dir(dir)?;
-        if dir.join(LEGACY_ROOT).exists() {
-            return Err(KeyError::LegacyLayout(dir.to_owned()));
-        }
         let keys = KeyHierarchy {
-            dir: dir.to_owned(),
+            ledger,
             provider,
-            epochs: RwLock::new(BTreeMap::new()),
-            ops: tokio::sync::Mutex::new(()),
-            creations: Arc::new(tokio::sync::RwLock::new(())),
+            loaded: RwLock::new(Loaded::default()),
+            reloading: tokio::sync::Mutex::new(()),
         };
-        keys.recover_intents().await?;
-
-        let mut found = BTreeMap::new();
-        for (epoch, path) in files::list_numbered(dir, "epoch-", ".key")? {
-            found.insert(epoch, files::read_epoch_file(&path, epoch)?);
-        }
-        let marker = dir.join(STORE_MARKER);
-        if found.is_empty() {
-            // Only a brand-new key store starts at epoch 1. One that was initialised and has
-            // no epoch lost its keys: a new epoch would silently stand in for shredded ones.
-            if marker.exists() || !init {
-                return Err(KeyError::NoEpoch(dir.to_owned()));
+        let state = keys.ledger.load().await?;
+        if state.current == 0 {
+            if !init {
+                return Err(KeyError::NoEpoch(String::new()));
             }
-            files::write_secret_file(&marker, STORE_MARKER_CONTENT)?;
-            {
-                let _guard = keys.ops.lock().await;
-                keys.create_epoch(1).await?;
-            }
-            return Ok(keys);
+            // A crashed first start may have left an attempt behind.
+            keys.discard_attempts(&state, None).await?;
+            keys.create_epoch(1, None).await?;
         }
-        if !marker.exists() {
-            files::write_secret_file(&marker, STORE_MARKER_CONTENT)?;
-        }
-
-        let current = found.keys().next_back().copied().unwrap_or(0);
-        let kind = keys.provider.kind();
-        let mut epochs = BTreeMap::new();
-        for (epoch, file) in found {
-            if file.root_kind != kind {
-                return Err(KeyError::ProviderMismatch {
-                    epoch,
-                    found: file.root_kind.to_string(),
-                    configured: kind.to_string(),
-                });
-            }
-            let key = match keys.provider.unwrap(&file.root, epoch, &file.wrapped).await {
-                Ok(key) => Some(Arc::new(key)),
-                Err(KeyError::RootGone { root, .. }) if epoch == current => {
-                    return Err(KeyError::CurrentRootMissing { epoch, root });
-                }
-                // An older epoch mid-destruction: its root is gone, the file not yet removed.
-                Err(KeyError::RootGone { .. }) => None,
-                Err(e) => return Err(e),
-            };
-            let info = EpochInfo {
-                epoch,
-                root_kind: kind,
-                root: file.root,
-                usable: key.is_some(),
-            };
-            epochs.insert(epoch, Epoch { info, key });
-        }
-        *keys.write_epochs() = epochs;
+        keys.reload(true).await?;
         Ok(keys)
     }
 
-    fn read_epochs(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u64, Epoch>> {
-        // A panic while holding the lock cannot leave the map half-updated (each update is
-        // one insert or remove), so a poisoned lock is still consistent.
-        self.epochs
+    fn read_loaded(&self) -> std::sync::RwLockReadGuard<'_, Loaded> {
+        // A panic while holding the lock cannot leave the state half-updated (it is replaced
+        // whole), so a poisoned lock is still consistent.
+        self.loaded
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn write_epochs(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<u64, Epoch>> {
-        self.epochs
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Reads the ledger's generation and reloads when it changed.
+    pub async fn refresh(&self) -> Result<(), KeyError> {
+        let generation = self.ledger.generation().await?;
+        if generation == self.read_loaded().generation {
+            return Ok(());
+        }
+        self.reload(false).await
     }
 
-    /// The key store directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// Loads the ledger and unwraps every live epoch key not already held. `opening`: the
+    /// current epoch's root must open (at start); later, a current root that vanished is the
+    /// same refusal.
+    async fn reload(&self, opening: bool) -> Result<(), KeyError> {
+        let _one = self.reloading.lock().await;
+        let state = self.ledger.load().await?;
+        if !opening && state.generation == self.read_loaded().generation {
+            return Ok(());
+        }
+        let kind = self.provider.kind();
+        let mut epochs = BTreeMap::new();
+        for record in &state.records {
+            if record.state != EpochState::Live {
+                continue;
+            }
+            let (Some(root), Some(wrapped)) = (&record.root, &record.wrapped) else {
+                return Err(KeyError::Ledger(format!(
+                    "live epoch {} has no root or key",
+                    record.epoch
+                )));
+            };
+            if record.root_kind != kind {
+                return Err(KeyError::ProviderMismatch {
+                    epoch: record.epoch,
+                    found: record.root_kind.to_string(),
+                    configured: kind.to_string(),
+                });
+            }
+            let held = self
+                .read_loaded()
+                .epochs
+                .get(&record.epoch)
+                .filter(|e| e.info.root == *root && e.wrapped == *wrapped)
+                .map(|e| e.key.clone());
+            let key = match held {
+                Some(key) => key,
+                None => match self.provider.unwrap(root, record.epoch, wrapped).await {
+                    Ok(key) => Some(Arc::new(key)),
+                    Err(KeyError::RootGone { root, .. }) if record.epoch == state.current => {
+                        return Err(KeyError::CurrentRootMissing {
+                            epoch: record.epoch,
+                            root,
+                        });
+                    }
+                    // An older epoch whose root is gone: mid-destruction, or restored from a
+                    // backup. Unusable either way.
+                    Err(KeyError::RootGone { .. }) => None,
+                    Err(e) => return Err(e),
+                },
+            };
+            let info = EpochInfo {
+                epoch: record.epoch,
+                root_kind: record.root_kind,
+                root: root.clone(),
+                usable: key.is_some(),
+            };
+            epochs.insert(
+                record.epoch,
+                Epoch {
+                    info,
+                    wrapped: wrapped.clone(),
+                    key,
+                },
+            );
+        }
+        if state.current != 0 && !epochs.contains_key(&state.current) {
+            return Err(KeyError::Ledger(format!(
+                "the current epoch {} is not live",
+                state.current
+            )));
+        }
+        // Replaced whole: keys of epochs no longer live are dropped (and zeroized) here.
+        *self
+            .loaded
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Loaded {
+            generation: state.generation,
+            current: state.current,
+            epochs,
+        };
+        Ok(())
     }
 
     /// The root of trust, for certificates: kind and a secret-free description.
@@ -290,35 +328,44 @@ impl KeyHierarchy {
         (self.provider.kind(), self.provider.describe())
     }
 
-    /// The epoch new model keys are wrapped under.
+    /// The epoch new model keys are wrapped under, as of the last refresh.
     pub fn current_epoch(&self) -> u64 {
-        self.read_epochs().keys().next_back().copied().unwrap_or(0)
+        self.read_loaded().current
     }
 
-    /// Every epoch the key store still holds a file for, oldest first.
+    /// Every live epoch as of the last refresh, oldest first.
     pub fn epochs(&self) -> Vec<EpochInfo> {
-        self.read_epochs()
+        self.read_loaded()
+            .epochs
             .values()
             .map(|e| e.info.clone())
             .collect()
     }
 
-    /// What the key store records about `epoch`, if it still holds its file.
+    /// What the hierarchy knows about `epoch`, if it is live (as of the last refresh).
     pub fn epoch_info(&self, epoch: u64) -> Option<EpochInfo> {
-        self.read_epochs().get(&epoch).map(|e| e.info.clone())
+        self.read_loaded()
+            .epochs
+            .get(&epoch)
+            .map(|e| e.info.clone())
     }
 
     fn epoch_key(&self, epoch: u64) -> Result<Arc<SecretKey>, KeyError> {
-        self.read_epochs()
+        self.read_loaded()
+            .epochs
             .get(&epoch)
             .and_then(|e| e.key.clone())
             .ok_or(KeyError::EpochDestroyed(epoch))
     }
 
-    /// Makes a fresh model key and its wrapped form for the database. Callers that create a
-    /// model while the server runs hold a [`KeyHierarchy::model_key_lease`] until the row is
-    /// committed.
-    pub fn new_model_key(&self, model_id: &str) -> Result<(SecretKey, WrappedModelKey), KeyError> {
+    /// Makes a fresh model key and its wrapped form under the current epoch. The database
+    /// commits the row only while that epoch is still current; when it refuses, refresh and
+    /// make another.
+    pub async fn new_model_key(
+        &self,
+        model_id: &str,
+    ) -> Result<(SecretKey, WrappedModelKey), KeyError> {
+        self.refresh().await?;
         let key = SecretKey::generate()?;
         let epoch = self.current_epoch();
         let kek = self.epoch_key(epoch)?;
@@ -326,18 +373,17 @@ impl KeyHierarchy {
         Ok((key, WrappedModelKey { epoch, wrapped }))
     }
 
-    /// A lease for creating model keys: a rotation waits for every lease taken before it
-    /// switched epochs, so a row wrapped under the old epoch is committed before the caller
-    /// re-wraps (and is then re-wrapped with the others).
-    pub async fn model_key_lease(&self) -> ModelKeyLease<'_> {
-        ModelKeyLease {
-            keys: self,
-            _guard: self.creations.clone().read_owned().await,
-        }
+    /// Opens a model key read from the database.
+    pub async fn unwrap_model_key(
+        &self,
+        model_id: &str,
+        wrapped: &WrappedModelKey,
+    ) -> Result<SecretKey, KeyError> {
+        self.refresh().await?;
+        self.unwrap_loaded(model_id, wrapped)
     }
 
-    /// Opens a model key read from the database.
-    pub fn unwrap_model_key(
+    fn unwrap_loaded(
         &self,
         model_id: &str,
         wrapped: &WrappedModelKey,
@@ -351,8 +397,9 @@ impl KeyHierarchy {
         .map_err(|_| KeyError::Unwrap)
     }
 
-    /// Re-wraps a model key under epoch `to` (normally the current one). Pure: the caller
-    /// stores the result. A key already under `to` is returned as it is.
+    /// Re-wraps a model key under epoch `to` (normally the current one), with the epochs as
+    /// of the last refresh (a rotation re-wraps every key: it refreshes once, not per key).
+    /// The caller stores the result. A key already under `to` is returned as it is.
     pub fn rewrap_model_key(
         &self,
         model_id: &str,
@@ -361,10 +408,10 @@ impl KeyHierarchy {
     ) -> Result<WrappedModelKey, KeyError> {
         if wrapped.epoch == to {
             // Still check that it opens: a damaged row must not be carried forward silently.
-            self.unwrap_model_key(model_id, wrapped)?;
+            self.unwrap_loaded(model_id, wrapped)?;
             return Ok(wrapped.clone());
         }
-        let key = self.unwrap_model_key(model_id, wrapped)?;
+        let key = self.unwrap_loaded(model_id, wrapped)?;
         let kek = self.epoch_key(to)?;
         let rewrapped = wrap_key(&kek, &key, &model_key_aad(model_id, to))?;
         Ok(WrappedModelKey {
@@ -377,132 +424,155 @@ impl KeyHierarchy {
     /// it (new root, new epoch key) unless an earlier run already did; returns `from + 1`.
     ///
     /// The caller records `from` (the current epoch when its rotation starts) before calling,
-    /// and runs one rotation at a time, so that an epoch found here was made by the same
-    /// rotation: the key being shredded is never wrapped under it. Before returning, waits
-    /// for model creations that were still wrapping under `from`.
-    pub async fn ensure_epoch_after(&self, from: u64) -> Result<u64, KeyError> {
+    /// and runs rotations under one lease (`fence`), so that an epoch found here was made by
+    /// the same rotation: the key being shredded is never wrapped under it. Attempts that
+    /// never committed (a crash, a lost lease) are discarded first, their roots destroyed.
+    /// Once the ledger commits the new epoch, no model key can be committed under `from`.
+    pub async fn ensure_epoch_after(
+        &self,
+        from: u64,
+        fence: Option<&Fence>,
+    ) -> Result<u64, KeyError> {
         let target = from + 1;
-        {
-            let _guard = self.ops.lock().await;
-            let current = self.current_epoch();
-            if current == from {
-                self.create_epoch(target).await?;
-            } else if current != target {
-                return Err(KeyError::UnexpectedEpoch { from, current });
-            }
+        let state = self.ledger.load().await?;
+        if state.current == target {
+            self.refresh().await?;
+            return Ok(target);
         }
-        // New creations now use `target`; wait for those that may have used `from`.
-        drop(self.creations.write().await);
+        if state.current != from {
+            return Err(KeyError::UnexpectedEpoch {
+                from,
+                current: state.current,
+            });
+        }
+        self.discard_attempts(&state, fence).await?;
+        self.create_epoch(target, fence).await?;
+        self.refresh().await?;
         Ok(target)
     }
 
-    /// Creates epoch `epoch` (caller holds `ops`). Commit point: the epoch file's rename.
-    async fn create_epoch(&self, epoch: u64) -> Result<(), KeyError> {
+    /// Destroys the roots of attempts that never committed and forgets them.
+    async fn discard_attempts(
+        &self,
+        state: &LedgerState,
+        fence: Option<&Fence>,
+    ) -> Result<(), KeyError> {
+        for record in &state.records {
+            if record.state != EpochState::Creating {
+                continue;
+            }
+            // Nothing was ever wrapped under a root whose epoch did not commit. Each attempt
+            // has its own root, so this destroys that attempt's root and no other.
+            match &record.root {
+                Some(root) => {
+                    self.provider.destroy_root(root, record.epoch).await?;
+                }
+                None => {
+                    self.provider
+                        .destroy_unrecorded(record.epoch, &record.attempt)
+                        .await?
+                }
+            }
+            self.ledger
+                .discard_epoch(record.epoch, &record.attempt, fence)
+                .await?;
+            tracing::warn!(epoch = record.epoch, "discarded a half-created key epoch");
+        }
+        Ok(())
+    }
+
+    /// Creates epoch `epoch`. Commit point: the ledger's commit of its wrapped key.
+    async fn create_epoch(&self, epoch: u64, fence: Option<&Fence>) -> Result<(), KeyError> {
         let kind = self.provider.kind();
-        let intent = self.dir.join(format!("epoch-{epoch}.intent"));
-        files::write_secret_file(&intent, &files::intent_bytes(epoch, kind, None))?;
-        let root = self.provider.create_root(epoch).await?;
-        // Record the root's name before anything is wrapped under it, so a crash from here
-        // on lets the next open destroy it.
-        files::write_secret_file(&intent, &files::intent_bytes(epoch, kind, Some(&root)))?;
+        let attempt = hex_id()?;
+        self.ledger
+            .begin_epoch(epoch, kind, &attempt, fence)
+            .await?;
+        let root = self.provider.create_root(epoch, &attempt).await?;
+        // Recorded before anything is wrapped under it, so a later rotation can destroy it.
+        self.ledger
+            .record_root(epoch, &attempt, &root, fence)
+            .await?;
         let key = SecretKey::generate()?;
         let wrapped = self.provider.wrap(&root, epoch, &key).await?;
-        files::write_secret_file(
-            &self.dir.join(format!("epoch-{epoch}.key")),
-            &files::epoch_bytes(epoch, kind, &root, &wrapped),
-        )?;
-        self.write_epochs().insert(
-            epoch,
-            Epoch {
-                info: EpochInfo {
-                    epoch,
-                    root_kind: kind,
-                    root,
-                    usable: true,
-                },
-                key: Some(Arc::new(key)),
-            },
-        );
-        files::remove_file(&intent)?;
+        self.ledger
+            .commit_epoch(epoch, &attempt, &wrapped, fence)
+            .await?;
         tracing::info!(epoch, root = %kind, "key epoch created");
         Ok(())
     }
 
-    /// Finishes or discards epochs whose creation was interrupted.
-    async fn recover_intents(&self) -> Result<(), KeyError> {
-        for (epoch, path) in files::list_numbered(&self.dir, "epoch-", ".intent")? {
-            let (kind, root) = files::read_intent_file(&path, epoch)?;
-            if self.dir.join(format!("epoch-{epoch}.key")).exists() {
-                // Committed; only the clean-up was missed.
-                files::remove_file(&path)?;
-                continue;
-            }
-            if kind != self.provider.kind() {
-                return Err(KeyError::ProviderMismatch {
-                    epoch,
-                    found: kind.to_string(),
-                    configured: self.provider.kind().to_string(),
-                });
-            }
-            // Nothing was ever wrapped under a root whose epoch file was not written.
-            match &root {
-                Some(root) => {
-                    self.provider.destroy_root(root, epoch).await?;
-                }
-                None => self.provider.destroy_unrecorded(epoch).await?,
-            }
-            files::remove_file(&path)?;
-            tracing::warn!(epoch, "discarded a half-created key epoch");
-        }
-        Ok(())
-    }
-
-    /// Shredding step "destroy": destroys epoch `epoch`'s root, then overwrites and removes
-    /// its epoch file. Idempotent. Refuses the current epoch (and any later one).
-    pub async fn destroy_epoch(&self, epoch: u64) -> Result<DestroyedEpoch, KeyError> {
-        let _guard = self.ops.lock().await;
-        let current = self.current_epoch();
-        if epoch >= current {
-            return Err(KeyError::DestroyCurrent { epoch, current });
+    /// Shredding step "destroy": marks epoch `epoch` destroying (no instance uses it from
+    /// then on), destroys its root, then erases its wrapped key. Idempotent. Refuses the
+    /// current epoch (and any later one); the ledger also refuses an epoch that still wraps a
+    /// live model key.
+    pub async fn destroy_epoch(
+        &self,
+        epoch: u64,
+        fence: Option<&Fence>,
+    ) -> Result<DestroyedEpoch, KeyError> {
+        let state = self.ledger.load().await?;
+        if epoch >= state.current {
+            return Err(KeyError::DestroyCurrent {
+                epoch,
+                current: state.current,
+            });
         }
         let kind = self.provider.kind();
-        let path = self.dir.join(format!("epoch-{epoch}.key"));
-        let root = if path.exists() {
-            let file = files::read_epoch_file(&path, epoch)?;
-            if file.root_kind != kind {
-                return Err(KeyError::ProviderMismatch {
-                    epoch,
-                    found: file.root_kind.to_string(),
-                    configured: kind.to_string(),
-                });
-            }
-            Some(file.root)
-        } else {
-            None
+        let record = state.records.iter().find(|r| r.epoch == epoch);
+        let Some(record) = record else {
+            return Ok(DestroyedEpoch {
+                epoch,
+                root: None,
+                root_kind: kind,
+                root_destruction: RootDestruction::AlreadyGone,
+                wrapped_key_erased: false,
+            });
         };
-        // Root first: if we crash after it, the epoch file left behind opens nothing.
-        let root_destruction = match &root {
-            Some(root) => self.provider.destroy_root(root, epoch).await?,
-            None => {
-                self.provider.destroy_unrecorded(epoch).await?;
-                RootDestruction::AlreadyGone
-            }
-        };
-        if let Some(e) = self.write_epochs().get_mut(&epoch) {
-            e.key = None;
-            e.info.usable = false;
+        if record.root_kind != kind {
+            return Err(KeyError::ProviderMismatch {
+                epoch,
+                found: record.root_kind.to_string(),
+                configured: kind.to_string(),
+            });
         }
-        let epoch_file_removed = files::overwrite_and_remove(&path)?;
-        self.write_epochs().remove(&epoch);
+        let root_destruction = match record.state {
+            EpochState::Destroyed => RootDestruction::AlreadyGone,
+            EpochState::Creating => {
+                return Err(KeyError::Ledger(format!(
+                    "epoch {epoch} is older than the current epoch but was never committed"
+                )));
+            }
+            EpochState::Live | EpochState::Destroying => {
+                if record.state == EpochState::Live {
+                    self.ledger.begin_destroy(epoch, fence).await?;
+                }
+                let root = record.root.as_ref().ok_or_else(|| {
+                    KeyError::Ledger(format!("epoch {epoch} has no recorded root"))
+                })?;
+                // Root first: once it is gone, the wrapped key left in the ledger (or in any
+                // backup) opens nothing.
+                let destruction = self.provider.destroy_root(root, epoch).await?;
+                self.ledger.finish_destroy(epoch, fence).await?;
+                destruction
+            }
+        };
+        self.refresh().await?;
         tracing::info!(epoch, root = %kind, "key epoch destroyed");
         Ok(DestroyedEpoch {
             epoch,
-            root,
+            root: record.root.clone(),
             root_kind: kind,
             root_destruction,
-            epoch_file_removed,
+            wrapped_key_erased: record.state != EpochState::Destroyed,
         })
     }
+}
+
+/// A random attempt id: 16 bytes, lowercase hex.
+fn hex_id() -> Result<String, KeyError> {
+    let bytes: [u8; 16] = crypto::random_bytes()?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Associated data of a wrapped model key: binds it to its model and epoch, so a row copied
@@ -531,5 +601,12 @@ mod tests {
         assert_ne!(model_key_aad("m", 1), model_key_aad("m", 2));
         assert_ne!(model_key_aad("m1", 1), model_key_aad("m2", 1));
         assert_ne!(epoch_aad(1), epoch_aad(2));
+    }
+
+    #[test]
+    fn attempt_ids_are_valid_file_name_parts() {
+        let id = hex_id().unwrap();
+        assert!(root::valid_attempt(&id), "{id}");
+        assert_ne!(id, hex_id().unwrap());
     }
 }

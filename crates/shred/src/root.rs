@@ -3,8 +3,10 @@
 //! A [`RootProvider`] makes a new root for each epoch, wraps and unwraps that epoch's key
 //! under it, and destroys it when the epoch is shredded. Two providers:
 //!
-//! * [`FileRoot`] (the embedded default): `ROOT_DIR/root-N.key`, 32 random bytes behind a
-//!   versioned header, mode 0600. Destroying overwrites the file and removes it.
+//! * [`FileRoot`] (the embedded default): `ROOT_DIR/root-N-ATTEMPT.key`, 32 random bytes
+//!   behind a versioned header, mode 0600. Destroying overwrites the file and removes it. The
+//!   attempt id in the name makes every root unique: a deletion runner that lost its lease and
+//!   wakes up late can only ever touch the root it made itself, never its successor's.
 //! * [`crate::KmsRoot`]: one AWS KMS key per epoch; the epoch key is sealed with KMS Encrypt.
 //!   Destroying schedules the KMS key for deletion (unusable at once, gone after the waiting
 //!   period).
@@ -34,6 +36,7 @@ pub enum RootKind {
 }
 
 impl RootKind {
+    #[cfg(test)]
     pub(crate) fn code(self) -> u8 {
         match self {
             RootKind::File => 1,
@@ -121,8 +124,9 @@ pub trait RootProvider: Send + Sync {
     fn kind(&self) -> RootKind;
     /// Where the roots live, without secrets: for logs and certificates.
     fn describe(&self) -> String;
-    /// Makes a fresh root for `epoch`; never reuses or overwrites one.
-    async fn create_root(&self, epoch: u64) -> Result<RootRef, KeyError>;
+    /// Makes a fresh root for `epoch` by creation attempt `attempt` (lowercase hex); never
+    /// reuses or overwrites one.
+    async fn create_root(&self, epoch: u64, attempt: &str) -> Result<RootRef, KeyError>;
     /// Wraps `epoch`'s key under `root`.
     async fn wrap(&self, root: &RootRef, epoch: u64, key: &SecretKey) -> Result<Vec<u8>, KeyError>;
     /// Opens what [`RootProvider::wrap`] made.
@@ -134,10 +138,10 @@ pub trait RootProvider: Send + Sync {
     ) -> Result<SecretKey, KeyError>;
     /// Destroys `root`.
     async fn destroy_root(&self, root: &RootRef, epoch: u64) -> Result<RootDestruction, KeyError>;
-    /// Destroys whatever root `epoch` may have when its name was never recorded (a crash
-    /// during creation). Files: the root file by its name. KMS: nothing can be found; such a
-    /// key never wrapped anything.
-    async fn destroy_unrecorded(&self, epoch: u64) -> Result<(), KeyError>;
+    /// Destroys whatever root attempt `attempt` of `epoch` may have made when its name was
+    /// never recorded (a crash during creation). Files: the root file by its name. KMS:
+    /// nothing can be found; such a key never wrapped anything.
+    async fn destroy_unrecorded(&self, epoch: u64, attempt: &str) -> Result<(), KeyError>;
 }
 
 /// Root key files in one directory, one per epoch.
@@ -158,18 +162,30 @@ impl FileRoot {
         &self.dir
     }
 
-    fn name(epoch: u64) -> String {
-        format!("root-{epoch}.key")
+    fn name(epoch: u64, attempt: &str) -> Result<String, KeyError> {
+        if !valid_attempt(attempt) {
+            return Err(KeyError::Provider(format!(
+                "invalid creation attempt id {attempt:?}"
+            )));
+        }
+        Ok(format!("root-{epoch}-{attempt}.key"))
     }
 
-    /// The path of `root`, which must be the file name of `epoch`'s root.
+    /// The path of `root`, which must be the file name of one of `epoch`'s roots:
+    /// `root-N-ATTEMPT.key`, or `root-N.key` as key stores before the epoch ledger named them.
     fn path(&self, root: &RootRef, epoch: u64) -> Result<PathBuf, KeyError> {
-        if root.as_str() != Self::name(epoch) {
+        let name = root.as_str();
+        let ours = name == format!("root-{epoch}.key")
+            || name
+                .strip_prefix(&format!("root-{epoch}-"))
+                .and_then(|rest| rest.strip_suffix(".key"))
+                .is_some_and(valid_attempt);
+        if !ours {
             return Err(KeyError::Provider(format!(
                 "root name {root} does not belong to epoch {epoch}"
             )));
         }
-        Ok(self.dir.join(root.as_str()))
+        Ok(self.dir.join(name))
     }
 
     fn read(&self, root: &RootRef, epoch: u64) -> Result<SecretKey, KeyError> {
@@ -206,8 +222,8 @@ impl RootProvider for FileRoot {
         format!("root key files in {}", self.dir.display())
     }
 
-    async fn create_root(&self, epoch: u64) -> Result<RootRef, KeyError> {
-        let name = Self::name(epoch);
+    async fn create_root(&self, epoch: u64, attempt: &str) -> Result<RootRef, KeyError> {
+        let name = Self::name(epoch, attempt)?;
         let path = self.dir.join(&name);
         if path.exists() {
             return Err(KeyError::RootExists(path.display().to_string()));
@@ -258,10 +274,18 @@ impl RootProvider for FileRoot {
         })
     }
 
-    async fn destroy_unrecorded(&self, epoch: u64) -> Result<(), KeyError> {
-        files::overwrite_and_remove(&self.dir.join(Self::name(epoch)))?;
+    async fn destroy_unrecorded(&self, epoch: u64, attempt: &str) -> Result<(), KeyError> {
+        files::overwrite_and_remove(&self.dir.join(Self::name(epoch, attempt)?))?;
         Ok(())
     }
+}
+
+/// An attempt id: 8 to 64 lowercase hex characters (it becomes part of a file name).
+pub(crate) fn valid_attempt(attempt: &str) -> bool {
+    (8..=64).contains(&attempt.len())
+        && attempt
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// The server configuration's `[root]` table.
@@ -269,7 +293,7 @@ impl RootProvider for FileRoot {
 /// ```toml
 /// [root]
 /// kind = "file"
-/// dir = "/srv/custody-root"   # default: DATA/root; never in database backups
+/// dir = "/srv/custody-root"   # default: DATA.root beside the data directory; never in backups
 /// ```
 ///
 /// ```toml
@@ -320,15 +344,23 @@ mod tests {
     async fn a_file_root_refuses_names_of_other_epochs_and_paths() {
         let dir = tempfile::tempdir().unwrap();
         let root = FileRoot::open(dir.path()).unwrap();
-        let r1 = root.create_root(1).await.unwrap();
-        assert_eq!(r1.as_str(), "root-1.key");
+        let r1 = root.create_root(1, "0123abcd").await.unwrap();
+        assert_eq!(r1.as_str(), "root-1-0123abcd.key");
         let key = SecretKey::generate().unwrap();
         assert!(root.wrap(&r1, 2, &key).await.is_err());
-        let sneaky = RootRef::new("../root-1.key").unwrap();
-        assert!(root.wrap(&sneaky, 1, &key).await.is_err());
-        // Creating the same epoch's root twice is refused, never overwritten.
+        for sneaky in [
+            "../root-1.key",
+            "root-1-../x.key",
+            "root-1-0123ABCD.key",
+            "root-1-.key",
+        ] {
+            let sneaky = RootRef::new(sneaky).unwrap();
+            assert!(root.wrap(&sneaky, 1, &key).await.is_err(), "{sneaky}");
+        }
+        assert!(root.create_root(1, "../../x").await.is_err());
+        // Creating the same attempt's root twice is refused, never overwritten.
         assert!(matches!(
-            root.create_root(1).await,
+            root.create_root(1, "0123abcd").await,
             Err(KeyError::RootExists(_))
         ));
     }

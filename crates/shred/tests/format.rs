@@ -1,6 +1,7 @@
 //! The key store formats (root file v2, epoch file v2, wrapped model key), frozen: a key store
 //! built byte for byte by an independent implementation (`gen_vectors.py`, Python's
-//! `cryptography`) opens, and yields the model key it was made with.
+//! `cryptography`) moves into the epoch ledger (as a server upgraded from that layout does at
+//! its first start), opens, and yields the model key it was made with.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -10,7 +11,9 @@
 
 use std::sync::Arc;
 
-use shred::{FileRoot, KeyError, KeyHierarchy, WrappedModelKey};
+use shred::{
+    EpochLedger, FileRoot, ImportOutcome, KeyError, KeyHierarchy, RootProvider, WrappedModelKey,
+};
 
 // Output of `.venv/bin/python crates/shred/tests/gen_vectors.py`.
 const ROOT_FILE: &str = "637573746f64792d726f6f74020000000000000003000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
@@ -32,8 +35,19 @@ fn store(epoch_file: &[u8]) -> tempfile::TempDir {
 }
 
 async fn open(tmp: &tempfile::TempDir) -> Result<KeyHierarchy, KeyError> {
-    let root = Arc::new(FileRoot::open(&tmp.path().join("root")).unwrap());
-    KeyHierarchy::open(&tmp.path().join("keys"), root).await
+    let root: Arc<dyn RootProvider> = Arc::new(FileRoot::open(&tmp.path().join("root")).unwrap());
+    let store = store::Store::connect(&format!(
+        "sqlite://{}?mode=rwc",
+        tmp.path().join("db.sqlite").display()
+    ))
+    .await
+    .unwrap();
+    let ledger: Arc<dyn EpochLedger> = Arc::new(store);
+    let imported = shred::import_key_store(&tmp.path().join("keys"), &ledger, &root).await?;
+    assert_eq!(imported, ImportOutcome::Imported(vec![3]));
+    // The files are gone from the key store; the ledger holds them now.
+    assert!(!tmp.path().join("keys/epoch-3.key").exists());
+    KeyHierarchy::open(ledger, root, false).await
 }
 
 #[tokio::test]
@@ -41,22 +55,46 @@ async fn an_independently_built_key_store_opens() {
     let tmp = store(&hex::decode(EPOCH_FILE).unwrap());
     let keys = open(&tmp).await.unwrap();
     assert_eq!(keys.current_epoch(), 3);
+    assert_eq!(keys.epoch_info(3).unwrap().root.as_str(), "root-3.key");
     let wrapped = WrappedModelKey {
         epoch: 3,
         wrapped: hex::decode(WRAPPED_MODEL_KEY).unwrap(),
     };
-    let key = keys.unwrap_model_key("model-a", &wrapped).unwrap();
+    let key = keys.unwrap_model_key("model-a", &wrapped).await.unwrap();
     assert_eq!(hex::encode(key.expose_secret()), MODEL_KEY);
-    assert!(keys.unwrap_model_key("model-b", &wrapped).is_err());
+    assert!(keys.unwrap_model_key("model-b", &wrapped).await.is_err());
+    // And the next epoch is made the new way, beside the imported one.
+    assert_eq!(keys.ensure_epoch_after(3, None).await.unwrap(), 4);
+    let moved = keys.rewrap_model_key("model-a", &wrapped, 4).unwrap();
+    keys.destroy_epoch(3, None).await.unwrap();
+    assert!(!tmp.path().join("root/root-3.key").exists());
+    let key = keys.unwrap_model_key("model-a", &moved).await.unwrap();
+    assert_eq!(hex::encode(key.expose_secret()), MODEL_KEY);
 }
 
 #[tokio::test]
 async fn every_flipped_bit_of_the_epoch_file_is_refused() {
     let good = hex::decode(EPOCH_FILE).unwrap();
+    // One database for every attempt: a refused import leaves it empty.
+    let db = tempfile::tempdir().unwrap();
+    let ledger: Arc<dyn EpochLedger> = Arc::new(
+        store::Store::connect(&format!(
+            "sqlite://{}?mode=rwc",
+            db.path().join("db.sqlite").display()
+        ))
+        .await
+        .unwrap(),
+    );
     for i in 0..good.len() {
         let mut bad = good.clone();
         bad[i] ^= 0x01;
         let tmp = store(&bad);
-        assert!(open(&tmp).await.is_err(), "byte {i}");
+        let root: Arc<dyn RootProvider> =
+            Arc::new(FileRoot::open(&tmp.path().join("root")).unwrap());
+        let imported = shred::import_key_store(&tmp.path().join("keys"), &ledger, &root).await;
+        assert!(imported.is_err(), "byte {i}");
+        // Nothing was imported, and the file is still there to investigate.
+        assert!(ledger.load().await.unwrap().records.is_empty(), "byte {i}");
+        assert!(tmp.path().join("keys/epoch-3.key").exists(), "byte {i}");
     }
 }

@@ -1,8 +1,11 @@
-//! The key hierarchy on both roots of trust: root key files, and AWS KMS served by moto.
+//! The key hierarchy on both roots of trust (root key files, and AWS KMS served by moto), with
+//! its epoch ledger in the database the server uses (the store, on SQLite; the fence against
+//! concurrent model creations also on PostgreSQL).
 //!
 //! Every test runs twice (`file_*` and `kms_*`). Crashes are simulated by a provider that
-//! fails at a chosen call (the hierarchy stops where a crash would have stopped it) or by
-//! leaving the files a crash leaves.
+//! fails at a chosen call (the hierarchy stops where a crash would have stopped it). A
+//! "backup" is a copy of the database (and, for files, of the root directory) taken at that
+//! moment; several "instances" are several hierarchies over one database.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -17,10 +20,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use crypto::SecretKey;
 use shred::{
-    FileRoot, KeyError, KeyHierarchy, KmsConfig, KmsRoot, KmsSecret, RootDestruction, RootKind,
-    RootProvider, RootRef, WrappedModelKey,
+    EpochLedger, EpochState, FileRoot, KeyError, KeyHierarchy, KmsConfig, KmsRoot, KmsSecret,
+    RootDestruction, RootKind, RootProvider, RootRef, WrappedModelKey,
 };
+use store::{NewModel, Store, StoreError};
 use testkit::MotoServer;
+use types::{ModelName, VendorName};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
@@ -28,11 +33,11 @@ enum Kind {
     Kms,
 }
 
-/// A key store directory and a root of trust, as a server would have them.
+/// A database and a root of trust, as a server would have them.
 struct Setup {
     kind: Kind,
-    _tmp: tempfile::TempDir,
-    keys: PathBuf,
+    tmp: tempfile::TempDir,
+    store: Store,
     roots: PathBuf,
 }
 
@@ -45,38 +50,65 @@ fn kms_config() -> KmsConfig {
     config
 }
 
+fn db_url(dir: &Path) -> String {
+    format!("sqlite://{}?mode=rwc", dir.join("db.sqlite").display())
+}
+
 impl Setup {
-    fn new(kind: Kind) -> Setup {
+    async fn new(kind: Kind) -> Setup {
         let tmp = tempfile::tempdir().unwrap();
-        let keys = tmp.path().join("data/keys");
+        let store = Store::connect(&db_url(tmp.path())).await.unwrap();
         let roots = tmp.path().join("root");
         Setup {
             kind,
-            _tmp: tmp,
-            keys,
+            tmp,
+            store,
             roots,
         }
     }
 
+    fn ledger(&self) -> Arc<dyn EpochLedger> {
+        Arc::new(self.store.clone())
+    }
+
     async fn provider(&self) -> Arc<dyn RootProvider> {
-        match self.kind {
-            Kind::File => Arc::new(FileRoot::open(&self.roots).unwrap()),
-            Kind::Kms => Arc::new(KmsRoot::connect(&kms_config()).await.unwrap()),
-        }
+        provider(self.kind, &self.roots).await
     }
 
     async fn open(&self) -> Result<KeyHierarchy, KeyError> {
-        KeyHierarchy::open_or_init(&self.keys, self.provider().await).await
+        KeyHierarchy::open(self.ledger(), self.provider().await, true).await
     }
 
-    /// A copy of the key store (and, for files, of the root directory): a backup.
-    fn backup(&self) -> Setup {
-        let copy = Setup::new(self.kind);
-        copy_dir(&self.keys, &copy.keys);
-        if self.roots.exists() {
-            copy_dir(&self.roots, &copy.roots);
+    /// A copy of the database (and, for files, of the root directory): a backup.
+    fn backup(&self) -> Backup {
+        let copy = tempfile::tempdir().unwrap();
+        for name in ["db.sqlite", "db.sqlite-wal"] {
+            let from = self.tmp.path().join(name);
+            if from.exists() {
+                std::fs::copy(&from, copy.path().join(name)).unwrap();
+            }
         }
-        copy
+        if self.roots.exists() {
+            copy_dir(&self.roots, &copy.path().join("root"));
+        }
+        Backup { dir: copy }
+    }
+}
+
+struct Backup {
+    dir: tempfile::TempDir,
+}
+
+impl Backup {
+    async fn store(&self) -> Store {
+        Store::connect(&db_url(self.dir.path())).await.unwrap()
+    }
+}
+
+async fn provider(kind: Kind, roots: &Path) -> Arc<dyn RootProvider> {
+    match kind {
+        Kind::File => Arc::new(FileRoot::open(roots).unwrap()),
+        Kind::Kms => Arc::new(KmsRoot::connect(&kms_config()).await.unwrap()),
     }
 }
 
@@ -103,10 +135,20 @@ fn same(a: &SecretKey, b: &SecretKey) -> bool {
     a.expose_secret() == b.expose_secret()
 }
 
+async fn states(store: &Store) -> Vec<(u64, EpochState)> {
+    EpochLedger::load(store)
+        .await
+        .unwrap()
+        .records
+        .iter()
+        .map(|r| (r.epoch, r.state))
+        .collect()
+}
+
 /// Where [`Failing`] stops.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum FailAt {
-    /// After the intent file, before any root exists.
+    /// After the intent is recorded, before any root exists.
     CreateRoot,
     /// After the root was made, before its name is returned (so it is never recorded).
     AfterCreateRoot,
@@ -138,9 +180,9 @@ impl RootProvider for Failing {
     fn describe(&self) -> String {
         self.inner.describe()
     }
-    async fn create_root(&self, epoch: u64) -> Result<RootRef, KeyError> {
+    async fn create_root(&self, epoch: u64, attempt: &str) -> Result<RootRef, KeyError> {
         self.fire(FailAt::CreateRoot)?;
-        let root = self.inner.create_root(epoch).await?;
+        let root = self.inner.create_root(epoch, attempt).await?;
         self.fire(FailAt::AfterCreateRoot)?;
         Ok(root)
     }
@@ -159,18 +201,18 @@ impl RootProvider for Failing {
     async fn destroy_root(&self, root: &RootRef, epoch: u64) -> Result<RootDestruction, KeyError> {
         self.inner.destroy_root(root, epoch).await
     }
-    async fn destroy_unrecorded(&self, epoch: u64) -> Result<(), KeyError> {
-        self.inner.destroy_unrecorded(epoch).await
+    async fn destroy_unrecorded(&self, epoch: u64, attempt: &str) -> Result<(), KeyError> {
+        self.inner.destroy_unrecorded(epoch, attempt).await
     }
 }
 
 macro_rules! both {
     ($($name:ident),* $(,)?) => {
         mod file {
-            $(#[tokio::test] async fn $name() { super::$name(super::Kind::File).await })*
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Kind::File).await })*
         }
         mod kms {
-            $(#[tokio::test] async fn $name() { super::$name(super::Kind::Kms).await })*
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Kind::Kms).await })*
         }
     };
 }
@@ -179,34 +221,40 @@ both!(
     model_keys_round_trip_across_reopening,
     a_wrapped_key_opens_only_for_its_model_and_epoch,
     shredding_makes_a_backup_taken_before_unreadable,
-    a_backup_epoch_file_put_back_resurrects_nothing,
     crash_before_any_root_leaves_the_epoch_unchanged,
     crash_after_an_unrecorded_root_discards_it,
     crash_after_the_root_was_recorded_discards_it,
-    crash_after_the_epoch_file_keeps_the_epoch,
     crash_between_rotation_and_rewrap_resumes,
     crash_during_destroy_is_finished_by_destroying_again,
     a_missing_current_root_is_refused_not_replaced,
     the_current_epoch_cannot_be_destroyed,
-    rotation_waits_for_model_creations_under_the_old_epoch,
+    another_instance_follows_a_rotation_at_its_next_use,
+    a_runner_that_lost_its_lease_changes_nothing,
 );
 
 async fn model_keys_round_trip_across_reopening(kind: Kind) {
-    let setup = Setup::new(kind);
+    let setup = Setup::new(kind).await;
     let keys = setup.open().await.unwrap();
     assert_eq!(keys.current_epoch(), 1);
-    let (key, wrapped) = keys.new_model_key("m1").unwrap();
+    let (key, wrapped) = keys.new_model_key("m1").await.unwrap();
     assert_eq!(wrapped.epoch, 1);
     drop(keys);
     let keys = setup.open().await.unwrap();
-    assert!(same(&keys.unwrap_model_key("m1", &wrapped).unwrap(), &key));
+    assert!(same(
+        &keys.unwrap_model_key("m1", &wrapped).await.unwrap(),
+        &key
+    ));
     let info = keys.epoch_info(1).unwrap();
     assert!(info.usable);
     match kind {
         Kind::File => {
             assert_eq!(info.root_kind, RootKind::File);
-            assert_eq!(info.root.as_str(), "root-1.key");
-            assert_eq!(names(&setup.roots), vec!["root-1.key"]);
+            let root = info.root.as_str();
+            assert!(
+                root.starts_with("root-1-") && root.ends_with(".key"),
+                "{root}"
+            );
+            assert_eq!(names(&setup.roots), vec![root.to_owned()]);
         }
         Kind::Kms => {
             assert_eq!(info.root_kind, RootKind::Kms);
@@ -215,68 +263,80 @@ async fn model_keys_round_trip_across_reopening(kind: Kind) {
                 "{}",
                 info.root
             );
-            // Nothing but the marker and the epoch file on disk: no root key file.
+            // No root key file anywhere.
             assert!(!setup.roots.exists());
         }
     }
-    assert_eq!(names(&setup.keys), vec!["epoch-1.key", "key-store"]);
+    assert_eq!(states(&setup.store).await, vec![(1, EpochState::Live)]);
+    // The ledger holds the epoch key wrapped under its root, never in the clear.
+    let record = &EpochLedger::load(&setup.store).await.unwrap().records[0];
+    assert!(record.wrapped.as_ref().unwrap().len() > crypto::KEY_LEN);
 }
 
 async fn a_wrapped_key_opens_only_for_its_model_and_epoch(kind: Kind) {
-    let setup = Setup::new(kind);
+    let setup = Setup::new(kind).await;
     let keys = setup.open().await.unwrap();
-    let (_, wrapped) = keys.new_model_key("m1").unwrap();
+    let (_, wrapped) = keys.new_model_key("m1").await.unwrap();
     assert!(matches!(
-        keys.unwrap_model_key("m2", &wrapped),
+        keys.unwrap_model_key("m2", &wrapped).await,
         Err(KeyError::Unwrap)
     ));
     let mut tampered = wrapped.clone();
     tampered.wrapped[20] ^= 1;
-    assert!(keys.unwrap_model_key("m1", &tampered).is_err());
+    assert!(keys.unwrap_model_key("m1", &tampered).await.is_err());
     // Claiming another epoch does not help either.
-    assert_eq!(keys.ensure_epoch_after(1).await.unwrap(), 2);
+    assert_eq!(keys.ensure_epoch_after(1, None).await.unwrap(), 2);
     let moved = WrappedModelKey {
         epoch: 2,
         ..wrapped
     };
     assert!(matches!(
-        keys.unwrap_model_key("m1", &moved),
+        keys.unwrap_model_key("m1", &moved).await,
         Err(KeyError::Unwrap)
     ));
 }
 
-/// The backup test, at the crate level: a copy of the key store and the root taken
-/// before a shred does not open with the root of trust as it is after.
+/// The backup test, at the crate level: a copy of the database (and of the root
+/// directory) taken before a shred opens nothing with the root of trust as it is after.
 async fn shredding_makes_a_backup_taken_before_unreadable(kind: Kind) {
-    let setup = Setup::new(kind);
+    let setup = Setup::new(kind).await;
     let keys = setup.open().await.unwrap();
-    let (_, shredded) = keys.new_model_key("shredded").unwrap();
-    let (survivor_key, survivor) = keys.new_model_key("survivor").unwrap();
+    let (_, shredded) = keys.new_model_key("shredded").await.unwrap();
+    let (survivor_key, survivor) = keys.new_model_key("survivor").await.unwrap();
     let before = setup.backup();
     let epoch1 = keys.epoch_info(1).unwrap();
 
     // The shred: rotate, re-wrap the survivor (the shredded row is deleted), destroy epoch 1.
     let from = keys.current_epoch();
-    let to = keys.ensure_epoch_after(from).await.unwrap();
+    let to = keys.ensure_epoch_after(from, None).await.unwrap();
     assert_eq!(to, 2);
     let survivor = keys.rewrap_model_key("survivor", &survivor, to).unwrap();
     assert_eq!(survivor.epoch, 2);
-    let destroyed = keys.destroy_epoch(from).await.unwrap();
+    let destroyed = keys.destroy_epoch(from, None).await.unwrap();
     assert_eq!(destroyed.epoch, 1);
     assert_eq!(destroyed.root.as_ref(), Some(&epoch1.root));
-    assert!(destroyed.epoch_file_removed);
+    assert!(destroyed.wrapped_key_erased);
+    let epoch2 = keys.epoch_info(2).unwrap();
     match (&kind, &destroyed.root_destruction) {
         (Kind::File, RootDestruction::FileRemoved) => {
-            assert_eq!(names(&setup.roots), vec!["root-2.key"]);
+            assert_eq!(names(&setup.roots), vec![epoch2.root.to_string()]);
         }
         (Kind::Kms, RootDestruction::KmsScheduled { deletion_date }) => {
             assert!(deletion_date.starts_with("20"), "{deletion_date}");
         }
         (_, other) => panic!("unexpected destruction {other:?}"),
     }
-    assert_eq!(names(&setup.keys), vec!["epoch-2.key", "key-store"]);
+    assert_eq!(
+        states(&setup.store).await,
+        vec![(1, EpochState::Destroyed), (2, EpochState::Live)]
+    );
+    let record = &EpochLedger::load(&setup.store).await.unwrap().records[0];
+    assert_eq!(
+        record.wrapped, None,
+        "the destroyed epoch's wrapped key is erased"
+    );
     assert!(matches!(
-        keys.unwrap_model_key("shredded", &shredded),
+        keys.unwrap_model_key("shredded", &shredded).await,
         Err(KeyError::EpochDestroyed(1))
     ));
     drop(keys);
@@ -284,15 +344,16 @@ async fn shredding_makes_a_backup_taken_before_unreadable(kind: Kind) {
     // Live: the survivor still opens after a restart.
     let live = setup.open().await.unwrap();
     assert!(same(
-        &live.unwrap_model_key("survivor", &survivor).unwrap(),
+        &live.unwrap_model_key("survivor", &survivor).await.unwrap(),
         &survivor_key
     ));
 
-    // The backup's key store with the current root of trust: refused outright.
-    let err = KeyHierarchy::open(&before.keys, setup.provider().await)
+    // The backup's database with the current root of trust: refused outright.
+    let old = before.store().await;
+    let err = KeyHierarchy::open(Arc::new(old.clone()), setup.provider().await, true)
         .await
         .err()
-        .expect("a pre-shred key store must not open with the current root");
+        .expect("a pre-shred database must not open with the current root");
     assert!(
         matches!(err, KeyError::CurrentRootMissing { epoch: 1, .. }),
         "{err}"
@@ -300,53 +361,25 @@ async fn shredding_makes_a_backup_taken_before_unreadable(kind: Kind) {
     assert!(err.to_string().contains("refusing"), "{err}");
 
     // And the root of trust itself no longer opens the backed-up epoch key.
-    let epoch_file = std::fs::read(before.keys.join("epoch-1.key")).unwrap();
-    let provider = setup.provider().await;
-    let wrapped_epoch_key = wrapped_epoch_key(&epoch_file);
-    let err = provider
-        .unwrap(&epoch1.root, 1, wrapped_epoch_key)
+    let old_record = &EpochLedger::load(&old).await.unwrap().records[0];
+    let err = setup
+        .provider()
+        .await
+        .unwrap(&epoch1.root, 1, old_record.wrapped.as_ref().unwrap())
         .await
         .err()
         .unwrap();
     assert!(matches!(err, KeyError::RootGone { epoch: 1, .. }), "{err}");
-}
-
-/// The wrapped epoch key inside an epoch file (format in files.rs: magic, version, epoch,
-/// kind, u16-prefixed root name, u16-prefixed wrapped key).
-fn wrapped_epoch_key(file: &[u8]) -> &[u8] {
-    let at = 13 + 1 + 8 + 1;
-    let root_len = usize::from(u16::from_be_bytes([file[at], file[at + 1]]));
-    let at = at + 2 + root_len;
-    let len = usize::from(u16::from_be_bytes([file[at], file[at + 1]]));
-    assert_eq!(file.len(), at + 2 + len);
-    &file[at + 2..]
-}
-
-async fn a_backup_epoch_file_put_back_resurrects_nothing(kind: Kind) {
-    let setup = Setup::new(kind);
-    let keys = setup.open().await.unwrap();
-    let (_, shredded) = keys.new_model_key("shredded").unwrap();
-    let before = setup.backup();
-    keys.ensure_epoch_after(1).await.unwrap();
-    keys.destroy_epoch(1).await.unwrap();
-    drop(keys);
-    // Someone restores the old epoch file into the live key store.
-    std::fs::copy(
-        before.keys.join("epoch-1.key"),
-        setup.keys.join("epoch-1.key"),
-    )
-    .unwrap();
-    let keys = setup.open().await.unwrap();
-    assert_eq!(keys.current_epoch(), 2);
-    assert!(!keys.epoch_info(1).unwrap().usable);
-    assert!(matches!(
-        keys.unwrap_model_key("shredded", &shredded),
-        Err(KeyError::EpochDestroyed(1))
-    ));
-    // Destroying again cleans it up.
-    let again = keys.destroy_epoch(1).await.unwrap();
-    assert!(again.epoch_file_removed);
-    assert!(!setup.keys.join("epoch-1.key").exists());
+    // With the backup's own copy of the root directory it would open: that is why root files
+    // stay out of every backup, and why the default keeps them outside the data directory.
+    if kind == Kind::File {
+        let backup_roots = provider(Kind::File, &before.dir.path().join("root")).await;
+        assert!(
+            KeyHierarchy::open(Arc::new(old), backup_roots, false)
+                .await
+                .is_ok()
+        );
+    }
 }
 
 async fn failing_open(setup: &Setup, at: FailAt) -> (KeyHierarchy, Arc<Failing>) {
@@ -355,7 +388,7 @@ async fn failing_open(setup: &Setup, at: FailAt) -> (KeyHierarchy, Arc<Failing>)
         at,
         armed: AtomicBool::new(false),
     });
-    let keys = KeyHierarchy::open_or_init(&setup.keys, failing.clone())
+    let keys = KeyHierarchy::open(setup.ledger(), failing.clone(), true)
         .await
         .unwrap();
     failing.armed.store(true, Ordering::SeqCst);
@@ -363,103 +396,106 @@ async fn failing_open(setup: &Setup, at: FailAt) -> (KeyHierarchy, Arc<Failing>)
 }
 
 async fn crash_before_any_root_leaves_the_epoch_unchanged(kind: Kind) {
-    let setup = Setup::new(kind);
+    let setup = Setup::new(kind).await;
     let (keys, _) = failing_open(&setup, FailAt::CreateRoot).await;
-    let (key, wrapped) = keys.new_model_key("m").unwrap();
-    assert!(keys.ensure_epoch_after(1).await.is_err());
+    let (key, wrapped) = keys.new_model_key("m").await.unwrap();
+    assert!(keys.ensure_epoch_after(1, None).await.is_err());
     assert_eq!(keys.current_epoch(), 1);
     drop(keys);
-    assert!(names(&setup.keys).contains(&"epoch-2.intent".to_owned()));
+    assert_eq!(
+        states(&setup.store).await,
+        vec![(1, EpochState::Live), (2, EpochState::Creating)]
+    );
     let keys = setup.open().await.unwrap();
-    assert_eq!(names(&setup.keys), vec!["epoch-1.key", "key-store"]);
     assert_eq!(keys.current_epoch(), 1);
-    assert!(same(&keys.unwrap_model_key("m", &wrapped).unwrap(), &key));
-    // The rotation can simply be run again.
-    assert_eq!(keys.ensure_epoch_after(1).await.unwrap(), 2);
+    assert!(same(
+        &keys.unwrap_model_key("m", &wrapped).await.unwrap(),
+        &key
+    ));
+    // The rotation can simply be run again; the abandoned attempt is discarded.
+    assert_eq!(keys.ensure_epoch_after(1, None).await.unwrap(), 2);
+    assert_eq!(
+        states(&setup.store).await,
+        vec![(1, EpochState::Live), (2, EpochState::Live)]
+    );
 }
 
 async fn crash_after_an_unrecorded_root_discards_it(kind: Kind) {
-    let setup = Setup::new(kind);
+    let setup = Setup::new(kind).await;
     let (keys, _) = failing_open(&setup, FailAt::AfterCreateRoot).await;
-    assert!(keys.ensure_epoch_after(1).await.is_err());
+    assert!(keys.ensure_epoch_after(1, None).await.is_err());
     drop(keys);
+    let first_root = EpochLedger::load(&setup.store).await.unwrap().records[0]
+        .root
+        .clone()
+        .unwrap();
     if kind == Kind::File {
-        assert_eq!(names(&setup.roots), vec!["root-1.key", "root-2.key"]);
+        assert_eq!(names(&setup.roots).len(), 2, "the half-made root exists");
     }
     let keys = setup.open().await.unwrap();
     assert_eq!(keys.current_epoch(), 1);
-    assert_eq!(names(&setup.keys), vec!["epoch-1.key", "key-store"]);
+    assert_eq!(keys.ensure_epoch_after(1, None).await.unwrap(), 2);
     if kind == Kind::File {
-        // The half-made root is gone, so epoch 2 can be created afresh.
-        assert_eq!(names(&setup.roots), vec!["root-1.key"]);
+        // The half-made root is gone (found by its attempt's name), the new one is there.
+        let new_root = keys.epoch_info(2).unwrap().root;
+        assert_eq!(names(&setup.roots), {
+            let mut v = vec![first_root.to_string(), new_root.to_string()];
+            v.sort();
+            v
+        });
     }
-    assert_eq!(keys.ensure_epoch_after(1).await.unwrap(), 2);
-    let (key, wrapped) = keys.new_model_key("m").unwrap();
+    let (key, wrapped) = keys.new_model_key("m").await.unwrap();
     drop(keys);
     let keys = setup.open().await.unwrap();
-    assert!(same(&keys.unwrap_model_key("m", &wrapped).unwrap(), &key));
+    assert!(same(
+        &keys.unwrap_model_key("m", &wrapped).await.unwrap(),
+        &key
+    ));
 }
 
 async fn crash_after_the_root_was_recorded_discards_it(kind: Kind) {
-    let setup = Setup::new(kind);
+    let setup = Setup::new(kind).await;
     let (keys, _) = failing_open(&setup, FailAt::Wrap).await;
-    assert!(keys.ensure_epoch_after(1).await.is_err());
+    assert!(keys.ensure_epoch_after(1, None).await.is_err());
     drop(keys);
-    let intent = std::fs::read(setup.keys.join("epoch-2.intent")).unwrap();
-    let recorded = String::from_utf8_lossy(&intent[14 + 1 + 8 + 1 + 2..]).into_owned();
+    let recorded = EpochLedger::load(&setup.store).await.unwrap().records[1]
+        .root
+        .clone()
+        .expect("the root is recorded before anything is wrapped under it");
     let keys = setup.open().await.unwrap();
     assert_eq!(keys.current_epoch(), 1);
-    assert_eq!(names(&setup.keys), vec!["epoch-1.key", "key-store"]);
+    assert_eq!(keys.ensure_epoch_after(1, None).await.unwrap(), 2);
+    assert_ne!(keys.epoch_info(2).unwrap().root, recorded);
     // The recorded root was destroyed, not left to wrap something later.
-    let root = RootRef::new(&recorded).unwrap();
-    let provider = setup.provider().await;
     let probe = SecretKey::generate().unwrap();
-    assert!(provider.wrap(&root, 2, &probe).await.is_err());
-    if kind == Kind::File {
-        assert_eq!(names(&setup.roots), vec!["root-1.key"]);
-    }
-}
-
-async fn crash_after_the_epoch_file_keeps_the_epoch(kind: Kind) {
-    let setup = Setup::new(kind);
-    let keys = setup.open().await.unwrap();
-    keys.ensure_epoch_after(1).await.unwrap();
-    let (key, wrapped) = keys.new_model_key("m").unwrap();
-    assert_eq!(wrapped.epoch, 2);
-    let root = keys.epoch_info(2).unwrap().root;
-    drop(keys);
-    // The intent file a crash right after the epoch file's rename leaves behind (format in
-    // files.rs: magic, version 1, epoch, kind, root name).
-    let mut intent = b"custody-intent\x01".to_vec();
-    intent.extend_from_slice(&2u64.to_be_bytes());
-    intent.push(if kind == Kind::File { 1 } else { 2 });
-    intent.extend_from_slice(&(root.as_str().len() as u16).to_be_bytes());
-    intent.extend_from_slice(root.as_str().as_bytes());
-    std::fs::write(setup.keys.join("epoch-2.intent"), intent).unwrap();
-    let keys = setup.open().await.unwrap();
-    assert_eq!(keys.current_epoch(), 2);
-    assert!(!setup.keys.join("epoch-2.intent").exists());
-    assert!(same(&keys.unwrap_model_key("m", &wrapped).unwrap(), &key));
+    assert!(
+        setup
+            .provider()
+            .await
+            .wrap(&recorded, 2, &probe)
+            .await
+            .is_err()
+    );
 }
 
 async fn crash_between_rotation_and_rewrap_resumes(kind: Kind) {
-    let setup = Setup::new(kind);
+    let setup = Setup::new(kind).await;
     let keys = setup.open().await.unwrap();
-    let (key, old) = keys.new_model_key("m").unwrap();
-    assert_eq!(keys.ensure_epoch_after(1).await.unwrap(), 2);
+    let (key, old) = keys.new_model_key("m").await.unwrap();
+    assert_eq!(keys.ensure_epoch_after(1, None).await.unwrap(), 2);
     drop(keys);
     let keys = setup.open().await.unwrap();
     // Resuming the same rotation makes no new epoch.
-    assert_eq!(keys.ensure_epoch_after(1).await.unwrap(), 2);
+    assert_eq!(keys.ensure_epoch_after(1, None).await.unwrap(), 2);
     assert_eq!(keys.epochs().len(), 2);
     let new = keys.rewrap_model_key("m", &old, 2).unwrap();
     // Re-wrapping again (the transaction was retried) is harmless.
     assert_eq!(keys.rewrap_model_key("m", &new, 2).unwrap(), new);
-    keys.destroy_epoch(1).await.unwrap();
-    assert!(same(&keys.unwrap_model_key("m", &new).unwrap(), &key));
+    keys.destroy_epoch(1, None).await.unwrap();
+    assert!(same(&keys.unwrap_model_key("m", &new).await.unwrap(), &key));
     // A rotation that recorded a stale epoch is refused rather than guessed at.
     assert!(matches!(
-        keys.ensure_epoch_after(0).await,
+        keys.ensure_epoch_after(0, None).await,
         Err(KeyError::UnexpectedEpoch {
             from: 0,
             current: 2
@@ -468,23 +504,32 @@ async fn crash_between_rotation_and_rewrap_resumes(kind: Kind) {
 }
 
 async fn crash_during_destroy_is_finished_by_destroying_again(kind: Kind) {
-    let setup = Setup::new(kind);
+    let setup = Setup::new(kind).await;
     let keys = setup.open().await.unwrap();
-    let (_, old) = keys.new_model_key("m").unwrap();
-    keys.ensure_epoch_after(1).await.unwrap();
+    let (_, old) = keys.new_model_key("m").await.unwrap();
+    keys.ensure_epoch_after(1, None).await.unwrap();
     let epoch1 = keys.epoch_info(1).unwrap();
+    // The epoch was marked destroying and its root destroyed, then the process died before
+    // the ledger recorded it destroyed.
+    setup.ledger().begin_destroy(1, None).await.unwrap();
+    setup
+        .provider()
+        .await
+        .destroy_root(&epoch1.root, 1)
+        .await
+        .unwrap();
     drop(keys);
-    // The root is destroyed, then the process dies before the epoch file goes.
-    let provider = setup.provider().await;
-    provider.destroy_root(&epoch1.root, 1).await.unwrap();
     let keys = setup.open().await.unwrap();
-    assert!(!keys.epoch_info(1).unwrap().usable);
+    assert!(
+        keys.epoch_info(1).is_none(),
+        "a destroying epoch is never used"
+    );
     assert!(matches!(
-        keys.unwrap_model_key("m", &old),
+        keys.unwrap_model_key("m", &old).await,
         Err(KeyError::EpochDestroyed(1))
     ));
-    let done = keys.destroy_epoch(1).await.unwrap();
-    assert!(done.epoch_file_removed);
+    let done = keys.destroy_epoch(1, None).await.unwrap();
+    assert!(done.wrapped_key_erased);
     assert_eq!(done.root.as_ref(), Some(&epoch1.root));
     match kind {
         Kind::File => assert_eq!(done.root_destruction, RootDestruction::AlreadyGone),
@@ -494,111 +539,276 @@ async fn crash_during_destroy_is_finished_by_destroying_again(kind: Kind) {
         )),
     }
     // And once more: nothing left, still fine.
-    let again = keys.destroy_epoch(1).await.unwrap();
-    assert!(!again.epoch_file_removed);
-    assert_eq!(again.root, None);
-    assert_eq!(names(&setup.keys), vec!["epoch-2.key", "key-store"]);
+    let again = keys.destroy_epoch(1, None).await.unwrap();
+    assert!(!again.wrapped_key_erased);
+    assert_eq!(again.root_destruction, RootDestruction::AlreadyGone);
+    assert_eq!(
+        states(&setup.store).await,
+        vec![(1, EpochState::Destroyed), (2, EpochState::Live)]
+    );
 }
 
 async fn a_missing_current_root_is_refused_not_replaced(kind: Kind) {
-    let setup = Setup::new(kind);
+    let setup = Setup::new(kind).await;
     let keys = setup.open().await.unwrap();
     let root = keys.epoch_info(1).unwrap().root;
     drop(keys);
-    let provider = setup.provider().await;
-    provider.destroy_root(&root, 1).await.unwrap();
+    setup.provider().await.destroy_root(&root, 1).await.unwrap();
     let err = setup.open().await.err().expect("must refuse");
     assert!(
         matches!(err, KeyError::CurrentRootMissing { epoch: 1, .. }),
         "{err}"
     );
     // Nothing new was made in its place.
-    assert_eq!(names(&setup.keys), vec!["epoch-1.key", "key-store"]);
+    assert_eq!(states(&setup.store).await, vec![(1, EpochState::Live)]);
     if kind == Kind::File {
         assert!(names(&setup.roots).is_empty());
     }
-    // A store that lost its epoch files does not start over either.
-    std::fs::remove_file(setup.keys.join("epoch-1.key")).unwrap();
-    assert!(matches!(setup.open().await, Err(KeyError::NoEpoch(_))));
+    // A ledger without epochs is not started over unless the caller says it is new.
+    let empty = Setup::new(kind).await;
+    assert!(matches!(
+        KeyHierarchy::open(empty.ledger(), empty.provider().await, false).await,
+        Err(KeyError::NoEpoch(_))
+    ));
 }
 
 async fn the_current_epoch_cannot_be_destroyed(kind: Kind) {
-    let setup = Setup::new(kind);
+    let setup = Setup::new(kind).await;
     let keys = setup.open().await.unwrap();
     assert!(matches!(
-        keys.destroy_epoch(1).await,
+        keys.destroy_epoch(1, None).await,
         Err(KeyError::DestroyCurrent {
             epoch: 1,
             current: 1
         })
     ));
     assert!(matches!(
-        keys.destroy_epoch(5).await,
+        keys.destroy_epoch(5, None).await,
         Err(KeyError::DestroyCurrent { .. })
     ));
     assert!(keys.epoch_info(1).unwrap().usable);
+    // Nor can an older epoch while the key of a model that is not being deleted is still
+    // wrapped under it: the database refuses.
+    let (_, wrapped) = keys.new_model_key("m1").await.unwrap();
+    create_model(&setup.store, "m1", &wrapped).await.unwrap();
+    keys.ensure_epoch_after(1, None).await.unwrap();
+    let err = keys.destroy_epoch(1, None).await.err().unwrap();
+    assert!(err.to_string().contains("still wraps"), "{err}");
+    assert!(keys.epoch_info(1).unwrap().usable);
 }
 
-async fn rotation_waits_for_model_creations_under_the_old_epoch(kind: Kind) {
-    let setup = Setup::new(kind);
-    let keys = Arc::new(setup.open().await.unwrap());
-    let lease = keys.model_key_lease().await;
-    let (_, early) = lease.new_model_key("early").unwrap();
-    assert_eq!(early.epoch, 1);
-    let rotating = tokio::spawn({
-        let keys = keys.clone();
-        async move { keys.ensure_epoch_after(1).await }
-    });
-    // The new epoch appears, but the rotation does not return while the lease is held: the
-    // caller would otherwise re-wrap before "early" is committed.
-    while keys.current_epoch() != 2 {
+async fn create_model(
+    store: &Store,
+    id: &str,
+    wrapped: &WrappedModelKey,
+) -> Result<(), StoreError> {
+    let vendor = VendorName::parse("acme").unwrap();
+    if store.vendor(&vendor).await.unwrap().is_none() {
+        store
+            .create_vendor(
+                "v1",
+                &vendor,
+                audit::Entry::new("test", "vendor.create", "acme"),
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .create_model(
+            &NewModel {
+                id,
+                vendor_id: "v1",
+                name: &ModelName::parse(id).unwrap(),
+                key_epoch: wrapped.epoch,
+                wrapped_key: &wrapped.wrapped,
+            },
+            audit::Entry::new("test", "model.create", id)
+                .with_detail(format!("key epoch {}", wrapped.epoch)),
+        )
+        .await
+}
+
+/// Two instances on one database: a rotation on A is followed by B at its next use of the
+/// hierarchy, and B drops a destroyed epoch's key.
+async fn another_instance_follows_a_rotation_at_its_next_use(kind: Kind) {
+    let setup = Setup::new(kind).await;
+    let a = setup.open().await.unwrap();
+    let b = KeyHierarchy::open(setup.ledger(), setup.provider().await, false)
+        .await
+        .unwrap();
+    let (key, on_b) = b.new_model_key("m").await.unwrap();
+    assert_eq!(on_b.epoch, 1);
+    a.ensure_epoch_after(1, None).await.unwrap();
+    // B's cached state is stale until it uses the hierarchy; then it wraps under epoch 2.
+    assert_eq!(b.current_epoch(), 1);
+    assert_eq!(b.new_model_key("n").await.unwrap().1.epoch, 2);
+    let moved = a.rewrap_model_key("m", &on_b, 2).unwrap();
+    a.destroy_epoch(1, None).await.unwrap();
+    assert!(matches!(
+        b.unwrap_model_key("m", &on_b).await,
+        Err(KeyError::EpochDestroyed(1))
+    ));
+    assert!(
+        b.epoch_info(1).is_none(),
+        "B dropped the destroyed epoch's key"
+    );
+    assert!(same(&b.unwrap_model_key("m", &moved).await.unwrap(), &key));
+}
+
+/// The deletion runner's lease is taken over while it rotates: none of its ledger writes
+/// commit afterwards; the new holder's do.
+async fn a_runner_that_lost_its_lease_changes_nothing(kind: Kind) {
+    let setup = Setup::new(kind).await;
+    let keys = setup.open().await.unwrap();
+    // Runner A holds the lease for a moment only (it expires at once), then B takes it.
+    let a = setup
+        .store
+        .acquire_lease("deletions", "a", -1)
+        .await
+        .unwrap()
+        .unwrap();
+    let b = setup
+        .store
+        .acquire_lease("deletions", "b", 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(b.token > a.token);
+    assert!(
+        setup
+            .store
+            .acquire_lease("deletions", "c", 60_000)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let err = keys.ensure_epoch_after(1, Some(&a)).await.err().unwrap();
+    assert!(matches!(err, KeyError::Fenced(_)), "{err}");
+    assert_eq!(states(&setup.store).await, vec![(1, EpochState::Live)]);
+    assert!(!setup.store.renew_lease(&a, "a", 60_000).await.unwrap());
+    assert_eq!(keys.ensure_epoch_after(1, Some(&b)).await.unwrap(), 2);
+    let err = keys.destroy_epoch(1, Some(&a)).await.err().unwrap();
+    assert!(matches!(err, KeyError::Fenced(_)), "{err}");
+    assert!(keys.epoch_info(1).unwrap().usable);
+    keys.destroy_epoch(1, Some(&b)).await.unwrap();
+}
+
+/// The fence against concurrent model creations: while rotations commit, writers keep
+/// creating models; no model key is ever committed under an epoch after a rotation away from
+/// it committed (audit sequence numbers order commits).
+async fn model_keys_never_commit_under_a_retired_epoch(store: Store) {
+    let provider: Arc<dyn RootProvider> =
+        Arc::new(FileRoot::open(&tempfile::tempdir().unwrap().keep()).unwrap());
+    let keys = Arc::new(
+        KeyHierarchy::open(Arc::new(store.clone()), provider, true)
+            .await
+            .unwrap(),
+    );
+    store
+        .create_vendor(
+            "v1",
+            &VendorName::parse("acme").unwrap(),
+            audit::Entry::new("t", "vendor.create", "acme"),
+        )
+        .await
+        .unwrap();
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (keys, store) = (keys.clone(), store.clone());
+            tokio::spawn(async move {
+                for i in 0..30 {
+                    let id = format!("m{w}x{i}");
+                    loop {
+                        let (_, wrapped) = keys.new_model_key(&id).await.unwrap();
+                        match create_model(&store, &id, &wrapped).await {
+                            Ok(()) => break,
+                            Err(StoreError::StaleEpoch { .. }) => continue,
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for from in 1..=5 {
+        keys.ensure_epoch_after(from, None).await.unwrap();
         tokio::task::yield_now().await;
     }
-    tokio::task::yield_now().await;
-    assert!(!rotating.is_finished());
-    assert_eq!(lease.new_model_key("late").unwrap().1.epoch, 2);
-    drop(lease);
-    assert_eq!(rotating.await.unwrap().unwrap(), 2);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let mut current = 0;
+    let mut created = 0;
+    for (_, bytes) in store.audit_entries(0, u64::MAX >> 1).await.unwrap() {
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let detail = v["detail"].as_str().unwrap_or_default();
+        match v["action"].as_str().unwrap() {
+            "key.epoch.commit" => {
+                current = detail.split_whitespace().nth(2).unwrap().parse().unwrap();
+            }
+            "model.create" => {
+                let epoch: u64 = detail.rsplit(' ').next().unwrap().parse().unwrap();
+                assert_eq!(
+                    epoch, current,
+                    "a model key committed under epoch {epoch} while {current} was current"
+                );
+                created += 1;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(created, 120);
+    assert_eq!(current, 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn model_keys_never_commit_under_a_retired_epoch_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    model_keys_never_commit_under_a_retired_epoch(
+        Store::connect(&db_url(dir.path())).await.unwrap(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn model_keys_never_commit_under_a_retired_epoch_on_postgresql() {
+    let cluster = testkit::PgCluster::shared().unwrap();
+    let url = cluster.fresh_database().unwrap();
+    model_keys_never_commit_under_a_retired_epoch(Store::connect(&url).await.unwrap()).await;
 }
 
 #[tokio::test]
 async fn file_root_edge_cases() {
-    let setup = Setup::new(Kind::File);
-    drop(setup.open().await.unwrap());
+    let setup = Setup::new(Kind::File).await;
+    let root = setup.open().await.unwrap().epoch_info(1).unwrap().root;
     // A damaged root file is refused, not replaced.
-    std::fs::write(setup.roots.join("root-1.key"), b"garbage").unwrap();
+    std::fs::write(setup.roots.join(root.as_str()), b"garbage").unwrap();
     assert!(matches!(setup.open().await, Err(KeyError::BadKeyFile(_))));
-    // Another installation's root directory does not open this key store.
-    let other = Setup::new(Kind::File);
+    // Another installation's root directory does not open this hierarchy.
+    let other = Setup::new(Kind::File).await;
     drop(other.open().await.unwrap());
-    let err = KeyHierarchy::open(&setup.keys, other.provider().await)
+    let err = KeyHierarchy::open(setup.ledger(), other.provider().await, false)
         .await
         .err()
         .unwrap();
-    assert!(matches!(err, KeyError::Provider(_)), "{err}");
-    // A fresh key store refuses to take over a root directory that already has roots.
-    let fresh = Setup::new(Kind::File);
-    let err = KeyHierarchy::open_or_init(&fresh.keys, other.provider().await)
-        .await
-        .err()
-        .unwrap();
-    assert!(matches!(err, KeyError::RootExists(_)), "{err}");
-    // The layout with one long-lived root.key is refused.
-    let legacy = Setup::new(Kind::File);
-    std::fs::create_dir_all(&legacy.keys).unwrap();
-    std::fs::write(legacy.keys.join("root.key"), b"x").unwrap();
-    assert!(matches!(
-        legacy.open().await,
-        Err(KeyError::LegacyLayout(_))
-    ));
+    assert!(
+        matches!(
+            err,
+            KeyError::CurrentRootMissing { .. } | KeyError::Provider(_)
+        ),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn switching_the_root_provider_is_refused() {
-    let setup = Setup::new(Kind::File);
+    let setup = Setup::new(Kind::File).await;
     drop(setup.open().await.unwrap());
     let kms: Arc<dyn RootProvider> = Arc::new(KmsRoot::connect(&kms_config()).await.unwrap());
-    let err = KeyHierarchy::open(&setup.keys, kms).await.err().unwrap();
+    let err = KeyHierarchy::open(setup.ledger(), kms, false)
+        .await
+        .err()
+        .unwrap();
     assert!(
         matches!(err, KeyError::ProviderMismatch { epoch: 1, .. }),
         "{err}"
@@ -607,16 +817,11 @@ async fn switching_the_root_provider_is_refused() {
 
 #[cfg(unix)]
 #[tokio::test]
-async fn key_and_root_files_are_private() {
+async fn root_files_are_private() {
     use std::os::unix::fs::PermissionsExt;
-    let setup = Setup::new(Kind::File);
-    drop(setup.open().await.unwrap());
-    for path in [
-        setup.keys.join("epoch-1.key"),
-        setup.roots.join("root-1.key"),
-        setup.keys.clone(),
-        setup.roots.clone(),
-    ] {
+    let setup = Setup::new(Kind::File).await;
+    let root = setup.open().await.unwrap().epoch_info(1).unwrap().root;
+    for path in [setup.roots.join(root.as_str()), setup.roots.clone()] {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o077, 0, "{} is readable by others", path.display());
     }
@@ -626,7 +831,7 @@ async fn key_and_root_files_are_private() {
 #[tokio::test]
 async fn a_kms_root_scheduled_for_deletion_cannot_decrypt() {
     let provider = KmsRoot::connect(&kms_config()).await.unwrap();
-    let root = provider.create_root(1).await.unwrap();
+    let root = provider.create_root(1, "0badc0de").await.unwrap();
     let key = SecretKey::generate().unwrap();
     let wrapped = provider.wrap(&root, 1, &key).await.unwrap();
     assert!(same(
@@ -643,7 +848,7 @@ async fn a_kms_root_scheduled_for_deletion_cannot_decrypt() {
         panic!("{destruction:?}")
     };
     // At least the 7-day minimum from now.
-    let date = humantime_parse(deletion_date);
+    let date = humantime::parse_rfc3339_weak(deletion_date).unwrap();
     let min = std::time::SystemTime::now() + std::time::Duration::from_secs(6 * 86400 + 23 * 3600);
     assert!(date > min, "{deletion_date}");
     assert!(matches!(
@@ -652,8 +857,4 @@ async fn a_kms_root_scheduled_for_deletion_cannot_decrypt() {
     ));
     // Scheduling again is idempotent and reports the same date.
     assert_eq!(provider.destroy_root(&root, 1).await.unwrap(), destruction);
-}
-
-fn humantime_parse(s: &str) -> std::time::SystemTime {
-    humantime::parse_rfc3339_weak(s).unwrap()
 }

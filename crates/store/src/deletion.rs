@@ -4,7 +4,8 @@
 
 use sqlx::Row;
 
-use crate::{Result, Store, StoreError, corrupt, now};
+use crate::keys::{check_fence, current_epoch_shared};
+use crate::{Fence, Result, Store, StoreError, corrupt, now};
 
 /// The states of a deletion, in order. A deletion only moves forward.
 pub const DELETION_STATES: [&str; 6] = [
@@ -30,6 +31,12 @@ pub struct DeletionRecord {
     /// The runner's working data (JSON), written with each step.
     pub work: String,
     pub certificate: Option<String>,
+    /// Failed attempts at the current step (reset when a step succeeds).
+    pub attempts: i64,
+    /// Why the last attempt failed, until a step succeeds.
+    pub last_error: Option<String>,
+    /// When the runner tries again (Unix seconds), after a failure.
+    pub retry_at: Option<i64>,
 }
 
 /// A stored object of a model, as the deletion records it before removing it.
@@ -163,7 +170,8 @@ impl Store {
     }
 
     /// Moves a deletion from `from` to `to`, storing its working data, with its entry.
-    /// `Conflict` when the deletion is no longer in `from` (another runner moved it).
+    /// `Conflict` when the deletion is no longer in `from` (another runner moved it); `Fenced`
+    /// when the runner's lease was taken over.
     pub async fn advance_deletion(
         &self,
         id: &str,
@@ -171,24 +179,38 @@ impl Store {
         to: &str,
         work: &str,
         entry: audit::Entry,
+        fence: Option<&Fence>,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
+        check_fence(tx.conn(), self.dialect, fence).await?;
         advance(tx.conn(), id, from, to, work).await?;
         tx.commit(entry).await?;
         Ok(())
     }
 
     /// The key step, in one transaction: the deleted models' wrapped keys are erased, the
-    /// surviving keys are replaced by their re-wrapped forms, and the deletion moves on.
-    /// A backup taken before holds keys wrapped only under the old epoch.
+    /// surviving keys are replaced by their re-wrapped forms under epoch `to`, and the
+    /// deletion moves on. A backup taken before holds keys wrapped only under older epochs.
+    /// Refused (`Conflict`, to be retried) unless `to` is current and, afterwards, no model
+    /// that is not being deleted has its key under an older epoch (one committed after the
+    /// caller read the keys to re-wrap).
     pub async fn shred_model_keys(
         &self,
         id: &str,
+        to: u64,
         rewrapped: &[Rewrapped],
         work: &str,
         entry: audit::Entry,
+        fence: Option<&Fence>,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
+        check_fence(tx.conn(), self.dialect, fence).await?;
+        let current = current_epoch_shared(tx.conn(), self.dialect).await?;
+        if current != to {
+            return Err(StoreError::Conflict(format!(
+                "re-wrapped to key epoch {to}, but epoch {current} is current"
+            )));
+        }
         advance(tx.conn(), id, "access_revoked", "keys_destroyed", work).await?;
         sqlx::query("UPDATE models SET wrapped_key = $1 WHERE deletion_id = $2")
             .bind(Vec::<u8>::new())
@@ -205,6 +227,18 @@ impl Store {
             .execute(tx.conn())
             .await?;
         }
+        let left = sqlx::query(
+            "SELECT COUNT(*) AS n FROM models WHERE deleted_at IS NULL AND key_epoch < $1",
+        )
+        .bind(crate::convert::db_int(to)?)
+        .fetch_one(tx.conn())
+        .await?
+        .try_get::<i64, _>("n")?;
+        if left > 0 {
+            return Err(StoreError::Conflict(format!(
+                "{left} model keys are still under an epoch older than {to}: read them again"
+            )));
+        }
         tx.commit(entry).await?;
         Ok(())
     }
@@ -216,8 +250,10 @@ impl Store {
         work: &str,
         certificate: &str,
         entry: audit::Entry,
+        fence: Option<&Fence>,
     ) -> Result<u64> {
         let mut tx = self.begin().await?;
+        check_fence(tx.conn(), self.dialect, fence).await?;
         advance(tx.conn(), id, "checked", "certified", work).await?;
         sqlx::query("UPDATE deletions SET certificate = $1, completed_at = $2 WHERE id = $3")
             .bind(certificate)
@@ -361,14 +397,16 @@ async fn advance(
     to: &str,
     work: &str,
 ) -> Result<()> {
-    let done =
-        sqlx::query("UPDATE deletions SET state = $1, work = $2 WHERE id = $3 AND state = $4")
-            .bind(to)
-            .bind(work)
-            .bind(id)
-            .bind(from)
-            .execute(conn)
-            .await?;
+    let done = sqlx::query(
+        "UPDATE deletions SET state = $1, work = $2, attempts = 0, last_error = NULL, \
+         retry_at = NULL WHERE id = $3 AND state = $4",
+    )
+    .bind(to)
+    .bind(work)
+    .bind(id)
+    .bind(from)
+    .execute(conn)
+    .await?;
     if done.rows_affected() != 1 {
         return Err(StoreError::Conflict(format!(
             "deletion {id} is not in state {from}"
@@ -378,7 +416,7 @@ async fn advance(
 }
 
 const DELETION_SELECT: &str = "SELECT id, vendor_id, model_id, state, requested_by, approved_by, \
-     requested_at, completed_at, work, certificate FROM deletions";
+     requested_at, completed_at, work, certificate, attempts, last_error, retry_at FROM deletions";
 
 fn deletion_from_row(r: &sqlx::any::AnyRow) -> Result<DeletionRecord> {
     let state: String = r.try_get("state")?;
@@ -396,5 +434,8 @@ fn deletion_from_row(r: &sqlx::any::AnyRow) -> Result<DeletionRecord> {
         completed_at: r.try_get("completed_at")?,
         work: r.try_get("work")?,
         certificate: r.try_get("certificate")?,
+        attempts: r.try_get("attempts")?,
+        last_error: r.try_get("last_error")?,
+        retry_at: r.try_get("retry_at")?,
     })
 }

@@ -17,10 +17,12 @@
 )]
 
 mod audit_log;
+mod cluster;
 mod convert;
 mod copies;
 mod deletion;
 mod identity;
+mod keys;
 mod pending;
 mod records;
 mod tx;
@@ -34,6 +36,7 @@ use sqlx::{AnyPool, Executor, Row};
 use types::{CommitId, ModelName, ObjectId, RepoPath, Sha256Hex, VendorName};
 
 pub use audit_log::StoredCheckpoint;
+pub use cluster::*;
 pub use copies::*;
 pub use deletion::*;
 pub use identity::*;
@@ -60,6 +63,12 @@ pub enum StoreError {
     Corrupt(String),
     #[error("unsupported database url (expected sqlite:// or postgres://)")]
     UnsupportedUrl,
+    #[error("the lease {0} was taken over by another instance: this write was refused")]
+    Fenced(String),
+    #[error(
+        "the model key was wrapped under key epoch {epoch}, but epoch {current} is current now"
+    )]
+    StaleEpoch { epoch: u64, current: u64 },
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -245,9 +254,20 @@ impl Store {
     }
 
     /// Creates a model with its wrapped key. A concurrent creation of the same model loses
-    /// with `Conflict`; the caller reads the winner's record.
+    /// with `Conflict`; the caller reads the winner's record. The key's epoch must be the
+    /// current one (`StaleEpoch` otherwise: wrap again under the current epoch), read under a
+    /// shared lock that a key rotation's commit waits for, so no model key is ever committed
+    /// under an epoch that a committed rotation retired. (A database whose epoch ledger is
+    /// still empty, as in tests of the store alone, accepts any epoch.)
     pub async fn create_model(&self, model: &NewModel<'_>, entry: audit::Entry) -> Result<()> {
         let mut tx = self.begin().await?;
+        let current = keys::current_epoch_shared(tx.conn(), self.dialect).await?;
+        if current != 0 && current != model.key_epoch {
+            return Err(StoreError::StaleEpoch {
+                epoch: model.key_epoch,
+                current,
+            });
+        }
         let exists = sqlx::query("SELECT id FROM models WHERE vendor_id = $1 AND name = $2")
             .bind(model.vendor_id)
             .bind(model.name.as_str())

@@ -14,13 +14,22 @@
 //! * [`MotoServer::start`] runs moto's S3 server (`moto_server`, from the venv that `tests/run`
 //!   creates: `$CUSTODY_TEST_VENV`, else `.venv` at the workspace root) on a free port, under
 //!   the same kind of watchdog; dropping it kills the server.
+//! * [`Haproxy::start`] runs HAProxy in TCP mode in front of some ports (Debian `haproxy`,
+//!   installed by `tests/run`), under the same kind of watchdog.
+//! * [`Cluster::start`] puts it together: N `custody server` processes (the binary is given)
+//!   on a fresh PostgreSQL database, a moto bucket and moto's KMS, one identity from
+//!   `custody init`, behind HAProxy.
 //! * Missing binaries are an error naming the package to install, never a silent skip.
 //!
 //! Errors are plain `String`s with enough context (command, stderr, server log) to act on.
 #![forbid(unsafe_code)]
 
+mod cluster;
+mod haproxy;
 mod moto;
 
+pub use cluster::{Cluster, ClusterOptions, Instance, Storage};
+pub use haproxy::{Haproxy, haproxy_config};
 pub use moto::MotoServer;
 
 use std::net::{Ipv4Addr, TcpListener};

@@ -144,6 +144,60 @@ impl MotoServer {
         Ok(())
     }
 
+    /// Create bucket `name` with S3 Object Lock enabled (and so versioning): versions under a
+    /// legal hold cannot be deleted ([`MotoServer::set_legal_hold`]), as on AWS.
+    pub fn create_locked_bucket(&self, name: &str) -> Result<(), String> {
+        self.request_with(
+            "PUT",
+            &format!("/{name}"),
+            &[("x-amz-bucket-object-lock-enabled", "true")],
+            b"",
+        )?;
+        Ok(())
+    }
+
+    /// Every stored version in `bucket`: `(key, version id)`, delete markers excluded.
+    pub fn object_versions(&self, bucket: &str) -> Result<Vec<(String, String)>, String> {
+        let xml = self.request("GET", &format!("/{bucket}?versions"), b"")?;
+        let mut out = Vec::new();
+        for version in xml.split("<Version>").skip(1) {
+            let field = |name: &str| {
+                version
+                    .split(&format!("<{name}>"))
+                    .nth(1)
+                    .and_then(|rest| rest.split(&format!("</{name}>")).next())
+                    .map(str::to_owned)
+            };
+            match (field("Key"), field("VersionId")) {
+                (Some(key), Some(id)) => out.push((key, id)),
+                _ => return Err(format!("unexpected ListObjectVersions answer: {xml}")),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Puts (or lifts) an S3 Object Lock legal hold on one version: while it is on, deleting
+    /// that version is refused with AccessDenied.
+    pub fn set_legal_hold(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: &str,
+        on: bool,
+    ) -> Result<(), String> {
+        let body = format!(
+            "<LegalHold xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Status>{}</Status></LegalHold>",
+            if on { "ON" } else { "OFF" }
+        );
+        self.request_with(
+            "PUT",
+            &format!("/{bucket}/{key}?legal-hold&versionId={version}"),
+            &[("content-type", "application/xml")],
+            body.as_bytes(),
+        )?;
+        Ok(())
+    }
+
     /// Create a bucket with a name unique in this process (`t-<pid>-<n>`); returns the name.
     pub fn fresh_bucket(&self, versioned: bool) -> Result<String, String> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -156,11 +210,22 @@ impl MotoServer {
         Ok(name)
     }
 
-    /// One unsigned HTTP/1.1 request (moto does not check signatures); Ok(body) on 2xx.
+    /// One HTTP/1.1 request with a dummy signature (moto checks that requests are signed,
+    /// not the signature); Ok(body) on 2xx.
     fn request(&self, method: &str, path: &str, body: &[u8]) -> Result<String, String> {
+        self.request_with(method, path, &[], body)
+    }
+
+    fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<String, String> {
         let what = format!("moto {method} {path}");
         let (status, text) =
-            http(self.port, method, path, body).map_err(|e| format!("{what}: {e}"))?;
+            http(self.port, method, path, headers, body).map_err(|e| format!("{what}: {e}"))?;
         if (200..300).contains(&status) {
             Ok(text)
         } else {
@@ -174,7 +239,7 @@ impl MotoServer {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("moto_server exited at start-up ({status})"));
             }
-            if http(self.port, "GET", "/moto-api/", b"").is_ok() {
+            if http(self.port, "GET", "/moto-api/", &[], b"").is_ok() {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -215,19 +280,34 @@ fn venv_dir() -> PathBuf {
     }
 }
 
+/// Sent with every request: moto answers unsigned requests as anonymous ones (refusing, for
+/// example, deletes), but does not verify signatures.
+const DUMMY_AUTHORIZATION: &str = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/\
+                                   aws4_request, SignedHeaders=host, Signature=00";
+
 /// A minimal HTTP/1.1 exchange with `Connection: close`; returns the status and the body.
-fn http(port: u16, method: &str, path: &str, body: &[u8]) -> Result<(u16, String), String> {
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<(u16, String), String> {
     let timeout = Some(Duration::from_secs(10));
     let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).map_err(|e| e.to_string())?;
     stream
         .set_read_timeout(timeout)
         .and_then(|()| stream.set_write_timeout(timeout))
         .map_err(|e| e.to_string())?;
-    let head = format!(
+    let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n",
+         Authorization: {DUMMY_AUTHORIZATION}\r\nConnection: close\r\n",
         body.len()
     );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
     stream
         .write_all(head.as_bytes())
         .and_then(|()| stream.write_all(body))

@@ -37,6 +37,13 @@ pub struct DeletionStatus {
     /// The signed certificate, a document of its own format (the `deletion` crate's,
     /// checked by `custody verify-certificate`): carried as it is, never read here.
     pub certificate: Option<serde_json::Value>,
+    /// A failing step: how often it failed, why, and when it is tried again (Unix seconds).
+    #[serde(default)]
+    pub attempts: i64,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub retry_at: Option<i64>,
 }
 
 /// `GET /v1/service-key`: the public key deletion certificates are signed with (hex).

@@ -765,10 +765,14 @@ fn deletion_bodies() {
             requested_at: 1,
             completed_at: Some(2),
             certificate: Some(json!({ "v": 1, "anything": ["kept", "as", "is"] })),
+            attempts: 2,
+            last_error: Some("storage refused".into()),
+            retry_at: Some(9),
         },
         json!({ "deletion": "d1", "vendor": "acme", "state": "certified",
                 "requested_by": "user:alice", "approved_by": null, "requested_at": 1,
-                "completed_at": 2, "certificate": { "v": 1, "anything": ["kept", "as", "is"] } }),
+                "completed_at": 2, "certificate": { "v": 1, "anything": ["kept", "as", "is"] },
+                "attempts": 2, "last_error": "storage refused", "retry_at": 9 }),
     );
     check(
         ServiceKey {

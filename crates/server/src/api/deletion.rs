@@ -150,6 +150,9 @@ pub(crate) async fn status(
         requested_at: deletion.requested_at,
         completed_at: deletion.completed_at,
         certificate,
+        attempts: deletion.attempts,
+        last_error: deletion.last_error,
+        retry_at: deletion.retry_at,
     }))
 }
 

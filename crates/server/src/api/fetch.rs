@@ -12,7 +12,6 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use policy::{Action, Decision};
-use shred::WrappedModelKey;
 use store::{FileRecord, RevisionRecord};
 use types::RepoPath;
 use wire::ErrorCode;
@@ -133,13 +132,7 @@ pub(crate) async fn open_file(
     file: &FileRecord,
     range: Range<u64>,
 ) -> Result<BoxStream<'static, Result<Bytes, blobstore::BlobError>>, ApiError> {
-    let key = app.keys.unwrap_model_key(
-        &found.record.id,
-        &WrappedModelKey {
-            epoch: found.record.key_epoch,
-            wrapped: found.record.wrapped_key.clone(),
-        },
-    )?;
+    let key = crate::keys::model_key(app, &found.record).await?;
     let stream = app
         .blobs
         .open_range(

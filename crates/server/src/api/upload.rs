@@ -14,8 +14,7 @@ use blobstore::{PartLayout, PartReceipt, PartSealer};
 use crypto::hash::ResumableSha256;
 use futures::StreamExt;
 use policy::Action;
-use shred::WrappedModelKey;
-use store::{FileRecord, NewModel, NewUpload, UploadSession};
+use store::{FileRecord, NewUpload, UploadSession};
 use tokio::task::JoinSet;
 use types::{CommitId, ModelName, ObjectId, RepoPath, Sha256Hex, VendorName};
 use wire::ErrorCode;
@@ -229,27 +228,12 @@ pub(crate) async fn begin(
         Some(m) => m,
         None => {
             let id = crypto::token::random_id()?;
-            // Held until the row is committed: a key rotation waits for it, then re-wraps it.
-            let lease = app.keys.model_key_lease().await;
-            let (_key, wrapped) = lease.new_model_key(&id)?;
             let entry = caller
                 .entry("model.create", name.as_str())
-                .with_decision(true, &policy_ids(&decision))
-                .with_detail(format!("key epoch {}", wrapped.epoch));
-            let created = app
-                .store
-                .create_model(
-                    &NewModel {
-                        id: &id,
-                        vendor_id: &vendor_record.id,
-                        name: &model,
-                        key_epoch: wrapped.epoch,
-                        wrapped_key: &wrapped.wrapped,
-                    },
-                    entry,
-                )
-                .await;
-            drop(lease);
+                .with_decision(true, &policy_ids(&decision));
+            // Committed only under the current key epoch (made again if a rotation wins).
+            let created =
+                crate::keys::create_model(&app, &id, &vendor_record.id, &model, entry).await?;
             match created {
                 // Lost a race with a concurrent first upload: use the winner's model.
                 Ok(()) | Err(store::StoreError::Conflict(_)) => app
@@ -386,13 +370,7 @@ pub(crate) async fn put_file(
             file.path
         )));
     }
-    let key = app.keys.unwrap_model_key(
-        &model.id,
-        &WrappedModelKey {
-            epoch: model.key_epoch,
-            wrapped: model.wrapped_key.clone(),
-        },
-    )?;
+    let key = crate::keys::model_key(&app, &model).await?;
     let backend = app.blobs.backend().clone();
     let object_key = file.object_id.as_str().to_owned();
     let resumable = match (
