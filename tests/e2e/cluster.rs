@@ -638,6 +638,35 @@ fn busiest(cluster: &Cluster, reading: bool) -> usize {
         .unwrap()
 }
 
+/// Starts a transfer (`start(attempt)`), waits until `under_way(attempt)`, then kills
+/// (SIGKILL) the instance moving the most bytes and waits for the transfer to end. Parts and
+/// ranges may travel on connections to different instances, so the kill can miss the one
+/// serving the transfer, which then finishes by itself: the instance is restarted and the
+/// transfer tried again (a fresh one), at most three times. Returns the attempt that died
+/// with its instance, and that instance (restarted).
+fn kill_mid_transfer(
+    service: &mut Service,
+    reading: bool,
+    start: impl Fn(&Service, u32) -> std::process::Child,
+    under_way: impl Fn(&Service, u32) -> bool,
+) -> (u32, usize) {
+    for attempt in 0..3 {
+        let mut transfer = start(service, attempt);
+        wait_for(120, "the transfer under way", || {
+            under_way(service, attempt)
+        });
+        let serving = busiest(&service.cluster, reading);
+        service.cluster.kill(serving);
+        let status = transfer.wait().unwrap();
+        if !status.success() {
+            return (attempt, serving);
+        }
+        eprintln!("attempt {attempt}: the kill missed the instance serving the transfer");
+        service.cluster.start_instance(serving, &[]).unwrap();
+    }
+    panic!("three transfers in a row survived the death of the busiest instance");
+}
+
 /// Issue 12, test 4: the instance serving an upload, then a fetch, is killed (SIGKILL)
 /// mid-transfer; the CLI, run again through the load balancer, resumes on another instance
 /// and the result is identical.
@@ -649,32 +678,30 @@ fn transfers_resume_through_the_balancer_when_their_instance_dies() {
     write_data(&src.path().join("shard.safetensors"), size, 300);
     std::fs::write(src.path().join("config.json"), b"{}").unwrap();
     let dir = src.path().to_str().unwrap().to_owned();
+    let model = |attempt: u32| format!("acme/big-{attempt}");
 
-    let mut upload = service
-        .command(&service.lb(), None, &service.admin)
-        .args(["upload", &dir, "acme/big"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for(120, "stored parts", || {
+    let upload = |service: &Service, attempt: u32| {
+        service
+            .command(&service.lb(), None, &service.admin)
+            .args(["upload", &dir, &model(attempt)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let stored_parts = |service: &Service, _: u32| {
         service
             .cluster
             .sql("SELECT count(*) FROM upload_parts")
             .is_ok_and(|n| n.trim().parse::<u64>().unwrap_or(0) >= 3)
-    });
-    let serving = busiest(&service.cluster, true);
-    service.cluster.kill(serving);
-    let status = upload.wait().unwrap();
-    assert!(
-        !status.success(),
-        "the upload survived its instance's death by itself?"
-    );
+    };
+    let (attempt, serving) = kill_mid_transfer(&mut service, true, upload, stored_parts);
+    let model = model(attempt);
     let out = service.ok(
         &service.lb(),
         None,
         &service.admin,
-        &["upload", &dir, "acme/big", "--json"],
+        &["upload", &dir, &model, "--json"],
     );
     let report: Value = serde_json::from_str(out.trim()).unwrap();
     let sent = report["bytes_sent"].as_u64().unwrap();
@@ -687,49 +714,39 @@ fn transfers_resume_through_the_balancer_when_their_instance_dies() {
         &service.lb(),
         None,
         &service.admin,
-        &["host", "allow", "acme/big", "gpu"],
+        &["host", "allow", &model, "gpu"],
     );
     service.ok(
         &service.lb(),
         None,
         &service.admin,
-        &["grant", "acme/big", "--to", "alice"],
+        &["grant", &model, "--to", "alice"],
     );
 
     let out = tempfile::tempdir().unwrap();
-    let target = out.path().join("m");
-    let mut fetch = service
-        .command(&service.lb(), Some(&service.host), &service.alice)
-        .args(["fetch", "acme/big", "--out", target.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let state = target.join("shard.safetensors.custody-partial.state");
-    wait_for(120, "finished ranges", || {
-        std::fs::read(&state)
+    let target = |attempt: u32| out.path().join(format!("m{attempt}"));
+    let fetch = |service: &Service, attempt: u32| {
+        service
+            .command(&service.lb(), Some(&service.host), &service.alice)
+            .args(["fetch", &model, "--out", target(attempt).to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let finished_ranges = |_: &Service, attempt: u32| {
+        std::fs::read(target(attempt).join("shard.safetensors.custody-partial.state"))
             .ok()
             .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
             .is_some_and(|v| v["done"].as_array().is_some_and(|d| d.len() >= 2))
-    });
-    let serving = busiest(&service.cluster, false);
-    service.cluster.kill(serving);
-    let status = fetch.wait().unwrap();
-    assert!(
-        !status.success(),
-        "the fetch survived its instance's death by itself?"
-    );
+    };
+    let (attempt, _) = kill_mid_transfer(&mut service, false, fetch, finished_ranges);
+    let target = target(attempt);
     let out_json = service.ok(
         &service.lb(),
         Some(&service.host),
         &service.alice,
-        &[
-            "--json",
-            "fetch",
-            "acme/big",
-            "--out",
-            target.to_str().unwrap(),
-        ],
+        &["--json", "fetch", &model, "--out", target.to_str().unwrap()],
     );
     let report: Value = serde_json::from_str(out_json.trim()).unwrap();
     let received = report["bytes_received"].as_u64().unwrap();
