@@ -187,7 +187,7 @@ fn a_shredded_model_is_gone_for_good_even_from_backups() {
         .find(|l| l.starts_with("acme/gone "))
         .unwrap();
     assert!(
-        gone_line.contains(&format!("deleted 20"))
+        gone_line.contains("deleted 20")
             && gone_line.contains(&format!("(deletion {id}, certified 20")),
         "{listed}"
     );

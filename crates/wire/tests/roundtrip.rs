@@ -830,9 +830,13 @@ fn wipe_bodies() {
         ConfirmWipe {
             model_id: "m1".into(),
             files: 2,
+            searched: vec!["the Hugging Face cache /h".into()],
         },
-        json!({ "model_id": "m1", "files": 2 }),
+        json!({ "model_id": "m1", "files": 2, "searched": ["the Hugging Face cache /h"] }),
     );
+    // An older client's confirmation, which did not say where it looked, still reads.
+    let old: ConfirmWipe = serde_json::from_value(json!({ "model_id": "m1", "files": 2 })).unwrap();
+    assert!(old.searched.is_empty());
     check(
         WipeConfirmed {
             host: name("gpu1"),
