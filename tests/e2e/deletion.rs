@@ -179,6 +179,45 @@ fn a_shredded_model_is_gone_for_good_even_from_backups() {
     // The certificate verifies offline with the service key and the log key, names the
     // host that held a copy (not yet wiped), and fails once edited.
     let (cert, verify) = verified_certificate(&world, &id);
+    // The vendor sees the model marked, with its deletion and when it was certified, in
+    // the listing, the model's own view and their JSON; the kept model carries no mark.
+    let listed = world.server.ok(&world.admin, &["ls", "acme"]);
+    let gone_line = listed
+        .lines()
+        .find(|l| l.starts_with("acme/gone "))
+        .unwrap();
+    assert!(
+        gone_line.contains("deleted 20")
+            && gone_line.contains(&format!("(deletion {id}, certified 20")),
+        "{listed}"
+    );
+    let kept_line = listed
+        .lines()
+        .find(|l| l.starts_with("acme/kept "))
+        .unwrap();
+    assert!(!kept_line.contains("deleted"), "{listed}");
+    let view = world.server.ok(&world.admin, &["ls", "acme/gone"]);
+    assert!(
+        view.lines()
+            .next()
+            .unwrap()
+            .starts_with("acme/gone: deleted 20")
+            && view.contains("can never be read again"),
+        "{view}"
+    );
+    let json: Value =
+        serde_json::from_str(&world.server.ok(&world.admin, &["--json", "ls", "acme"])).unwrap();
+    let gone = json["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "acme/gone")
+        .unwrap();
+    assert_eq!(gone["deleted"]["deletion"], id.as_str(), "{json}");
+    assert!(
+        gone["deleted"]["certified_at"].as_i64().unwrap()
+            >= gone["deleted"]["at"].as_i64().unwrap()
+    );
     let text = std::fs::read_to_string(&cert).unwrap();
     let v: Value = serde_json::from_str(&text).unwrap();
     let d = &v["certificate"]["deletion"];

@@ -1191,3 +1191,103 @@ fn a_derived_upload_never_becomes_main_for_the_hugging_face_client() {
     let derived_snapshot = ok_path(&hf.py(&["snapshot", "acme/m", &derived_commit]));
     assert!(derived_snapshot.join("evil.py").exists());
 }
+
+/// Issue 19: `hf download --local-dir` writes outside any cache; `custody wipe` finds such a
+/// copy in the folders it searches (by the commit in the client's download metadata), removes
+/// it and no other model's, and its confirmation (output and audit entry) names every place it
+/// looked, so it never claims more than was checked.
+#[test]
+fn wipe_finds_local_dir_copies_where_it_searches_and_says_where_it_looked() {
+    let world = World::new();
+    let s = &world.server;
+    let src = tempfile::tempdir().unwrap();
+    write_model(src.path(), 2 << 20);
+    world.upload(src.path(), "acme/m");
+    let kept_src = tempfile::tempdir().unwrap();
+    std::fs::write(kept_src.path().join("config.json"), b"{\"kept\":1}").unwrap();
+    world.upload(kept_src.path(), "acme/kept");
+    grant(&world, "acme/m", "alice");
+    grant(&world, "acme/kept", "alice");
+    let agent = Agent::start(s, s.host.as_ref());
+    let hf = Hf::new(&agent.url, &world.alice);
+    let work = tempfile::tempdir().unwrap();
+    let projects = work.path().join("projects");
+    let elsewhere = work.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let local = projects.join("llama");
+    let kept = projects.join("kept");
+    for (model, dir) in [("acme/m", &local), ("acme/kept", &kept)] {
+        let run = hf.hf(&["download", model, "--local-dir", dir.to_str().unwrap()]);
+        assert!(run.success, "{}\n{}", run.stdout, run.stderr);
+    }
+    assert_same_tree(&local, src.path());
+    crate::wipe::delete_model(&world, "m");
+    let hf_cache = work.path().join("hf-cache");
+    let hf_cache = hf_cache.to_str().unwrap();
+
+    // Searching elsewhere finds nothing, and says exactly where it looked.
+    let dry = s.ok(
+        "no-token",
+        &[
+            "wipe",
+            "--dry-run",
+            "--hf-cache",
+            hf_cache,
+            "--search",
+            elsewhere.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        dry.contains("no local copy found in the places searched")
+            && dry.contains(&format!("--local-dir copies under {}", elsewhere.display()))
+            && !dry.contains(projects.to_str().unwrap()),
+        "{dry}"
+    );
+    assert!(local.join("config.json").exists());
+
+    // Searching the folder above the copy finds it: every file, its metadata, nothing kept.
+    let done: Value = serde_json::from_str(&s.ok(
+        "no-token",
+        &[
+            "--json",
+            "wipe",
+            "--hf-cache",
+            hf_cache,
+            "--search",
+            projects.to_str().unwrap(),
+        ],
+    ))
+    .unwrap();
+    let wiped = &done["models"][0];
+    assert_eq!(wiped["model"], "acme/m", "{done}");
+    assert_eq!(wiped["confirmed"], true, "{done}");
+    for file in model_files(src.path()) {
+        assert!(!local.join(&file).exists(), "{file} survived the wipe");
+    }
+    let leftovers: Vec<String> = list_files(&local);
+    assert!(
+        leftovers
+            .iter()
+            .all(|f| !f.ends_with(".metadata") && !f.ends_with(".incomplete")),
+        "{leftovers:?}"
+    );
+    assert!(
+        kept.join("config.json").exists(),
+        "another model's copy was removed"
+    );
+    let searched = done["searched"].to_string();
+    assert!(
+        searched.contains(&format!("--local-dir copies under {}", projects.display())),
+        "{searched}"
+    );
+
+    // The confirmation in the log names where the host looked.
+    let entry = crate::wipe::sql(
+        s,
+        "SELECT CAST(entry AS TEXT) FROM audit_log WHERE CAST(entry AS TEXT) LIKE '%wipe.confirm%'",
+    );
+    assert!(
+        entry.contains("searched") && entry.contains(projects.to_str().unwrap()),
+        "{entry}"
+    );
+}

@@ -22,6 +22,7 @@ mod deletion_failures;
 mod hub;
 mod layout;
 mod limits;
+mod mistakes;
 mod ranges;
 mod refusals;
 mod resume;

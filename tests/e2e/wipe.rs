@@ -12,7 +12,7 @@ use crate::support::{HostCert, TestServer, World, https_client_on, runtime, wait
 
 /// Runs SQL on the server's SQLite database (the server keeps running: WAL and a busy
 /// timeout let both write).
-fn sql(server: &TestServer, statement: &str) -> String {
+pub(crate) fn sql(server: &TestServer, statement: &str) -> String {
     let db = server.data_dir().join("db/custody.sqlite");
     let out = Command::new("sqlite3")
         .arg("-cmd")
@@ -31,7 +31,7 @@ fn sql(server: &TestServer, statement: &str) -> String {
 
 /// Deletes `acme/MODEL` through the deletion service and waits for its certificate; returns
 /// the deletion id.
-fn delete_model(world: &World, model: &str) -> String {
+pub(crate) fn delete_model(world: &World, model: &str) -> String {
     let out = world.server.ok(
         &world.admin,
         &["--json", "delete", &format!("acme/{model}")],

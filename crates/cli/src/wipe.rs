@@ -9,9 +9,17 @@
 //! Face cache (where the host agent's clients put what they fetch); forgets them in the
 //! record; and sends the server its confirmation, per model and deletion.
 //!
+//! It also finds the copies the Hugging Face client writes with `--local-dir`: such a folder
+//! holds `.cache/huggingface/download/PATH.metadata`, whose first line is the commit the file
+//! came from. `wipe` searches the current folder (or the folders given with `--search`) for
+//! them and removes the files whose commit belongs to a deleted model, with their metadata,
+//! locks and unfinished downloads.
+//!
 //! What it cannot cover, and says so: copies made by other means (a `cp`, a converted model
 //! written by vLLM or a script elsewhere, a Hub client with a cache folder other than the
-//! one given), and files already moved or renamed. The confirmation is the host's own word.
+//! one given, a `--local-dir` outside the folders searched), and files already moved or
+//! renamed. The confirmation is the host's own word, and it names every place searched: it
+//! never claims more than was checked.
 //!
 //! The record is one JSON document (version field `v`), rewritten whole (temporary file, then
 //! rename) under an exclusive lock on a sibling `.lock` file, so concurrent fetches and a wipe
@@ -305,6 +313,114 @@ pub struct WipeArgs {
     /// ~/.cache/huggingface/hub)
     #[arg(long)]
     hf_cache: Option<PathBuf>,
+    /// Search this folder, and every folder below it, for copies the Hugging Face client wrote
+    /// with --local-dir (repeatable; default: the current folder)
+    #[arg(long = "search", value_name = "DIR")]
+    search: Vec<PathBuf>,
+}
+
+/// One file the Hugging Face client wrote into a `--local-dir` folder, as its download
+/// metadata describes it.
+struct LocalDirFile {
+    /// The `--local-dir` folder.
+    root: PathBuf,
+    /// `ROOT/.cache/huggingface/download/PATH.metadata`.
+    metadata: PathBuf,
+    /// The repository path.
+    path: String,
+    commit: String,
+}
+
+/// The `--local-dir` copies under `roots`: every `.cache/huggingface/download` folder and the
+/// metadata files in it. Links are not followed; unreadable metadata is skipped (it names no
+/// commit, so it cannot be matched to a deleted model).
+fn find_local_dir_files(roots: &[PathBuf]) -> anyhow::Result<Vec<LocalDirFile>> {
+    let mut found = Vec::new();
+    for root in roots {
+        let walk = walkdir::WalkDir::new(root).follow_links(false).into_iter();
+        for entry in walk.filter_map(Result::ok) {
+            let dir = entry.path();
+            if !entry.file_type().is_dir() || !dir.ends_with(".cache/huggingface/download") {
+                continue;
+            }
+            let Some(local_root) = dir.ancestors().nth(3) else {
+                continue;
+            };
+            for meta in walkdir::WalkDir::new(dir).follow_links(false) {
+                let meta = meta.with_context(|| format!("reading {}", dir.display()))?;
+                let Some(rel) = meta
+                    .path()
+                    .strip_prefix(dir)
+                    .ok()
+                    .and_then(|p| p.to_str())
+                    .and_then(|p| p.strip_suffix(".metadata"))
+                else {
+                    continue;
+                };
+                if !meta.file_type().is_file() || RepoPath::parse(rel).is_err() {
+                    continue;
+                }
+                let Ok(text) = std::fs::read_to_string(meta.path()) else {
+                    continue;
+                };
+                let commit = text.lines().next().unwrap_or_default().trim().to_owned();
+                found.push(LocalDirFile {
+                    root: local_root.to_owned(),
+                    metadata: meta.path().to_owned(),
+                    path: rel.to_owned(),
+                    commit,
+                });
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Removes the `--local-dir` files of `commits`: each file, its metadata and lock, and the
+/// client's unfinished downloads in those folders; returns what was removed.
+fn wipe_local_dirs(
+    files: &[LocalDirFile],
+    commits: &[&str],
+    dry_run: bool,
+) -> anyhow::Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    let mut download_dirs = Vec::new();
+    for f in files
+        .iter()
+        .filter(|f| commits.contains(&f.commit.as_str()))
+    {
+        let path = RepoPath::parse(&f.path)?;
+        let mut local = f.root.clone();
+        local.extend(path.segments());
+        let lock = f.metadata.with_extension("lock");
+        for candidate in [local.clone(), f.metadata.clone(), lock] {
+            if remove_if_present(&candidate, dry_run)? {
+                removed.push(candidate);
+            }
+        }
+        if !dry_run {
+            prune_empty_dirs(&local, &f.root);
+        }
+        let download = f.root.join(".cache/huggingface/download");
+        if !download_dirs.contains(&download) {
+            download_dirs.push(download);
+        }
+    }
+    // Unfinished downloads are named by a hash and an etag, not by path: in a folder that
+    // held a deleted model's files, every one goes.
+    for dir in download_dirs {
+        for entry in walkdir::WalkDir::new(&dir).follow_links(false) {
+            let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+            let name = entry.file_name().to_string_lossy();
+            if entry.file_type().is_file() && name.ends_with(".incomplete") {
+                let path = entry.path().to_owned();
+                if remove_if_present(&path, dry_run)? {
+                    removed.push(path);
+                }
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// What `custody wipe --json` prints.
@@ -313,6 +429,8 @@ struct Wiped {
     host: HostName,
     dry_run: bool,
     hf_cache: Option<String>,
+    /// Every place looked in; the confirmation covers these and no others.
+    searched: Vec<String>,
     models: Vec<ModelWiped>,
 }
 
@@ -344,6 +462,23 @@ async fn wipe(global: &Global, args: &WipeArgs, out: &Output) -> anyhow::Result<
     let state_file = state_path(global)?;
     let hf_cache = args.hf_cache.clone().or_else(default_hf_cache);
     let listing: WipeList = client.get("/v1/host/wipe").await?;
+    let search = if args.search.is_empty() {
+        vec![std::env::current_dir().context("finding the current folder")?]
+    } else {
+        args.search.clone()
+    };
+    let search: Vec<PathBuf> = search
+        .iter()
+        .map(|d| std::fs::canonicalize(d).with_context(|| format!("searching {}", d.display())))
+        .collect::<anyhow::Result<_>>()?;
+    let local_dir_files = find_local_dir_files(&search)?;
+    let mut searched = vec!["the folders custody fetch recorded".to_owned()];
+    if let Some(cache) = &hf_cache {
+        searched.push(format!("the Hugging Face cache {}", cache.display()));
+    }
+    for dir in &search {
+        searched.push(format!("--local-dir copies under {}", dir.display()));
+    }
 
     let _lock = lock(&state_file)?;
     let mut state = load(&state_file)?;
@@ -372,6 +507,11 @@ async fn wipe(global: &Global, args: &WipeArgs, out: &Output) -> anyhow::Result<
                 Err(e) => errors.push(format!("{e:#}")),
             }
         }
+        let commits: Vec<&str> = m.files.iter().map(|f| f.commit.as_str()).collect();
+        match wipe_local_dirs(&local_dir_files, &commits, args.dry_run) {
+            Ok(files) => removed.extend(files),
+            Err(e) => errors.push(format!("{e:#}")),
+        }
         let removed_names: Vec<String> = removed.iter().map(|p| p.display().to_string()).collect();
         let mut report = ModelWiped {
             model: m.model.clone(),
@@ -397,6 +537,7 @@ async fn wipe(global: &Global, args: &WipeArgs, out: &Output) -> anyhow::Result<
         let confirmation = ConfirmWipe {
             model_id: m.model_id.clone(),
             files: removed.len() as u64,
+            searched: searched.clone(),
         };
         let confirmed: anyhow::Result<WipeConfirmed> =
             client.post("/v1/host/wipe", &confirmation).await;
@@ -422,6 +563,7 @@ async fn wipe(global: &Global, args: &WipeArgs, out: &Output) -> anyhow::Result<
         host: listing.host,
         dry_run: args.dry_run,
         hf_cache: hf_cache.map(|p| p.display().to_string()),
+        searched,
         models: reports,
     };
     if failed > 0 {
@@ -453,12 +595,12 @@ fn human(result: &Wiped) -> String {
             lines.push(format!("  {f}"));
         }
         if files == 0 && m.error.is_none() {
-            lines.push(
-                "  no local copy found: copies made by other means than custody fetch or the \
-                 Hugging Face cache are not covered"
-                    .to_owned(),
-            );
+            lines.push("  no local copy found in the places searched".to_owned());
         }
     }
+    lines.push(format!("searched: {}", result.searched.join("; ")));
+    lines.push(
+        "not covered: copies made by other means (cp, converted models, other folders)".to_owned(),
+    );
     lines.join("\n")
 }

@@ -22,6 +22,9 @@ pub(crate) enum ApiError {
     RevisionNotFound(String),
     #[error("{0} not found")]
     EntryNotFound(String),
+    /// A name in a request that names no user, group or host group (`suggest.rs`).
+    #[error("{0}")]
+    UnknownName(String),
     /// A model that was deleted; the message names its deletion certificate.
     #[error("{0}")]
     Deleted(String),
@@ -62,7 +65,8 @@ impl ApiError {
             ApiError::NotFound(_)
             | ApiError::ModelNotFound(_)
             | ApiError::RevisionNotFound(_)
-            | ApiError::EntryNotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            | ApiError::EntryNotFound(_)
+            | ApiError::UnknownName(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
             ApiError::Deleted(_) => (StatusCode::GONE, ErrorCode::Deleted),
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, *code),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, ErrorCode::Conflict),

@@ -26,6 +26,7 @@ mod error;
 mod init;
 mod keys;
 mod service_identity;
+mod suggest;
 mod sweep;
 mod tls;
 

@@ -22,6 +22,22 @@ pub struct ModelSummary {
     pub id: String,
     /// The newest revision, if there is one.
     pub latest: Option<CommitId>,
+    /// Set when the model was deleted: it serves nothing any more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<Deleted>,
+}
+
+/// A deleted model's mark. Its deletion is named only to those who may read the vendor's
+/// deletions (the vendor's admins and auditors, the operator).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deleted {
+    /// When access ended (Unix seconds): the deletion request's transaction.
+    pub at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion: Option<String>,
+    /// When its certificate was issued (Unix seconds); absent while the shred is under way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certified_at: Option<i64>,
 }
 
 /// `GET /v1/models/{vendor}/{model}`.
@@ -30,6 +46,8 @@ pub struct ModelInfo {
     pub id: String,
     /// Oldest first.
     pub revisions: Vec<Revision>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<Deleted>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -36,6 +36,10 @@ pub struct ConfirmWipe {
     pub model_id: String,
     /// Local files the host removed.
     pub files: u64,
+    /// Where the host looked (recorded fetch folders, its Hugging Face cache, folders searched
+    /// for `--local-dir` copies): the confirmation covers these places and no others.
+    #[serde(default)]
+    pub searched: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -566,15 +566,28 @@ fn model_bodies() {
                 ModelSummary {
                     id: "acme/m".into(),
                     latest: Some(name(COMMIT)),
+                    deleted: None,
                 },
                 ModelSummary {
                     id: "acme/empty".into(),
                     latest: None,
+                    deleted: None,
+                },
+                ModelSummary {
+                    id: "acme/gone".into(),
+                    latest: Some(name(COMMIT)),
+                    deleted: Some(Deleted {
+                        at: 5,
+                        deletion: Some("d1".into()),
+                        certified_at: Some(9),
+                    }),
                 },
             ],
         },
         json!({ "models": [{ "id": "acme/m", "latest": COMMIT },
-                           { "id": "acme/empty", "latest": null }] }),
+                           { "id": "acme/empty", "latest": null },
+                           { "id": "acme/gone", "latest": COMMIT,
+                             "deleted": { "at": 5, "deletion": "d1", "certified_at": 9 } }] }),
     );
     let revision = Revision {
         commit: name(COMMIT),
@@ -590,6 +603,7 @@ fn model_bodies() {
         ModelInfo {
             id: "acme/m".into(),
             revisions: vec![revision.clone()],
+            deleted: None,
         },
         json!({ "id": "acme/m", "revisions": [revision_json] }),
     );
@@ -816,9 +830,13 @@ fn wipe_bodies() {
         ConfirmWipe {
             model_id: "m1".into(),
             files: 2,
+            searched: vec!["the Hugging Face cache /h".into()],
         },
-        json!({ "model_id": "m1", "files": 2 }),
+        json!({ "model_id": "m1", "files": 2, "searched": ["the Hugging Face cache /h"] }),
     );
+    // An older client's confirmation, which did not say where it looked, still reads.
+    let old: ConfirmWipe = serde_json::from_value(json!({ "model_id": "m1", "files": 2 })).unwrap();
+    assert!(old.searched.is_empty());
     check(
         WipeConfirmed {
             host: name("gpu1"),

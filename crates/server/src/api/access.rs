@@ -28,6 +28,7 @@ use crate::App;
 use crate::approvals::{self, Change};
 use crate::auth::{Caller, Target, authorize, policy_ids, store_now};
 use crate::error::ApiError;
+use crate::suggest;
 
 pub(crate) async fn load_vendor(app: &App, name: &str) -> Result<VendorRecord, ApiError> {
     let name = VendorName::parse(name)?;
@@ -263,6 +264,7 @@ pub(crate) async fn allow_host_group(
     let found = load_model(&app, &vendor, &model).await?;
     let decision = authorize_model(&app, &caller, Action::ManageHosts, &found).await?;
     let group = HostGroupName::parse(&json_body(body)?.group)?;
+    suggest::known_host_group(&app, &group).await?;
     let vendor = vendor_of(&found);
     let needed = approvals::approvals_needed(&app, &caller, &vendor, Change::Widens).await?;
     if needed > 0 {
@@ -808,11 +810,7 @@ pub(crate) async fn add_member(
     let decision = authorize(&app, &caller, Action::ManageGroups, Target::Vendor(&vendor)).await?;
     let group = GroupName::parse(&group)?;
     let user = UserName::parse(&json_body(body)?.user)?;
-    let person = app
-        .store
-        .user(&user)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("user {user}")))?;
+    let person = suggest::known_user(&app, &user).await?;
     let detail = format!("user {user} to group {group}");
     let needed = approvals::approvals_needed(&app, &caller, &vendor, Change::Widens).await?;
     if needed > 0 {

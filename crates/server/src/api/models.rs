@@ -11,8 +11,9 @@ use store::{Grantee, ModelRecord, PendingAction, RevisionRecord};
 use types::{CommitId, GroupName, ModelName, UserName, VendorName};
 use wire::ErrorCode;
 use wire::models::{
-    FileEntry, Grant, GrantList, GrantPending, GrantRequest, GrantResponse, GrantRevoked, Granted,
-    ModelInfo, ModelList, ModelListQuery, ModelSummary, Revision, RevisionFiles, RevokeQuery,
+    Deleted, FileEntry, Grant, GrantList, GrantPending, GrantRequest, GrantResponse, GrantRevoked,
+    Granted, ModelInfo, ModelList, ModelListQuery, ModelSummary, Revision, RevisionFiles,
+    RevokeQuery,
 };
 
 use super::json_body;
@@ -20,6 +21,7 @@ use crate::App;
 use crate::approvals::{self, Change};
 use crate::auth::{Caller, Target, allowed, authorize, policy_ids, store_now};
 use crate::error::ApiError;
+use crate::suggest;
 
 /// A model found by name, with its display name `vendor/model`.
 pub(crate) struct Found {
@@ -123,6 +125,7 @@ pub(crate) async fn list(
         visible.push(ModelSummary {
             id: format!("{}/{}", model.vendor, model.name),
             latest: latest.map(|r| r.commit),
+            deleted: deleted_mark(&app, &caller, &model).await?,
         });
     }
     Ok(Json(ModelList { models: visible }))
@@ -147,10 +150,45 @@ pub(crate) async fn info(
     let found = load_model(&app, &vendor, &model).await?;
     authorize_model(&app, &caller, Action::ReadMetadata, &found).await?;
     let revisions = app.store.revisions(&found.record.id).await?;
+    let deleted = deleted_mark(&app, &caller, &found.record).await?;
     Ok(Json(ModelInfo {
         id: found.name,
         revisions: revisions.into_iter().map(revision_body).collect(),
+        deleted,
     }))
+}
+
+/// The mark of a deleted model, as `caller` may see it: when access ended always; which
+/// deletion and when it was certified only to those who may read the vendor's deletions.
+async fn deleted_mark(
+    app: &App,
+    caller: &Caller,
+    model: &ModelRecord,
+) -> Result<Option<Deleted>, ApiError> {
+    let Some(at) = model.deleted_at else {
+        return Ok(None);
+    };
+    let vendor = store::VendorRecord {
+        id: model.vendor_id.clone(),
+        name: model.vendor.clone(),
+    };
+    let mut mark = Deleted {
+        at,
+        deletion: None,
+        certified_at: None,
+    };
+    if let Some(id) = &model.deletion_id
+        && allowed(app, caller, Action::ReadDeletions, Target::Vendor(&vendor)).await
+    {
+        mark.certified_at = app
+            .store
+            .deletion(id)
+            .await?
+            .filter(|d| d.certificate.is_some())
+            .and_then(|d| d.completed_at);
+        mark.deletion = Some(id.clone());
+    }
+    Ok(Some(mark))
 }
 
 pub(crate) async fn revision(
@@ -200,6 +238,15 @@ pub(crate) async fn grant(
     let decision = authorize_model(&app, &caller, Action::Grant, &found).await?;
     let request = json_body(body)?;
     let to = grantee(request.user.as_deref(), request.group.as_deref())?;
+    let vendor = vendor_of(&found);
+    // A grant to a name that reaches nobody is a typo, not a decision.
+    let subject = match &to {
+        Grantee::User(u) => Some(suggest::known_user(&app, u).await?.id),
+        Grantee::Group(g) => {
+            suggest::known_group(&app, &vendor, g).await?;
+            None
+        }
+    };
     if let Some(t) = request.expires_at
         && t <= store_now()
     {
@@ -212,17 +259,12 @@ pub(crate) async fn grant(
         Some(t) => format!("to {} until {t}", to.to_tagged()),
         None => format!("to {}", to.to_tagged()),
     };
-    let vendor = vendor_of(&found);
     let needed = approvals::approvals_needed(&app, &caller, &vendor, Change::Widens).await?;
     if needed > 0 {
         let entry = caller
             .entry("grant.request", found.name.as_str())
             .with_decision(true, &policy_ids(&decision))
             .with_detail(detail);
-        let subject = match &to {
-            Grantee::User(u) => app.store.user(u).await?.map(|u| u.id),
-            Grantee::Group(_) => None,
-        };
         let action = PendingAction::Grant {
             model_id: found.record.id.clone(),
             to,

@@ -115,6 +115,31 @@ fn plausible_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
+/// The places a confirmation covers, as its audit entry states them. Bounded: the host's word
+/// goes into the log, so it may not grow it without limit.
+fn searched_text(searched: &[String]) -> Result<String, ApiError> {
+    const MAX_PLACES: usize = 64;
+    const MAX_PLACE_LEN: usize = 4096;
+    if searched.len() > MAX_PLACES || searched.iter().any(|p| p.len() > MAX_PLACE_LEN) {
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidRequest,
+            format!(
+                "a wipe confirmation names at most {MAX_PLACES} searched places of at most \
+                 {MAX_PLACE_LEN} bytes each"
+            ),
+        ));
+    }
+    if searched.is_empty() {
+        // An older client that did not say where it looked.
+        return Ok("(not stated)".to_owned());
+    }
+    Ok(searched
+        .iter()
+        .map(|p| p.escape_debug().to_string())
+        .collect::<Vec<_>>()
+        .join(", "))
+}
+
 /// Records the host's confirmation that it wiped its copies of a deleted model.
 pub(crate) async fn confirm(
     State(app): State<Arc<App>>,
@@ -135,6 +160,7 @@ pub(crate) async fn confirm(
         .map(|m| format!("{}/{}", m.vendor, m.name))
         .unwrap_or_else(|| request.model_id.clone());
     let files = request.files;
+    let searched = searched_text(&request.searched)?;
     let (_, outcome) = app
         .store
         .confirm_wipe(&caller.host.id, &request.model_id, files, |outcome| {
@@ -143,7 +169,7 @@ pub(crate) async fn confirm(
                 Confirmed::Repeated { late } => (late, true),
             };
             let mut detail = format!(
-                "{files} local files removed by enrollment {}",
+                "{files} local files removed by enrollment {}; searched {searched}",
                 caller.host.id
             );
             if late {
