@@ -64,6 +64,20 @@ fn unknown_users_groups_and_host_groups_are_refused_with_the_closest_name() {
         "a refused name changed the model's access"
     );
 
+    // A script reads the refusal's code, status and message as fields.
+    let run = world.server.custody(
+        &world.admin,
+        &["--json", "grant", "acme/m", "--to", "alcie"],
+    );
+    assert!(!run.success);
+    let report: Value = serde_json::from_str(run.stderr.trim()).unwrap();
+    assert_eq!(report["code"], "not_found", "{report}");
+    assert_eq!(report["status"], 404, "{report}");
+    assert_eq!(
+        report["message"],
+        "no user named alcie; did you mean alice? (the operator creates users with `custody token create`)"
+    );
+
     // Once the group has a member, a typo of it is caught with the right name offered, and
     // the right names work.
     world

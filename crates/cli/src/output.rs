@@ -7,10 +7,18 @@ pub struct Output {
     json: bool,
 }
 
-/// An error as `--json` prints it.
+/// An error as `--json` prints it: the whole chain in `error`, and for a refusal or failure
+/// the server reported, its stable `code`, HTTP `status` and the server's `message`, so a
+/// script can branch on the code instead of parsing text.
 #[derive(Serialize)]
 struct ErrorReport {
     error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
 }
 
 impl Output {
@@ -49,8 +57,14 @@ impl Output {
 
     pub fn error(&self, error: &anyhow::Error) {
         if self.json {
+            let server = error
+                .chain()
+                .find_map(|e| e.downcast_ref::<crate::client::ServerError>());
             let report = ErrorReport {
                 error: format!("{error:#}"),
+                code: server.map(|e| e.code.to_string()),
+                status: server.map(|e| e.status.as_u16()),
+                message: server.map(|e| e.message.clone()),
             };
             match serde_json::to_string(&report) {
                 Ok(text) => eprintln!("{text}"),
