@@ -1291,3 +1291,45 @@ fn wipe_finds_local_dir_copies_where_it_searches_and_says_where_it_looked() {
         "{entry}"
     );
 }
+
+/// Issue 19: an agent without the host's certificate would answer 403 to everything; it
+/// refuses to start and names what to set.
+#[test]
+fn the_agent_refuses_to_start_without_a_host_certificate() {
+    let world = World::new();
+    let mut child = Command::new(BIN)
+        .args(["agent", "--listen", "127.0.0.1:0"])
+        .env("CUSTODY_SERVER", &world.server.url)
+        .env("CUSTODY_CA", &world.server.ca)
+        .env_remove("CUSTODY_TOKEN")
+        .env_remove("CUSTODY_HOST_CERT")
+        .env_remove("CUSTODY_HOST_KEY")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the agent started without a host certificate");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("CUSTODY_HOST_CERT") && stderr.contains("custody host csr"),
+        "{stderr}"
+    );
+}
