@@ -262,7 +262,12 @@ fn model_dir(seed: u64, size: u64) -> tempfile::TempDir {
 }
 
 fn request_deletion(service: &Service, url: &str, model: &str) -> String {
-    let out = service.ok(url, None, &service.admin, &["--json", "delete", model]);
+    let out = service.ok(
+        url,
+        None,
+        &service.admin,
+        &["--json", "delete", "--yes", model],
+    );
     let v: Value = serde_json::from_str(out.trim()).unwrap();
     v["deletion"].as_str().unwrap().to_owned()
 }

@@ -94,7 +94,9 @@ fn verified_certificate(world: &World, id: &str) -> (std::path::PathBuf, impl Fn
 }
 
 fn request_deletion(world: &World, model: &str) -> String {
-    let out = world.server.ok(&world.admin, &["--json", "delete", model]);
+    let out = world
+        .server
+        .ok(&world.admin, &["--json", "delete", "--yes", model]);
     let v: Value = serde_json::from_str(out.trim()).unwrap();
     v["deletion"].as_str().unwrap().to_owned()
 }
@@ -338,9 +340,10 @@ fn a_vendor_deletion_waits_for_a_second_admin_and_covers_every_model() {
         .server
         .admitted_token("vendor-admin", "acme", "acme-admin-2", &world.admin);
     world.server.ok(&world.admin, &["two-person", "acme", "on"]);
-    let out = world
-        .server
-        .ok(&world.admin, &["--json", "delete", "--vendor", "acme"]);
+    let out = world.server.ok(
+        &world.admin,
+        &["--json", "delete", "--yes", "--vendor", "acme"],
+    );
     let v: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["state"], "pending-approval", "{v}");
     let id = v["deletion"].as_str().unwrap().to_owned();
@@ -354,7 +357,9 @@ fn a_vendor_deletion_waits_for_a_second_admin_and_covers_every_model() {
         own.stderr
     );
     // A committer may not ask for a deletion at all.
-    let refused = world.server.custody(&world.alice, &["delete", "acme/one"]);
+    let refused = world
+        .server
+        .custody(&world.alice, &["delete", "--yes", "acme/one"]);
     assert!(!refused.success, "{}", refused.stdout);
     world.server.ok(&second, &["approve", &id]);
     wait_done(&world.server, &world.admin, &id);
@@ -464,5 +469,69 @@ fn a_shred_on_kms_roots_and_s3_storage_schedules_the_kms_key_for_deletion() {
     assert_same_file(
         &kept.path().join("model.safetensors"),
         &out.path().join("m/model.safetensors"),
+    );
+}
+
+/// Issue 19: a shred cannot be undone, so `custody delete` asks for the name to be typed on a
+/// terminal, refuses without one unless `--yes` is given, and a wrong name deletes nothing.
+#[test]
+fn delete_asks_for_the_name_and_a_wrong_answer_deletes_nothing() {
+    let world = World::new();
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("config.json"), b"{}").unwrap();
+    world.upload(src.path(), "acme/m");
+    let not_deleted = |world: &World| {
+        let (_, body) = world
+            .server
+            .api(&world.server.operator, "GET", "/v1/models/acme/m", None);
+        body["deleted"].is_null()
+    };
+
+    // A script without --yes is refused before anything reaches the server.
+    let run = world.server.custody(&world.admin, &["delete", "acme/m"]);
+    assert!(!run.success);
+    assert!(
+        run.stderr.contains("pass --yes") && run.stderr.contains("Nothing was deleted"),
+        "{}",
+        run.stderr
+    );
+    assert!(not_deleted(&world), "deleted without confirmation");
+
+    // On a terminal (a pseudo-terminal from `script`), a wrong name deletes nothing...
+    let on_terminal = |answer: &str| {
+        let command = format!("{BIN} delete acme/m");
+        let mut child = std::process::Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .env("CUSTODY_SERVER", &world.server.url)
+            .env("CUSTODY_TOKEN", &world.admin)
+            .env("CUSTODY_CA", &world.server.ca)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the script command (util-linux) is needed by this test");
+        std::io::Write::write_all(
+            child.stdin.as_mut().unwrap(),
+            format!("{answer}\n").as_bytes(),
+        )
+        .unwrap();
+        Run::from(child.wait_with_output().unwrap())
+    };
+    let wrong = on_terminal("acme/n");
+    assert!(!wrong.success, "{}", wrong.stdout);
+    assert!(
+        wrong.stdout.contains("Type acme/m to confirm")
+            && wrong.stdout.contains("nothing was deleted"),
+        "{}",
+        wrong.stdout
+    );
+    assert!(not_deleted(&world), "a wrong name deleted the model");
+
+    // ... and the right one deletes it.
+    let right = on_terminal("acme/m");
+    assert!(right.success, "{}\n{}", right.stdout, right.stderr);
+    assert!(
+        !not_deleted(&world),
+        "the typed name did not delete the model"
     );
 }

@@ -46,7 +46,9 @@ fn a_deletion_that_storage_refuses_holds_back_no_other() {
     let _free_src = upload("acme/free", 42);
 
     let request = |model: &str| {
-        let out = world.server.ok(&world.admin, &["--json", "delete", model]);
+        let out = world
+            .server
+            .ok(&world.admin, &["--json", "delete", "--yes", model]);
         let v: Value = serde_json::from_str(out.trim()).unwrap();
         v["deletion"].as_str().unwrap().to_owned()
     };

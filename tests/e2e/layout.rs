@@ -34,7 +34,9 @@ fn fetch(world: &World, model: &str) -> Run {
 }
 
 fn delete(world: &World, model: &str) -> String {
-    let out = world.server.ok(&world.admin, &["--json", "delete", model]);
+    let out = world
+        .server
+        .ok(&world.admin, &["--json", "delete", "--yes", model]);
     let v: Value = serde_json::from_str(out.trim()).unwrap();
     let id = v["deletion"].as_str().unwrap().to_owned();
     wait_for(120, "the deletion to be certified", || {

@@ -325,6 +325,8 @@ fn every_widening_change_waits_for_a_second_person_under_the_rule() {
     s.token("committer", None, "dave");
     s.ok(&admin, &["exclude", "acme/llama", "bob"]);
     let gpu02 = s.enroll_host("gpu-02", "gpu");
+    // A host group exists once a host is enrolled in it.
+    s.enroll_host("cpu-01", "cpu");
     let tomorrow = (std::time::SystemTime::now() + Duration::from_secs(86_400))
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -500,6 +502,7 @@ fn one_person_with_two_roles_cannot_approve_their_own_request() {
     // token: three credentials, one person.
     let second = s.admitted_token("vendor-admin", "acme", "acme-admin", &admin2);
     let as_committer = s.token("committer", None, "acme-admin");
+    s.token("committer", None, "zed");
     s.ok(&world.admin, &["two-person", "acme", "on"]);
     let (status, body) = s.api(
         &world.admin,
@@ -571,6 +574,7 @@ fn strangers_learn_nothing_about_deletions_vendors_or_models() {
         &world.admin,
         &[
             "delete",
+            "--yes",
             "acme/secret",
             "--certificate-out",
             cert_path.to_str().unwrap(),

@@ -34,7 +34,7 @@ pub(crate) fn sql(server: &TestServer, statement: &str) -> String {
 pub(crate) fn delete_model(world: &World, model: &str) -> String {
     let out = world.server.ok(
         &world.admin,
-        &["--json", "delete", &format!("acme/{model}")],
+        &["--json", "delete", "--yes", &format!("acme/{model}")],
     );
     let id = json(&out)["deletion"].as_str().unwrap().to_owned();
     wait_for(120, "the deletion's certificate", || {

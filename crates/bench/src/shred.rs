@@ -83,6 +83,7 @@ fn custody_shred(bin: &Path, dir: &Path, size: u64) -> anyhow::Result<Duration> 
         &admin,
         &[
             "delete",
+            "--yes",
             "acme/m",
             "--certificate-out",
             cert.to_str().context("non-UTF-8 path")?,

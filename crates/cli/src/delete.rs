@@ -28,6 +28,10 @@ pub enum DeleteCommand {
         /// Wait until the certificate is issued and write it to this file
         #[arg(long)]
         certificate_out: Option<PathBuf>,
+        /// Do not ask for the name to be typed. Required without a terminal (scripts): a
+        /// shred cannot be undone
+        #[arg(long)]
+        yes: bool,
     },
     /// Shred a model automatically at a time (RFC 3339 or Unix seconds); `none` clears it
     DeleteAfter {
@@ -50,12 +54,30 @@ pub async fn run(command: DeleteCommand, global: &Global, out: &Output) -> anyho
             model,
             vendor,
             certificate_out,
+            yes,
         } => {
-            let path = match (&model, &vendor) {
-                (Some(m), None) => format!("/v1/models/{}/delete", RepoRef::parse(m)?),
-                (None, Some(v)) => format!("/v1/vendors/{}/delete", VendorName::parse(v)?),
+            let (path, what, name) = match (&model, &vendor) {
+                (Some(m), None) => {
+                    let m = RepoRef::parse(m)?;
+                    (
+                        format!("/v1/models/{m}/delete"),
+                        "every revision of",
+                        m.to_string(),
+                    )
+                }
+                (None, Some(v)) => {
+                    let v = VendorName::parse(v)?;
+                    (
+                        format!("/v1/vendors/{v}/delete"),
+                        "every model of vendor",
+                        v.to_string(),
+                    )
+                }
                 _ => bail!("name a model (VENDOR/MODEL) or --vendor VENDOR"),
             };
+            if !yes {
+                confirm_by_name(what, &name)?;
+            }
             delete(client, &path, certificate_out.as_deref(), out).await
         }
         DeleteCommand::DeleteAfter { model, at } => {
@@ -71,6 +93,32 @@ pub async fn run(command: DeleteCommand, global: &Global, out: &Output) -> anyho
             certificate_out,
         } => deletion(client, opaque_id(&id)?, certificate_out.as_deref(), out).await,
     }
+}
+
+/// Asks, on a terminal, for `name` to be typed before a shred; without a terminal, refuses
+/// (a script says `--yes`). Nothing is sent to the server unless the name matches.
+fn confirm_by_name(what: &str, name: &str) -> anyhow::Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        bail!(
+            "a deletion destroys {what} {name} for good, so custody asks for its name on a \
+             terminal; from a script, pass --yes. Nothing was deleted"
+        );
+    }
+    let mut stderr = std::io::stderr();
+    write!(
+        stderr,
+        "This destroys {what} {name} for good: no copy, backups included, can be read again.\n\
+         Type {name} to confirm: "
+    )?;
+    stderr.flush()?;
+    let mut typed = String::new();
+    stdin.lock().read_line(&mut typed)?;
+    if typed.trim() != name {
+        bail!("{:?} is not {name}; nothing was deleted", typed.trim());
+    }
+    Ok(())
 }
 
 async fn delete(
