@@ -629,18 +629,20 @@ fn a_shred_survives_the_death_of_its_runner_at_every_step() {
     );
 }
 
-/// The instance moving the most bytes right now, measured over a short while.
-fn busiest(cluster: &Cluster, reading: bool) -> usize {
-    let sample = |i| {
-        cluster
-            .io(i)
-            .map_or(0, |(r, w)| if reading { r } else { w })
-    };
+/// The instance moving the most bytes right now, measured over a short while by the bytes it
+/// writes (`wchar`): an upload's ciphertext to storage, a fetch's bytes to the client. What a
+/// server receives cannot be measured so: tokio reads sockets with `recv`, which `rchar`
+/// does not count.
+fn busiest(cluster: &Cluster) -> usize {
+    let sample = |i| cluster.io(i).map_or(0, |(_, written)| written);
     let before: Vec<u64> = (0..cluster.len()).map(sample).collect();
     std::thread::sleep(Duration::from_millis(300));
-    (0..cluster.len())
-        .max_by_key(|&i| sample(i).saturating_sub(before[i]))
-        .unwrap()
+    let moved: Vec<u64> = (0..cluster.len())
+        .map(|i| sample(i).saturating_sub(before[i]))
+        .collect();
+    let busiest = (0..cluster.len()).max_by_key(|&i| moved[i]).unwrap();
+    eprintln!("bytes written in 300 ms by each instance: {moved:?}; killing {busiest}");
+    busiest
 }
 
 /// Starts a transfer (`start(attempt)`), waits until `under_way(attempt)`, then kills
@@ -651,7 +653,6 @@ fn busiest(cluster: &Cluster, reading: bool) -> usize {
 /// with its instance, and that instance (restarted).
 fn kill_mid_transfer(
     service: &mut Service,
-    reading: bool,
     start: impl Fn(&Service, u32) -> std::process::Child,
     under_way: impl Fn(&Service, u32) -> bool,
 ) -> (u32, usize) {
@@ -660,7 +661,7 @@ fn kill_mid_transfer(
         wait_for(120, "the transfer under way", || {
             under_way(service, attempt)
         });
-        let serving = busiest(&service.cluster, reading);
+        let serving = busiest(&service.cluster);
         service.cluster.kill(serving);
         let status = transfer.wait().unwrap();
         if !status.success() {
@@ -670,6 +671,71 @@ fn kill_mid_transfer(
         service.cluster.start_instance(serving, &[]).unwrap();
     }
     panic!("three transfers in a row survived the death of the busiest instance");
+}
+
+/// A TCP relay to `target` that moves at most `bytes_per_sec` each way per connection: a
+/// slow link, so that a transfer is still under way when the test kills its instance (on an
+/// idle loopback a 96 MiB upload may end before the kill lands).
+struct SlowLink {
+    url: String,
+    stop: Arc<AtomicBool>,
+}
+
+impl SlowLink {
+    fn start(target: &str, bytes_per_sec: u64) -> SlowLink {
+        let target = target
+            .trim_start_matches("https://")
+            .trim_end_matches('/')
+            .to_owned();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                client.set_nonblocking(false).unwrap();
+                let Ok(server) = std::net::TcpStream::connect(&target) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        use std::io::{Read, Write};
+                        let mut buf = vec![0u8; 64 << 10];
+                        let pause =
+                            Duration::from_secs_f64(buf.len() as f64 / bytes_per_sec as f64);
+                        loop {
+                            match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => {
+                                    if to.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                    std::thread::sleep(pause.mul_f64(n as f64 / buf.len() as f64));
+                                }
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                        let _ = from.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        SlowLink { url, stop }
+    }
+}
+
+impl Drop for SlowLink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Issue 12, test 4: the instance serving an upload, then a fetch, is killed (SIGKILL)
@@ -684,10 +750,12 @@ fn transfers_resume_through_the_balancer_when_their_instance_dies() {
     std::fs::write(src.path().join("config.json"), b"{}").unwrap();
     let dir = src.path().to_str().unwrap().to_owned();
     let model = |attempt: u32| format!("acme/big-{attempt}");
+    // 32 MB/s: the 96 MiB transfers take seconds, the kill lands a quarter of the way in.
+    let slow = SlowLink::start(&service.lb(), 32 << 20);
 
     let upload = |service: &Service, attempt: u32| {
         service
-            .command(&service.lb(), None, &service.admin)
+            .command(&slow.url, None, &service.admin)
             .args(["upload", &dir, &model(attempt)])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -700,7 +768,7 @@ fn transfers_resume_through_the_balancer_when_their_instance_dies() {
             .sql("SELECT count(*) FROM upload_parts")
             .is_ok_and(|n| n.trim().parse::<u64>().unwrap_or(0) >= 3)
     };
-    let (attempt, serving) = kill_mid_transfer(&mut service, true, upload, stored_parts);
+    let (attempt, serving) = kill_mid_transfer(&mut service, upload, stored_parts);
     let model = model(attempt);
     let out = service.ok(
         &service.lb(),
@@ -732,7 +800,7 @@ fn transfers_resume_through_the_balancer_when_their_instance_dies() {
     let target = |attempt: u32| out.path().join(format!("m{attempt}"));
     let fetch = |service: &Service, attempt: u32| {
         service
-            .command(&service.lb(), Some(&service.host), &service.alice)
+            .command(&slow.url, Some(&service.host), &service.alice)
             .args(["fetch", &model, "--out", target(attempt).to_str().unwrap()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -745,7 +813,7 @@ fn transfers_resume_through_the_balancer_when_their_instance_dies() {
             .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
             .is_some_and(|v| v["done"].as_array().is_some_and(|d| d.len() >= 2))
     };
-    let (attempt, _) = kill_mid_transfer(&mut service, false, fetch, finished_ranges);
+    let (attempt, _) = kill_mid_transfer(&mut service, fetch, finished_ranges);
     let target = target(attempt);
     let out_json = service.ok(
         &service.lb(),
