@@ -535,3 +535,55 @@ fn delete_asks_for_the_name_and_a_wrong_answer_deletes_nothing() {
         "the typed name did not delete the model"
     );
 }
+
+/// Issue 19: under the two-person rule, `delete --certificate-out F` cannot write F yet: it
+/// says so, names the next command, writes nothing and exits 3 (neither success nor failure);
+/// after the approval, the named command writes the certificate.
+#[test]
+fn a_deletion_waiting_for_approval_says_so_instead_of_succeeding() {
+    let world = World::new();
+    let s = &world.server;
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("config.json"), b"{}").unwrap();
+    world.upload(src.path(), "acme/m");
+    let admin2 = s.admitted_token("vendor-admin", "acme", "acme-admin-2", &world.admin);
+    s.ok(&world.admin, &["two-person", "acme", "on"]);
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("cert.json");
+    let run = s.custody(
+        &world.admin,
+        &[
+            "delete",
+            "--yes",
+            "acme/m",
+            "--certificate-out",
+            cert.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(run.code, Some(3), "{}\n{}", run.stdout, run.stderr);
+    assert!(!cert.exists(), "a certificate was written before approval");
+    assert!(
+        run.stdout.contains("waits for a second admin"),
+        "{}",
+        run.stdout
+    );
+    let id = run.stdout.split_whitespace().nth(1).unwrap().to_owned();
+    assert!(
+        run.stderr
+            .contains(&format!("custody deletion {id} --wait --certificate-out FILE")),
+        "{}",
+        run.stderr
+    );
+    s.ok(&admin2, &["approve", &id]);
+    s.ok(
+        &world.admin,
+        &[
+            "deletion",
+            &id,
+            "--wait",
+            "--certificate-out",
+            cert.to_str().unwrap(),
+        ],
+    );
+    assert!(cert.exists());
+}

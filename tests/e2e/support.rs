@@ -422,6 +422,8 @@ pub fn https_client_on(ca: &Path, host: Option<&HostCert>) -> reqwest::Client {
 
 pub struct Run {
     pub success: bool,
+    /// The exit status (`None` when a signal ended the process).
+    pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
 }
@@ -430,6 +432,7 @@ impl From<Output> for Run {
     fn from(o: Output) -> Self {
         Run {
             success: o.status.success(),
+            code: o.status.code(),
             stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
         }

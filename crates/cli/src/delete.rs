@@ -44,6 +44,9 @@ pub enum DeleteCommand {
         id: String,
         #[arg(long)]
         certificate_out: Option<PathBuf>,
+        /// With --certificate-out: wait (up to 10 minutes) until the certificate is issued
+        #[arg(long, requires = "certificate_out")]
+        wait: bool,
     },
 }
 
@@ -91,7 +94,16 @@ pub async fn run(command: DeleteCommand, global: &Global, out: &Output) -> anyho
         DeleteCommand::Deletion {
             id,
             certificate_out,
-        } => deletion(client, opaque_id(&id)?, certificate_out.as_deref(), out).await,
+            wait,
+        } => match (certificate_out, wait) {
+            (Some(file), true) => {
+                let done = wait_for_certificate(client, opaque_id(&id)?, &file).await?;
+                out.result(&done, || {
+                    format!("deleted; certificate written to {}", file.display())
+                })
+            }
+            (file, _) => deletion(client, opaque_id(&id)?, file.as_deref(), out).await,
+        },
     }
 }
 
@@ -121,6 +133,31 @@ fn confirm_by_name(what: &str, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A deletion asked to write its certificate that waits for a second admin instead: the
+/// command exits with its own status ([`WaitingForApproval::EXIT_CODE`]), so a script can
+/// tell "not yet" from "failed".
+#[derive(Debug)]
+pub struct WaitingForApproval {
+    id: String,
+}
+
+impl WaitingForApproval {
+    pub const EXIT_CODE: u8 = 3;
+}
+
+impl std::fmt::Display for WaitingForApproval {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let id = &self.id;
+        write!(
+            f,
+            "no certificate written yet: deletion {id} waits for approval; once a second admin \
+             has approved it, write the certificate with custody deletion {id} --wait --certificate-out FILE"
+        )
+    }
+}
+
+impl std::error::Error for WaitingForApproval {}
+
 async fn delete(
     client: &Client,
     path: &str,
@@ -130,9 +167,16 @@ async fn delete(
     let started: DeletionStarted = client.post(path, &Empty {}).await?;
     let id = &started.deletion;
     if started.is_pending_approval() {
-        return out.result(&started, || {
-            format!("deletion {id} waits for a second admin: custody approve {id}")
-        });
+        out.result(&started, || {
+            format!(
+                "deletion {id} waits for a second admin of the vendor: they run custody approve {id}"
+            )
+        })?;
+        if certificate_out.is_some() {
+            // The caller asked for a certificate and gets none now: not a success.
+            return Err(WaitingForApproval { id: id.clone() }.into());
+        }
+        return Ok(());
     }
     match certificate_out {
         Some(file) => {
@@ -180,7 +224,8 @@ async fn deletion(
     if let Some(file) = certificate_out {
         let Some(certificate) = &status.certificate else {
             bail!(
-                "deletion {id} has no certificate yet (state {})",
+                "deletion {id} has no certificate yet (state {}); to wait for it: custody \
+                 deletion {id} --wait --certificate-out FILE",
                 status.state
             );
         };

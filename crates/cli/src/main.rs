@@ -180,7 +180,11 @@ fn finish(out: &Output, result: anyhow::Result<()>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             out.error(&e);
-            ExitCode::FAILURE
+            if e.downcast_ref::<delete::WaitingForApproval>().is_some() {
+                ExitCode::from(delete::WaitingForApproval::EXIT_CODE)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
