@@ -569,8 +569,9 @@ fn a_deletion_waiting_for_approval_says_so_instead_of_succeeding() {
     );
     let id = run.stdout.split_whitespace().nth(1).unwrap().to_owned();
     assert!(
-        run.stderr
-            .contains(&format!("custody deletion {id} --wait --certificate-out FILE")),
+        run.stderr.contains(&format!(
+            "custody deletion {id} --wait --certificate-out FILE"
+        )),
         "{}",
         run.stderr
     );

@@ -1,6 +1,12 @@
 //! The two migration folders define one schema (migrations/README.md): applied to real
 //! databases, SQLite and a throwaway PostgreSQL cluster, they make the same tables with the
 //! same columns, and the folders hold the same file names.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
 
 use std::collections::BTreeSet;
 use std::path::Path;
