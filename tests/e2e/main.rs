@@ -30,5 +30,6 @@ mod roundtrip;
 mod scale;
 mod shutdown;
 mod tamper;
+mod tls_errors;
 mod trust;
 mod wipe;

@@ -103,9 +103,10 @@ impl Client {
 
     /// Sends a request and returns the response if it succeeded, the server's error if not.
     pub async fn send(&self, request: RequestBuilder) -> anyhow::Result<Response> {
-        let response = request.send().await.map_err(|e| {
-            anyhow::anyhow!("cannot reach the custody server at {}: {e:#}", self.base)
-        })?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", unreachable_reason(&e, &self.base)))?;
         if response.status().is_success() {
             return Ok(response);
         }
@@ -309,4 +310,63 @@ mod tests {
         assert!(error(&global(Some(cert), None)).contains("give both"));
         assert!(host_identity(&global(None, None)).unwrap().is_none());
     }
+}
+
+/// Why a request did not reach the server, in words that say what to change. A TLS failure
+/// (the server's certificate not the one in CUSTODY_CA, a name it does not cover, this host's
+/// certificate refused) otherwise reads exactly like a stopped server.
+pub fn unreachable_reason(error: &reqwest::Error, base: &str) -> String {
+    let detail = format!("{error:#}");
+    let Some(tls) = tls_cause(error) else {
+        return format!("cannot reach the custody server at {base}: {detail}");
+    };
+    use rustls::{AlertDescription, CertificateError, Error as Tls};
+    let why = match tls {
+        Tls::InvalidCertificate(
+            CertificateError::UnknownIssuer | CertificateError::BadSignature,
+        ) => "its certificate is not the one CUSTODY_CA names (or not signed by it): set \
+              CUSTODY_CA to this server's certificate (the server prints its fingerprint at \
+              start)"
+            .to_owned(),
+        Tls::InvalidCertificate(CertificateError::NotValidForName)
+        | Tls::InvalidCertificate(CertificateError::NotValidForNameContext { .. }) => {
+            "its certificate does not cover the name in CUSTODY_SERVER: use an address the \
+             certificate was issued for (the server's `hostnames` setting)"
+                .to_owned()
+        }
+        Tls::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. },
+        ) => "its certificate has expired: the operator must renew it".to_owned(),
+        Tls::AlertReceived(
+            AlertDescription::CertificateRequired
+            | AlertDescription::BadCertificate
+            | AlertDescription::UnknownCA
+            | AlertDescription::CertificateRevoked
+            | AlertDescription::CertificateExpired
+            // rustls answers a client certificate signed by another CA with this one.
+            | AlertDescription::DecryptError,
+        ) => "the server refused this host's client certificate (CUSTODY_HOST_CERT): it must \
+              be one the server's operator enrolled, not revoked or expired"
+            .to_owned(),
+        other => format!("the TLS handshake failed: {other}"),
+    };
+    format!("the custody server at {base} was reached but not trusted: {why} ({detail})")
+}
+
+/// The rustls error somewhere in `error`'s chain. An `io::Error` hides the error it wraps
+/// from `source()` (it skips to that error's own source), so the walk steps into it instead.
+fn tls_cause(error: &reqwest::Error) -> Option<&rustls::Error> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = next {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        next = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    None
 }
