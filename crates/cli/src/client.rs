@@ -257,61 +257,6 @@ pub fn encode_path(path: &str) -> String {
         .join("/")
 }
 
-#[cfg(test)]
-#[allow(clippy::unwrap_used, reason = "tests fail loudly")]
-mod tests {
-    use std::path::PathBuf;
-
-    use super::*;
-
-    fn global(cert: Option<PathBuf>, key: Option<PathBuf>) -> Global {
-        Global {
-            server: None,
-            token: None,
-            ca: None,
-            host_cert: cert,
-            host_key: key,
-            host_state: None,
-            json: false,
-        }
-    }
-
-    fn error(global: &Global) -> String {
-        match host_identity(global) {
-            Ok(_) => panic!("an unusable host identity was accepted"),
-            Err(e) => format!("{e:#}"),
-        }
-    }
-
-    #[test]
-    fn host_key_errors_name_the_file_never_its_content() {
-        let dir = tempfile::tempdir().unwrap();
-        let cert = dir.path().join("host.crt");
-        let (key_pem, _) = crypto::host_ca::host_key_and_csr("h1").unwrap();
-        let (cert_pem, _) = crypto::tls::self_signed_server_cert(&["h1".into()]).unwrap();
-        std::fs::write(&cert, cert_pem).unwrap();
-        // Damaged key files, as a copy and paste leaves them: the PEM parser's own errors would
-        // quote the damaged line, which is key material.
-        let key = dir.path().join("host.key");
-        let flattened: String = key_pem.lines().collect();
-        let truncated: String = key_pem.lines().take(3).collect::<Vec<_>>().join("\n");
-        for damaged in [flattened, truncated] {
-            std::fs::write(&key, &damaged).unwrap();
-            let message = error(&global(Some(cert.clone()), Some(key.clone())));
-            assert_eq!(
-                message,
-                format!("{} holds no readable PEM private key", key.display())
-            );
-        }
-        let missing = dir.path().join("absent.key");
-        let message = error(&global(Some(cert.clone()), Some(missing)));
-        assert!(message.contains("absent.key"), "{message}");
-        // One without the other is an error, not a silent fallback to no certificate.
-        assert!(error(&global(Some(cert), None)).contains("give both"));
-        assert!(host_identity(&global(None, None)).unwrap().is_none());
-    }
-}
-
 /// Why a request did not reach the server, in words that say what to change. A TLS failure
 /// (the server's certificate not the one in CUSTODY_CA, a name it does not cover, this host's
 /// certificate refused) otherwise reads exactly like a stopped server.
@@ -369,4 +314,59 @@ fn tls_cause(error: &reqwest::Error) -> Option<&rustls::Error> {
         };
     }
     None
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests fail loudly")]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn global(cert: Option<PathBuf>, key: Option<PathBuf>) -> Global {
+        Global {
+            server: None,
+            token: None,
+            ca: None,
+            host_cert: cert,
+            host_key: key,
+            host_state: None,
+            json: false,
+        }
+    }
+
+    fn error(global: &Global) -> String {
+        match host_identity(global) {
+            Ok(_) => panic!("an unusable host identity was accepted"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    #[test]
+    fn host_key_errors_name_the_file_never_its_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("host.crt");
+        let (key_pem, _) = crypto::host_ca::host_key_and_csr("h1").unwrap();
+        let (cert_pem, _) = crypto::tls::self_signed_server_cert(&["h1".into()]).unwrap();
+        std::fs::write(&cert, cert_pem).unwrap();
+        // Damaged key files, as a copy and paste leaves them: the PEM parser's own errors would
+        // quote the damaged line, which is key material.
+        let key = dir.path().join("host.key");
+        let flattened: String = key_pem.lines().collect();
+        let truncated: String = key_pem.lines().take(3).collect::<Vec<_>>().join("\n");
+        for damaged in [flattened, truncated] {
+            std::fs::write(&key, &damaged).unwrap();
+            let message = error(&global(Some(cert.clone()), Some(key.clone())));
+            assert_eq!(
+                message,
+                format!("{} holds no readable PEM private key", key.display())
+            );
+        }
+        let missing = dir.path().join("absent.key");
+        let message = error(&global(Some(cert.clone()), Some(missing)));
+        assert!(message.contains("absent.key"), "{message}");
+        // One without the other is an error, not a silent fallback to no certificate.
+        assert!(error(&global(Some(cert), None)).contains("give both"));
+        assert!(host_identity(&global(None, None)).unwrap().is_none());
+    }
 }
