@@ -784,3 +784,65 @@ fn fetched_files_are_private_and_planted_links_are_not_followed() {
         "a world-readable partial file was reused"
     );
 }
+
+/// Issue 19: a stale or mistaken request can be ended without carrying it out: rejected by
+/// another of the vendor's admins, cancelled by its requester. Neither takes effect, a later
+/// approval is refused, strangers learn nothing of it, and both are in the audit log.
+#[test]
+fn a_pending_request_rejected_or_cancelled_never_takes_effect() {
+    let v = Vendor::new();
+    let s = v.server();
+    let admin = v.world.admin.clone();
+    s.token("committer", None, "carol");
+    let file = |s: &TestServer| {
+        let (status, body) = s.api(
+            &admin,
+            "POST",
+            "/v1/models/acme/llama/grants",
+            Some(json!({ "user": "carol" })),
+        );
+        assert_eq!(status, 202, "{body}");
+        pending_id(&body)
+    };
+    let carol_granted = |s: &TestServer| {
+        s.ok(&v.admin2, &["--json", "access", "acme/llama"])
+            .contains("user:carol")
+    };
+
+    let id = file(s);
+    // A committer may not end the vendor's requests (one who cannot see the model learns
+    // nothing of them: 404, as for approvals).
+    let (status, _) = s.api(
+        &v.world.alice,
+        "POST",
+        &format!("/v1/pending/{id}/reject"),
+        None,
+    );
+    assert_eq!(status, 403);
+    let rejected = s.ok(&v.admin2, &["reject", &id]);
+    assert!(
+        rejected.contains("rejected: nothing of it takes effect"),
+        "{rejected}"
+    );
+    let late = s.custody(&v.admin2, &["approve", &id]);
+    assert!(
+        !late.success && late.stderr.contains("already rejected"),
+        "{}",
+        late.stderr
+    );
+    assert!(!carol_granted(s));
+
+    let own = file(s);
+    let cancelled = s.ok(&admin, &["reject", &own]);
+    assert!(cancelled.contains("cancelled"), "{cancelled}");
+    let late = s.custody(&v.admin2, &["approve", &own]);
+    assert!(!late.success, "a cancelled request was approved");
+    assert!(!carol_granted(s));
+    let pending = s.ok(&admin, &["pending", "acme"]);
+    assert!(
+        !pending.contains(&id) && !pending.contains(&own),
+        "{pending}"
+    );
+    assert_eq!(audit_entries(s, "pending.reject").len(), 1);
+    assert_eq!(audit_entries(s, "pending.cancel").len(), 1);
+}

@@ -82,6 +82,9 @@ pub enum AccessCommand {
     /// Approve a pending request of your vendor (vendor admin; never your own, nor one about
     /// you)
     Approve { id: String },
+    /// End a pending request without carrying it out: reject one of your vendor's (vendor
+    /// admin), or cancel your own
+    Reject { id: String },
     /// Everything that decides who receives a model's weights: grants, exclusions, groups,
     /// host groups and hosts, embargo, delete-after, the two-person rule, pending requests
     Access {
@@ -147,6 +150,7 @@ pub async fn run(command: AccessCommand, global: &Global, out: &Output) -> anyho
             pending(client, &VendorName::parse(&vendor)?, out).await
         }
         AccessCommand::Approve { id } => approve(client, &id, out).await,
+        AccessCommand::Reject { id } => reject(client, &id, out).await,
         AccessCommand::Access { model } => access(client, &RepoRef::parse(&model)?, out).await,
     }
 }
@@ -366,6 +370,19 @@ fn pending_line(p: &PendingRequest) -> String {
 async fn pending(client: &Client, vendor: &VendorName, out: &Output) -> anyhow::Result<()> {
     let list: PendingList = client.get(&format!("/v1/vendors/{vendor}/pending")).await?;
     out.result(&list, || lines(&list.pending, pending_line))
+}
+
+async fn reject(client: &Client, id: &str, out: &Output) -> anyhow::Result<()> {
+    let ended: PendingRequest = client
+        .post(&format!("/v1/pending/{}/reject", opaque_id(id)?), &Empty {})
+        .await?;
+    out.result(&ended, || {
+        format!(
+            "request {id} ({}) {}: nothing of it takes effect",
+            request_text(&ended),
+            ended.state
+        )
+    })
 }
 
 async fn approve(client: &Client, id: &str, out: &Output) -> anyhow::Result<()> {

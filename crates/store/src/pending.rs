@@ -424,6 +424,58 @@ impl Store {
         Ok(out)
     }
 
+    /// Ends a pending request without carrying it out: `rejected` by someone else,
+    /// `cancelled` by its requester (`by_requester`). Nothing of it ever takes effect; a later
+    /// approval is refused. `Conflict` when it is no longer pending.
+    pub async fn reject_pending(
+        &self,
+        id: &str,
+        actor: &str,
+        by_requester: bool,
+        entry: impl FnOnce(&PendingRecord) -> audit::Entry,
+    ) -> Result<PendingRecord> {
+        let mut tx = self.begin().await?;
+        let conn = tx.conn();
+        let row = sqlx::query(&format!("{PENDING_SELECT} WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or(StoreError::NotFound("pending request"))?;
+        let mut record = pending_from_row(conn, &row).await?;
+        if record.state != "pending" {
+            return Err(StoreError::Conflict(format!(
+                "request {id} is already {}",
+                record.state
+            )));
+        }
+        let state = if by_requester {
+            "cancelled"
+        } else {
+            "rejected"
+        };
+        // The state guard makes a concurrent approval and rejection exclusive.
+        let changed = sqlx::query(
+            "UPDATE pending_requests SET state = $1, decided_by = $2, decided_at = $3 \
+             WHERE id = $4 AND state = 'pending'",
+        )
+        .bind(state)
+        .bind(actor)
+        .bind(now())
+        .bind(id)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if changed != 1 {
+            return Err(StoreError::Conflict(format!(
+                "request {id} was decided meanwhile"
+            )));
+        }
+        record.state = state.to_owned();
+        let entry = entry(&record);
+        tx.commit(entry).await?;
+        Ok(record)
+    }
+
     /// Records one person's approval of a request and, when it is the last one needed,
     /// carries the request out, all in one transaction. Refused (`Conflict`, nothing
     /// recorded) when the request is not pending, has expired, or the approver approved it
@@ -500,16 +552,24 @@ impl Store {
                 need: record.approvals_needed,
             }
         } else {
-            carry_out(conn, &record).await?;
-            sqlx::query(
+            // The state guard makes a concurrent rejection and this approval exclusive: the
+            // one that loses changes nothing (its transaction is dropped).
+            let changed = sqlx::query(
                 "UPDATE pending_requests SET state = 'approved', decided_by = $1, decided_at = $2 \
-                 WHERE id = $3",
+                 WHERE id = $3 AND state = 'pending'",
             )
             .bind(approver.actor)
             .bind(at)
             .bind(id)
             .execute(&mut *conn)
-            .await?;
+            .await?
+            .rows_affected();
+            if changed != 1 {
+                return Err(StoreError::Conflict(format!(
+                    "request {id} was decided meanwhile"
+                )));
+            }
+            carry_out(conn, &record).await?;
             record.state = "approved".into();
             Approved::Done
         };

@@ -205,7 +205,8 @@ pub struct PendingRequest {
     pub request: PendingAction,
     pub requested_by: String,
     pub created_at: i64,
-    /// `pending` or `approved`.
+    /// `pending`, `approved`, `rejected` (by someone who may approve it) or `cancelled` (by
+    /// its requester).
     pub state: String,
     /// Who approved it, comma-separated, once approved.
     pub approved_by: Option<String>,

@@ -720,6 +720,65 @@ pub(crate) async fn list_pending(
 
 /// Records one person's approval of a request of the vendor, and carries the request out
 /// when it has all the approvals it needs.
+/// Ends a pending request without carrying it out: any of those who may approve it rejects
+/// it, its requester cancels it. A narrowing change, so never itself waiting for approval.
+pub(crate) async fn reject(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<PendingRequest>, ApiError> {
+    let missing = || ApiError::NotFound(format!("pending request {id}"));
+    if !crypto::token::is_id(&id) {
+        return Err(missing());
+    }
+    let pending = app.store.pending(&id).await?.ok_or_else(missing)?;
+    let model = match pending.action.model_id() {
+        Some(m) => app.store.model_by_id(m).await?,
+        None => None,
+    };
+    let vendor_record = app
+        .store
+        .vendor_by_id(&pending.vendor_id)
+        .await?
+        .ok_or_else(|| ApiError::Internal("pending request of no vendor".into()))?;
+    let target = match &model {
+        Some(m) => Target::Model(m),
+        None => Target::Vendor(&vendor_record),
+    };
+    let by_requester = pending.requester_id.as_deref() == Some(caller.credential.user_id.as_str());
+    let policies = if by_requester {
+        "requester-cancels-own-request".to_owned()
+    } else {
+        // Whoever may not approve the request learns nothing of it.
+        match authorize(&app, &caller, Action::Approve, target).await {
+            Ok(d) => policy_ids(&d),
+            Err(ApiError::NotFound(_) | ApiError::ModelNotFound(_)) => return Err(missing()),
+            Err(other) => return Err(other),
+        }
+    };
+    let resource = target.name();
+    let action = if by_requester {
+        "pending.cancel"
+    } else {
+        "pending.reject"
+    };
+    let record = app
+        .store
+        .reject_pending(&id, &caller.actor(), by_requester, |record| {
+            caller
+                .entry(action, resource.as_str())
+                .with_decision(true, &policies)
+                .with_detail(format!(
+                    "request {id} ({}) by {}: {}",
+                    record.action.kind(),
+                    record.requested_by,
+                    record.state
+                ))
+        })
+        .await?;
+    Ok(Json(pending_request(&app, record).await?))
+}
+
 pub(crate) async fn approve(
     State(app): State<Arc<App>>,
     caller: Caller,

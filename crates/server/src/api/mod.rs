@@ -76,6 +76,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         )
         .route("/v1/vendors/{vendor}/pending", get(access::list_pending))
         .route("/v1/pending/{id}/approve", post(access::approve))
+        .route("/v1/pending/{id}/reject", post(access::reject))
         .route(
             "/v1/models/{vendor}/{model}/delete",
             post(deletion::delete_model),
