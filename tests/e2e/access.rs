@@ -193,8 +193,10 @@ fn the_client_trusts_only_the_configured_certificate() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success());
+    // Said as what it is, with what to set (tests/e2e/tls_errors.rs has the other causes).
     assert!(
-        stderr.contains("cannot reach the custody server"),
+        stderr.contains("was reached but not trusted")
+            && stderr.contains("set CUSTODY_CA to this server's certificate"),
         "{stderr}"
     );
 

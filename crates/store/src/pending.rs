@@ -317,6 +317,16 @@ const PENDING_SELECT: &str = "SELECT id, vendor_id, model_id, kind, payload, req
      requester_id, subject_id, approvals_needed, created_at, expires_at, state \
      FROM pending_requests";
 
+/// Request `id` as a transaction sees it; `NotFound` when there is none.
+async fn pending_in(conn: &mut sqlx::AnyConnection, id: &str) -> Result<PendingRecord> {
+    let row = sqlx::query(&format!("{PENDING_SELECT} WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StoreError::NotFound("pending request"))?;
+    pending_from_row(conn, &row).await
+}
+
 async fn pending_from_row(
     conn: &mut sqlx::AnyConnection,
     r: &sqlx::any::AnyRow,
@@ -436,12 +446,7 @@ impl Store {
     ) -> Result<PendingRecord> {
         let mut tx = self.begin().await?;
         let conn = tx.conn();
-        let row = sqlx::query(&format!("{PENDING_SELECT} WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await?
-            .ok_or(StoreError::NotFound("pending request"))?;
-        let mut record = pending_from_row(conn, &row).await?;
+        let mut record = pending_in(conn, id).await?;
         if record.state != "pending" {
             return Err(StoreError::Conflict(format!(
                 "request {id} is already {}",
@@ -490,12 +495,7 @@ impl Store {
     ) -> Result<(PendingRecord, Approved)> {
         let mut tx = self.begin().await?;
         let conn = tx.conn();
-        let row = sqlx::query(&format!("{PENDING_SELECT} WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await?
-            .ok_or(StoreError::NotFound("pending request"))?;
-        let mut record = pending_from_row(conn, &row).await?;
+        let mut record = pending_in(conn, id).await?;
         let at = now();
         if record.state != "pending" {
             return Err(StoreError::Conflict(format!(

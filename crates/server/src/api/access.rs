@@ -718,8 +718,47 @@ pub(crate) async fn list_pending(
     }))
 }
 
-/// Records one person's approval of a request of the vendor, and carries the request out
-/// when it has all the approvals it needs.
+/// A pending request and what it concerns: one model, or its vendor as a whole.
+struct PendingAt {
+    pending: PendingRecord,
+    model: Option<store::ModelRecord>,
+    vendor: VendorRecord,
+}
+
+impl PendingAt {
+    /// `None` for an id custody did not make or that names no request.
+    async fn find(app: &App, id: &str) -> Result<Option<PendingAt>, ApiError> {
+        if !crypto::token::is_id(id) {
+            return Ok(None);
+        }
+        let Some(pending) = app.store.pending(id).await? else {
+            return Ok(None);
+        };
+        let model = match pending.action.model_id() {
+            Some(m) => app.store.model_by_id(m).await?,
+            None => None,
+        };
+        let vendor = app
+            .store
+            .vendor_by_id(&pending.vendor_id)
+            .await?
+            .ok_or_else(|| ApiError::Internal("pending request of no vendor".into()))?;
+        Ok(Some(PendingAt {
+            pending,
+            model,
+            vendor,
+        }))
+    }
+
+    /// What deciding the request is authorized against.
+    fn target(&self) -> Target<'_> {
+        match &self.model {
+            Some(m) => Target::Model(m),
+            None => Target::Vendor(&self.vendor),
+        }
+    }
+}
+
 /// Ends a pending request without carrying it out: any of those who may approve it rejects
 /// it, its requester cancels it. A narrowing change, so never itself waiting for approval.
 pub(crate) async fn reject(
@@ -728,23 +767,8 @@ pub(crate) async fn reject(
     Path(id): Path<String>,
 ) -> Result<Json<PendingRequest>, ApiError> {
     let missing = || ApiError::NotFound(format!("pending request {id}"));
-    if !crypto::token::is_id(&id) {
-        return Err(missing());
-    }
-    let pending = app.store.pending(&id).await?.ok_or_else(missing)?;
-    let model = match pending.action.model_id() {
-        Some(m) => app.store.model_by_id(m).await?,
-        None => None,
-    };
-    let vendor_record = app
-        .store
-        .vendor_by_id(&pending.vendor_id)
-        .await?
-        .ok_or_else(|| ApiError::Internal("pending request of no vendor".into()))?;
-    let target = match &model {
-        Some(m) => Target::Model(m),
-        None => Target::Vendor(&vendor_record),
-    };
+    let found = PendingAt::find(&app, &id).await?.ok_or_else(missing)?;
+    let (pending, target) = (&found.pending, found.target());
     let by_requester = pending.requester_id.as_deref() == Some(caller.credential.user_id.as_str());
     let policies = if by_requester {
         "requester-cancels-own-request".to_owned()
@@ -779,29 +803,16 @@ pub(crate) async fn reject(
     Ok(Json(pending_request(&app, record).await?))
 }
 
+/// Records one person's approval of a request of the vendor, and carries the request out
+/// when it has all the approvals it needs.
 pub(crate) async fn approve(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<PendingRequest>, ApiError> {
     let missing = || ApiError::NotFound(format!("pending request {id}"));
-    if !crypto::token::is_id(&id) {
-        return Err(missing());
-    }
-    let pending = app.store.pending(&id).await?.ok_or_else(missing)?;
-    let model = match pending.action.model_id() {
-        Some(m) => app.store.model_by_id(m).await?,
-        None => None,
-    };
-    let vendor_record = app
-        .store
-        .vendor_by_id(&pending.vendor_id)
-        .await?
-        .ok_or_else(|| ApiError::Internal("pending request of no vendor".into()))?;
-    let target = match &model {
-        Some(m) => Target::Model(m),
-        None => Target::Vendor(&vendor_record),
-    };
+    let found = PendingAt::find(&app, &id).await?.ok_or_else(missing)?;
+    let target = found.target();
     // A request is the vendor's business: whoever may not approve there learns nothing of it.
     let decision = match authorize(&app, &caller, Action::Approve, target).await {
         Ok(d) => d,
