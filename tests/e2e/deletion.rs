@@ -71,6 +71,11 @@ fn verified_certificate(world: &World, id: &str) -> (std::path::PathBuf, impl Fn
         .server
         .api(&world.admin, "GET", "/v1/service-key", None);
     let service_key = key["service_key"].as_str().unwrap().to_owned();
+    // What a vendor runs to learn the key it verifies with.
+    assert_eq!(
+        world.server.ok(&world.admin, &["service-key"]).trim(),
+        service_key
+    );
     let log_key = world
         .server
         .ok(&world.server.operator, &["audit", "key"])

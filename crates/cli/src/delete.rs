@@ -7,7 +7,7 @@ use clap::Subcommand;
 use types::{RepoRef, VendorName};
 use wire::Empty;
 use wire::access::Outcome;
-use wire::deletion::{DeleteAfter, DeleteAfterSet, DeletionStarted, DeletionStatus};
+use wire::deletion::{DeleteAfter, DeleteAfterSet, DeletionStarted, DeletionStatus, ServiceKey};
 
 use crate::Global;
 use crate::args::{opaque_id, parse_time};
@@ -39,6 +39,9 @@ pub enum DeleteCommand {
         model: String,
         at: String,
     },
+    /// The public key deletion certificates are signed with (hex): what verify-certificate
+    /// takes as --service-key
+    ServiceKey,
     /// Show a deletion's progress; write its certificate once issued
     Deletion {
         id: String,
@@ -90,6 +93,10 @@ pub async fn run(command: DeleteCommand, global: &Global, out: &Output) -> anyho
                 Some(parse_time(&at)?)
             };
             delete_after(client, &RepoRef::parse(&model)?, at, out).await
+        }
+        DeleteCommand::ServiceKey => {
+            let key: ServiceKey = client.get("/v1/service-key").await?;
+            out.result(&key, || key.service_key.clone())
         }
         DeleteCommand::Deletion {
             id,
