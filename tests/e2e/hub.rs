@@ -1202,7 +1202,7 @@ fn wipe_finds_local_dir_copies_where_it_searches_and_says_where_it_looked() {
     let s = &world.server;
     let src = tempfile::tempdir().unwrap();
     write_model(src.path(), 2 << 20);
-    world.upload(src.path(), "acme/m");
+    let commit = world.upload(src.path(), "acme/m");
     let kept_src = tempfile::tempdir().unwrap();
     std::fs::write(kept_src.path().join("config.json"), b"{\"kept\":1}").unwrap();
     world.upload(kept_src.path(), "acme/kept");
@@ -1244,6 +1244,40 @@ fn wipe_finds_local_dir_copies_where_it_searches_and_says_where_it_looked() {
         "{dry}"
     );
     assert!(local.join("config.json").exists());
+
+    // A folder someone else can write to, with planted metadata naming the deleted commit and
+    // a link out of the folder: wipe does not follow the link, and says so.
+    let evil = work.path().join("evil");
+    let victim = work.path().join("victim");
+    std::fs::create_dir_all(evil.join(".cache/huggingface/download/x")).unwrap();
+    std::fs::create_dir_all(&victim).unwrap();
+    std::fs::write(victim.join("precious"), b"not a model").unwrap();
+    std::fs::write(
+        evil.join(".cache/huggingface/download/x/precious.metadata"),
+        format!("{commit}\netag\n1.0\n"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&victim, evil.join("x")).unwrap();
+    let planted = s.custody(
+        "no-token",
+        &[
+            "wipe",
+            "--dry-run",
+            "--hf-cache",
+            hf_cache,
+            "--search",
+            evil.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        planted
+            .stdout
+            .contains("is a symbolic link inside a --local-dir copy; not following it"),
+        "{}\n{}",
+        planted.stdout,
+        planted.stderr
+    );
+    assert!(victim.join("precious").exists());
 
     // Searching the folder above the copy finds it: every file, its metadata, nothing kept.
     let done: Value = serde_json::from_str(&s.ok(

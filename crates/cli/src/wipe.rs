@@ -376,6 +376,28 @@ fn find_local_dir_files(roots: &[PathBuf]) -> anyhow::Result<Vec<LocalDirFile>> 
     Ok(found)
 }
 
+/// Fails when any folder between `root` (excluded) and `path` (its parent included) is a
+/// symbolic link, or `path` itself is one that leads elsewhere: removal then stays inside
+/// `root`. (A link swapped in after this check is not caught; the folders custody fetch
+/// writes are private to their user.)
+fn refuse_links_below(root: &Path, path: &Path) -> anyhow::Result<()> {
+    let mut dir = path.parent();
+    while let Some(d) = dir {
+        if d == root || !d.starts_with(root) {
+            break;
+        }
+        if std::fs::symlink_metadata(d).is_ok_and(|m| m.file_type().is_symlink()) {
+            bail!(
+                "{} is a symbolic link inside a --local-dir copy; not following it (remove {} by hand if it is yours)",
+                d.display(),
+                path.display()
+            );
+        }
+        dir = d.parent();
+    }
+    Ok(())
+}
+
 /// Removes the `--local-dir` files of `commits`: each file, its metadata and lock, and the
 /// client's unfinished downloads in those folders; returns what was removed.
 fn wipe_local_dirs(
@@ -392,6 +414,10 @@ fn wipe_local_dirs(
         let path = RepoPath::parse(&f.path)?;
         let mut local = f.root.clone();
         local.extend(path.segments());
+        // The searched folders may be writable by others than the one running wipe (often
+        // root): a planted link (`ROOT/x -> /etc`) beside planted metadata must not turn the
+        // wipe into a deletion outside the copy.
+        refuse_links_below(&f.root, &local)?;
         let lock = f.metadata.with_extension("lock");
         for candidate in [local.clone(), f.metadata.clone(), lock] {
             if remove_if_present(&candidate, dry_run)? {
