@@ -1272,7 +1272,7 @@ fn wipe_finds_local_dir_copies_where_it_searches_and_says_where_it_looked() {
     assert!(
         planted
             .stdout
-            .contains("is a symbolic link inside a --local-dir copy; not following it"),
+            .contains("is a symbolic link inside a copy's folder; not following it"),
         "{}\n{}",
         planted.stdout,
         planted.stderr

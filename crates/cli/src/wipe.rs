@@ -264,6 +264,7 @@ fn wipe_copy(copy: &LocalCopy, dry_run: bool) -> anyhow::Result<Vec<PathBuf>> {
             .with_context(|| format!("the host state holds an unsafe path {p:?}"))?;
         let mut local = copy.dir.clone();
         local.extend(path.segments());
+        refuse_links_below(&copy.dir, &local)?;
         let mut candidates = vec![local.clone()];
         for suffix in LEFTOVER_SUFFIXES {
             let mut name = local.as_os_str().to_owned();
@@ -377,9 +378,8 @@ fn find_local_dir_files(roots: &[PathBuf]) -> anyhow::Result<Vec<LocalDirFile>> 
 }
 
 /// Fails when any folder between `root` (excluded) and `path` (its parent included) is a
-/// symbolic link, or `path` itself is one that leads elsewhere: removal then stays inside
-/// `root`. (A link swapped in after this check is not caught; the folders custody fetch
-/// writes are private to their user.)
+/// symbolic link, so removal stays inside `root` (a link at `path` itself is removed as a
+/// link, never followed). A link swapped in after this check is not caught.
 fn refuse_links_below(root: &Path, path: &Path) -> anyhow::Result<()> {
     let mut dir = path.parent();
     while let Some(d) = dir {
@@ -388,7 +388,7 @@ fn refuse_links_below(root: &Path, path: &Path) -> anyhow::Result<()> {
         }
         if std::fs::symlink_metadata(d).is_ok_and(|m| m.file_type().is_symlink()) {
             bail!(
-                "{} is a symbolic link inside a --local-dir copy; not following it (remove {} by hand if it is yours)",
+                "{} is a symbolic link inside a copy's folder; not following it (remove {} by hand if it is yours)",
                 d.display(),
                 path.display()
             );
