@@ -14,8 +14,10 @@
 //!   ▼
 //! objects_deleted  every stored version of every object removed, unfinished uploads aborted
 //!   ▼
-//! checked          post-checks: storage reports each object gone; the recorded wrapped keys
-//!   │              no longer open under any epoch that exists
+//! checked          post-checks, each asking the authority itself and able to fail: the record
+//!   │              covers what the database marks deleted; storage reports each object gone;
+//!   │              the root of trust reports every destroyed root gone; the recorded wrapped
+//!   │              keys open under no epoch whose key the ledger still holds
 //!   ▼
 //! certified        the signed certificate is stored
 //! ```
@@ -462,68 +464,31 @@ async fn delete_objects(
     Ok(DeletionState::ObjectsDeleted)
 }
 
+/// The post-checks, each of which can fail: a failing one blocks the certificate, and the
+/// deletion stays where it is (retried with backoff) with the reason in its status. Each asks
+/// the authority itself (the database, storage, the root of trust, the epoch ledger), never
+/// this instance's cache or the work record alone.
 async fn post_check(
     app: &App,
     d: &DeletionRecord,
     fence: &Fence,
 ) -> Result<DeletionState, DeletionError> {
     let mut work = parse_work(d)?;
-    let mut still_stored = Vec::new();
-    for o in &work.objects {
-        let id = ObjectId::parse(&o.id).map_err(|e| DeletionError::Other(e.to_string()))?;
-        if app.blobs.exists(&id).await? {
-            still_stored.push(o.id.clone());
-        }
-    }
-    let mut still_opens = Vec::new();
-    app.keys.refresh().await?;
-    for m in &work.models {
-        let wrapped = hex::decode(&m.wrapped_key).unwrap_or_default();
-        for epoch in app.keys.epochs() {
-            let attempt = WrappedModelKey {
-                epoch: epoch.epoch,
-                wrapped: wrapped.clone(),
-            };
-            if app.keys.unwrap_model_key(&m.id, &attempt).await.is_ok() {
-                still_opens.push(format!(
-                    "{}/{} under epoch {}",
-                    m.vendor, m.name, epoch.epoch
-                ));
-            }
-        }
-    }
-    let from_alive = work
-        .from_epoch
-        .is_some_and(|from| app.keys.epochs().iter().any(|e| e.epoch == from));
     work.post_checks = vec![
-        PostCheck {
-            name: "storage_reports_objects_gone".into(),
-            passed: still_stored.is_empty(),
-            detail: if still_stored.is_empty() {
-                format!("{} objects: none found in storage", work.objects.len())
-            } else {
-                format!("still stored: {}", still_stored.join(", "))
-            },
-        },
-        PostCheck {
-            name: "retained_ciphertext_does_not_decrypt".into(),
-            passed: still_opens.is_empty() && !from_alive,
-            detail: if still_opens.is_empty() && !from_alive {
-                "the recorded wrapped model keys open under no existing epoch; their epoch and root are destroyed".into()
-            } else {
-                format!("still opens: {}", still_opens.join(", "))
-            },
-        },
+        check_scope(app, d, &work).await?,
+        check_storage(app, &work).await?,
+        check_roots(app, &work).await,
+        check_wrapped_keys(app, &work).await,
     ];
-    if work.post_checks.iter().any(|c| !c.passed) {
+    let failed: Vec<String> = work
+        .post_checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| format!("{}: {}", c.name, c.detail))
+        .collect();
+    if !failed.is_empty() {
         // Never certify unfinished work: record the failure and retry later.
-        let detail = work
-            .post_checks
-            .iter()
-            .filter(|c| !c.passed)
-            .map(|c| format!("{}: {}", c.name, c.detail))
-            .collect::<Vec<_>>()
-            .join("; ");
+        let detail = failed.join("; ");
         tracing::error!(deletion = %d.id, %detail, "deletion post-check failed");
         return Err(DeletionError::Other(format!("post-check failed: {detail}")));
     }
@@ -538,4 +503,176 @@ async fn post_check(
         )
         .await?;
     Ok(DeletionState::Checked)
+}
+
+fn check(name: &str, problems: Vec<String>, passed: String) -> PostCheck {
+    PostCheck {
+        name: name.into(),
+        passed: problems.is_empty(),
+        detail: if problems.is_empty() {
+            passed
+        } else {
+            problems.join(", ")
+        },
+    }
+}
+
+/// The work record covers what the database says the deletion covers: every model marked
+/// with this deletion, and every stored object of those models. (A record edited to leave a
+/// model out would otherwise be certified without it.)
+async fn check_scope(
+    app: &App,
+    d: &DeletionRecord,
+    work: &Work,
+) -> Result<PostCheck, DeletionError> {
+    let in_db: std::collections::BTreeSet<String> = app
+        .store
+        .deletion_models(&d.id)
+        .await?
+        .into_iter()
+        .collect();
+    let recorded: std::collections::BTreeSet<String> =
+        work.models.iter().map(|m| m.id.clone()).collect();
+    let mut problems = Vec::new();
+    for m in in_db.difference(&recorded) {
+        problems.push(format!(
+            "model {m} is under this deletion but not in its record"
+        ));
+    }
+    for m in recorded.difference(&in_db) {
+        problems.push(format!("model {m} is recorded but not under this deletion"));
+    }
+    let objects: std::collections::BTreeSet<&str> =
+        work.objects.iter().map(|o| o.id.as_str()).collect();
+    let ids: Vec<String> = in_db.iter().cloned().collect();
+    for o in app.store.objects_of_models(&ids).await? {
+        if !objects.contains(o.id.as_str()) {
+            problems.push(format!(
+                "object {} of model {} is not recorded",
+                o.id, o.model_id
+            ));
+        }
+    }
+    Ok(check(
+        "record_covers_the_deletion",
+        problems,
+        format!(
+            "{} models and {} objects, as the database records the deletion",
+            work.models.len(),
+            work.objects.len()
+        ),
+    ))
+}
+
+async fn check_storage(app: &App, work: &Work) -> Result<PostCheck, DeletionError> {
+    let mut still_stored = Vec::new();
+    for o in &work.objects {
+        let id = ObjectId::parse(&o.id).map_err(|e| DeletionError::Other(e.to_string()))?;
+        if app.blobs.exists(&id).await? {
+            still_stored.push(format!("still stored: {}", o.id));
+        }
+    }
+    Ok(check(
+        "storage_reports_objects_gone",
+        still_stored,
+        format!("{} objects: none found in storage", work.objects.len()),
+    ))
+}
+
+/// Every root of the deletion's epoch and of every older one is gone, as the root of trust
+/// reports it now (file absent; KMS key pending deletion), and the ledger erased those epochs'
+/// wrapped keys.
+async fn check_roots(app: &App, work: &Work) -> PostCheck {
+    const NAME: &str = "root_of_trust_reports_roots_destroyed";
+    let mut problems = Vec::new();
+    let mut asked = 0usize;
+    let result: Result<(), DeletionError> = async {
+        let from = work
+            .from_epoch
+            .ok_or_else(|| DeletionError::Other("no starting epoch".into()))?;
+        let mut roots = Vec::new();
+        for record in app.keys.ledger_records().await? {
+            if record.epoch > from {
+                continue;
+            }
+            if record.state != shred::EpochState::Destroyed {
+                problems.push(format!(
+                    "epoch {} is {} in the ledger, not destroyed",
+                    record.epoch,
+                    record.state.as_str()
+                ));
+            }
+            if let Some(root) = record.root {
+                roots.push((record.epoch, root));
+            }
+        }
+        // The root the record names, even if the ledger forgot it.
+        if let Some(r) = &work.root_destroyed {
+            let root = shred::RootRef::new(&r.id)
+                .ok_or_else(|| DeletionError::Other(format!("root name {:?}", r.id)))?;
+            if !roots
+                .iter()
+                .any(|(e, known)| *e == r.epoch && *known == root)
+            {
+                roots.push((r.epoch, root));
+            }
+        }
+        for (epoch, root) in &roots {
+            asked += 1;
+            if let shred::RootStatus::Present(why) = app.keys.root_status(root, *epoch).await? {
+                problems.push(format!("epoch {epoch}'s root is not gone: {why}"));
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        problems.push(format!("could not ask the root of trust: {e}"));
+    }
+    let (kind, _) = app.keys.root_provider();
+    check(
+        NAME,
+        problems,
+        format!(
+            "the root of trust ({kind}) reports all {asked} roots of the destroyed epochs gone              (file absent, or KMS key pending deletion), and the ledger holds none of their keys"
+        ),
+    )
+}
+
+/// Every recorded wrapped model key is tried against every epoch whose key still exists in
+/// the ledger (opened through the root of trust): none may open.
+async fn check_wrapped_keys(app: &App, work: &Work) -> PostCheck {
+    const NAME: &str = "retained_ciphertext_does_not_decrypt";
+    let mut problems = Vec::new();
+    let mut recorded = Vec::new();
+    for m in &work.models {
+        match hex::decode(&m.wrapped_key) {
+            Ok(key) if !key.is_empty() => recorded.push((m.id.clone(), key)),
+            _ => problems.push(format!(
+                "the recorded wrapped key of {}/{} cannot be tried",
+                m.vendor, m.name
+            )),
+        }
+    }
+    match app.keys.epochs_that_open(&recorded).await {
+        Ok(opens) => {
+            for (model_id, epoch) in opens {
+                let name = work
+                    .models
+                    .iter()
+                    .find(|m| m.id == model_id)
+                    .map_or(model_id.clone(), |m| format!("{}/{}", m.vendor, m.name));
+                problems.push(format!("the key of {name} still opens under epoch {epoch}"));
+            }
+        }
+        Err(e) => problems.push(format!("could not try the keys: {e}")),
+    }
+    check(
+        NAME,
+        problems,
+        format!(
+            "the {} recorded wrapped model keys open under no epoch whose key the ledger still              holds; their epoch and root are destroyed",
+            recorded.len()
+        ),
+    )
 }
