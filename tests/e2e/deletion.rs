@@ -728,3 +728,56 @@ fn work_of(server: &TestServer, id: &str) -> String {
         work
     })
 }
+
+/// A deletion state that the database's CHECK constraint should have refused (SQLite told to
+/// ignore it, by someone with the database file) is never read as some state or skipped: that
+/// deletion fails, loudly and alone, and another deletion is certified meanwhile.
+#[test]
+fn a_state_the_database_should_have_refused_stops_only_its_deletion() {
+    let data = tempfile::tempdir().unwrap();
+    let world = World::on(TestServer::start_env(
+        data,
+        &[],
+        &[("CUSTODY_FAILPOINT_DELETION", "objects_deleted")],
+    ));
+    model_with_weights(&world, "acme/gone", 24);
+    model_with_weights(&world, "acme/next", 25);
+    let id = request_deletion(&world, "acme/gone");
+    let world = restart(world, &[], |server| {
+        let url = db_url(server);
+        runtime().block_on(async {
+            use sqlx::Connection;
+            let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            let tamper = format!("UPDATE deletions SET state = 'paused' WHERE id = '{id}'");
+            assert!(
+                sqlx::query(&tamper).execute(&mut conn).await.is_err(),
+                "the CHECK constraint let an unknown state in"
+            );
+            sqlx::query("PRAGMA ignore_check_constraints = ON")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            sqlx::query(&tamper).execute(&mut conn).await.unwrap();
+            conn.close().await.unwrap();
+        });
+    });
+    let next = request_deletion(&world, "acme/next");
+    wait_done(&world.server, &world.admin, &next);
+    wait_for(30, "the corrupt deletion's error in the log", || {
+        world
+            .server
+            .log()
+            .lines()
+            .any(|l| l.contains("ERROR") && l.contains("deletion step failed") && l.contains(&id))
+    });
+    let log = world.server.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("deletion step failed") && l.contains(&id))
+        .unwrap();
+    assert!(line.contains("paused"), "{line}");
+    let (code, body) = world
+        .server
+        .api(&world.admin, "GET", &format!("/v1/deletions/{id}"), None);
+    assert_eq!(code, 500, "a corrupt deletion answered {body}");
+}

@@ -170,8 +170,8 @@ pub(crate) async fn run_pass(app: &App, fence: &Fence) {
         }
     };
     for until in [KEYS_GONE, DeletionState::Certified] {
-        for d in &due {
-            drive_or_record(app, fence, &d.id, until).await;
+        for id in &due {
+            drive_or_record(app, fence, id, until).await;
         }
     }
 }

@@ -142,14 +142,16 @@ impl Store {
         row.as_ref().map(deletion_from_row).transpose()
     }
 
-    /// Deletions not yet certified, oldest first: what the runner resumes at start.
-    pub async fn unfinished_deletions(&self) -> Result<Vec<DeletionRecord>> {
-        let rows = sqlx::query(&format!(
-            "{DELETION_SELECT} WHERE state <> 'certified' ORDER BY requested_at, id"
-        ))
+    /// Ids of the deletions not yet certified, oldest first: what the runner resumes. Only
+    /// ids: a row that does not read back (a state the database should have refused) then
+    /// fails alone, as its own deletion's error, instead of hiding every other deletion.
+    pub async fn unfinished_deletions(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT id FROM deletions WHERE state <> 'certified' ORDER BY requested_at, id",
+        )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(deletion_from_row).collect()
+        rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
     }
 
     /// The models a deletion covers.
