@@ -593,3 +593,357 @@ fn a_deletion_waiting_for_approval_says_so_instead_of_succeeding() {
     );
     assert!(cert.exists());
 }
+
+// Post-checks that can fail (issue 13): each asks the authority as it is now, and a failing
+// one blocks the certificate, keeps the deletion visibly retrying, and says why.
+
+fn db_url(server: &TestServer) -> String {
+    format!(
+        "sqlite://{}",
+        server.data_dir().join("db/custody.sqlite").display()
+    )
+}
+
+/// Runs `statement` (binding `blob` when given) on the server's database, as someone with
+/// access to it would.
+fn sql(server: &TestServer, statement: &str, blob: Option<Vec<u8>>) {
+    let url = db_url(server);
+    runtime().block_on(async {
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let mut query = sqlx::query(statement);
+        if let Some(blob) = blob {
+            query = query.bind(blob);
+        }
+        query.execute(&pool).await.unwrap();
+        pool.close().await;
+    });
+}
+
+/// Epoch 1's row in the epoch ledger: its root's name and its wrapped key.
+fn epoch_one(server: &TestServer) -> (String, Option<Vec<u8>>) {
+    let url = db_url(server);
+    runtime().block_on(async {
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let row: (String, Option<Vec<u8>>) =
+            sqlx::query_as("SELECT root, wrapped_key FROM key_epochs WHERE epoch = 1")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        pool.close().await;
+        row
+    })
+}
+
+fn status(world: &World, id: &str) -> Value {
+    let (code, body) = world
+        .server
+        .api(&world.admin, "GET", &format!("/v1/deletions/{id}"), None);
+    assert_eq!(code, 200, "{body}");
+    body
+}
+
+/// Waits until the deletion's last error says `why`, then asserts that it is held before its
+/// certificate, and returns the error.
+fn blocked_by(world: &World, id: &str, why: &str) -> String {
+    wait_for(90, &format!("the deletion to fail with {why:?}"), || {
+        status(world, id)["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains(why))
+    });
+    let s = status(world, id);
+    assert_eq!(s["state"], "objects_deleted", "{s}");
+    assert!(s["attempts"].as_i64().unwrap() >= 1, "{s}");
+    assert_eq!(s["certificate"], Value::Null, "{s}");
+    assert!(s["retry_at"].as_i64().is_some(), "{s}");
+    s["last_error"].as_str().unwrap().to_owned()
+}
+
+/// Restarts a world whose server stopped at a failpoint, with `extra` flags, doing `meanwhile`
+/// while it is down.
+fn restart(world: World, extra: &[&str], meanwhile: impl FnOnce(&TestServer)) -> World {
+    let World {
+        mut server,
+        admin,
+        alice,
+    } = world;
+    wait_for(60, "the server to stop at the failpoint", || {
+        server.try_exited()
+    });
+    meanwhile(&server);
+    let host = server.host.clone();
+    let operator = server.operator.clone();
+    let mut server = TestServer::start_with(server.stop(), extra);
+    server.host = host;
+    server.operator = operator;
+    World {
+        server,
+        admin,
+        alice,
+    }
+}
+
+#[test]
+fn a_root_brought_back_or_a_key_that_still_opens_blocks_the_certificate() {
+    let data = tempfile::tempdir().unwrap();
+    let world = World::on(TestServer::start_env(
+        data,
+        &[],
+        &[("CUSTODY_FAILPOINT_DELETION", "objects_deleted")],
+    ));
+    model_with_weights(&world, "acme/gone", 21);
+    let root_dir = world.server.data_dir().with_file_name("custody.root");
+    let roots_before = tempfile::tempdir().unwrap();
+    copy_dir(&root_dir, roots_before.path());
+    let (root, wrapped) = epoch_one(&world.server);
+    let wrapped = wrapped.unwrap();
+    let id = request_deletion(&world, "acme/gone");
+    // The server stops once the objects are deleted, before the post-checks: the destroyed
+    // root's file is put back meanwhile (a copy of the root directory, restored).
+    let server_root = root_dir.join(&root);
+    let world = restart(world, &[], |_| {
+        assert!(!server_root.exists(), "the root was not destroyed");
+        std::fs::copy(roots_before.path().join(&root), &server_root).unwrap();
+    });
+    let error = blocked_by(&world, &id, "root_of_trust_reports_roots_destroyed");
+    assert!(
+        error.contains(&root) && error.contains("exists"),
+        "the failure does not say which root: {error}"
+    );
+    assert!(
+        !error.contains("retained_ciphertext_does_not_decrypt"),
+        "with the ledger's key erased nothing opens: {error}"
+    );
+    let log = world.server.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ERROR") && l.contains("deletion post-check failed")),
+        "{log}"
+    );
+
+    // A restored backup brings the epoch's ledger row back too: the recorded wrapped key
+    // opens again, and the check that tries it says so.
+    sql(
+        &world.server,
+        "UPDATE key_epochs SET wrapped_key = ?, state = 'live', destroyed_at = NULL \
+         WHERE epoch = 1",
+        Some(wrapped),
+    );
+    let error = blocked_by(&world, &id, "retained_ciphertext_does_not_decrypt");
+    assert!(
+        error.contains("acme/gone still opens under epoch 1")
+            && error.contains("epoch 1 is live in the ledger"),
+        "{error}"
+    );
+
+    // Destroyed again, the retry passes and the certificate is issued, naming every check.
+    sql(
+        &world.server,
+        "UPDATE key_epochs SET wrapped_key = NULL, state = 'destroyed' WHERE epoch = 1",
+        None,
+    );
+    std::fs::remove_file(&server_root).unwrap();
+    wait_done(&world.server, &world.admin, &id);
+    let (cert, _) = verified_certificate(&world, &id);
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(cert).unwrap()).unwrap();
+    let checks: Vec<(String, bool)> = v["certificate"]["deletion"]["post_checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["check"].as_str().unwrap().to_owned(), c["passed"] == true))
+        .collect();
+    let names: Vec<&str> = checks.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "record_covers_the_deletion",
+            "storage_reports_objects_gone",
+            "root_of_trust_reports_roots_destroyed",
+            "retained_ciphertext_does_not_decrypt"
+        ]
+    );
+    assert!(checks.iter().all(|(_, passed)| *passed), "{checks:?}");
+    assert_eq!(status(&world, &id)["last_error"], Value::Null);
+}
+
+#[test]
+fn a_kms_key_whose_deletion_was_cancelled_blocks_the_certificate() {
+    let moto = testkit::MotoServer::shared().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("custody.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{data}\"\n\
+             [root]\nkind = \"kms\"\nendpoint_url = \"{url}\"\nregion = \"us-east-1\"\n\
+             access_key_id = \"test\"\nsecret_access_key = \"test\"\n",
+            data = data.path().join("custody").display(),
+            url = moto.url()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let world = World::on(TestServer::start_env(
+        data,
+        &["--config", &config],
+        &[("CUSTODY_FAILPOINT_DELETION", "objects_deleted")],
+    ));
+    model_with_weights(&world, "acme/gone", 22);
+    let (arn, _) = epoch_one(&world.server);
+    let key = format!("{{\"KeyId\": \"{}\"}}", arn.rsplit('/').next().unwrap());
+    let id = request_deletion(&world, "acme/gone");
+    // While the server is down, someone allowed to cancels the key's scheduled deletion: KMS
+    // leaves it disabled, one EnableKey away from use.
+    let world = restart(world, &["--config", &config], |_| {
+        moto.kms("CancelKeyDeletion", &key).unwrap();
+    });
+    let error = blocked_by(&world, &id, "is Disabled, not pending deletion");
+    assert!(
+        error.contains("root_of_trust_reports_roots_destroyed") && error.contains(&arn),
+        "{error}"
+    );
+    moto.kms("EnableKey", &key).unwrap();
+    blocked_by(&world, &id, "is Enabled, not pending deletion");
+    // Scheduled for deletion again, the retry passes.
+    moto.kms(
+        "ScheduleKeyDeletion",
+        &key.replace('}', ", \"PendingWindowInDays\": 7}"),
+    )
+    .unwrap();
+    wait_done(&world.server, &world.admin, &id);
+    let (cert, _) = verified_certificate(&world, &id);
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(cert).unwrap()).unwrap();
+    let d = &v["certificate"]["deletion"];
+    let root = d["destroyed_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kind"] == "root")
+        .unwrap();
+    assert_eq!(root["id"], arn.as_str(), "{root}");
+    assert!(
+        root["how"]
+            .as_str()
+            .unwrap()
+            .starts_with("KMS key scheduled for deletion on 20"),
+        "{root}"
+    );
+}
+
+/// An attacker with write access to the database edits a deletion's work record: an unknown
+/// version, or a record that leaves a model out. Neither is read as a fresh start or certified:
+/// the deletion stops where it is and says why, and goes on once the record is restored.
+#[test]
+fn a_tampered_work_record_stops_the_deletion_and_says_why() {
+    let data = tempfile::tempdir().unwrap();
+    let world = World::on(TestServer::start_env(
+        data,
+        &[],
+        &[("CUSTODY_FAILPOINT_DELETION", "objects_deleted")],
+    ));
+    model_with_weights(&world, "acme/gone", 23);
+    let id = request_deletion(&world, "acme/gone");
+    let set_work = |server: &TestServer, expression: &str| {
+        sql(
+            server,
+            &format!("UPDATE deletions SET work = {expression} WHERE id = '{id}'"),
+            None,
+        );
+    };
+    let mut original = String::new();
+    let world = restart(world, &[], |server| {
+        original = work_of(server, &id);
+        set_work(server, "json_set(work, '$.version', 9)");
+    });
+    let error = blocked_by(&world, &id, "the work record has version 9");
+    assert!(!error.contains("post-check"), "{error}");
+
+    set_work(
+        &world.server,
+        "json_set(work, '$.version', 1, '$.models', json('[]'), '$.objects', json('[]'))",
+    );
+    let error = blocked_by(&world, &id, "record_covers_the_deletion");
+    assert!(
+        error.contains("is under this deletion but not in its record"),
+        "{error}"
+    );
+    let (run, _) = fetch(&world, "acme/gone");
+    assert!(
+        !run.success && run.stderr.contains("deleted"),
+        "{}",
+        run.stderr
+    );
+
+    set_work(
+        &world.server,
+        &format!("'{}'", original.replace('\'', "''")),
+    );
+    wait_done(&world.server, &world.admin, &id);
+    let _ = verified_certificate(&world, &id);
+}
+
+fn work_of(server: &TestServer, id: &str) -> String {
+    let url = db_url(server);
+    runtime().block_on(async {
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let work: String = sqlx::query_scalar("SELECT work FROM deletions WHERE id = ?")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        work
+    })
+}
+
+/// A deletion state that the database's CHECK constraint should have refused (SQLite told to
+/// ignore it, by someone with the database file) is never read as some state or skipped: that
+/// deletion fails, loudly and alone, and another deletion is certified meanwhile.
+#[test]
+fn a_state_the_database_should_have_refused_stops_only_its_deletion() {
+    let data = tempfile::tempdir().unwrap();
+    let world = World::on(TestServer::start_env(
+        data,
+        &[],
+        &[("CUSTODY_FAILPOINT_DELETION", "objects_deleted")],
+    ));
+    model_with_weights(&world, "acme/gone", 24);
+    model_with_weights(&world, "acme/next", 25);
+    let id = request_deletion(&world, "acme/gone");
+    let world = restart(world, &[], |server| {
+        let url = db_url(server);
+        runtime().block_on(async {
+            use sqlx::Connection;
+            let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            let tamper = format!("UPDATE deletions SET state = 'paused' WHERE id = '{id}'");
+            assert!(
+                sqlx::query(&tamper).execute(&mut conn).await.is_err(),
+                "the CHECK constraint let an unknown state in"
+            );
+            sqlx::query("PRAGMA ignore_check_constraints = ON")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            sqlx::query(&tamper).execute(&mut conn).await.unwrap();
+            conn.close().await.unwrap();
+        });
+    });
+    let next = request_deletion(&world, "acme/next");
+    wait_done(&world.server, &world.admin, &next);
+    wait_for(30, "the corrupt deletion's error in the log", || {
+        world
+            .server
+            .log()
+            .lines()
+            .any(|l| l.contains("ERROR") && l.contains("deletion step failed") && l.contains(&id))
+    });
+    let log = world.server.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("deletion step failed") && l.contains(&id))
+        .unwrap();
+    assert!(line.contains("paused"), "{line}");
+    let (code, body) = world
+        .server
+        .api(&world.admin, "GET", &format!("/v1/deletions/{id}"), None);
+    assert_eq!(code, 500, "a corrupt deletion answered {body}");
+}

@@ -20,7 +20,7 @@ use store::DeletionRecord;
 use zeroize::Zeroizing;
 
 use crate::App;
-use crate::deletion::{DeletionError, Work};
+use crate::deletion::{DeletionError, RootKindName, Work, parse_work};
 
 pub(crate) const KEY_FILE: &str = "service-signing.key";
 /// `service-signing.key`: this magic, a version byte, then the PKCS#8 v2 document.
@@ -164,20 +164,21 @@ async fn facts(
         epoch: from,
         how: "epoch key file overwritten and removed".into(),
     });
+    // The work record of a deletion past its epoch step always holds this (checked when read).
+    let root = work
+        .root_destroyed
+        .as_ref()
+        .ok_or_else(|| failed("the root's destruction is not recorded"))?;
     destroyed_keys.push(DestroyedKey {
         kind: KeyKind::Root,
-        id: work.root.clone().unwrap_or_else(|| format!("root-{from}")),
-        epoch: from,
-        how: work
-            .root_destruction
-            .clone()
-            .unwrap_or_else(|| "destroyed".into()),
+        id: root.id.clone(),
+        epoch: root.epoch,
+        how: root.how(),
     });
-    let kms_date = work
-        .root_destruction
-        .as_deref()
-        .and_then(|r| r.strip_prefix("KMS key scheduled for deletion on "))
-        .and_then(|r| r.split(';').next());
+    let kms_date = match root.kind {
+        RootKindName::AwsKms => root.deletion_date.as_deref(),
+        RootKindName::File => None,
+    };
     let (_, description) = app.keys.root_provider();
     Ok(deletion::Deletion {
         certificate_id: d.id.clone(),
@@ -237,8 +238,8 @@ pub(crate) async fn certify(
     app: &App,
     d: &DeletionRecord,
     fence: &store::Fence,
-) -> Result<&'static str, DeletionError> {
-    let work: Work = serde_json::from_str(&d.work).map_err(failed)?;
+) -> Result<store::DeletionState, DeletionError> {
+    let work = parse_work(d)?;
     let facts = facts(app, d, &work).await?;
     let entry = audit::Entry::new("system", deletion::AUDIT_ACTION, facts.audit_resource())
         .with_detail(facts.audit_detail().map_err(failed)?);
@@ -271,7 +272,7 @@ pub(crate) async fn certify(
             Some(fence),
         )
         .await?;
-    Ok("certified")
+    Ok(store::DeletionState::Certified)
 }
 
 #[cfg(test)]

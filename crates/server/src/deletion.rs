@@ -14,11 +14,16 @@
 //!   ▼
 //! objects_deleted  every stored version of every object removed, unfinished uploads aborted
 //!   ▼
-//! checked          post-checks: storage reports each object gone; the recorded wrapped keys
-//!   │              no longer open under any epoch that exists
+//! checked          post-checks, each asking the authority itself and able to fail: the record
+//!   │              covers what the database marks deleted; storage reports each object gone;
+//!   │              the root of trust reports every destroyed root gone; the recorded wrapped
+//!   │              keys open under no epoch whose key the ledger still holds
 //!   ▼
 //! certified        the signed certificate is stored
 //! ```
+//!
+//! The states are `store::DeletionState` (a CHECK constraint in the database); the work record
+//! each step writes is versioned and read strictly (`work.rs`).
 //!
 //! Each arrow is a compare-and-set of the state in the same transaction as its audit entry,
 //! and each step is idempotent, so a crash anywhere resumes where it stopped and repeats at
@@ -40,56 +45,19 @@
 //! than the current one, E included. So a deletion never depends on another's progress, and
 //! after any key step only the current epoch wraps live keys.
 
+mod work;
+
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use shred::WrappedModelKey;
-use store::{DeletionRecord, Fence, Rewrapped};
+use store::{DeletionRecord, DeletionState, Fence, Rewrapped};
 use types::ObjectId;
 
 use crate::App;
 use crate::auth::store_now;
-
-/// What later steps need, persisted with each step (no secret: wrapped keys are inert
-/// without their epoch key).
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
-pub(crate) struct Work {
-    pub models: Vec<WorkModel>,
-    pub objects: Vec<WorkObject>,
-    pub upload_objects: Vec<String>,
-    pub from_epoch: Option<u64>,
-    pub to_epoch: Option<u64>,
-    pub root_kind: Option<String>,
-    pub root: Option<String>,
-    pub root_destruction: Option<String>,
-    pub post_checks: Vec<PostCheck>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct WorkModel {
-    pub id: String,
-    pub vendor: String,
-    pub name: String,
-    pub revisions: Vec<String>,
-    pub key_epoch: u64,
-    /// Hex of the wrapped model key as it was: kept to prove it no longer opens.
-    pub wrapped_key: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct WorkObject {
-    pub id: String,
-    pub model_id: String,
-    pub size: i64,
-    pub sha256: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct PostCheck {
-    pub name: String,
-    pub passed: bool,
-    pub detail: String,
-}
+pub(crate) use work::{
+    PostCheck, RootDestroyed, RootKindName, Work, WorkError, WorkModel, WorkObject,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum DeletionError {
@@ -100,12 +68,14 @@ pub(crate) enum DeletionError {
     #[error("storage: {0}")]
     Blob(#[from] blobstore::BlobError),
     #[error("{0}")]
+    Work(#[from] WorkError),
+    #[error("{0}")]
     Other(String),
 }
 
 /// The state after which a deletion's keys are destroyed: reached for every deletion before
 /// any goes further.
-const KEYS_GONE: &str = "epoch_destroyed";
+const KEYS_GONE: DeletionState = DeletionState::EpochDestroyed;
 /// How often the runner looks for new work (requests may arrive on any instance).
 const POLL: std::time::Duration = std::time::Duration::from_secs(3);
 /// Backoff after a failed step: 5 s, doubling, at most 5 minutes.
@@ -115,7 +85,8 @@ const BACKOFF_MAX_SECS: i64 = 300;
 /// A test hook: `CUSTODY_FAILPOINT_DELETION=STATE[,STATE...]` kills the process (SIGKILL, as
 /// `kill -9` would: no clean-up, no lease released) right after a deletion reaches one of the
 /// states, to prove that a restart, or another instance, completes the work.
-fn failpoint(state: &str) {
+fn failpoint(state: DeletionState) {
+    let state = state.as_str();
     if std::env::var("CUSTODY_FAILPOINT_DELETION").is_ok_and(|s| s.split(',').any(|s| s == state)) {
         tracing::error!(state, "failpoint: killing the process after deletion step");
         let _ = std::process::Command::new("kill")
@@ -140,16 +111,10 @@ fn entry(deletion: &DeletionRecord, action: &str, detail: String) -> audit::Entr
     audit::Entry::new("system", action, format!("deletion/{}", deletion.id)).with_detail(detail)
 }
 
-fn parse_work(d: &DeletionRecord) -> Result<Work, DeletionError> {
-    if d.work == "{}" {
-        return Ok(Work::default());
-    }
-    serde_json::from_str(&d.work)
-        .map_err(|e| DeletionError::Other(format!("deletion {} work: {e}", d.id)))
-}
-
-fn to_json(work: &Work) -> String {
-    serde_json::to_string(work).unwrap_or_else(|_| "{}".into())
+/// The deletion's work record, strictly: an error here stops the deletion (shown in its
+/// status, retried with backoff), never a fresh start.
+pub(crate) fn parse_work(d: &DeletionRecord) -> Result<Work, DeletionError> {
+    Ok(Work::decode(&d.work, d.state)?)
 }
 
 /// The deletion runner and `delete_after` scheduler, while this instance holds the
@@ -204,14 +169,14 @@ pub(crate) async fn run_pass(app: &App, fence: &Fence) {
             return;
         }
     };
-    for until in [KEYS_GONE, "certified"] {
-        for d in &due {
-            drive_or_record(app, fence, &d.id, until).await;
+    for until in [KEYS_GONE, DeletionState::Certified] {
+        for id in &due {
+            drive_or_record(app, fence, id, until).await;
         }
     }
 }
 
-async fn drive_or_record(app: &App, fence: &Fence, id: &str, until: &str) {
+async fn drive_or_record(app: &App, fence: &Fence, id: &str, until: DeletionState) {
     let Err(e) = drive(app, fence, id, until).await else {
         return;
     };
@@ -246,35 +211,32 @@ async fn drive_or_record(app: &App, fence: &Fence, id: &str, until: &str) {
     }
 }
 
-fn state_index(state: &str) -> usize {
-    store::DELETION_STATES
-        .iter()
-        .position(|s| *s == state)
-        .unwrap_or(store::DELETION_STATES.len())
-}
-
 /// Takes deletion `id` step by step until it reaches `until` (unless it waits for a retry).
-async fn drive(app: &App, fence: &Fence, id: &str, until: &str) -> Result<(), DeletionError> {
+async fn drive(
+    app: &App,
+    fence: &Fence,
+    id: &str,
+    until: DeletionState,
+) -> Result<(), DeletionError> {
     loop {
         let d = app
             .store
             .deletion(id)
             .await?
             .ok_or_else(|| DeletionError::Other(format!("deletion {id} vanished")))?;
-        if state_index(&d.state) >= state_index(until)
-            || d.retry_at.is_some_and(|at| at > store_now())
-        {
+        if d.state >= until || d.retry_at.is_some_and(|at| at > store_now()) {
             return Ok(());
         }
-        let next = match d.state.as_str() {
-            "access_revoked" => destroy_keys(app, &d, fence).await?,
-            "keys_destroyed" => destroy_epoch(app, &d, fence).await?,
-            "epoch_destroyed" => delete_objects(app, &d, fence).await?,
-            "objects_deleted" => post_check(app, &d, fence).await?,
-            "checked" => crate::certificate::certify(app, &d, fence).await?,
-            _ => return Ok(()),
+        let next = match d.state {
+            DeletionState::AccessRevoked => destroy_keys(app, &d, fence).await?,
+            DeletionState::KeysDestroyed => destroy_epoch(app, &d, fence).await?,
+            DeletionState::EpochDestroyed => delete_objects(app, &d, fence).await?,
+            DeletionState::ObjectsDeleted => post_check(app, &d, fence).await?,
+            DeletionState::Checked => crate::certificate::certify(app, &d, fence).await?,
+            // Done (`until` is never later than this).
+            DeletionState::Certified => return Ok(()),
         };
-        tracing::info!(deletion = %id, state = next, "deletion step done");
+        tracing::info!(deletion = %id, state = %next, "deletion step done");
         failpoint(next);
     }
 }
@@ -285,7 +247,7 @@ async fn destroy_keys(
     app: &App,
     d: &DeletionRecord,
     fence: &Fence,
-) -> Result<&'static str, DeletionError> {
+) -> Result<DeletionState, DeletionError> {
     let mut work = parse_work(d)?;
     if work.from_epoch.is_none() {
         app.keys.refresh().await?;
@@ -333,9 +295,9 @@ async fn destroy_keys(
         app.store
             .advance_deletion(
                 &d.id,
-                "access_revoked",
-                "access_revoked",
-                &to_json(&work),
+                DeletionState::AccessRevoked,
+                DeletionState::AccessRevoked,
+                &work.encode()?,
                 entry(
                     d,
                     "deletion.prepare",
@@ -382,7 +344,7 @@ async fn destroy_keys(
                 &d.id,
                 to,
                 &rewrapped,
-                &to_json(&work),
+                &work.encode()?,
                 entry(
                     d,
                     "deletion.keys",
@@ -395,7 +357,7 @@ async fn destroy_keys(
             )
             .await;
         match stored {
-            Ok(()) => return Ok("keys_destroyed"),
+            Ok(()) => return Ok(DeletionState::KeysDestroyed),
             Err(store::StoreError::Conflict(why)) if attempts < 3 => {
                 tracing::info!(deletion = %d.id, %why, "re-wrapping again");
             }
@@ -410,7 +372,7 @@ async fn destroy_epoch(
     app: &App,
     d: &DeletionRecord,
     fence: &Fence,
-) -> Result<&'static str, DeletionError> {
+) -> Result<DeletionState, DeletionError> {
     let mut work = parse_work(d)?;
     let from = work
         .from_epoch
@@ -432,38 +394,46 @@ async fn destroy_epoch(
         work.root = Some(root.as_str().to_owned());
     }
     work.root_kind = Some(destroyed.root_kind.to_string());
-    // Destroyed by this deletion or, earlier, by another: either way it is gone now.
-    work.root_destruction = Some(
-        match (&destroyed.root_destruction, &work.root_destruction) {
-            (shred::RootDestruction::AlreadyGone, Some(earlier)) => earlier.clone(),
-            (now, _) => now.describe(),
-        },
-    );
+    // Destroyed by this deletion or, earlier, by another (or by an interrupted run of this
+    // one): either way it is gone now, and the post-check asks the root provider again.
+    let deletion_date = match &destroyed.root_destruction {
+        shred::RootDestruction::KmsScheduled { deletion_date } => Some(deletion_date.clone()),
+        shred::RootDestruction::FileRemoved => None,
+        shred::RootDestruction::AlreadyGone => work
+            .root_destroyed
+            .as_ref()
+            .and_then(|r| r.deletion_date.clone()),
+    };
+    let root = RootDestroyed {
+        kind: destroyed.root_kind.into(),
+        id: work.root.clone().unwrap_or_else(|| format!("root-{from}")),
+        epoch: from,
+        deletion_date,
+    };
+    let how = root.how();
+    work.root_destroyed = Some(root);
     app.store
         .advance_deletion(
             &d.id,
-            "keys_destroyed",
-            "epoch_destroyed",
-            &to_json(&work),
+            DeletionState::KeysDestroyed,
+            DeletionState::EpochDestroyed,
+            &work.encode()?,
             entry(
                 d,
                 "deletion.epoch",
-                format!(
-                    "epoch {from} destroyed: {}",
-                    work.root_destruction.as_deref().unwrap_or("destroyed")
-                ),
+                format!("epoch {from} destroyed: {how}"),
             ),
             Some(fence),
         )
         .await?;
-    Ok("epoch_destroyed")
+    Ok(DeletionState::EpochDestroyed)
 }
 
 async fn delete_objects(
     app: &App,
     d: &DeletionRecord,
     fence: &Fence,
-) -> Result<&'static str, DeletionError> {
+) -> Result<DeletionState, DeletionError> {
     let work = parse_work(d)?;
     let ids = work
         .objects
@@ -480,9 +450,9 @@ async fn delete_objects(
     app.store
         .advance_deletion(
             &d.id,
-            "epoch_destroyed",
-            "objects_deleted",
-            &to_json(&work),
+            DeletionState::EpochDestroyed,
+            DeletionState::ObjectsDeleted,
+            &work.encode()?,
             entry(
                 d,
                 "deletion.objects",
@@ -491,83 +461,218 @@ async fn delete_objects(
             Some(fence),
         )
         .await?;
-    Ok("objects_deleted")
+    Ok(DeletionState::ObjectsDeleted)
 }
 
+/// The post-checks, each of which can fail: a failing one blocks the certificate, and the
+/// deletion stays where it is (retried with backoff) with the reason in its status. Each asks
+/// the authority itself (the database, storage, the root of trust, the epoch ledger), never
+/// this instance's cache or the work record alone.
 async fn post_check(
     app: &App,
     d: &DeletionRecord,
     fence: &Fence,
-) -> Result<&'static str, DeletionError> {
+) -> Result<DeletionState, DeletionError> {
     let mut work = parse_work(d)?;
-    let mut still_stored = Vec::new();
-    for o in &work.objects {
-        let id = ObjectId::parse(&o.id).map_err(|e| DeletionError::Other(e.to_string()))?;
-        if app.blobs.exists(&id).await? {
-            still_stored.push(o.id.clone());
-        }
-    }
-    let mut still_opens = Vec::new();
-    app.keys.refresh().await?;
-    for m in &work.models {
-        let wrapped = hex::decode(&m.wrapped_key).unwrap_or_default();
-        for epoch in app.keys.epochs() {
-            let attempt = WrappedModelKey {
-                epoch: epoch.epoch,
-                wrapped: wrapped.clone(),
-            };
-            if app.keys.unwrap_model_key(&m.id, &attempt).await.is_ok() {
-                still_opens.push(format!(
-                    "{}/{} under epoch {}",
-                    m.vendor, m.name, epoch.epoch
-                ));
-            }
-        }
-    }
-    let from_alive = work
-        .from_epoch
-        .is_some_and(|from| app.keys.epochs().iter().any(|e| e.epoch == from));
     work.post_checks = vec![
-        PostCheck {
-            name: "storage_reports_objects_gone".into(),
-            passed: still_stored.is_empty(),
-            detail: if still_stored.is_empty() {
-                format!("{} objects: none found in storage", work.objects.len())
-            } else {
-                format!("still stored: {}", still_stored.join(", "))
-            },
-        },
-        PostCheck {
-            name: "retained_ciphertext_does_not_decrypt".into(),
-            passed: still_opens.is_empty() && !from_alive,
-            detail: if still_opens.is_empty() && !from_alive {
-                "the recorded wrapped model keys open under no existing epoch; their epoch and root are destroyed".into()
-            } else {
-                format!("still opens: {}", still_opens.join(", "))
-            },
-        },
+        check_scope(app, d, &work).await?,
+        check_storage(app, &work).await?,
+        check_roots(app, &work).await,
+        check_wrapped_keys(app, &work).await,
     ];
-    if work.post_checks.iter().any(|c| !c.passed) {
+    let failed: Vec<String> = work
+        .post_checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| format!("{}: {}", c.name, c.detail))
+        .collect();
+    if !failed.is_empty() {
         // Never certify unfinished work: record the failure and retry later.
-        let detail = work
-            .post_checks
-            .iter()
-            .filter(|c| !c.passed)
-            .map(|c| format!("{}: {}", c.name, c.detail))
-            .collect::<Vec<_>>()
-            .join("; ");
+        let detail = failed.join("; ");
         tracing::error!(deletion = %d.id, %detail, "deletion post-check failed");
         return Err(DeletionError::Other(format!("post-check failed: {detail}")));
     }
     app.store
         .advance_deletion(
             &d.id,
-            "objects_deleted",
-            "checked",
-            &to_json(&work),
+            DeletionState::ObjectsDeleted,
+            DeletionState::Checked,
+            &work.encode()?,
             entry(d, "deletion.check", "post-checks passed".into()),
             Some(fence),
         )
         .await?;
-    Ok("checked")
+    Ok(DeletionState::Checked)
+}
+
+fn check(name: &str, problems: Vec<String>, passed: String) -> PostCheck {
+    PostCheck {
+        name: name.into(),
+        passed: problems.is_empty(),
+        detail: if problems.is_empty() {
+            passed
+        } else {
+            problems.join(", ")
+        },
+    }
+}
+
+/// The work record covers what the database says the deletion covers: every model marked
+/// with this deletion, and every stored object of those models. (A record edited to leave a
+/// model out would otherwise be certified without it.)
+async fn check_scope(
+    app: &App,
+    d: &DeletionRecord,
+    work: &Work,
+) -> Result<PostCheck, DeletionError> {
+    let in_db: std::collections::BTreeSet<String> = app
+        .store
+        .deletion_models(&d.id)
+        .await?
+        .into_iter()
+        .collect();
+    let recorded: std::collections::BTreeSet<String> =
+        work.models.iter().map(|m| m.id.clone()).collect();
+    let mut problems = Vec::new();
+    for m in in_db.difference(&recorded) {
+        problems.push(format!(
+            "model {m} is under this deletion but not in its record"
+        ));
+    }
+    for m in recorded.difference(&in_db) {
+        problems.push(format!("model {m} is recorded but not under this deletion"));
+    }
+    let objects: std::collections::BTreeSet<&str> =
+        work.objects.iter().map(|o| o.id.as_str()).collect();
+    let ids: Vec<String> = in_db.iter().cloned().collect();
+    for o in app.store.objects_of_models(&ids).await? {
+        if !objects.contains(o.id.as_str()) {
+            problems.push(format!(
+                "object {} of model {} is not recorded",
+                o.id, o.model_id
+            ));
+        }
+    }
+    Ok(check(
+        "record_covers_the_deletion",
+        problems,
+        format!(
+            "{} models and {} objects, as the database records the deletion",
+            work.models.len(),
+            work.objects.len()
+        ),
+    ))
+}
+
+async fn check_storage(app: &App, work: &Work) -> Result<PostCheck, DeletionError> {
+    let mut still_stored = Vec::new();
+    for o in &work.objects {
+        let id = ObjectId::parse(&o.id).map_err(|e| DeletionError::Other(e.to_string()))?;
+        if app.blobs.exists(&id).await? {
+            still_stored.push(format!("still stored: {}", o.id));
+        }
+    }
+    Ok(check(
+        "storage_reports_objects_gone",
+        still_stored,
+        format!("{} objects: none found in storage", work.objects.len()),
+    ))
+}
+
+/// Every root of the deletion's epoch and of every older one is gone, as the root of trust
+/// reports it now (file absent; KMS key pending deletion), and the ledger erased those epochs'
+/// wrapped keys.
+async fn check_roots(app: &App, work: &Work) -> PostCheck {
+    const NAME: &str = "root_of_trust_reports_roots_destroyed";
+    let mut problems = Vec::new();
+    let mut asked = 0usize;
+    let result: Result<(), DeletionError> = async {
+        let from = work
+            .from_epoch
+            .ok_or_else(|| DeletionError::Other("no starting epoch".into()))?;
+        let mut roots = Vec::new();
+        for record in app.keys.ledger_records().await? {
+            if record.epoch > from {
+                continue;
+            }
+            if record.state != shred::EpochState::Destroyed {
+                problems.push(format!(
+                    "epoch {} is {} in the ledger, not destroyed",
+                    record.epoch,
+                    record.state.as_str()
+                ));
+            }
+            if let Some(root) = record.root {
+                roots.push((record.epoch, root));
+            }
+        }
+        // The root the record names, even if the ledger forgot it.
+        if let Some(r) = &work.root_destroyed {
+            let root = shred::RootRef::new(&r.id)
+                .ok_or_else(|| DeletionError::Other(format!("root name {:?}", r.id)))?;
+            if !roots
+                .iter()
+                .any(|(e, known)| *e == r.epoch && *known == root)
+            {
+                roots.push((r.epoch, root));
+            }
+        }
+        for (epoch, root) in &roots {
+            asked += 1;
+            if let shred::RootStatus::Present(why) = app.keys.root_status(root, *epoch).await? {
+                problems.push(format!("epoch {epoch}'s root is not gone: {why}"));
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        problems.push(format!("could not ask the root of trust: {e}"));
+    }
+    let (kind, _) = app.keys.root_provider();
+    check(
+        NAME,
+        problems,
+        format!(
+            "the root of trust ({kind}) reports all {asked} roots of the destroyed epochs gone              (file absent, or KMS key pending deletion), and the ledger holds none of their keys"
+        ),
+    )
+}
+
+/// Every recorded wrapped model key is tried against every epoch whose key still exists in
+/// the ledger (opened through the root of trust): none may open.
+async fn check_wrapped_keys(app: &App, work: &Work) -> PostCheck {
+    const NAME: &str = "retained_ciphertext_does_not_decrypt";
+    let mut problems = Vec::new();
+    let mut recorded = Vec::new();
+    for m in &work.models {
+        match hex::decode(&m.wrapped_key) {
+            Ok(key) if !key.is_empty() => recorded.push((m.id.clone(), key)),
+            _ => problems.push(format!(
+                "the recorded wrapped key of {}/{} cannot be tried",
+                m.vendor, m.name
+            )),
+        }
+    }
+    match app.keys.epochs_that_open(&recorded).await {
+        Ok(opens) => {
+            for (model_id, epoch) in opens {
+                let name = work
+                    .models
+                    .iter()
+                    .find(|m| m.id == model_id)
+                    .map_or(model_id.clone(), |m| format!("{}/{}", m.vendor, m.name));
+                problems.push(format!("the key of {name} still opens under epoch {epoch}"));
+            }
+        }
+        Err(e) => problems.push(format!("could not try the keys: {e}")),
+    }
+    check(
+        NAME,
+        problems,
+        format!(
+            "the {} recorded wrapped model keys open under no epoch whose key the ledger still              holds; their epoch and root are destroyed",
+            recorded.len()
+        ),
+    )
 }

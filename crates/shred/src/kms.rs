@@ -32,7 +32,7 @@ use crypto::SecretKey;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use crate::{KeyError, RootDestruction, RootKind, RootProvider, RootRef};
+use crate::{KeyError, RootDestruction, RootKind, RootProvider, RootRef, RootStatus};
 
 const CONTEXT_PURPOSE: (&str, &str) = ("custody:purpose", "epoch-key");
 const CONTEXT_EPOCH: &str = "custody:epoch";
@@ -387,6 +387,25 @@ impl RootProvider for KmsRoot {
             })?;
         Ok(RootDestruction::KmsScheduled {
             deletion_date: format_date(out.deletion_date().copied()),
+        })
+    }
+
+    async fn root_status(&self, root: &RootRef, _epoch: u64) -> Result<RootStatus, KeyError> {
+        Ok(match self.state(root).await? {
+            None => RootStatus::Gone {
+                deletion_date: None,
+            },
+            Some(status) if Self::gone(&status.state) => RootStatus::Gone {
+                deletion_date: status
+                    .deletion_date
+                    .and_then(|d| d.fmt(DateTimeFormat::DateTime).ok()),
+            },
+            // Disabled included: a cancelled deletion leaves the key disabled, and anyone
+            // allowed kms:EnableKey can bring it back.
+            Some(status) => RootStatus::Present(format!(
+                "KMS key {root} is {}, not pending deletion",
+                status.state.as_str()
+            )),
         })
     }
 

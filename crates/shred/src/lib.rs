@@ -52,7 +52,9 @@ mod root;
 pub use import::{ImportOutcome, import_key_store};
 pub use kms::{KmsConfig, KmsRoot, KmsSecret};
 pub use ledger::{EpochLedger, EpochRecord, EpochState, Fence, LedgerState};
-pub use root::{FileRoot, RootConfig, RootDestruction, RootKind, RootProvider, RootRef};
+pub use root::{
+    FileRoot, RootConfig, RootDestruction, RootKind, RootProvider, RootRef, RootStatus,
+};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -566,6 +568,56 @@ impl KeyHierarchy {
             root_destruction,
             wrapped_key_erased: record.state != EpochState::Destroyed,
         })
+    }
+}
+
+/// Evidence for a deletion's post-checks, asked of the ledger and the root of trust as they
+/// are now (never of this instance's cache).
+impl KeyHierarchy {
+    /// Every epoch the ledger records, oldest first.
+    pub async fn ledger_records(&self) -> Result<Vec<EpochRecord>, KeyError> {
+        Ok(self.ledger.load().await?.records)
+    }
+
+    /// Whether `root` (of `epoch`) is really gone, as the root of trust reports it.
+    pub async fn root_status(&self, root: &RootRef, epoch: u64) -> Result<RootStatus, KeyError> {
+        self.provider.root_status(root, epoch).await
+    }
+
+    /// Tries each recorded wrapped model key (`(model id, wrapped bytes)`) under every epoch
+    /// whose wrapped key the ledger still holds, in any state, opening each epoch key through
+    /// the root of trust; returns `(model id, epoch)` for every key that opens. An epoch whose
+    /// root is gone is skipped (nothing opens it); any other failure is an error, never
+    /// "does not open".
+    pub async fn epochs_that_open(
+        &self,
+        recorded: &[(String, Vec<u8>)],
+    ) -> Result<Vec<(String, u64)>, KeyError> {
+        let mut opens = Vec::new();
+        for record in self.ledger.load().await?.records {
+            let (Some(root), Some(wrapped)) = (&record.root, &record.wrapped) else {
+                continue;
+            };
+            if record.root_kind != self.provider.kind() {
+                return Err(KeyError::ProviderMismatch {
+                    epoch: record.epoch,
+                    found: record.root_kind.to_string(),
+                    configured: self.provider.kind().to_string(),
+                });
+            }
+            let epoch_key = match self.provider.unwrap(root, record.epoch, wrapped).await {
+                Ok(key) => key,
+                Err(KeyError::RootGone { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            for (model_id, key) in recorded {
+                let aad = model_key_aad(model_id, record.epoch);
+                if unwrap_key(&epoch_key, key, &aad).is_ok() {
+                    opens.push((model_id.clone(), record.epoch));
+                }
+            }
+        }
+        Ok(opens)
     }
 }
 

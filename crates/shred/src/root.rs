@@ -114,6 +114,18 @@ impl RootDestruction {
     }
 }
 
+/// What the root of trust says about a root, asked directly (never a cached answer): the
+/// evidence behind a deletion's post-check that the roots it destroyed are really gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootStatus {
+    /// Missing (no such file, or KMS does not know the key) or scheduled for deletion, with
+    /// the date KMS reports.
+    Gone { deletion_date: Option<String> },
+    /// Still there, and why that matters: a file that exists, a KMS key enabled or disabled
+    /// (a disabled key, its deletion cancelled, can be enabled again).
+    Present(String),
+}
+
 /// A root of trust that makes, uses and destroys one root per epoch.
 ///
 /// Contract: [`RootProvider::unwrap`] answers [`KeyError::RootGone`] only when the root is
@@ -138,6 +150,9 @@ pub trait RootProvider: Send + Sync {
     ) -> Result<SecretKey, KeyError>;
     /// Destroys `root`.
     async fn destroy_root(&self, root: &RootRef, epoch: u64) -> Result<RootDestruction, KeyError>;
+    /// Whether `root` is really gone, asked of the root of trust itself. An answer that cannot
+    /// be had is an error, never "gone".
+    async fn root_status(&self, root: &RootRef, epoch: u64) -> Result<RootStatus, KeyError>;
     /// Destroys whatever root attempt `attempt` of `epoch` may have made when its name was
     /// never recorded (a crash during creation). Files: the root file by its name. KMS:
     /// nothing can be found; such a key never wrapped anything.
@@ -272,6 +287,21 @@ impl RootProvider for FileRoot {
         } else {
             RootDestruction::AlreadyGone
         })
+    }
+
+    async fn root_status(&self, root: &RootRef, epoch: u64) -> Result<RootStatus, KeyError> {
+        let path = self.path(root, epoch)?;
+        // Not following links: a link left in the root's place is not "gone".
+        match std::fs::symlink_metadata(&path) {
+            Ok(_) => Ok(RootStatus::Present(format!(
+                "root key file {} exists",
+                path.display()
+            ))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RootStatus::Gone {
+                deletion_date: None,
+            }),
+            Err(source) => Err(KeyError::Io { path, source }),
+        }
     }
 
     async fn destroy_unrecorded(&self, epoch: u64, attempt: &str) -> Result<(), KeyError> {

@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use crypto::SecretKey;
 use shred::{
     EpochLedger, EpochState, FileRoot, KeyError, KeyHierarchy, KmsConfig, KmsRoot, KmsSecret,
-    RootDestruction, RootKind, RootProvider, RootRef, WrappedModelKey,
+    RootDestruction, RootKind, RootProvider, RootRef, RootStatus, WrappedModelKey,
 };
 use store::{NewModel, Store, StoreError};
 use testkit::MotoServer;
@@ -201,6 +201,9 @@ impl RootProvider for Failing {
     async fn destroy_root(&self, root: &RootRef, epoch: u64) -> Result<RootDestruction, KeyError> {
         self.inner.destroy_root(root, epoch).await
     }
+    async fn root_status(&self, root: &RootRef, epoch: u64) -> Result<RootStatus, KeyError> {
+        self.inner.root_status(root, epoch).await
+    }
     async fn destroy_unrecorded(&self, epoch: u64, attempt: &str) -> Result<(), KeyError> {
         self.inner.destroy_unrecorded(epoch, attempt).await
     }
@@ -230,6 +233,7 @@ both!(
     the_current_epoch_cannot_be_destroyed,
     another_instance_follows_a_rotation_at_its_next_use,
     a_runner_that_lost_its_lease_changes_nothing,
+    a_root_brought_back_and_a_key_that_still_opens_are_seen,
 );
 
 async fn model_keys_round_trip_across_reopening(kind: Kind) {
@@ -857,4 +861,100 @@ async fn a_kms_root_scheduled_for_deletion_cannot_decrypt() {
     ));
     // Scheduling again is idempotent and reports the same date.
     assert_eq!(provider.destroy_root(&root, 1).await.unwrap(), destruction);
+}
+
+/// The evidence a deletion's post-checks rest on, asked of the root of trust and the ledger as
+/// they are now: a destroyed root reports gone, and one brought back (a root file put back, a
+/// KMS key whose deletion was cancelled and that was enabled again) does not; a recorded
+/// wrapped key opens under its epoch until that epoch is destroyed, and again once a backup
+/// restores both the epoch's ledger row and its root.
+async fn a_root_brought_back_and_a_key_that_still_opens_are_seen(kind: Kind) {
+    let setup = Setup::new(kind).await;
+    let keys = setup.open().await.unwrap();
+    let (_, shredded) = keys.new_model_key("shredded").await.unwrap();
+    let before = setup.backup();
+    let root = keys.epoch_info(1).unwrap().root;
+    let ledger_row = EpochLedger::load(&setup.store).await.unwrap().records[0].clone();
+    let recorded = vec![("shredded".to_owned(), shredded.wrapped.clone())];
+    let opens_under = |epochs: &[u64]| {
+        epochs
+            .iter()
+            .map(|e| ("shredded".to_owned(), *e))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        keys.epochs_that_open(&recorded).await.unwrap(),
+        opens_under(&[1])
+    );
+    assert!(matches!(
+        keys.root_status(&root, 1).await.unwrap(),
+        RootStatus::Present(_)
+    ));
+    // Rotated, not yet destroyed: the old epoch still opens it (what the check must catch).
+    keys.ensure_epoch_after(1, None).await.unwrap();
+    assert_eq!(
+        keys.epochs_that_open(&recorded).await.unwrap(),
+        opens_under(&[1])
+    );
+    // Another model's name does not make it open anywhere.
+    let renamed = vec![("other".to_owned(), shredded.wrapped.clone())];
+    assert!(keys.epochs_that_open(&renamed).await.unwrap().is_empty());
+
+    keys.destroy_epoch(1, None).await.unwrap();
+    assert!(keys.epochs_that_open(&recorded).await.unwrap().is_empty());
+    match (kind, keys.root_status(&root, 1).await.unwrap()) {
+        (Kind::File, RootStatus::Gone { deletion_date }) => assert_eq!(deletion_date, None),
+        (Kind::Kms, RootStatus::Gone { deletion_date }) => {
+            assert!(deletion_date.unwrap().starts_with("20"));
+        }
+        (_, other) => panic!("a destroyed root reported {other:?}"),
+    }
+
+    // The root comes back.
+    match kind {
+        Kind::File => {
+            std::fs::copy(
+                before.dir.path().join("root").join(root.as_str()),
+                setup.roots.join(root.as_str()),
+            )
+            .unwrap();
+            let status = keys.root_status(&root, 1).await.unwrap();
+            assert!(
+                matches!(&status, RootStatus::Present(why) if why.contains("exists")),
+                "{status:?}"
+            );
+        }
+        Kind::Kms => {
+            let moto = MotoServer::shared().unwrap();
+            let key_id = root.as_str().rsplit('/').next().unwrap();
+            let body = format!("{{\"KeyId\": \"{key_id}\"}}");
+            moto.kms("CancelKeyDeletion", &body).unwrap();
+            let status = keys.root_status(&root, 1).await.unwrap();
+            assert!(
+                matches!(&status, RootStatus::Present(why) if why.contains("Disabled")),
+                "a cancelled deletion counts as gone: {status:?}"
+            );
+            moto.kms("EnableKey", &body).unwrap();
+            let status = keys.root_status(&root, 1).await.unwrap();
+            assert!(
+                matches!(&status, RootStatus::Present(why) if why.contains("Enabled")),
+                "{status:?}"
+            );
+        }
+    }
+    // With the root alone back, the ledger no longer holds the epoch key: nothing opens.
+    assert!(keys.epochs_that_open(&recorded).await.unwrap().is_empty());
+    // A backup restores the ledger row too: the recorded key opens again, and is reported.
+    let pool = sqlx::SqlitePool::connect(&db_url(setup.tmp.path()))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE key_epochs SET wrapped_key = ?, state = 'live' WHERE epoch = 1")
+        .bind(ledger_row.wrapped.clone().unwrap())
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        keys.epochs_that_open(&recorded).await.unwrap(),
+        opens_under(&[1])
+    );
 }

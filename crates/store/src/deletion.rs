@@ -7,15 +7,65 @@ use sqlx::Row;
 use crate::keys::{check_fence, current_epoch_shared};
 use crate::{Fence, Result, Store, StoreError, corrupt, now};
 
-/// The states of a deletion, in order. A deletion only moves forward.
-pub const DELETION_STATES: [&str; 6] = [
-    "access_revoked",
-    "keys_destroyed",
-    "epoch_destroyed",
-    "objects_deleted",
-    "checked",
-    "certified",
-];
+/// The states of a deletion, in order (`Ord` follows it). A deletion only moves forward.
+///
+/// Stored as text; the database's CHECK constraint admits exactly these names, and reading
+/// any other is a corrupt-database error, never a silent stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DeletionState {
+    /// The request's transaction marked the models deleted: every fetch answers 410.
+    AccessRevoked,
+    /// The models' wrapped keys are erased; surviving keys are re-wrapped to a newer epoch.
+    KeysDestroyed,
+    /// The epoch that wrapped the erased keys is destroyed, its root included.
+    EpochDestroyed,
+    /// Every stored version of every object is removed.
+    ObjectsDeleted,
+    /// The post-checks passed.
+    Checked,
+    /// The signed certificate is stored: done.
+    Certified,
+}
+
+impl DeletionState {
+    /// Every state, in order.
+    pub const ALL: [DeletionState; 6] = [
+        DeletionState::AccessRevoked,
+        DeletionState::KeysDestroyed,
+        DeletionState::EpochDestroyed,
+        DeletionState::ObjectsDeleted,
+        DeletionState::Checked,
+        DeletionState::Certified,
+    ];
+
+    /// The stored (and shown) name. Frozen: the database and the API carry it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeletionState::AccessRevoked => "access_revoked",
+            DeletionState::KeysDestroyed => "keys_destroyed",
+            DeletionState::EpochDestroyed => "epoch_destroyed",
+            DeletionState::ObjectsDeleted => "objects_deleted",
+            DeletionState::Checked => "checked",
+            DeletionState::Certified => "certified",
+        }
+    }
+
+    /// The state named `name`; `None` for anything else (no default, no catch-all).
+    pub fn parse(name: &str) -> Option<DeletionState> {
+        DeletionState::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for DeletionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The work record of a deletion not yet prepared: version 1 of the runner's format, with
+/// nothing recorded. The runner owns the format; the store only writes this first value, and
+/// the runner's tests decode it.
+pub const UNPREPARED_WORK: &str = r#"{"version":1}"#;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeletionRecord {
@@ -23,12 +73,12 @@ pub struct DeletionRecord {
     pub vendor_id: String,
     /// `None`: the whole vendor.
     pub model_id: Option<String>,
-    pub state: String,
+    pub state: DeletionState,
     pub requested_by: String,
     pub approved_by: Option<String>,
     pub requested_at: i64,
     pub completed_at: Option<i64>,
-    /// The runner's working data (JSON), written with each step.
+    /// The runner's working data (versioned JSON), written with each step.
     pub work: String,
     pub certificate: Option<String>,
     /// Failed attempts at the current step (reset when a step succeeds).
@@ -92,14 +142,16 @@ impl Store {
         row.as_ref().map(deletion_from_row).transpose()
     }
 
-    /// Deletions not yet certified, oldest first: what the runner resumes at start.
-    pub async fn unfinished_deletions(&self) -> Result<Vec<DeletionRecord>> {
-        let rows = sqlx::query(&format!(
-            "{DELETION_SELECT} WHERE state <> 'certified' ORDER BY requested_at, id"
-        ))
+    /// Ids of the deletions not yet certified, oldest first: what the runner resumes. Only
+    /// ids: a row that does not read back (a state the database should have refused) then
+    /// fails alone, as its own deletion's error, instead of hiding every other deletion.
+    pub async fn unfinished_deletions(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT id FROM deletions WHERE state <> 'certified' ORDER BY requested_at, id",
+        )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(deletion_from_row).collect()
+        rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
     }
 
     /// The models a deletion covers.
@@ -175,8 +227,8 @@ impl Store {
     pub async fn advance_deletion(
         &self,
         id: &str,
-        from: &str,
-        to: &str,
+        from: DeletionState,
+        to: DeletionState,
         work: &str,
         entry: audit::Entry,
         fence: Option<&Fence>,
@@ -211,7 +263,14 @@ impl Store {
                 "re-wrapped to key epoch {to}, but epoch {current} is current"
             )));
         }
-        advance(tx.conn(), id, "access_revoked", "keys_destroyed", work).await?;
+        advance(
+            tx.conn(),
+            id,
+            DeletionState::AccessRevoked,
+            DeletionState::KeysDestroyed,
+            work,
+        )
+        .await?;
         sqlx::query("UPDATE models SET wrapped_key = $1 WHERE deletion_id = $2")
             .bind(Vec::<u8>::new())
             .bind(id)
@@ -254,7 +313,14 @@ impl Store {
     ) -> Result<u64> {
         let mut tx = self.begin().await?;
         check_fence(tx.conn(), self.dialect, fence).await?;
-        advance(tx.conn(), id, "checked", "certified", work).await?;
+        advance(
+            tx.conn(),
+            id,
+            DeletionState::Checked,
+            DeletionState::Certified,
+            work,
+        )
+        .await?;
         sqlx::query("UPDATE deletions SET certificate = $1, completed_at = $2 WHERE id = $3")
             .bind(certificate)
             .bind(now())
@@ -347,14 +413,16 @@ pub(crate) async fn insert_deletion(
     let t = now();
     sqlx::query(
         "INSERT INTO deletions (id, vendor_id, model_id, state, requested_by, approved_by, \
-         requested_at, work) VALUES ($1, $2, $3, 'access_revoked', $4, $5, $6, '{}')",
+         requested_at, work) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(id)
     .bind(vendor_id)
     .bind(model_id)
+    .bind(DeletionState::AccessRevoked.as_str())
     .bind(requested_by)
     .bind(approved_by)
     .bind(t)
+    .bind(UNPREPARED_WORK)
     .execute(&mut *conn)
     .await?;
     let marked = match model_id {
@@ -393,18 +461,18 @@ pub(crate) async fn insert_deletion(
 async fn advance(
     conn: &mut sqlx::AnyConnection,
     id: &str,
-    from: &str,
-    to: &str,
+    from: DeletionState,
+    to: DeletionState,
     work: &str,
 ) -> Result<()> {
     let done = sqlx::query(
         "UPDATE deletions SET state = $1, work = $2, attempts = 0, last_error = NULL, \
          retry_at = NULL WHERE id = $3 AND state = $4",
     )
-    .bind(to)
+    .bind(to.as_str())
     .bind(work)
     .bind(id)
-    .bind(from)
+    .bind(from.as_str())
     .execute(conn)
     .await?;
     if done.rows_affected() != 1 {
@@ -419,10 +487,9 @@ const DELETION_SELECT: &str = "SELECT id, vendor_id, model_id, state, requested_
      requested_at, completed_at, work, certificate, attempts, last_error, retry_at FROM deletions";
 
 fn deletion_from_row(r: &sqlx::any::AnyRow) -> Result<DeletionRecord> {
-    let state: String = r.try_get("state")?;
-    if !DELETION_STATES.contains(&state.as_str()) {
-        return Err(corrupt(format!("deletion state {state:?}")));
-    }
+    let stored: String = r.try_get("state")?;
+    let state = DeletionState::parse(&stored)
+        .ok_or_else(|| corrupt(format!("deletion state {stored:?}")))?;
     Ok(DeletionRecord {
         id: r.try_get("id")?,
         vendor_id: r.try_get("vendor_id")?,

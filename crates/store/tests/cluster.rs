@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use store::{PinMismatch, PinnedIdentity, Store, StoreError};
+use store::{DeletionState, PinMismatch, PinnedIdentity, Store, StoreError};
 
 async fn sqlite() -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -35,6 +35,33 @@ macro_rules! suite {
         mod on_postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { let (s, _d) = super::postgres().await; super::$name(s).await } )* }
     };
 }
+
+/// Tests that also touch the database behind the store's back, as an attacker (or an older
+/// version of custody) would: they get the database's URL.
+macro_rules! raw_suite {
+    ($($name:ident),* $(,)?) => {
+        mod raw_on_sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}?mode=rwc", dir.path().join("db.sqlite").display());
+            super::$name(url, super::Dialect::Sqlite).await
+        } )* }
+        mod raw_on_postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() {
+            let cluster = testkit::PgCluster::shared().unwrap_or_else(|e| panic!("{e}"));
+            super::$name(cluster.fresh_database().unwrap(), super::Dialect::Postgres).await
+        } )* }
+    };
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+raw_suite!(
+    deletion_work_records_of_older_versions_are_migrated_to_version_1,
+    an_unknown_deletion_state_is_refused_and_never_read_as_another,
+);
 
 suite!(
     a_lease_has_one_holder_until_it_expires,
@@ -127,8 +154,8 @@ async fn a_write_fenced_by_a_lost_lease_is_refused(store: Store) {
     let err = store
         .advance_deletion(
             &deletion.id,
-            "access_revoked",
-            "keys_destroyed",
+            DeletionState::AccessRevoked,
+            DeletionState::KeysDestroyed,
             "{}",
             audit::Entry::new("system", "deletion.keys", "acme"),
             Some(&old),
@@ -162,8 +189,8 @@ async fn a_write_fenced_by_a_lost_lease_is_refused(store: Store) {
     store
         .advance_deletion(
             "d1",
-            "access_revoked",
-            "keys_destroyed",
+            DeletionState::AccessRevoked,
+            DeletionState::KeysDestroyed,
             "{}",
             audit::Entry::new("system", "deletion.keys", "acme"),
             Some(&new),
@@ -229,4 +256,154 @@ async fn exclusive_sections_exclude_each_other_on_postgresql() {
         .expect("the section was not released")
         .unwrap()
         .unwrap();
+}
+
+async fn raw_pool(url: &str) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    sqlx::AnyPool::connect(url).await.unwrap()
+}
+
+fn migrations_dir(dialect: Dialect) -> std::path::PathBuf {
+    let name = match dialect {
+        Dialect::Sqlite => "sqlite",
+        Dialect::Postgres => "postgres",
+    };
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../migrations")
+        .join(name)
+}
+
+/// Migration 0011 turns the work records that earlier versions left (no version, the root's
+/// destruction as a sentence) into version 1, so a deletion in flight during an upgrade goes
+/// on, with its KMS deletion date kept.
+async fn deletion_work_records_of_older_versions_are_migrated_to_version_1(
+    url: String,
+    dialect: Dialect,
+) {
+    let pool = raw_pool(&url).await;
+    let mut before = sqlx::migrate::Migrator::new(migrations_dir(dialect))
+        .await
+        .unwrap();
+    before.migrations = before
+        .migrations
+        .iter()
+        .filter(|m| m.version < 11)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    before.run(&pool).await.unwrap();
+    sqlx::query("INSERT INTO vendors (id, name, created_at) VALUES ('v1', 'acme', 0)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let old = [
+        ("fresh", "access_revoked", "{}".to_owned()),
+        (
+            "file",
+            "objects_deleted",
+            r#"{"models":[],"objects":[],"upload_objects":[],"from_epoch":1,"to_epoch":2,"root_kind":"file","root":"root-1-0123abcd.key","root_destruction":"root key file overwritten and removed","post_checks":[]}"#.to_owned(),
+        ),
+        (
+            "kms",
+            "checked",
+            r#"{"models":[],"objects":[],"upload_objects":[],"from_epoch":3,"to_epoch":4,"root_kind":"aws-kms","root":"arn:aws:kms:us-east-1:1:key/k","root_destruction":"KMS key scheduled for deletion on 2026-12-09T10:00:00Z; disabled for use meanwhile","post_checks":[{"name":"c","passed":true,"detail":"d"}]}"#.to_owned(),
+        ),
+    ];
+    for (id, state, work) in &old {
+        sqlx::query(
+            "INSERT INTO deletions (id, vendor_id, state, requested_by, requested_at, work) \
+             VALUES ($1, 'v1', $2, 't', 0, $3)",
+        )
+        .bind(*id)
+        .bind(*state)
+        .bind(work.as_str())
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+
+    let store = Store::connect(&url).await.unwrap();
+    let work = |id: &'static str| {
+        let store = store.clone();
+        async move {
+            let d = store.deletion(id).await.unwrap().unwrap();
+            serde_json::from_str::<serde_json::Value>(&d.work).unwrap()
+        }
+    };
+    assert_eq!(work("fresh").await, serde_json::json!({"version": 1}));
+    let file = work("file").await;
+    assert_eq!(file["version"], 1, "{file}");
+    assert_eq!(file.get("root_destruction"), None, "{file}");
+    assert_eq!(
+        file["root_destroyed"],
+        serde_json::json!({"kind": "file", "id": "root-1-0123abcd.key", "epoch": 1, "deletion_date": null})
+    );
+    let kms = work("kms").await;
+    assert_eq!(
+        kms["root_destroyed"],
+        serde_json::json!({"kind": "aws-kms", "id": "arn:aws:kms:us-east-1:1:key/k", "epoch": 3, "deletion_date": "2026-12-09T10:00:00Z"})
+    );
+    assert_eq!(kms["post_checks"][0]["passed"], true, "{kms}");
+    assert_eq!(
+        store.deletion("kms").await.unwrap().unwrap().state,
+        DeletionState::Checked
+    );
+}
+
+/// The state column admits only the state machine's states; a database edited past the
+/// constraint (SQLite told to ignore it, the constraint dropped on PostgreSQL) is read as
+/// corrupt, never as some state, and never silently skipped: the runner still lists it.
+async fn an_unknown_deletion_state_is_refused_and_never_read_as_another(
+    url: String,
+    dialect: Dialect,
+) {
+    let store = Store::connect(&url).await.unwrap();
+    store
+        .create_vendor(
+            "v1",
+            &types::VendorName::parse("acme").unwrap(),
+            audit::Entry::new("t", "vendor.create", "acme"),
+        )
+        .await
+        .unwrap();
+    let d = store
+        .start_deletion(
+            "d1",
+            "v1",
+            None,
+            "t",
+            None,
+            audit::Entry::new("t", "deletion.request", "acme"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(d.state, DeletionState::AccessRevoked);
+    assert_eq!(d.work, store::UNPREPARED_WORK);
+    for state in DeletionState::ALL {
+        assert_eq!(DeletionState::parse(state.as_str()), Some(state));
+    }
+    assert_eq!(DeletionState::parse("paused"), None);
+    assert_eq!(DeletionState::parse("Certified"), None);
+
+    let pool = raw_pool(&url).await;
+    let mut conn = pool.acquire().await.unwrap();
+    let tamper = "UPDATE deletions SET state = 'paused' WHERE id = 'd1'";
+    let refused = sqlx::query(tamper).execute(&mut *conn).await;
+    assert!(refused.is_err(), "the database took an unknown state");
+    assert_eq!(store.deletion("d1").await.unwrap().unwrap(), d);
+
+    let bypass = match dialect {
+        Dialect::Sqlite => "PRAGMA ignore_check_constraints = ON",
+        Dialect::Postgres => "ALTER TABLE deletions DROP CONSTRAINT deletions_state_known",
+    };
+    sqlx::query(bypass).execute(&mut *conn).await.unwrap();
+    sqlx::query(tamper).execute(&mut *conn).await.unwrap();
+    let err = store.deletion("d1").await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt(why) if why.contains("paused")),
+        "{err}"
+    );
+    // Listed still, so that the runner reports it as this deletion's error.
+    assert_eq!(store.unfinished_deletions().await.unwrap(), ["d1"]);
 }

@@ -198,6 +198,31 @@ impl MotoServer {
         Ok(())
     }
 
+    /// One KMS API call (`action` such as `CancelKeyDeletion`, a JSON request body), as an
+    /// AWS principal with the rights would make it: for tests that undo a root's destruction.
+    /// Ok(JSON answer) on 2xx.
+    pub fn kms(&self, action: &str, body: &str) -> Result<String, String> {
+        let what = format!("moto KMS {action}");
+        let target = format!("TrentService.{action}");
+        let (status, text) = http(
+            self.port,
+            "POST",
+            "/",
+            DUMMY_KMS_AUTHORIZATION,
+            &[
+                ("x-amz-target", &target),
+                ("content-type", "application/x-amz-json-1.1"),
+            ],
+            body.as_bytes(),
+        )
+        .map_err(|e| format!("{what}: {e}"))?;
+        if (200..300).contains(&status) {
+            Ok(text)
+        } else {
+            Err(format!("{what}: HTTP {status}: {text}"))
+        }
+    }
+
     /// Create a bucket with a name unique in this process (`t-<pid>-<n>`); returns the name.
     pub fn fresh_bucket(&self, versioned: bool) -> Result<String, String> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -224,8 +249,8 @@ impl MotoServer {
         body: &[u8],
     ) -> Result<String, String> {
         let what = format!("moto {method} {path}");
-        let (status, text) =
-            http(self.port, method, path, headers, body).map_err(|e| format!("{what}: {e}"))?;
+        let (status, text) = http(self.port, method, path, DUMMY_AUTHORIZATION, headers, body)
+            .map_err(|e| format!("{what}: {e}"))?;
         if (200..300).contains(&status) {
             Ok(text)
         } else {
@@ -239,7 +264,16 @@ impl MotoServer {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("moto_server exited at start-up ({status})"));
             }
-            if http(self.port, "GET", "/moto-api/", &[], b"").is_ok() {
+            if http(
+                self.port,
+                "GET",
+                "/moto-api/",
+                DUMMY_AUTHORIZATION,
+                &[],
+                b"",
+            )
+            .is_ok()
+            {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -280,6 +314,10 @@ fn venv_dir() -> PathBuf {
     }
 }
 
+/// moto picks the service from the credential scope: KMS calls name `kms`.
+const DUMMY_KMS_AUTHORIZATION: &str = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/kms/\
+                                       aws4_request, SignedHeaders=host, Signature=00";
+
 /// Sent with every request: moto answers unsigned requests as anonymous ones (refusing, for
 /// example, deletes), but does not verify signatures.
 const DUMMY_AUTHORIZATION: &str = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/\
@@ -290,6 +328,7 @@ fn http(
     port: u16,
     method: &str,
     path: &str,
+    authorization: &str,
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Result<(u16, String), String> {
@@ -301,7 +340,7 @@ fn http(
         .map_err(|e| e.to_string())?;
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\n\
-         Authorization: {DUMMY_AUTHORIZATION}\r\nConnection: close\r\n",
+         Authorization: {authorization}\r\nConnection: close\r\n",
         body.len()
     );
     for (name, value) in headers {

@@ -65,7 +65,7 @@ async fn request(
         StatusCode::ACCEPTED,
         Json(DeletionStarted {
             deletion: record.id,
-            state: record.state,
+            state: record.state.to_string(),
             message: None,
         }),
     ))
@@ -144,7 +144,7 @@ pub(crate) async fn status(
     Ok(Json(DeletionStatus {
         deletion: deletion.id,
         vendor: vendor.name,
-        state: deletion.state,
+        state: deletion.state.to_string(),
         requested_by: deletion.requested_by,
         approved_by: deletion.approved_by,
         requested_at: deletion.requested_at,
