@@ -283,6 +283,18 @@ fn wipe_is_for_enrolled_hosts_and_their_own_copies() {
         ),
         "1"
     );
+    // The vendor sees the wipe as it stands now; the signed certificate stays as issued.
+    let now = s.ok(&world.admin, &["deletion", &deletion]);
+    assert!(
+        now.contains(&format!("host gpu-01 (enrollment "))
+            && now.contains("acme/m, 2 file(s), wipe confirmed 20")
+            && now.contains("(after the certificate was issued)"),
+        "{now}"
+    );
+    let status = json(&s.ok(&world.admin, &["--json", "deletion", &deletion]));
+    assert_eq!(status["wipes"][0]["late"], true, "{status}");
+    let cert = &status["certificate"]["certificate"]["deletion"]["hosts"][0];
+    assert_eq!(cert["wipe_confirmed"], false, "{status}");
 }
 
 #[test]

@@ -10,7 +10,7 @@ use wire::access::Outcome;
 use wire::deletion::{DeleteAfter, DeleteAfterSet, DeletionStarted, DeletionStatus, ServiceKey};
 
 use crate::Global;
-use crate::args::{opaque_id, parse_time};
+use crate::args::{opaque_id, parse_time, rfc3339};
 use crate::client::Client;
 use crate::output::Output;
 
@@ -238,7 +238,40 @@ async fn deletion(
         };
         write_certificate(certificate, file)?;
     }
-    out.result(&status, || format!("deletion {id}: {}", status.state))
+    out.result(&status, || status_text(&status))
+}
+
+/// A deletion as a person reads it: its state, when, and each host's wipe as it stands now
+/// (a confirmation after the certificate shows here, not in the certificate).
+fn status_text(status: &DeletionStatus) -> String {
+    let mut lines = vec![format!(
+        "deletion {}: {} (requested {} by {})",
+        status.deletion,
+        status.state,
+        rfc3339(status.requested_at),
+        status.requested_by
+    )];
+    if let Some(t) = status.completed_at {
+        lines.push(format!("  certified {}", rfc3339(t)));
+    }
+    if let Some(e) = &status.last_error {
+        lines.push(format!("  failing ({} attempts): {e}", status.attempts));
+    }
+    for w in &status.wipes {
+        let wipe = match (w.confirmed_at, w.late) {
+            (Some(t), true) => format!(
+                "wipe confirmed {} (after the certificate was issued)",
+                rfc3339(t)
+            ),
+            (Some(t), false) => format!("wipe confirmed {}", rfc3339(t)),
+            (None, _) => "wipe NOT confirmed".to_owned(),
+        };
+        lines.push(format!(
+            "  host {} (enrollment {}): {}, {} file(s), {wipe}",
+            w.host, w.host_id, w.model, w.files
+        ));
+    }
+    lines.join("\n")
 }
 
 async fn wait_for_certificate(

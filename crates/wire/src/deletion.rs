@@ -1,6 +1,7 @@
 //! Deletions (crypto-shred) and their certificates, and `delete_after` times.
 
 use serde::{Deserialize, Serialize};
+use types::HostName;
 use types::VendorName;
 
 /// `POST /v1/models/{vendor}/{model}/delete` and `POST /v1/vendors/{vendor}/delete` (202):
@@ -44,6 +45,27 @@ pub struct DeletionStatus {
     pub last_error: Option<String>,
     #[serde(default)]
     pub retry_at: Option<i64>,
+    /// Each host that held a copy of a deleted model, and its wipe as it stands now: the
+    /// certificate stays as issued, confirmations that came later show here (`late`).
+    #[serde(default)]
+    pub wipes: Vec<HostWipe>,
+}
+
+/// One host enrollment's copies of one deleted model, and whether it confirmed their wipe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostWipe {
+    pub host: HostName,
+    /// The enrollment: a name enrolled again later is another host.
+    pub host_id: String,
+    /// `vendor/model`.
+    pub model: String,
+    /// Files of the model the server sent to this host.
+    pub files: u64,
+    /// When the host confirmed the wipe (Unix seconds), if it has.
+    pub confirmed_at: Option<i64>,
+    /// The confirmation came after the certificate was issued (so the certificate does not
+    /// show it; the audit log's `wipe.confirm` entry does).
+    pub late: bool,
 }
 
 /// `GET /v1/service-key`: the public key deletion certificates are signed with (hex).

@@ -782,11 +782,21 @@ fn deletion_bodies() {
             attempts: 2,
             last_error: Some("storage refused".into()),
             retry_at: Some(9),
+            wipes: vec![HostWipe {
+                host: name("gpu-01"),
+                host_id: "h1".into(),
+                model: "acme/m".into(),
+                files: 3,
+                confirmed_at: Some(5),
+                late: true,
+            }],
         },
         json!({ "deletion": "d1", "vendor": "acme", "state": "certified",
                 "requested_by": "user:alice", "approved_by": null, "requested_at": 1,
                 "completed_at": 2, "certificate": { "v": 1, "anything": ["kept", "as", "is"] },
-                "attempts": 2, "last_error": "storage refused", "retry_at": 9 }),
+                "attempts": 2, "last_error": "storage refused", "retry_at": 9,
+                "wipes": [{ "host": "gpu-01", "host_id": "h1", "model": "acme/m", "files": 3,
+                            "confirmed_at": 5, "late": true }] }),
     );
     check(
         ServiceKey {

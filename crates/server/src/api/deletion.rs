@@ -10,7 +10,9 @@ use policy::Action;
 use store::{PendingAction, VendorRecord};
 use wire::ErrorCode;
 use wire::access::Outcome;
-use wire::deletion::{DeleteAfter, DeleteAfterSet, DeletionStarted, DeletionStatus, ServiceKey};
+use wire::deletion::{
+    DeleteAfter, DeleteAfterSet, DeletionStarted, DeletionStatus, HostWipe, ServiceKey,
+};
 
 use super::access::{filed_response, load_vendor};
 use super::json_body;
@@ -141,6 +143,8 @@ pub(crate) async fn status(
         .certificate
         .as_deref()
         .and_then(|c| serde_json::from_str(c).ok());
+    let certified_at = deletion.certificate.as_ref().and(deletion.completed_at);
+    let wipes = current_wipes(&app, &deletion.id, certified_at).await?;
     Ok(Json(DeletionStatus {
         deletion: deletion.id,
         vendor: vendor.name,
@@ -153,7 +157,45 @@ pub(crate) async fn status(
         attempts: deletion.attempts,
         last_error: deletion.last_error,
         retry_at: deletion.retry_at,
+        wipes,
     }))
+}
+
+/// Every host enrollment that received files of the deletion's models, and its wipe
+/// confirmation as it stands now.
+async fn current_wipes(
+    app: &App,
+    deletion_id: &str,
+    certified_at: Option<i64>,
+) -> Result<Vec<HostWipe>, ApiError> {
+    let confirmations = app.store.wipe_confirmations(deletion_id).await?;
+    let mut wipes = Vec::new();
+    for model_id in app.store.deletion_models(deletion_id).await? {
+        let model = match app.store.model_by_id(&model_id).await? {
+            Some(m) => format!("{}/{}", m.vendor, m.name),
+            None => model_id.clone(),
+        };
+        let mut held: std::collections::BTreeMap<String, HostWipe> = Default::default();
+        for copy in app.store.host_copies(&model_id).await? {
+            let entry = held.entry(copy.host_id.clone()).or_insert_with(|| {
+                let confirmed_at = confirmations
+                    .iter()
+                    .find(|c| c.host_id == copy.host_id && c.model_id == model_id)
+                    .map(|c| c.confirmed_at);
+                HostWipe {
+                    host: copy.host.clone(),
+                    host_id: copy.host_id.clone(),
+                    model: model.clone(),
+                    files: 0,
+                    confirmed_at,
+                    late: matches!((confirmed_at, certified_at), (Some(c), Some(t)) if c > t),
+                }
+            });
+            entry.files += 1;
+        }
+        wipes.extend(held.into_values());
+    }
+    Ok(wipes)
 }
 
 /// The public key deletion certificates are signed with (for `custody verify-certificate
