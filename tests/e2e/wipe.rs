@@ -286,7 +286,7 @@ fn wipe_is_for_enrolled_hosts_and_their_own_copies() {
     // The vendor sees the wipe as it stands now; the signed certificate stays as issued.
     let now = s.ok(&world.admin, &["deletion", &deletion]);
     assert!(
-        now.contains(&format!("host gpu-01 (enrollment "))
+        now.contains("host gpu-01 (enrollment ")
             && now.contains("acme/m, 2 file(s), wipe confirmed 20")
             && now.contains("(after the certificate was issued)"),
         "{now}"
