@@ -473,7 +473,12 @@ fn a_certificate_from_another_ca_fails_the_handshake() {
     std::fs::write(&rogue.key, key_pem.as_bytes()).unwrap();
     let run = s.custody_on(Some(&rogue), &world.alice, &["ls"]);
     assert!(!run.success);
-    assert!(run.stderr.contains("cannot reach"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("refused this host's client certificate (CUSTODY_HOST_CERT)"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

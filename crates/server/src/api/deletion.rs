@@ -143,8 +143,22 @@ pub(crate) async fn status(
         .certificate
         .as_deref()
         .and_then(|c| serde_json::from_str(c).ok());
-    let certified_at = deletion.certificate.as_ref().and(deletion.completed_at);
-    let wipes = current_wipes(&app, &deletion.id, certified_at).await?;
+    // Hosts the signed certificate shows as confirmed: a confirmation it does not show came
+    // after it was issued.
+    let in_certificate: Option<Vec<String>> = deletion.certificate.as_deref().map(|c| {
+        serde_json::from_str::<::deletion::CertificateFile>(c)
+            .map(|f| {
+                f.certificate
+                    .deletion
+                    .hosts
+                    .into_iter()
+                    .filter(|h| h.wipe_confirmed)
+                    .map(|h| h.host)
+                    .collect()
+            })
+            .unwrap_or_default()
+    });
+    let wipes = current_wipes(&app, &deletion.id, in_certificate.as_deref()).await?;
     Ok(Json(DeletionStatus {
         deletion: deletion.id,
         vendor: vendor.name,
@@ -166,7 +180,7 @@ pub(crate) async fn status(
 async fn current_wipes(
     app: &App,
     deletion_id: &str,
-    certified_at: Option<i64>,
+    confirmed_in_certificate: Option<&[String]>,
 ) -> Result<Vec<HostWipe>, ApiError> {
     let confirmations = app.store.wipe_confirmations(deletion_id).await?;
     let mut wipes = Vec::new();
@@ -188,7 +202,11 @@ async fn current_wipes(
                     model: model.clone(),
                     files: 0,
                     confirmed_at,
-                    late: matches!((confirmed_at, certified_at), (Some(c), Some(t)) if c > t),
+                    // The certificate names a host by its name and enrollment.
+                    late: confirmed_at.is_some()
+                        && confirmed_in_certificate.is_some_and(|hosts| {
+                            !hosts.contains(&format!("{} (enrollment {})", copy.host, copy.host_id))
+                        }),
                 }
             });
             entry.files += 1;
