@@ -851,3 +851,53 @@ fn upload_manifests_over_the_limits_are_refused_with_clear_errors() {
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["upload_id"], first["upload_id"]);
 }
+
+#[test]
+fn uploads_share_the_part_buffer_budget_and_all_finish() {
+    // The smallest budget: two 8 MiB parts' worth for every upload together. Three uploads of
+    // three parts each at once must wait for room in turn, never deadlock, and store every
+    // byte.
+    let server = server_with("max_upload_buffer_bytes = 16777216");
+    server.ok(&server.operator, &["vendor", "create", "acme"]);
+    let admin = server.token("vendor-admin", Some("acme"), "acme-admin");
+    let dirs: Vec<tempfile::TempDir> = (0..3u8)
+        .map(|n| {
+            let dir = tempfile::tempdir().unwrap();
+            let bytes: Vec<u8> = (0..20 << 20).map(|i: u32| (i % 251) as u8 ^ n).collect();
+            std::fs::write(dir.path().join("w.bin"), bytes).unwrap();
+            dir
+        })
+        .collect();
+    let uploads: Vec<_> = dirs
+        .iter()
+        .enumerate()
+        .map(|(n, dir)| {
+            server.spawn_custody(
+                &admin,
+                &[
+                    "upload",
+                    dir.path().to_str().unwrap(),
+                    &format!("acme/m{n}"),
+                ],
+            )
+        })
+        .collect();
+    for upload in uploads {
+        let output = upload.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    for n in 0..3 {
+        let (status, revision) = server.api(
+            &admin,
+            "GET",
+            &format!("/v1/models/acme/m{n}/revisions/main"),
+            None,
+        );
+        assert_eq!(status, 200, "{revision}");
+        assert_eq!(revision["files"][0]["size"], 20u64 << 20, "{revision}");
+    }
+}

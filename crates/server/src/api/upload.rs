@@ -555,8 +555,11 @@ impl PartPipeline {
             let part_len = (range.end - range.start) as usize;
             while buf.len() < part_len && !leftover.is_empty() {
                 if buf.capacity() == 0 {
-                    // Room for the ciphertext too: the part is sealed in this buffer. Taken
-                    // from the budget of all uploads first; the stream waits if it is spent.
+                    // Room for the ciphertext too: the part is sealed in this buffer. The whole
+                    // of it is taken from the budget of all uploads at once, before the first
+                    // byte (the stream waits while the budget is spent): a stream never holds
+                    // part of a buffer while it waits for the rest, so streams cannot deadlock
+                    // each other, and the parts it has in flight free their room on their own.
                     let need = self.sealer.stored_part_len(self.next_part);
                     filling = Some(self.reserve(need, &mut states).await?);
                     buf.reserve_exact(need);
@@ -657,7 +660,7 @@ impl PartPipeline {
     }
 
     /// Room for a part buffer of `bytes` in the budget of all uploads
-    /// (`limits.max_upload_buffer_bytes`), held until the part is stored.
+    /// (`limits.max_upload_buffer_bytes`, in KiB), held until the part is stored.
     async fn reserve(
         &mut self,
         bytes: usize,
