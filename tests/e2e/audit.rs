@@ -10,7 +10,7 @@ use crate::support::*;
 
 /// `custody audit verify DIR --log-key KEY [extra]` with `--json`, offline (no server
 /// settings at all): exit code and the JSON report.
-fn verify(dir: &Path, key: &str, extra: &[&str]) -> (i32, Value) {
+pub(crate) fn verify(dir: &Path, key: &str, extra: &[&str]) -> (i32, Value) {
     let output = Command::new(BIN)
         .args(["audit", "verify"])
         .arg(dir)
@@ -31,7 +31,7 @@ fn verify(dir: &Path, key: &str, extra: &[&str]) -> (i32, Value) {
     (output.status.code().unwrap(), report)
 }
 
-fn log_key(server: &TestServer) -> String {
+pub(crate) fn log_key(server: &TestServer) -> String {
     let key = server
         .ok(&server.operator, &["audit", "key"])
         .trim()
@@ -41,7 +41,7 @@ fn log_key(server: &TestServer) -> String {
 }
 
 /// Exports the whole log (or from `since`) into a fresh directory.
-fn export(server: &TestServer, since: Option<&Path>) -> (tempfile::TempDir, PathBuf) {
+pub(crate) fn export(server: &TestServer, since: Option<&Path>) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("bundle");
     let mut args = vec!["audit", "export", "--out", out.to_str().unwrap()];
@@ -53,7 +53,7 @@ fn export(server: &TestServer, since: Option<&Path>) -> (tempfile::TempDir, Path
 }
 
 /// Every exported entry, parsed.
-fn entries(bundle: &Path) -> Vec<Value> {
+pub(crate) fn entries(bundle: &Path) -> Vec<Value> {
     std::fs::read_to_string(bundle.join("entries.jsonl"))
         .unwrap()
         .lines()
@@ -159,7 +159,7 @@ fn every_action_is_in_an_export_that_verifies() {
     let alice = "committer:alice";
     assert_eq!(
         find(&all, "vendor.create", "ok")[0]["actor"],
-        "operator:bootstrap-operator"
+        "operator:root-operator"
     );
     assert!(!find(&all, "token.create", "ok").is_empty());
     let begin = find(&all, "upload.begin", "ok");
@@ -276,7 +276,7 @@ fn an_entry_edited_in_the_database_is_named_by_verify() {
         .position(|e| e["action"] == "vendor.create")
         .unwrap() as i64;
     edit_entry(&db, victim, |e| {
-        e.replace("bootstrap-operator", "someone-else-xyz")
+        e.replace("root-operator", "someone-else-xyz")
     });
 
     let (_t2, tampered) = export(server, None);

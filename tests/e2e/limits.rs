@@ -520,21 +520,27 @@ fn json_bodies_over_the_limit_are_refused_with_a_clear_error() {
             .chunks(8192)
             .map(|c| Ok(c.to_vec()))
             .collect();
-        https_client(&ca)
+        let response = https_client(&ca)
             .post(url)
             .bearer_auth(token)
             .header("content-type", "application/json")
             .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
             .send()
             .await
-            .unwrap()
-            .status()
-            .as_u16()
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "too_large", "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("max_json_body_bytes"),
+            "{body}"
+        );
+        status
     });
-    assert!(
-        matches!(status, 400 | 413),
-        "a chunked oversized body got {status}"
-    );
+    assert_eq!(status, 413, "a chunked oversized body");
     let (_, vendors) = server.api(&server.operator, "GET", "/v1/vendors", None);
     assert_eq!(vendors["vendors"], json!([]), "{vendors}");
 
@@ -641,4 +647,257 @@ fn a_client_that_reads_nothing_of_a_response_is_cut() {
     // The server is fine.
     let (status, _) = world.server.api(&world.alice, "GET", "/v1/models", None);
     assert_eq!(status, 200);
+}
+
+/// An HTTPS client whose connections come from the loopback address `source`.
+fn client_from(server: &TestServer, source: &str) -> reqwest::Client {
+    let tls = Arc::unwrap_or_clone(client_config(server, b"http/1.1", None));
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .local_address(source.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap()
+}
+
+/// Waits, if need be, until a refusal window (a wall-clock minute) has at least `secs` left.
+fn wait_for_window_with(secs: u64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let left = 60 - now % 60;
+    if left < secs {
+        std::thread::sleep(Duration::from_secs(left + 1));
+    }
+}
+
+/// The refusals an `authenticate` or `authenticate.aggregated` entry stands for, if it is
+/// about `source`.
+fn refusals_of(entry: &serde_json::Value, source: &str) -> Option<u64> {
+    let detail = entry["detail"].as_str()?;
+    if entry["outcome"] != "denied"
+        || !detail.contains(&format!(" {source} "))
+            && !detail.ends_with(&format!("(from {source})"))
+    {
+        return None;
+    }
+    match entry["action"].as_str()? {
+        "authenticate" => Some(1),
+        "authenticate.aggregated" => detail.split(' ').next()?.parse().ok(),
+        _ => None,
+    }
+}
+
+#[test]
+fn refused_authentication_is_rate_limited_and_recorded_in_bounded_entries() {
+    let server = server_with("refusals_per_minute_per_source = 20");
+    let operator = server.operator.clone();
+    let url = format!("{}/v1/vendors", server.url);
+    wait_for_window_with(40);
+    let (bad, anonymous, limited, behaving) = runtime().block_on(async {
+        let attacker = client_from(&server, "127.0.0.2");
+        let mut bad = Vec::new();
+        for _ in 0..50 {
+            let response = attacker
+                .get(&url)
+                .bearer_auth("0123abcd.deadbeef")
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let retry = response
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+            let body: serde_json::Value = response.json().await.unwrap();
+            bad.push((status, retry, body));
+        }
+        // The same address with a valid token is served at once.
+        let behaving = attacker
+            .get(&url)
+            .bearer_auth(&operator)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        let other = client_from(&server, "127.0.0.3");
+        let mut anonymous = Vec::new();
+        for _ in 0..7 {
+            anonymous.push(other.get(&url).send().await.unwrap().status().as_u16());
+        }
+        let limited = attacker.get(&url).send().await.unwrap().status().as_u16();
+        (bad, anonymous, limited, behaving)
+    });
+    for (status, retry, body) in &bad[..20] {
+        assert_eq!(*status, 401, "{body}");
+        assert_eq!(*retry, None);
+        assert_eq!(body["error"]["code"], "unauthenticated", "{body}");
+    }
+    for (status, retry, body) in &bad[20..] {
+        assert_eq!(*status, 429, "{body}");
+        assert!(retry.is_some_and(|s| (1..=60).contains(&s)), "{retry:?}");
+        assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("too many refused requests from 127.0.0.2")
+                && message.contains("retry after"),
+            "{message}"
+        );
+    }
+    assert_eq!(
+        behaving, 200,
+        "a valid token from a limited address was slowed"
+    );
+    assert_eq!(anonymous, vec![401; 7], "another source has its own budget");
+    assert_eq!(
+        limited, 429,
+        "a request without a token counts against the same budget"
+    );
+
+    // Stop (the counts still in memory are written at shutdown), start again, and read the
+    // whole log: every refusal is counted, in a bounded number of entries, and it verifies.
+    let mut server = server;
+    server.terminate();
+    assert_eq!(server.wait_exit(30).and_then(|s| s.code()), Some(0));
+    let data = server.stop();
+    let mut server = TestServer::start_with(data, &[]);
+    server.operator = operator;
+    let (_tmp, bundle) = crate::audit::export(&server, None);
+    let all = crate::audit::entries(&bundle);
+    for (source, sent, most_entries) in [("127.0.0.2", 51, 4), ("127.0.0.3", 7, 2)] {
+        let counts: Vec<u64> = all.iter().filter_map(|e| refusals_of(e, source)).collect();
+        assert_eq!(counts.iter().sum::<u64>(), sent, "{source}: {counts:?}");
+        assert!(
+            counts.len() <= most_entries,
+            "{source}: {} entries for {sent} refusals",
+            counts.len()
+        );
+    }
+    let (code, report) = crate::audit::verify(&bundle, &crate::audit::log_key(&server), &[]);
+    assert_eq!(code, 0, "{report}");
+}
+
+#[test]
+fn upload_manifests_over_the_limits_are_refused_with_clear_errors() {
+    let server = server_with(
+        "max_upload_files = 3\nmax_file_bytes = 1000\nmax_upload_bytes = 1500\nmax_open_uploads_per_user = 2",
+    );
+    server.ok(&server.operator, &["vendor", "create", "acme"]);
+    let admin = server.token("vendor-admin", Some("acme"), "acme-admin");
+    let digest = "0".repeat(64);
+    let begin = |files: Vec<(String, u64)>| {
+        let files: Vec<_> = files
+            .into_iter()
+            .map(|(path, size)| json!({ "path": path, "size": size, "sha256": digest }))
+            .collect();
+        server.api(
+            &admin,
+            "POST",
+            "/v1/models/acme/m/uploads",
+            Some(json!({ "message": "", "files": files })),
+        )
+    };
+    let refused = |files: Vec<(String, u64)>, code: &str, fragments: &[&str]| {
+        let (status, body) = begin(files);
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["code"], code, "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        for fragment in fragments {
+            assert!(message.contains(fragment), "{message}");
+        }
+    };
+    let named = |n: usize, size: u64| (0..n).map(|i| (format!("f{i}"), size)).collect::<Vec<_>>();
+    refused(
+        named(4, 1),
+        "too_many_files",
+        &["4 files", "at most 3", "max_upload_files"],
+    );
+    refused(
+        vec![("w.bin".into(), 1001)],
+        "file_too_large",
+        &["1001 bytes", "1000", "max_file_bytes"],
+    );
+    refused(
+        vec![("w.bin".into(), 4 << 40)],
+        "file_too_large",
+        &["max_file_bytes"],
+    );
+    refused(
+        named(2, 800),
+        "upload_too_large",
+        &["1600 bytes", "1500", "max_upload_bytes"],
+    );
+    refused(
+        vec![("a/".repeat(513), 1)],
+        "invalid_path",
+        &["1026", "1024"],
+    );
+
+    // Two sessions open, a third refused; the same manifest again resumes its session.
+    let (status, first) = begin(vec![("a.json".into(), 1)]);
+    assert_eq!(status, 201, "{first}");
+    let (status, second) = begin(vec![("b.json".into(), 1)]);
+    assert_eq!(status, 201, "{second}");
+    let (status, body) = begin(vec![("c.json".into(), 1)]);
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "too_many_uploads", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("2 upload sessions open") && message.contains("max_open_uploads_per_user"),
+        "{message}"
+    );
+    let (status, again) = begin(vec![("a.json".into(), 1)]);
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["upload_id"], first["upload_id"]);
+}
+
+#[test]
+fn uploads_share_the_part_buffer_budget_and_all_finish() {
+    // The smallest budget: two 8 MiB parts' worth for every upload together. Three uploads of
+    // three parts each at once must wait for room in turn, never deadlock, and store every
+    // byte.
+    let server = server_with("max_upload_buffer_bytes = 16777216");
+    server.ok(&server.operator, &["vendor", "create", "acme"]);
+    let admin = server.token("vendor-admin", Some("acme"), "acme-admin");
+    let dirs: Vec<tempfile::TempDir> = (0..3u8)
+        .map(|n| {
+            let dir = tempfile::tempdir().unwrap();
+            let bytes: Vec<u8> = (0..20 << 20).map(|i: u32| (i % 251) as u8 ^ n).collect();
+            std::fs::write(dir.path().join("w.bin"), bytes).unwrap();
+            dir
+        })
+        .collect();
+    let uploads: Vec<_> = dirs
+        .iter()
+        .enumerate()
+        .map(|(n, dir)| {
+            server.spawn_custody(
+                &admin,
+                &[
+                    "upload",
+                    dir.path().to_str().unwrap(),
+                    &format!("acme/m{n}"),
+                ],
+            )
+        })
+        .collect();
+    for upload in uploads {
+        let output = upload.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    for n in 0..3 {
+        let (status, revision) = server.api(
+            &admin,
+            "GET",
+            &format!("/v1/models/acme/m{n}/revisions/main"),
+            None,
+        );
+        assert_eq!(status, 200, "{revision}");
+        assert_eq!(revision["files"][0]["size"], 20u64 << 20, "{revision}");
+    }
 }

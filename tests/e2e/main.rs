@@ -16,6 +16,7 @@ mod support;
 mod access;
 mod audit;
 mod authz;
+mod bootstrap;
 mod cluster;
 mod deletion;
 mod deletion_failures;

@@ -11,6 +11,9 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_custody");
 
+/// The name of the operator token a first start makes with the bootstrap token.
+pub const OPERATOR: &str = "root-operator";
+
 pub struct TestServer {
     child: Child,
     pub data: tempfile::TempDir,
@@ -50,6 +53,28 @@ impl TestServer {
 
     /// Like [`TestServer::start_with`], with extra environment variables for the server.
     pub fn start_env(data: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> TestServer {
+        let mut server = TestServer::start_unclaimed(data, extra, env);
+        // A first start wrote the single-use bootstrap token to a file: it makes the operator
+        // token the tests use, as the README's quickstart does.
+        if let Some(bootstrap) = server.bootstrap_token() {
+            server.operator = server
+                .ok(
+                    &bootstrap,
+                    &["token", "create", "--role", "operator", "--name", OPERATOR],
+                )
+                .trim()
+                .to_owned();
+        }
+        server
+    }
+
+    /// Starts a server and leaves its bootstrap token (if it wrote one) unused: `operator` is
+    /// empty.
+    pub fn start_unclaimed(
+        data: tempfile::TempDir,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> TestServer {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -100,21 +125,32 @@ impl TestServer {
                 }
             }
         };
-        let operator = lines
-            .iter()
-            .find_map(|l| l.split("(shown once, store it now): ").nth(1))
-            .map(str::to_owned)
-            .unwrap_or_default();
         let ca = data.path().join("custody/tls/cert.pem");
         TestServer {
             child,
             data,
             url,
             ca,
-            operator,
+            operator: String::new(),
             stdout: lines,
             host: None,
         }
+    }
+
+    /// The file the first start wrote the bootstrap token to, as its stdout names it.
+    pub fn bootstrap_token_file(&self) -> Option<PathBuf> {
+        self.stdout.iter().find_map(|l| {
+            l.split("operator bootstrap token written to ")
+                .nth(1)
+                .and_then(|rest| rest.split(" (").next())
+                .map(PathBuf::from)
+        })
+    }
+
+    /// The bootstrap token, read from its file (while it is there).
+    pub fn bootstrap_token(&self) -> Option<String> {
+        let path = self.bootstrap_token_file()?;
+        Some(std::fs::read_to_string(path).ok()?.trim().to_owned())
     }
 
     pub fn data_dir(&self) -> PathBuf {

@@ -181,7 +181,7 @@ fn the_operator_acting_alone_obtains_no_weights() {
     );
 
     // 4. Groups are acme's: the operator cannot add itself or anyone to acme's team.
-    for user in ["bootstrap-operator", "mallory"] {
+    for user in ["root-operator", "mallory"] {
         let (status, body) = s.api(
             &op,
             "POST",
@@ -241,7 +241,7 @@ fn the_operator_acting_alone_obtains_no_weights() {
         .filter(|e| e["outcome"] == "denied")
         .collect();
     for actor in [
-        "operator:bootstrap-operator",
+        "operator:root-operator",
         "committer:alice",
         "vendor-admin:op-admin",
     ] {
@@ -253,7 +253,7 @@ fn the_operator_acting_alone_obtains_no_weights() {
     assert!(
         audit_entries(s, "deletion.schedule.request")
             .iter()
-            .any(|e| e["actor"] == "operator:bootstrap-operator")
+            .any(|e| e["actor"] == "operator:root-operator")
     );
 }
 

@@ -136,6 +136,14 @@ fn run_in(bin: &Path, scratch: &Path, args: &LoadArgs) -> anyhow::Result<Report>
             host_cert.to_str().context("non-UTF-8 path")?,
         ],
     )?;
+    // The operator enrolls the host; the vendor approves it for its weights.
+    custody_ok(
+        bin,
+        &server,
+        &ca,
+        &admin,
+        &["host", "approve", "acme", "load-host"],
+    )?;
     eprintln!("custody-bench load: uploading the test models");
     let small = scratch.join("small");
     write_data(&small.join("weights.bin"), 64 << 20)?;

@@ -209,7 +209,7 @@ fn custody_ok(
 }
 
 /// Starts a custody server on `data` with vendor `acme`; returns it, its certificate, the
-/// operator's bootstrap token and an `acme` vendor admin's token.
+/// operator's token (made with the bootstrap token) and an `acme` vendor admin's token.
 fn start_custody(
     bin: &Path,
     data: &Path,
@@ -223,12 +223,32 @@ fn start_custody(
         .env("CUSTODY_LOG", "info");
     let server = Server::start(cmd, "custody: listening on ", log)?;
     let ca = data.join("tls/cert.pem");
-    let operator = server
+    let bootstrap_file = server
         .stdout
         .iter()
-        .find_map(|l| l.split("(shown once, store it now): ").nth(1))
-        .map(str::to_owned)
-        .context("the server printed no bootstrap token")?;
+        .find_map(|l| {
+            l.split("operator bootstrap token written to ")
+                .nth(1)
+                .and_then(|rest| rest.split(" (").next())
+        })
+        .map(PathBuf::from)
+        .context("the server wrote no bootstrap token")?;
+    let bootstrap = std::fs::read_to_string(&bootstrap_file)
+        .with_context(|| format!("reading {}", bootstrap_file.display()))?;
+    let operator = custody_ok(
+        bin,
+        &server,
+        &ca,
+        bootstrap.trim(),
+        &[
+            "token",
+            "create",
+            "--role",
+            "operator",
+            "--name",
+            "bench-operator",
+        ],
+    )?;
     custody_ok(bin, &server, &ca, &operator, &["vendor", "create", "acme"])?;
     let admin = custody_ok(
         bin,

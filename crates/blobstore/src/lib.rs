@@ -20,7 +20,9 @@ mod s3;
 pub use backend::{Backend, PartReceipt};
 pub use fs::FsBackend;
 pub use object::BlobStore;
-pub use parts::{MAX_PARTS, MIN_SEGMENTS_PER_PART, PartLayout, PartSealer};
+pub use parts::{
+    MAX_OBJECT_WITH_SMALLEST_PARTS, MAX_PARTS, MIN_SEGMENTS_PER_PART, PartLayout, PartSealer,
+};
 pub use s3::{S3Backend, S3Config, S3Secret};
 
 /// Errors of the blob store. `Integrity` is the one a user must never see as success.

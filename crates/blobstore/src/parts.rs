@@ -18,6 +18,12 @@ pub const MIN_SEGMENTS_PER_PART: u64 = 8;
 /// S3 allows 10,000 parts; parts grow for objects larger than 10,000 × 8 MiB.
 pub const MAX_PARTS: u64 = 10_000;
 
+/// The largest object whose parts all hold [`MIN_SEGMENTS_PER_PART`] segments (78.125 GiB):
+/// up to this size a part, and so every buffer an upload holds for one, is 8 MiB of plaintext
+/// whatever the object's size. Beyond it parts grow with the object.
+pub const MAX_OBJECT_WITH_SMALLEST_PARTS: u64 =
+    MAX_PARTS * MIN_SEGMENTS_PER_PART * SEGMENT_PLAINTEXT_LEN as u64;
+
 /// The part layout of an object of a given plaintext length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartLayout {
@@ -188,6 +194,17 @@ mod tests {
         let huge = PartLayout::new(200 << 30);
         assert!(u64::from(huge.part_count()) <= MAX_PARTS);
         assert!(huge.segments_per_part > MIN_SEGMENTS_PER_PART);
+    }
+
+    #[test]
+    fn parts_stay_at_their_smallest_up_to_the_bound() {
+        const SMALLEST: u64 = MIN_SEGMENTS_PER_PART * SEGMENT_PLAINTEXT_LEN as u64;
+        let largest = PartLayout::new(MAX_OBJECT_WITH_SMALLEST_PARTS);
+        assert_eq!(largest.part_plaintext_len(), SMALLEST);
+        assert_eq!(u64::from(largest.part_count()), MAX_PARTS);
+        // One byte more and parts must grow (S3's part limit).
+        let beyond = PartLayout::new(MAX_OBJECT_WITH_SMALLEST_PARTS + 1);
+        assert!(beyond.part_plaintext_len() > SMALLEST);
     }
 }
 

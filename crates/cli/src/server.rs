@@ -100,10 +100,16 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         for notice in &started.notices {
             let _ = writeln!(stdout, "custody: {notice}");
         }
-        if let Some(token) = &started.bootstrap_token {
+        if let Some((path, expires_at)) = &started.bootstrap_token {
+            let at = std::time::UNIX_EPOCH
+                + std::time::Duration::from_secs(u64::try_from(*expires_at).unwrap_or(0));
             let _ = writeln!(
                 stdout,
-                "custody: operator bootstrap token (shown once, store it now): {token}"
+                "custody: operator bootstrap token written to {} (readable by this user only; \
+                 single use: it only creates a named operator token, with \
+                 `custody token create --role operator --name NAME`; it expires at {})",
+                path.display(),
+                humantime::format_rfc3339_seconds(at)
             );
         }
         let _ = writeln!(stdout, "custody: listening on https://{}", started.listen);

@@ -135,6 +135,7 @@ async fn main() {
         token_id: "t".into(),
         user_id: "u".into(),
         all_vendors: true,
+        bootstrap: false,
     };
     let principal = |user: &str| Principal {
         user: UserName::parse(user).unwrap(),

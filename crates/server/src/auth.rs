@@ -21,6 +21,7 @@ use store::{HostRecord, ModelRecord, VendorRecord};
 
 use crate::App;
 use crate::error::ApiError;
+use crate::refusals::PeerSource;
 
 /// The SHA-256 (lowercase hex) of the client certificate of the connection, when the peer
 /// presented one that chains to the host CA. Set by the accept loop.
@@ -44,6 +45,8 @@ pub struct Credential {
     pub user_id: String,
     /// Counts for every vendor; otherwise only where a vendor endorsed it.
     pub all_vendors: bool,
+    /// The operator bootstrap token: it may only create one named operator token.
+    pub bootstrap: bool,
 }
 
 pub enum CallerHost {
@@ -122,26 +125,69 @@ impl FromRequestParts<Arc<App>> for Caller {
             }),
         };
         match authenticate(parts, app).await {
-            Ok((principal, credential)) => Ok(Caller {
-                principal,
-                credential,
-                request_id,
-                host,
-            }),
-            Err(reason) => {
-                tracing::info!(%request_id, reason, "authentication refused");
-                let mut entry = audit::Entry::new("anonymous", "authenticate", "service")
-                    .with_request_id(&request_id)
-                    .with_outcome(audit::Outcome::Denied)
-                    .with_detail(reason);
-                entry.host = host.as_ref().map(CallerHost::name);
-                if let Err(e) = app.store.record(entry).await {
-                    return Err(ApiError::Internal(format!("recording a refusal: {e}")));
+            Ok((principal, credential)) => {
+                let caller = Caller {
+                    principal,
+                    credential,
+                    request_id,
+                    host,
+                };
+                if caller.credential.bootstrap && !creates_token(parts) {
+                    // Default deny: whatever the route, the bootstrap token does one thing.
+                    let entry = caller
+                        .entry("bootstrap-token.use", "service")
+                        .with_outcome(audit::Outcome::Denied)
+                        .with_detail(format!(
+                            "the bootstrap token may only create an operator token: {} {}",
+                            parts.method,
+                            parts.uri.path()
+                        ));
+                    app.store.record(entry).await?;
+                    return Err(ApiError::Denied(BOOTSTRAP_ONLY.into()));
                 }
-                Err(ApiError::Unauthenticated(reason))
+                Ok(caller)
+            }
+            Err(reason) => {
+                // The source's first refusal (per reason and minute) has an entry of its own;
+                // the others are counted into one aggregated entry (`refusals.rs`).
+                let source = parts
+                    .extensions
+                    .get::<PeerSource>()
+                    .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |s| s.0);
+                let verdict = app.refusals.note(source, reason, store_now());
+                tracing::debug!(%request_id, %source, reason, "authentication refused");
+                if verdict.record {
+                    tracing::info!(%request_id, %source, reason, "authentication refused (further refusals from this source are counted, not logged, for a minute)");
+                    let mut entry = audit::Entry::new("anonymous", "authenticate", "service")
+                        .with_request_id(&request_id)
+                        .with_outcome(audit::Outcome::Denied)
+                        .with_detail(format!("{reason} (from {source})"));
+                    entry.host = host.as_ref().map(CallerHost::name);
+                    if let Err(e) = app.store.record(entry).await {
+                        return Err(ApiError::Internal(format!("recording a refusal: {e}")));
+                    }
+                }
+                match verdict.limited {
+                    Some(retry_after) => Err(ApiError::RateLimited {
+                        message: format!(
+                            "too many refused requests from {source}: {reason}; retry after {retry_after} s"
+                        ),
+                        retry_after,
+                    }),
+                    None => Err(ApiError::Unauthenticated(reason)),
+                }
             }
         }
     }
+}
+
+/// What the bootstrap token is told when it asks for anything else.
+pub(crate) const BOOTSTRAP_ONLY: &str = "the bootstrap token only creates named operator tokens \
+     (custody token create --role operator --name NAME); use the token that prints";
+
+/// `POST /v1/tokens`: the one route the bootstrap token may use.
+fn creates_token(parts: &Parts) -> bool {
+    parts.method == axum::http::Method::POST && parts.uri.path() == "/v1/tokens"
 }
 
 async fn authenticate(parts: &Parts, app: &App) -> Result<(Principal, Credential), &'static str> {
@@ -185,6 +231,7 @@ async fn authenticate(parts: &Parts, app: &App) -> Result<(Principal, Credential
             token_id: record.id,
             user_id: record.user_id,
             all_vendors: record.all_vendors,
+            bootstrap: record.bootstrap,
         },
     ))
 }

@@ -9,6 +9,9 @@
 //! | checkpoints | `checkpoints` | signing audit checkpoints when the log grew (`checkpointer.rs`) |
 //! | upload sweep | `upload-sweep` | expiring abandoned uploads (`sweep.rs`) |
 //!
+//! A fourth runs on every instance, without a lease: writing the aggregated refusal counts
+//! of windows that closed (`refusals.rs`).
+//!
 //! Every instance runs a keeper per job: it takes the lease when it is free or expired, runs
 //! the job while renewing the lease, and stops the job the moment a renewal fails or finds the
 //! lease taken over (writes made under the lease are fenced by its token anyway, so a holder
@@ -100,8 +103,10 @@ pub(crate) fn start(app: Arc<App>) -> Supervisor {
     );
     supervisor.spawn(
         "upload sweep",
-        leased(app, "upload-sweep", crate::sweep::work),
+        leased(app.clone(), "upload-sweep", crate::sweep::work),
     );
+    // Per instance, no lease: each instance writes the refusals it counted.
+    supervisor.spawn("refusal counts", crate::refusals::work(app));
     supervisor
 }
 

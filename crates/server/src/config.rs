@@ -72,6 +72,13 @@ pub struct ServerConfig {
     /// further admins) expires unapproved after this many seconds.
     #[serde(default = "default_pending_ttl")]
     pub pending_ttl_secs: i64,
+    /// Where the first start writes the operator bootstrap token (mode 0600, never printed).
+    /// Default: `DATA/bootstrap-token`.
+    #[serde(default)]
+    pub bootstrap_token_file: Option<PathBuf>,
+    /// The bootstrap token expires this long after the first start if it was not used.
+    #[serde(default = "default_bootstrap_ttl")]
+    pub bootstrap_token_ttl_secs: i64,
     /// Connection limits and timeouts (`[limits]`), against slow and abusive clients. Every
     /// field has a safe default; SECURITY.md says what each one defends.
     #[serde(default)]
@@ -92,6 +99,10 @@ fn default_upload_ttl() -> i64 {
 
 fn default_checkpoint_interval() -> u64 {
     60
+}
+
+fn default_bootstrap_ttl() -> i64 {
+    24 * 3600
 }
 
 fn default_pending_ttl() -> i64 {
@@ -118,6 +129,8 @@ impl ServerConfig {
             audit_origin: None,
             checkpoint_interval_secs: default_checkpoint_interval(),
             pending_ttl_secs: default_pending_ttl(),
+            bootstrap_token_file: None,
+            bootstrap_token_ttl_secs: default_bootstrap_ttl(),
             limits: Limits::default(),
         }
     }
@@ -141,6 +154,12 @@ impl ServerConfig {
         self.blob_dir
             .clone()
             .unwrap_or_else(|| self.data_dir.join("blobs"))
+    }
+
+    pub fn bootstrap_token_file(&self) -> PathBuf {
+        self.bootstrap_token_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("bootstrap-token"))
     }
 
     pub fn key_dir(&self) -> PathBuf {
@@ -217,6 +236,29 @@ pub struct Limits {
     /// Largest JSON request body; larger ones are refused with 413. Upload file bytes are not
     /// JSON and are not bound by it.
     pub max_json_body_bytes: usize,
+    /// Files one upload may list.
+    pub max_upload_files: usize,
+    /// Largest file an upload may declare. At most 78.125 GiB (83886080000 bytes), the
+    /// largest file whose storage parts are all 8 MiB: the buffers an upload holds then do not
+    /// grow with the size it declares.
+    pub max_file_bytes: u64,
+    /// Largest total of the sizes one upload declares.
+    pub max_upload_bytes: u64,
+    /// Upload sessions one user (in one role) may have open (begun, not committed, not
+    /// expired); one more is refused with 409 `too_many_uploads`.
+    pub max_open_uploads_per_user: u64,
+    /// Memory for upload part buffers, all uploads together; a stream waits for room instead
+    /// of allocating beyond it. One stream holds at most four 8 MiB parts. At least 16 MiB.
+    pub max_upload_buffer_bytes: u64,
+    /// Refused authentications one source (IPv6: /64) is answered 401 in a minute; beyond,
+    /// 429 with `Retry-After` until the minute ends. Authenticated requests are never counted
+    /// nor slowed.
+    pub refusals_per_minute_per_source: u32,
+    /// Sources whose refused authentications are counted apart in a minute (each one's first
+    /// refusal recorded in full, the rest in one aggregated audit entry). Refusals from further
+    /// sources are counted together and answered 429. Bounds the audit entries refusals can
+    /// cause: at most twice this, plus two, per minute and instance.
+    pub refusal_sources_per_minute: usize,
     /// After SIGTERM or SIGINT the server accepts no new connection and lets transfers in flight
     /// finish for at most this long, then exits.
     pub shutdown_grace_secs: u64,
@@ -235,6 +277,13 @@ impl Default for Limits {
             max_header_bytes: 64 * 1024,
             max_json_body_bytes: 4 << 20,
             shutdown_grace_secs: 60,
+            max_upload_files: 10_000,
+            max_file_bytes: blobstore::MAX_OBJECT_WITH_SMALLEST_PARTS,
+            max_upload_bytes: 2 << 40,
+            max_open_uploads_per_user: 16,
+            max_upload_buffer_bytes: 512 << 20,
+            refusals_per_minute_per_source: 60,
+            refusal_sources_per_minute: 256,
         }
     }
 }

@@ -32,6 +32,9 @@ pub(crate) enum ApiError {
     BadRequest { code: ErrorCode, message: String },
     #[error("{0}")]
     Conflict(String),
+    /// The caller has as many upload sessions open as one user may.
+    #[error("{0}")]
+    TooManyUploads(String),
     /// A resumed upload sent bytes from another offset than the server holds.
     #[error("{0}")]
     ResumeMismatch(String),
@@ -44,6 +47,9 @@ pub(crate) enum ApiError {
     /// A request body over a configured limit.
     #[error("{0}")]
     TooLarge(String),
+    /// Too many refused requests from this source: answered 429 with `Retry-After`.
+    #[error("{message}")]
+    RateLimited { message: String, retry_after: u64 },
     /// Details go to the server log only; the client gets a request id to quote.
     #[error("internal error")]
     Internal(String),
@@ -71,12 +77,14 @@ impl ApiError {
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, *code),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, ErrorCode::Conflict),
             ApiError::ResumeMismatch(_) => (StatusCode::CONFLICT, ErrorCode::ResumeMismatch),
+            ApiError::TooManyUploads(_) => (StatusCode::CONFLICT, ErrorCode::TooManyUploads),
             ApiError::Integrity => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::IntegrityError),
             ApiError::RangeNotSatisfiable { .. } => (
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 ErrorCode::RangeNotSatisfiable,
             ),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooLarge),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         }
     }
@@ -98,11 +106,19 @@ impl ApiError {
         }
     }
 
-    fn add_content_range(&self, response: &mut Response) {
+    /// The headers some errors carry: `Content-Range` of a range outside the file,
+    /// `Retry-After` of a rate limit.
+    fn add_headers(&self, response: &mut Response) {
         if let ApiError::RangeNotSatisfiable { size } = self
             && let Ok(v) = format!("bytes */{size}").parse()
         {
             response.headers_mut().insert("content-range", v);
+        }
+        if let ApiError::RateLimited { retry_after, .. } = self {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                HeaderValue::from(*retry_after),
+            );
         }
     }
 
@@ -157,7 +173,7 @@ impl ApiError {
         {
             headers.insert(wire::hub::REPO_COMMIT_HEADER, v);
         }
-        self.add_content_range(&mut response);
+        self.add_headers(&mut response);
         response
     }
 }
@@ -181,7 +197,7 @@ impl IntoResponse for ApiError {
         let (status, code) = self.status();
         let message = self.user_message();
         let mut response = (status, Json(wire::ErrorBody::new(code, message))).into_response();
-        self.add_content_range(&mut response);
+        self.add_headers(&mut response);
         response
     }
 }
@@ -192,6 +208,17 @@ impl From<store::StoreError> for ApiError {
             store::StoreError::Conflict(m) => ApiError::Conflict(m),
             store::StoreError::Refused(m) => ApiError::Denied(m),
             store::StoreError::NotFound(what) => ApiError::NotFound(what.to_owned()),
+            store::StoreError::TooManyUploads { open, next_expiry } => {
+                let at = std::time::UNIX_EPOCH
+                    + std::time::Duration::from_secs(u64::try_from(next_expiry).unwrap_or(0));
+                ApiError::TooManyUploads(format!(
+                    "you have {open} upload sessions open, the most one user may have \
+                     (limits.max_open_uploads_per_user): finish and commit one (the same \
+                     upload run again resumes its session), or wait until the first expires \
+                     at {}",
+                    humantime::format_rfc3339_seconds(at)
+                ))
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -31,7 +31,8 @@ pub(crate) struct Prepared {
     pub policy: Arc<policy::PolicyEngine>,
     pub checkpointer: Checkpointer,
     pub cert_path: PathBuf,
-    pub bootstrap_token: Option<String>,
+    /// Where the bootstrap token was written, on the first start, and when it expires.
+    pub bootstrap_token: Option<(PathBuf, i64)>,
     /// Where the root of trust is, for certificates.
     pub placement: RootPlacement,
     /// Lines for the operator, printed at start (where the root of trust is, warnings).
@@ -147,7 +148,7 @@ pub(crate) async fn prepare(config: &crate::ServerConfig) -> anyhow::Result<Prep
     let keys = KeyHierarchy::open(ledger, root.provider.clone(), new_hierarchy)
         .await
         .context("opening the key hierarchy")?;
-    let bootstrap_token = bootstrap_operator(&store).await?;
+    let bootstrap_token = bootstrap_operator(&store, config).await?;
     drop(initialising);
 
     let backend: Arc<dyn blobstore::Backend> = match &config.s3 {
@@ -379,17 +380,30 @@ pub(crate) fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// On an installation without any token, makes the first operator token. It is returned once,
-/// to be printed once; only its hash is stored. (Called under the initialisation lock: one
-/// bootstrap token, whichever instance starts first.)
-async fn bootstrap_operator(store: &Store) -> anyhow::Result<Option<String>> {
+/// On an installation without any token, makes the operator bootstrap token and writes it to
+/// its file (created anew, mode 0600; never printed or logged); returns the file's path and the
+/// token's expiry. Only its hash is stored. It is single use: it may only create a named
+/// operator token, which revokes it (see `auth`), and it expires after
+/// `bootstrap_token_ttl_secs`. (Called under the initialisation lock: one bootstrap token,
+/// whichever instance starts first.)
+async fn bootstrap_operator(
+    store: &Store,
+    config: &crate::ServerConfig,
+) -> anyhow::Result<Option<(PathBuf, i64)>> {
     if store.token_count().await? > 0 {
         return Ok(None);
     }
+    anyhow::ensure!(
+        config.bootstrap_token_ttl_secs > 0,
+        "bootstrap_token_ttl_secs must be positive"
+    );
     let id = crypto::token::random_id()?;
     let secret = crypto::token::TokenSecret::generate()?;
+    let path = config.bootstrap_token_file();
+    write_secret_file(&path, &format!("{id}.{}\n", secret.expose_secret()))?;
+    let expires_at = crate::auth::store_now().saturating_add(config.bootstrap_token_ttl_secs);
     let user = UserName::parse("bootstrap-operator")?;
-    store
+    let issued = store
         .issue_token(
             &NewToken {
                 id: &id,
@@ -397,16 +411,53 @@ async fn bootstrap_operator(store: &Store) -> anyhow::Result<Option<String>> {
                 role: Role::Operator,
                 vendor_id: None,
                 user: &user,
-                expires_at: None,
+                expires_at: Some(expires_at),
                 created_by: "system",
+                bootstrap: true,
+                consumes: None,
             },
             &crypto::token::random_id()?,
             0,
-            audit::Entry::new("system", "token.create", "service")
-                .with_detail(format!("operator bootstrap token {id}")),
+            audit::Entry::new("system", "token.create", "service").with_detail(format!(
+                "operator bootstrap token {id}, single use, expires at {expires_at}"
+            )),
         )
-        .await?;
-    Ok(Some(format!("{id}.{}", secret.expose_secret())))
+        .await;
+    if let Err(e) = issued {
+        // A token that was never stored must not be left where it looks usable.
+        let _ = std::fs::remove_file(&path);
+        return Err(e.into());
+    }
+    Ok(Some((path, expires_at)))
+}
+
+/// Writes `text` to a new file at `path` that only its owner can read: created exclusively
+/// (`O_EXCL`: never through a planted link, never over another file) with mode 0600, and
+/// synced. A file already there is left over from a first start that did not finish (the
+/// database holds no token): it is removed first (a link itself, not what it points to).
+fn write_secret_file(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if std::fs::symlink_metadata(path).is_ok() {
+        tracing::warn!(path = %path.display(), "removing a bootstrap token file from an unfinished first start");
+        std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ mod deletion;
 mod error;
 mod init;
 mod keys;
+mod refusals;
 mod service_identity;
 mod suggest;
 mod sweep;
@@ -56,19 +57,24 @@ pub(crate) struct App {
     pub service_key: certificate::ServiceKey,
     /// Where the root of trust is, as certificates state it.
     pub placement: ::deletion::RootPlacement,
+    /// The budget of upload part buffers (`limits.max_upload_buffer_bytes`), in KiB.
+    pub upload_buffers: Arc<tokio::sync::Semaphore>,
+    /// Refused authentication of this instance, counted per source and minute.
+    pub refusals: refusals::Refusals,
     /// This process, as lease holders are named: random, new at every start.
     pub instance: String,
     /// One server per SQLite database: held until the process ends.
     _instance_lock: Option<std::fs::File>,
 }
 
-/// What start-up reports to the operator, printed by the CLI. No `Debug`: it holds a token.
+/// What start-up reports to the operator, printed by the CLI.
 pub struct Started {
     pub listen: std::net::SocketAddr,
     pub cert_path: std::path::PathBuf,
     pub fingerprint: String,
-    /// Shown once, on the first start of an empty installation.
-    pub bootstrap_token: Option<String>,
+    /// On the first start of an empty installation: the file the operator bootstrap token was
+    /// written to, and when it expires (Unix seconds). The token itself is never printed.
+    pub bootstrap_token: Option<(std::path::PathBuf, i64)>,
     /// This instance's name in the database's leases.
     pub instance: String,
     /// Where the root of trust and the audit checkpoint copy are, and warnings.
@@ -96,6 +102,15 @@ pub async fn run(config: ServerConfig, on_started: impl FnOnce(&Started)) -> any
     for notice in &started.notices {
         tracing::info!("{notice}");
     }
+    let refusals = refusals::Refusals::new(
+        config.limits.refusals_per_minute_per_source,
+        config.limits.refusal_sources_per_minute,
+    );
+    let upload_buffers = Arc::new(tokio::sync::Semaphore::new(
+        usize::try_from(config.limits.max_upload_buffer_bytes / 1024)
+            .unwrap_or(usize::MAX)
+            .min(tokio::sync::Semaphore::MAX_PERMITS),
+    ));
     let app = Arc::new(App {
         store: prepared.store,
         blobs: prepared.blobs,
@@ -107,6 +122,8 @@ pub async fn run(config: ServerConfig, on_started: impl FnOnce(&Started)) -> any
         checkpointer: prepared.checkpointer,
         service_key: prepared.service_key,
         placement: prepared.placement,
+        refusals,
+        upload_buffers,
         instance,
         _instance_lock: prepared.instance_lock,
     });
@@ -124,7 +141,9 @@ pub async fn run(config: ServerConfig, on_started: impl FnOnce(&Started)) -> any
         ) => served?,
         failure = background.failure() => return Err(failure),
     }
-    // Entries of requests whose clients went away may still be queued.
+    // Refusals counted but not yet written, then entries of requests whose clients went
+    // away, may still be waiting.
+    refusals::flush(&app).await?;
     app.store.flush_audit().await?;
     tracing::info!("stopped");
     Ok(())

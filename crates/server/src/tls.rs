@@ -48,6 +48,7 @@ use tower_http::timeout::TimeoutBody;
 use crate::auth::PeerCertificate;
 use crate::config::Limits;
 use crate::error::ApiError;
+use crate::refusals::PeerSource;
 
 /// How often a connection checks its deadlines.
 const TICK: Duration = Duration::from_millis(250);
@@ -108,6 +109,35 @@ impl Policy {
             "max_json_body_bytes",
             limits.max_json_body_bytes as u64,
             1024,
+        )?;
+        at_least("max_upload_files", limits.max_upload_files as u64, 1)?;
+        at_least("max_file_bytes", limits.max_file_bytes, 1)?;
+        if limits.max_file_bytes > blobstore::MAX_OBJECT_WITH_SMALLEST_PARTS {
+            anyhow::bail!(
+                "limits.max_file_bytes must be at most {} (larger files need larger part buffers)",
+                blobstore::MAX_OBJECT_WITH_SMALLEST_PARTS
+            );
+        }
+        at_least("max_upload_bytes", limits.max_upload_bytes, 1)?;
+        at_least(
+            "max_open_uploads_per_user",
+            limits.max_open_uploads_per_user,
+            1,
+        )?;
+        at_least(
+            "max_upload_buffer_bytes",
+            limits.max_upload_buffer_bytes,
+            16 << 20,
+        )?;
+        at_least(
+            "refusals_per_minute_per_source",
+            limits.refusals_per_minute_per_source.into(),
+            1,
+        )?;
+        at_least(
+            "refusal_sources_per_minute",
+            limits.refusal_sources_per_minute as u64,
+            1,
         )?;
         Ok(Policy {
             handshake: secs(
@@ -302,6 +332,7 @@ async fn connection(
         .and_then(|chain| chain.first())
         .map(|cert| PeerCertificate(crypto::host_ca::cert_sha256_hex(cert)));
 
+    let source = PeerSource(source_of(peer.ip()));
     let service = {
         let state = state.clone();
         let policy = policy.clone();
@@ -313,6 +344,7 @@ async fn connection(
             if let Some(cert) = &peer_cert {
                 request.extensions_mut().insert(cert.clone());
             }
+            request.extensions_mut().insert(source);
             let router = router.clone();
             async move {
                 let response = match refusal {
@@ -803,6 +835,13 @@ mod tests {
             ..Limits::default()
         };
         assert!(Policy::new(&limits).is_err());
+        // Files whose parts would outgrow 8 MiB buffers are not allowed.
+        let limits = Limits {
+            max_file_bytes: blobstore::MAX_OBJECT_WITH_SMALLEST_PARTS + 1,
+            ..Limits::default()
+        };
+        let err = Policy::new(&limits).err().unwrap();
+        assert!(err.to_string().contains("max_file_bytes"), "{err}");
         assert!(Policy::new(&Limits::default()).is_ok());
     }
 }

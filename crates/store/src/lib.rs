@@ -59,6 +59,10 @@ pub enum StoreError {
     Refused(String),
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// The creator already has `open` upload sessions open, the most allowed; the first of
+    /// them expires at `next_expiry` (Unix seconds).
+    #[error("{open} upload sessions are open, the most allowed")]
+    TooManyUploads { open: u64, next_expiry: i64 },
     #[error("database holds an invalid value: {0}")]
     Corrupt(String),
     #[error("unsupported database url (expected sqlite:// or postgres://)")]
@@ -311,6 +315,24 @@ impl Store {
         entry: audit::Entry,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
+        // Counted inside the transaction: its first write (the audit head) orders it after
+        // every other writer, so concurrent beginnings cannot both pass the cap.
+        let open = sqlx::query(
+            "SELECT COUNT(*) AS open, MIN(expires_at) AS next_expiry FROM upload_sessions \
+             WHERE created_by = $1 AND expires_at > $2",
+        )
+        .bind(upload.created_by)
+        .bind(now())
+        .fetch_one(tx.conn())
+        .await?;
+        let count = convert::get_uint(&open, "open")?;
+        if count >= upload.max_open_by_creator {
+            let next_expiry: Option<i64> = open.try_get("next_expiry")?;
+            return Err(StoreError::TooManyUploads {
+                open: count,
+                next_expiry: next_expiry.unwrap_or(0),
+            });
+        }
         sqlx::query(
             "INSERT INTO upload_sessions (id, model_id, created_by, message, created_at, expires_at, manifest_digest, derived_from) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",

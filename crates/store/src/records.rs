@@ -64,6 +64,8 @@ pub struct NewUpload<'a> {
     pub message: &'a str,
     pub expires_at: i64,
     pub files: &'a [FileRecord],
+    /// Refuse if the creator already has this many sessions open (not expired).
+    pub max_open_by_creator: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -34,6 +34,8 @@ pub struct TokenRecord {
     pub all_vendors: bool,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// The operator bootstrap token: it may only create named operator tokens, once.
+    pub bootstrap: bool,
 }
 
 pub struct NewToken<'a> {
@@ -45,6 +47,11 @@ pub struct NewToken<'a> {
     pub expires_at: Option<i64>,
     /// The actor issuing it (`role:name`), for the record.
     pub created_by: &'a str,
+    /// Made as the operator bootstrap token.
+    pub bootstrap: bool,
+    /// A bootstrap token issuing this one: revoked in the same transaction, and the issue
+    /// refused if it was revoked already (single use, even under concurrent requests).
+    pub consumes: Option<&'a str>,
 }
 
 /// A user record.
@@ -86,7 +93,7 @@ pub struct TokenInfo {
 }
 
 const TOKEN_SELECT: &str = "SELECT t.id, t.secret_hash, t.role, t.vendor_id, v.name AS vendor, \
-     t.user_id, t.user_name, t.all_vendors, t.expires_at, t.revoked_at \
+     t.user_id, t.user_name, t.all_vendors, t.expires_at, t.revoked_at, t.bootstrap \
      FROM tokens t LEFT JOIN vendors v ON v.id = t.vendor_id";
 
 fn token_from_row(r: &sqlx::any::AnyRow) -> Result<TokenRecord> {
@@ -107,6 +114,7 @@ fn token_from_row(r: &sqlx::any::AnyRow) -> Result<TokenRecord> {
         all_vendors: r.try_get::<i64, _>("all_vendors")? != 0,
         expires_at: r.try_get("expires_at")?,
         revoked_at: r.try_get("revoked_at")?,
+        bootstrap: r.try_get::<i64, _>("bootstrap")? != 0,
     })
 }
 
@@ -147,6 +155,21 @@ impl Store {
     ) -> Result<IssuedToken> {
         let mut tx = self.begin().await?;
         let conn = tx.conn();
+        if let Some(bootstrap) = token.consumes {
+            let revoked = sqlx::query(
+                "UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND bootstrap = 1 AND revoked_at IS NULL",
+            )
+            .bind(now())
+            .bind(bootstrap)
+            .execute(&mut *conn)
+            .await?;
+            if revoked.rows_affected() != 1 {
+                return Err(StoreError::Refused(
+                    "the bootstrap token has been used already; use the operator token it created"
+                        .into(),
+                ));
+            }
+        }
         let existing = sqlx::query("SELECT id FROM users WHERE name = $1")
             .bind(token.user.as_str())
             .fetch_optional(&mut *conn)
@@ -176,7 +199,7 @@ impl Store {
         };
         sqlx::query(
             "INSERT INTO tokens (id, secret_hash, role, vendor_id, user_name, user_id, all_vendors, \
-             created_by, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             created_by, created_at, expires_at, bootstrap) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(token.id)
         .bind(token.secret_hash.to_vec())
@@ -188,6 +211,7 @@ impl Store {
         .bind(token.created_by)
         .bind(now())
         .bind(token.expires_at)
+        .bind(i64::from(token.bootstrap))
         .execute(&mut *conn)
         .await?;
         let mut issued = IssuedToken {

@@ -55,6 +55,8 @@ suite!(
     a_re_enrolled_host_is_a_new_record_the_vendor_approves_again,
     concurrent_changes_get_gap_free_sequence_numbers,
     upload_progress_survives_and_expires,
+    open_uploads_are_capped_per_creator,
+    a_bootstrap_token_issues_one_token_only,
 );
 
 fn entry(action: &str) -> audit::Entry {
@@ -124,6 +126,8 @@ async fn issue(
                 user: &user,
                 expires_at: Some(4_000_000_000),
                 created_by: "operator:root",
+                bootstrap: false,
+                consumes: None,
             },
             &format!("u-{id}"),
             604_800,
@@ -387,6 +391,7 @@ async fn a_commit_makes_one_immutable_revision(store: Store) {
                 message: "first",
                 expires_at: i64::MAX,
                 files: &files,
+                max_open_by_creator: u64::MAX,
             },
             entry("upload.begin"),
         )
@@ -442,6 +447,7 @@ async fn a_commit_makes_one_immutable_revision(store: Store) {
                 message: "",
                 expires_at: i64::MAX,
                 files: &[file("c", 3)],
+                max_open_by_creator: u64::MAX,
             },
             entry("upload.begin"),
         )
@@ -482,6 +488,7 @@ async fn a_commit_makes_one_immutable_revision(store: Store) {
                 message: "quantized",
                 expires_at: i64::MAX,
                 files: &[file("q", 4)],
+                max_open_by_creator: u64::MAX,
             },
             Some(&commit),
             entry("upload.begin"),
@@ -865,6 +872,7 @@ async fn upload_progress_survives_and_expires(store: Store) {
         message: "",
         expires_at,
         files: &files,
+        max_open_by_creator: u64::MAX,
     };
     store
         .create_upload(&new("u1", "same", 1000), entry("upload.begin"))
@@ -951,4 +959,164 @@ async fn upload_progress_survives_and_expires(store: Store) {
         audit_actions(&store).await.last().map(String::as_str),
         Some("upload.expire")
     );
+}
+
+async fn open_uploads_are_capped_per_creator(store: Store) {
+    model(&store).await;
+    let files = [file("w.bin", 1)];
+    let far = i64::MAX / 2;
+    let new = |id, created_by, expires_at| NewUpload {
+        id,
+        manifest_digest: id,
+        model_id: "m1",
+        created_by,
+        message: "",
+        expires_at,
+        files: &files,
+        max_open_by_creator: 2,
+    };
+    // An expired session does not count.
+    store
+        .create_upload(&new("old", "committer:a", 1000), entry("upload.begin"))
+        .await
+        .unwrap();
+    for id in ["u1", "u2"] {
+        store
+            .create_upload(&new(id, "committer:a", far), entry("upload.begin"))
+            .await
+            .unwrap();
+    }
+    let before = audit_actions(&store).await.len();
+    let refused = store
+        .create_upload(&new("u3", "committer:a", far), entry("upload.begin"))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::TooManyUploads { open: 2, next_expiry }) if next_expiry == far),
+        "{refused:?}"
+    );
+    assert!(store.upload("u3").await.unwrap().is_none());
+    assert_eq!(
+        audit_actions(&store).await.len(),
+        before,
+        "a refusal writes no entry"
+    );
+    // Someone else is not affected.
+    store
+        .create_upload(&new("b1", "committer:b", far), entry("upload.begin"))
+        .await
+        .unwrap();
+    // Many at once cannot pass the cap together.
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            let files = files.clone();
+            tokio::spawn(async move {
+                let id = format!("c{i}");
+                store
+                    .create_upload(
+                        &NewUpload {
+                            id: &id,
+                            manifest_digest: &id,
+                            model_id: "m1",
+                            created_by: "committer:c",
+                            message: "",
+                            expires_at: far,
+                            files: &files,
+                            max_open_by_creator: 3,
+                        },
+                        entry("upload.begin"),
+                    )
+                    .await
+                    .is_ok()
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for t in tasks {
+        created += usize::from(t.await.unwrap());
+    }
+    assert_eq!(created, 3);
+}
+
+async fn a_bootstrap_token_issues_one_token_only(store: Store) {
+    let boot = UserName::parse("bootstrap-operator").unwrap();
+    store
+        .issue_token(
+            &NewToken {
+                id: "boot",
+                secret_hash: &[1u8; 32],
+                role: Role::Operator,
+                vendor_id: None,
+                user: &boot,
+                expires_at: Some(4_000_000_000),
+                created_by: "system",
+                bootstrap: true,
+                consumes: None,
+            },
+            "u-boot",
+            604_800,
+            entry("token.create"),
+        )
+        .await
+        .unwrap();
+    assert!(store.token("boot").await.unwrap().unwrap().bootstrap);
+    // Several at once: exactly one is issued, and the bootstrap token is revoked with it.
+    let tasks: Vec<_> = (0..6)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let id = format!("op{i}");
+                let user = UserName::parse(&format!("ops-{i}")).unwrap();
+                store
+                    .issue_token(
+                        &NewToken {
+                            id: &id,
+                            secret_hash: &[2u8; 32],
+                            role: Role::Operator,
+                            vendor_id: None,
+                            user: &user,
+                            expires_at: None,
+                            created_by: "operator:bootstrap-operator",
+                            bootstrap: false,
+                            consumes: Some("boot"),
+                        },
+                        &format!("u-{id}"),
+                        604_800,
+                        entry("token.create"),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    let mut issued = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => issued += 1,
+            Err(StoreError::Refused(m)) => assert!(m.contains("used already"), "{m}"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(issued, 1);
+    let boot = store.token("boot").await.unwrap().unwrap();
+    assert!(boot.revoked_at.is_some());
+    // An ordinary token cannot be consumed as if it were a bootstrap token.
+    let refused = store
+        .issue_token(
+            &NewToken {
+                id: "x",
+                secret_hash: &[3u8; 32],
+                role: Role::Operator,
+                vendor_id: None,
+                user: &UserName::parse("x").unwrap(),
+                expires_at: None,
+                created_by: "operator:ops-0",
+                bootstrap: false,
+                consumes: Some("op0"),
+            },
+            "u-x",
+            604_800,
+            entry("token.create"),
+        )
+        .await;
+    assert!(matches!(refused, Err(StoreError::Refused(_))));
 }

@@ -73,7 +73,8 @@ pub struct Cluster {
     pub identity_dir: PathBuf,
     /// The certificate clients trust (`identity_dir/tls/cert.pem`).
     pub ca: PathBuf,
-    /// The first start's operator bootstrap token.
+    /// The operator token the first start's single-use bootstrap token made
+    /// (`root-operator`).
     pub operator: String,
     ports: Vec<u16>,
     instances: Vec<Option<Instance>>,
@@ -151,15 +152,7 @@ impl Cluster {
                 .map_err(|e| format!("cannot write the configuration of instance {i}: {e}"))?;
             cluster.start_instance(i, &[])?;
             if i == 0 {
-                cluster.operator = cluster
-                    .instance(0)
-                    .and_then(|s| {
-                        s.stdout
-                            .iter()
-                            .find_map(|l| l.split("(shown once, store it now): ").nth(1))
-                    })
-                    .map(str::to_owned)
-                    .ok_or("the first instance printed no bootstrap token")?;
+                cluster.operator = cluster.first_operator()?;
             }
         }
         cluster.lb = Some(Haproxy::start(&ports)?);
@@ -316,6 +309,46 @@ impl Cluster {
     }
 
     /// `https://127.0.0.1:PORT` of instance `i` (whether or not it runs).
+    /// Reads the bootstrap token from the file instance 0 named and makes the operator token
+    /// `root-operator` with it, as an operator does after the first start.
+    fn first_operator(&self) -> Result<String, String> {
+        let path = self
+            .instance(0)
+            .and_then(|s| {
+                s.stdout.iter().find_map(|l| {
+                    l.split("operator bootstrap token written to ")
+                        .nth(1)
+                        .and_then(|rest| rest.split(" (").next())
+                })
+            })
+            .map(PathBuf::from)
+            .ok_or("the first instance wrote no bootstrap token")?;
+        let bootstrap = std::fs::read_to_string(&path)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let out = Command::new(&self.bin)
+            .args([
+                "token",
+                "create",
+                "--role",
+                "operator",
+                "--name",
+                "root-operator",
+            ])
+            .env("CUSTODY_SERVER", self.instance_url(0))
+            .env("CUSTODY_CA", &self.ca)
+            .env("CUSTODY_TOKEN", bootstrap.trim())
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", self.bin.display()))?;
+        if !out.status.success() {
+            return Err(format!(
+                "making the operator token failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
     pub fn instance_url(&self, i: usize) -> String {
         format!("https://127.0.0.1:{}", self.ports[i])
     }

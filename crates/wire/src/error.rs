@@ -71,12 +71,16 @@ error_codes! {
     Deleted = "deleted",
     /// The request conflicts with the current state (409).
     Conflict = "conflict",
+    /// The caller already has as many upload sessions open as one user may (409).
+    TooManyUploads = "too_many_uploads",
     /// A resumed upload sent bytes from another offset than the server holds (409).
     ResumeMismatch = "resume_mismatch",
     /// Stored data failed its integrity check (500).
     IntegrityError = "integrity_error",
     /// A byte range outside the file (416).
     RangeNotSatisfiable = "range_not_satisfiable",
+    /// Too many refused requests from this source; retry after `Retry-After` seconds (429).
+    RateLimited = "rate_limited",
     /// The server failed; its log has the details (500).
     Internal = "internal",
     // --- bad requests (400), by what was wrong ---------------------------------------------
@@ -105,6 +109,7 @@ error_codes! {
     DuplicatePath = "duplicate_path",
     PathConflict = "path_conflict",
     FileTooLarge = "file_too_large",
+    UploadTooLarge = "upload_too_large",
     SizeMismatch = "size_mismatch",
     DigestMismatch = "digest_mismatch",
     UploadInterrupted = "upload_interrupted",

@@ -61,6 +61,16 @@ pub(crate) async fn create_token(
     let body = json_body(body)?;
     let role = Role::parse(&body.role)?;
     let user = UserName::parse(&body.name)?;
+    if caller.credential.bootstrap && role != Role::Operator {
+        let entry = caller
+            .entry("bootstrap-token.use", "service")
+            .with_outcome(audit::Outcome::Denied)
+            .with_detail(format!(
+                "the bootstrap token may only create an operator token, not a {role} token"
+            ));
+        app.store.record(entry).await?;
+        return Err(ApiError::Denied(crate::auth::BOOTSTRAP_ONLY.into()));
+    }
     let vendor = body.vendor.as_deref().map(VendorName::parse).transpose()?;
     let vendor_record = match (role, &vendor) {
         (Role::VendorAdmin | Role::Auditor, None) => {
@@ -106,12 +116,22 @@ pub(crate) async fn create_token(
                 user: &user,
                 expires_at,
                 created_by: &caller.actor(),
+                bootstrap: false,
+                // The bootstrap token is revoked by the token it creates, atomically.
+                consumes: caller
+                    .credential
+                    .bootstrap
+                    .then_some(caller.credential.token_id.as_str()),
             },
             &crypto::token::random_id()?,
             app.config.pending_ttl_secs,
             entry,
         )
         .await?;
+    if caller.credential.bootstrap {
+        // Spent (revoked with this issue): its file goes too, where this instance wrote it.
+        let _ = std::fs::remove_file(app.config.bootstrap_token_file());
+    }
     let mut awaiting = Vec::new();
     for (vendor_id, pending) in issued.awaiting {
         let vendor = app

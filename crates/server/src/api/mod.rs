@@ -135,8 +135,18 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// Turns axum's plain-text JSON rejection into our error body.
+/// Turns axum's plain-text JSON rejection into our error body. A body that outgrew the limit
+/// while it was read (sent without a length) is 413, as one declared too large is
+/// (`tls::json_too_large`).
 pub(crate) fn json_body<T>(body: Result<axum::Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    body.map(|axum::Json(v)| v)
-        .map_err(|e| ApiError::bad_request(wire::ErrorCode::InvalidRequest, e.body_text()))
+    body.map(|axum::Json(v)| v).map_err(|e| {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge(
+                "the JSON request body is over the server's limit (limits.max_json_body_bytes)"
+                    .into(),
+            )
+        } else {
+            ApiError::bad_request(wire::ErrorCode::InvalidRequest, e.body_text())
+        }
+    })
 }

@@ -15,6 +15,7 @@ use crypto::hash::ResumableSha256;
 use futures::StreamExt;
 use policy::Action;
 use store::{FileRecord, NewUpload, UploadSession};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 use types::{CommitId, ModelName, ObjectId, RepoPath, Sha256Hex, VendorName};
 use wire::ErrorCode;
@@ -25,26 +26,33 @@ use super::json_body;
 use super::models::{authorize_model, load_model};
 use crate::App;
 use crate::auth::{Caller, Target, authorize, policy_ids, store_now};
+use crate::config::Limits;
 use crate::error::ApiError;
 
-/// Largest accepted file: the stream format's limit is far above; this is a sanity bound.
-const MAX_FILE_SIZE: u64 = 4 << 40;
-const MAX_FILES: usize = 100_000;
 const MAX_MESSAGE_LEN: usize = 4096;
 
-/// Checks a manifest as a whole. Paths are compared case-insensitively too: two names that
-/// differ only in case would overwrite each other on a case-insensitive file system.
-fn validate_manifest(request: &UploadRequest) -> Result<Vec<(RepoPath, u64, Sha256Hex)>, ApiError> {
+/// Checks a manifest as a whole, against `limits` (`[limits]`: files, file size, total size;
+/// each path is at most 1024 bytes, see `RepoPath`). Paths are compared case-insensitively
+/// too: two names that differ only in case would overwrite each other on a case-insensitive
+/// file system.
+fn validate_manifest(
+    request: &UploadRequest,
+    limits: &Limits,
+) -> Result<Vec<(RepoPath, u64, Sha256Hex)>, ApiError> {
     if request.files.is_empty() {
         return Err(ApiError::bad_request(
             ErrorCode::EmptyUpload,
             "the upload lists no files",
         ));
     }
-    if request.files.len() > MAX_FILES {
+    if request.files.len() > limits.max_upload_files {
         return Err(ApiError::bad_request(
             ErrorCode::TooManyFiles,
-            format!("an upload holds at most {MAX_FILES} files"),
+            format!(
+                "the upload lists {} files; an upload holds at most {} (limits.max_upload_files): split it",
+                request.files.len(),
+                limits.max_upload_files
+            ),
         ));
     }
     if request.message.len() > MAX_MESSAGE_LEN
@@ -62,6 +70,7 @@ fn validate_manifest(request: &UploadRequest) -> Result<Vec<(RepoPath, u64, Sha2
     }
     let mut seen = HashSet::new();
     let mut files = Vec::with_capacity(request.files.len());
+    let mut total: u64 = 0;
     for entry in &request.files {
         let path = RepoPath::parse(&entry.path)
             .map_err(|e| ApiError::bad_request(ErrorCode::InvalidPath, e.to_string()))?;
@@ -73,16 +82,26 @@ fn validate_manifest(request: &UploadRequest) -> Result<Vec<(RepoPath, u64, Sha2
         }
         let sha256 = Sha256Hex::parse(&entry.sha256)
             .map_err(|e| ApiError::bad_request(ErrorCode::InvalidDigest, format!("{path}: {e}")))?;
-        if entry.size > MAX_FILE_SIZE {
+        if entry.size > limits.max_file_bytes {
             return Err(ApiError::bad_request(
                 ErrorCode::FileTooLarge,
                 format!(
-                    "{path}: {} bytes is over the limit of {MAX_FILE_SIZE}",
-                    entry.size
+                    "{path}: {} bytes is over the limit of {} bytes per file (limits.max_file_bytes)",
+                    entry.size, limits.max_file_bytes
                 ),
             ));
         }
+        total = total.saturating_add(entry.size);
         files.push((path, entry.size, sha256));
+    }
+    if total > limits.max_upload_bytes {
+        return Err(ApiError::bad_request(
+            ErrorCode::UploadTooLarge,
+            format!(
+                "the upload declares {total} bytes in all, over the limit of {} bytes per upload (limits.max_upload_bytes)",
+                limits.max_upload_bytes
+            ),
+        ));
     }
     // A name cannot be both a file and a folder.
     let dirs: BTreeSet<String> = files
@@ -206,7 +225,7 @@ pub(crate) async fn begin(
         }
     };
     let request = json_body(body)?;
-    let files = validate_manifest(&request)?;
+    let files = validate_manifest(&request, &app.config.limits)?;
     let digest = manifest_digest(
         &request.message,
         &files,
@@ -289,6 +308,7 @@ pub(crate) async fn begin(
                 message: &request.message,
                 expires_at: store_now() + app.config.upload_ttl_secs,
                 files: &records,
+                max_open_by_creator: app.config.limits.max_open_uploads_per_user,
             },
             derived.as_ref().map(|(_, c)| c),
             entry,
@@ -528,14 +548,21 @@ impl PartPipeline {
         let layout = self.sealer.layout();
         let mut states = BTreeMap::new();
         let mut buf: Vec<u8> = Vec::new();
+        let mut filling: Option<OwnedSemaphorePermit> = None;
         let mut leftover = bytes::Bytes::new();
         while self.next_part <= layout.part_count() {
             let range = layout.part_range(self.next_part);
             let part_len = (range.end - range.start) as usize;
             while buf.len() < part_len && !leftover.is_empty() {
                 if buf.capacity() == 0 {
-                    // Room for the ciphertext too: the part is sealed in this buffer.
-                    buf.reserve_exact(self.sealer.stored_part_len(self.next_part));
+                    // Room for the ciphertext too: the part is sealed in this buffer. The whole
+                    // of it is taken from the budget of all uploads at once, before the first
+                    // byte (the stream waits while the budget is spent): a stream never holds
+                    // part of a buffer while it waits for the rest, so streams cannot deadlock
+                    // each other, and the parts it has in flight free their room on their own.
+                    let need = self.sealer.stored_part_len(self.next_part);
+                    filling = Some(self.reserve(need, &mut states).await?);
+                    buf.reserve_exact(need);
                 }
                 let take = (part_len - buf.len()).min(leftover.len());
                 buf.extend_from_slice(&leftover.split_to(take));
@@ -548,7 +575,7 @@ impl PartPipeline {
                     git.update(&plaintext);
                 }
                 states.insert(self.next_part, self.hasher.export());
-                self.dispatch(self.next_part, plaintext);
+                self.dispatch(self.next_part, plaintext, filling.take());
                 self.next_part += 1;
                 while self.in_flight.len() >= PARTS_IN_FLIGHT {
                     if let Err(e) = self.settle_one(&mut states).await {
@@ -632,7 +659,32 @@ impl PartPipeline {
         }
     }
 
-    fn dispatch(&mut self, part: u32, plaintext: Vec<u8>) {
+    /// Room for a part buffer of `bytes` in the budget of all uploads
+    /// (`limits.max_upload_buffer_bytes`, in KiB), held until the part is stored.
+    async fn reserve(
+        &mut self,
+        bytes: usize,
+        states: &mut BTreeMap<u32, Option<[u8; crypto::hash::STATE_LEN]>>,
+    ) -> Result<OwnedSemaphorePermit, Failure> {
+        let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+        match self
+            .app
+            .upload_buffers
+            .clone()
+            .acquire_many_owned(kib)
+            .await
+        {
+            Ok(permit) => Ok(permit),
+            Err(e) => {
+                self.drain(states).await;
+                Err(Failure::Interrupted(ApiError::Internal(format!(
+                    "upload buffer budget: {e}"
+                ))))
+            }
+        }
+    }
+
+    fn dispatch(&mut self, part: u32, plaintext: Vec<u8>, room: Option<OwnedSemaphorePermit>) {
         let sealer = self.sealer.clone();
         let backend = self.app.blobs.backend().clone();
         let key = self.object_key.clone();
@@ -654,6 +706,8 @@ impl PartPipeline {
                     "sealing task failed: {e}"
                 ))),
             };
+            // The buffer is gone: its room goes back to the budget.
+            drop(room);
             (part, result)
         });
     }
@@ -786,7 +840,7 @@ mod tests {
     }
 
     fn code(paths: &[&str]) -> &'static str {
-        match validate_manifest(&manifest(paths)) {
+        match validate_manifest(&manifest(paths), &Limits::default()) {
             Ok(_) => "ok",
             Err(e) => e.status().1.as_str(),
         }
