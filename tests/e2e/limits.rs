@@ -151,9 +151,16 @@ fn is_closed(stream: &mut Tls) -> bool {
 }
 
 /// Open file descriptors of a process.
-fn open_fds(pid: u32) -> usize {
+/// The sockets a process holds open: connections and listeners. (Not every descriptor: the
+/// database pool opens files as it grows under load, which says nothing about connections.)
+fn open_sockets(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            std::fs::read_link(e.path())
+                .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
+        })
         .count()
 }
 
@@ -365,7 +372,7 @@ fn an_http2_request_held_half_sent_is_cut() {
 #[test]
 fn five_hundred_half_open_connections_do_not_stop_a_legitimate_request() {
     let mut server = server_with("tls_handshake_timeout_secs = 2\nheader_read_timeout_secs = 2");
-    let baseline = open_fds(server.pid());
+    let baseline = open_sockets(server.pid());
     // 250 that never start TLS, 250 that finish it and send half a request head.
     let mut held = Vec::new();
     for _ in 0..250 {
@@ -381,10 +388,10 @@ fn five_hundred_half_open_connections_do_not_stop_a_legitimate_request() {
         }
     }
     // The server holds no more than its per-source cap of them (256 by default).
-    let during = open_fds(server.pid());
+    let during = open_sockets(server.pid());
     assert!(
         during < baseline + 256 + 16,
-        "the server holds {during} descriptors (baseline {baseline})"
+        "the server holds {during} sockets (baseline {baseline})"
     );
 
     // A legitimate client, from the same address even, is served at once: it displaces the
@@ -400,7 +407,7 @@ fn five_hundred_half_open_connections_do_not_stop_a_legitimate_request() {
 
     // After the deadlines every half-open connection is gone, and so are its descriptors.
     wait_for(15, "the half-open connections to be closed", || {
-        open_fds(server.pid()) <= baseline + 4
+        open_sockets(server.pid()) <= baseline + 4
     });
     assert!(!server.try_exited());
     drop((held, half_sent));
@@ -497,13 +504,22 @@ fn oversized_request_heads_are_refused_with_431() {
 fn json_bodies_over_the_limit_are_refused_with_a_clear_error() {
     let server = server_with("max_json_body_bytes = 65536");
     let padding = "x".repeat(100 * 1024);
-    // Declared too large: 413 before a byte of it is read.
-    let (status, body) = server.api(
-        &server.operator,
-        "POST",
-        "/v1/vendors",
-        Some(json!({ "name": "big", "padding": padding })),
+    // Declared too large: 413 before a byte of it is read. (Sent by hand, head only: a client
+    // still writing the body when the server answers and closes may see a broken pipe
+    // instead of the answer, which is the client's race, not the server's.)
+    let mut stream = tls(&server, b"http/1.1");
+    let head = format!(
+        "POST /v1/vendors HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        server.operator,
+        padding.len() + 32
     );
+    stream.write_all(head.as_bytes()).unwrap();
+    let (status, body) = read_response(&mut stream).unwrap();
+    // The body may come chunked: the JSON is between its first `{` and last `}`.
+    let text = String::from_utf8_lossy(&body);
+    let json_text = &text[text.find('{').unwrap()..=text.rfind('}').unwrap()];
+    let body: serde_json::Value = serde_json::from_str(json_text).unwrap();
     assert_eq!(status, 413, "{body}");
     assert_eq!(body["error"]["code"], "too_large", "{body}");
     let message = body["error"]["message"].as_str().unwrap();
