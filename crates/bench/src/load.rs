@@ -299,6 +299,8 @@ struct Sample {
     kind: Kind,
     latency: Duration,
     ok: bool,
+    /// Why it failed, when it did (the first of each kind is printed under the table).
+    error: Option<String>,
 }
 
 async fn load(setup: &Setup, clients: usize, secs: Duration) -> anyhow::Result<Vec<Sample>> {
@@ -320,11 +322,12 @@ async fn load(setup: &Setup, clients: usize, secs: Duration) -> anyhow::Result<V
                 };
                 turn += 1;
                 let started = Instant::now();
-                let ok = one(&http, &setup, kind, index, turn).await.is_ok();
+                let outcome = one(&http, &setup, kind, index, turn).await;
                 samples.push(Sample {
                     kind,
                     latency: started.elapsed(),
-                    ok,
+                    ok: outcome.is_ok(),
+                    error: outcome.err().map(|e| format!("{e:#}")),
                 });
             }
             samples
@@ -623,6 +626,14 @@ impl Report {
             "| all (goal: 0 errors) | {total} | {:.0} | | | {errors_total} |",
             total as f64 / self.secs as f64
         );
+        let mut shown = Vec::new();
+        for s in self.samples.iter().filter(|s| !s.ok) {
+            if !shown.contains(&s.kind.name()) {
+                shown.push(s.kind.name());
+                let why = s.error.as_deref().unwrap_or("unknown");
+                println!("\nfirst error of {}: {why}", s.kind.name());
+            }
+        }
         println!();
         let mib = |kib: u64| format!("{:.0} MiB", kib as f64 / 1024.0);
         println!("| server | before | after the load | after the abuse round | goal |");
