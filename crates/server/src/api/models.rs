@@ -43,9 +43,14 @@ pub(crate) async fn load_model(app: &App, vendor: &str, model: &str) -> Result<F
 
 /// The vendor of a found model.
 pub(crate) fn vendor_of(found: &Found) -> store::VendorRecord {
+    vendor_of_model(&found.record)
+}
+
+/// The vendor of a model record.
+fn vendor_of_model(model: &ModelRecord) -> store::VendorRecord {
     store::VendorRecord {
-        id: found.record.vendor_id.clone(),
-        name: found.record.vendor.clone(),
+        id: model.vendor_id.clone(),
+        name: model.vendor.clone(),
     }
 }
 
@@ -168,10 +173,7 @@ async fn deleted_mark(
     let Some(at) = model.deleted_at else {
         return Ok(None);
     };
-    let vendor = store::VendorRecord {
-        id: model.vendor_id.clone(),
-        name: model.vendor.clone(),
-    };
+    let vendor = vendor_of_model(model);
     let mut mark = Deleted {
         at,
         deletion: None,
