@@ -6,6 +6,15 @@
 //! * `entries.jsonl`: line `i` is exactly the canonical bytes of leaf `first + i` (the entry
 //!   with `seq` = `first + i`), each line ending in `\n`; no entries is an empty file. `first`
 //!   is 0 for a whole log, or the size of the auditor's checkpoint for an export `--since` it.
+//!   In a vendor's export ([`VENDOR_FILE`]) a line may instead stand for another vendor's
+//!   entry by hash alone: `-<hex SHA-256 of the entry>` for a format 2 entry (its tag is in
+//!   `tags.bin`), `=<hex leaf hash>` for a format 1 entry ([`crate::leaf`]).
+//! * `tags.bin`: a version byte, then the 32-byte vendor tag of every line's leaf (format 2
+//!   leaves commit to it). Absent: every tag is [`crate::leaf::NO_VENDOR`].
+//! * `vendor.json` (a vendor's export only): the vendor, its tag key, and the index of the
+//!   entry that published the key's fingerprint. Verification then also proves completeness:
+//!   every leaf whose tag is the vendor's is there in full, and every entry in full is the
+//!   vendor's.
 //! * `checkpoints/<size>.txt`: signed checkpoint notes ([`crate::checkpoint`]), sizes from
 //!   `first` to the end of the bundle.
 //! * `proofs/prefix.txt` (only when `first` > 0): the right edge of the tree of `first` leaves
@@ -34,21 +43,63 @@ use std::fmt;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use crypto::sign::VerifyingKey;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{self, Checkpoint, CheckpointError};
-use crate::merkle::{CompactRange, Hash, leaf_hash};
+use crate::leaf::{self, NO_VENDOR, Tag};
+use crate::merkle::{CompactRange, Hash};
 
 pub const ENTRIES_FILE: &str = "entries.jsonl";
 pub const MANIFEST_FILE: &str = "manifest.sha256";
 pub const CHECKPOINTS_DIR: &str = "checkpoints/";
 pub const PREFIX_FILE: &str = "proofs/prefix.txt";
 pub const LEAVES_FILE: &str = "proofs/leaves.bin";
+pub const TAGS_FILE: &str = "tags.bin";
+pub const VENDOR_FILE: &str = "vendor.json";
 
 /// First line of `proofs/prefix.txt`: names the format and its version.
 const PREFIX_HEADER: &str = "custody-audit-prefix v1";
 /// First byte of `proofs/leaves.bin`.
 const LEAVES_VERSION: u8 = 1;
+/// First byte of `tags.bin`.
+const TAGS_VERSION: u8 = 1;
+/// `vendor.json`'s `format`.
+pub const VENDOR_FORMAT: &str = "custody-vendor-audit v1";
+
+/// `vendor.json`: whose export this is, and the key that tells its leaves from others'.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VendorScope {
+    /// [`VENDOR_FORMAT`].
+    pub format: String,
+    pub vendor: String,
+    /// The vendor's tag key, hex.
+    pub tag_key: String,
+    /// The entry that published the key's fingerprint ([`crate::leaf::key_announcement`]).
+    pub key_entry: u64,
+}
+
+/// The line a vendor's export carries for an entry: its bytes when it is the vendor's, its hash
+/// alone otherwise.
+pub fn vendor_line(entry: &[u8], theirs: bool) -> Vec<u8> {
+    if theirs {
+        entry.to_vec()
+    } else if leaf::entry_format(entry) == Some(1) {
+        hidden_v1_line(&crate::merkle::leaf_hash(entry))
+    } else {
+        hidden_entry_line(&crypto::hash::sha256(entry))
+    }
+}
+
+/// The line standing for a format 2 entry by its SHA-256 alone.
+pub fn hidden_entry_line(entry_digest: &[u8; 32]) -> Vec<u8> {
+    format!("-{}", hex::encode(entry_digest)).into_bytes()
+}
+
+/// The line standing for a format 1 entry by its leaf hash alone.
+pub fn hidden_v1_line(leaf: &Hash) -> Vec<u8> {
+    format!("={}", hex::encode(leaf)).into_bytes()
+}
 
 /// The files of a bundle, by relative path (`/`-separated), in memory.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -111,6 +162,8 @@ pub fn build_bundle(entries: &[Vec<u8>], checkpoints: &[String]) -> BundleFiles 
         entries,
         checkpoints,
         leaves: None,
+        tags: None,
+        vendor: None,
     })
 }
 
@@ -128,6 +181,10 @@ pub struct Parts<'a> {
     pub checkpoints: &'a [String],
     /// The log's stored leaf hashes for `entries`, if the exporter has them.
     pub leaves: Option<&'a [Hash]>,
+    /// Every entry's vendor tag; `None` when all are [`NO_VENDOR`].
+    pub tags: Option<&'a [Tag]>,
+    /// For a vendor's export: `vendor.json`.
+    pub vendor: Option<&'a VendorScope>,
 }
 
 /// Lays out a bundle: the entries as `entries.jsonl`, each signed checkpoint note as
@@ -160,6 +217,17 @@ pub fn assemble(parts: &Parts<'_>) -> BundleFiles {
     }
     if let Some(leaves) = parts.leaves {
         files.insert(LEAVES_FILE, encode_leaves(leaves));
+    }
+    if let Some(tags) = parts.tags {
+        let mut bytes = Vec::with_capacity(1 + 32 * tags.len());
+        bytes.push(TAGS_VERSION);
+        tags.iter().for_each(|t| bytes.extend_from_slice(t));
+        files.insert(TAGS_FILE, bytes);
+    }
+    if let Some(scope) = parts.vendor {
+        // Serialising a struct of strings and a number cannot fail.
+        let text = serde_json::to_vec_pretty(scope).unwrap_or_default();
+        files.insert(VENDOR_FILE, text);
     }
     files.reseal_manifest();
     files
@@ -212,6 +280,14 @@ pub fn encode_leaves(leaves: &[Hash]) -> Vec<u8> {
     out
 }
 
+fn parse_tags(bytes: &[u8]) -> Result<&[u8], String> {
+    match bytes.split_first() {
+        Some((&TAGS_VERSION, rest)) if rest.len() % 32 == 0 => Ok(rest),
+        Some((&TAGS_VERSION, _)) => Err(format!("{TAGS_FILE}: length is not a multiple of 32")),
+        _ => Err(format!("{TAGS_FILE}: unknown format version")),
+    }
+}
+
 fn parse_leaves(bytes: &[u8]) -> Result<&[u8], String> {
     match bytes.split_first() {
         Some((&LEAVES_VERSION, rest)) if rest.len() % 32 == 0 => Ok(rest),
@@ -234,7 +310,31 @@ pub struct Report {
     pub signed_size: u64,
     /// Checkpoints whose signature and root both verified.
     pub checkpoints_checked: usize,
+    /// For a vendor's export: whose, and how many of its entries are in full.
+    pub vendor: Option<VendorSummary>,
     pub first_problem: Option<Problem>,
+}
+
+/// What a verified vendor export covered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VendorSummary {
+    pub vendor: String,
+    /// The vendor's entries, present in full.
+    pub entries_in_full: u64,
+    /// Entries before the vendor's tag key was published: they carry no tag and cannot be
+    /// attributed (the log's entries of format 1).
+    pub before_key: u64,
+    /// The tag key, hex: keep it to check a later export `--since` ([`Expectations`]).
+    pub tag_key: String,
+}
+
+/// What the auditor brings to a verification besides the log key.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Expectations<'a> {
+    /// An older signed checkpoint the auditor kept: the log must still contain it.
+    pub previous: Option<&'a str>,
+    /// For a vendor's export: the vendor's tag key (hex) from an earlier verified export.
+    pub vendor_key: Option<&'a str>,
 }
 
 impl Report {
@@ -264,6 +364,8 @@ pub enum Problem {
     Proof { file: String, kind: ProofProblem },
     /// A file disagrees with `manifest.sha256`.
     Manifest { path: String, kind: ManifestProblem },
+    /// A vendor's export does not prove whose it is.
+    Vendor(VendorProblem),
     /// The input cannot be verified at all (missing files, malformed manifest, no checkpoint).
     Unusable(String),
 }
@@ -282,6 +384,28 @@ pub enum EntryProblem {
     /// the leaf hash in `proofs/leaves.bin`, and those leaves rebuild the signed root of
     /// `checkpoint` (so they are the signed leaves).
     Changed { checkpoint: String },
+    /// A line standing for an entry by hash is not `-` or `=` and 64 hex digits.
+    MalformedHash,
+    /// Only the entry's hash is in a bundle of the whole log.
+    HashOnly,
+    /// The entry's tag is the vendor's, yet the vendor's export carries only its hash: one of
+    /// the vendor's entries was withheld.
+    Withheld { vendor: String },
+    /// In full in the vendor's export, but not the vendor's: its `vendor` field or its tag
+    /// says otherwise.
+    NotTheVendors { vendor: String, found: Option<String> },
+    /// Written after the vendor's tag key was published, yet without a vendor tag (format 1).
+    Untagged { vendor: String, key_entry: u64 },
+    /// The entry `vendor.json` names as publishing the tag key does not publish it.
+    KeyNotPublished { vendor: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VendorProblem {
+    /// The bundle's tag key is not the one the auditor pinned from an earlier export.
+    KeyMismatch { vendor: String },
+    /// The entry said to publish the tag key is not in the log the bundle covers.
+    KeyEntryBeyond { key_entry: u64, entries: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -363,6 +487,31 @@ impl fmt::Display for Problem {
                     f,
                     "entry {index}: changed: its bytes are not the entry that {checkpoint} signed"
                 ),
+                EntryProblem::MalformedHash => write!(
+                    f,
+                    "entry {index}: a line standing for an entry is not '-' or '=' and 64 hex digits"
+                ),
+                EntryProblem::HashOnly => write!(
+                    f,
+                    "entry {index}: only its hash is in this bundle of the whole log"
+                ),
+                EntryProblem::Withheld { vendor } => write!(
+                    f,
+                    "entry {index}: withheld: it concerns {vendor} (its tag is {vendor}'s) but the export carries only its hash"
+                ),
+                EntryProblem::NotTheVendors { vendor, found } => write!(
+                    f,
+                    "entry {index}: in full, but not {vendor}'s (its vendor is {}, or its tag is not {vendor}'s)",
+                    found.as_deref().unwrap_or("none")
+                ),
+                EntryProblem::Untagged { vendor, key_entry } => write!(
+                    f,
+                    "entry {index}: has no vendor tag, though {vendor}'s tag key was published at entry {key_entry}"
+                ),
+                EntryProblem::KeyNotPublished { vendor } => write!(
+                    f,
+                    "entry {index}: does not publish {vendor}'s tag key, as vendor.json says"
+                ),
             },
             Problem::Checkpoint { file, kind } => match kind {
                 CheckpointProblem::NotText => write!(f, "checkpoint {file}: not utf-8"),
@@ -420,14 +569,71 @@ impl fmt::Display for Problem {
                     write!(f, "manifest: {path} has another sha-256")
                 }
             },
+            Problem::Vendor(kind) => match kind {
+                VendorProblem::KeyMismatch { vendor } => write!(
+                    f,
+                    "vendor.json: {vendor}'s tag key is not the one you kept from an earlier export"
+                ),
+                VendorProblem::KeyEntryBeyond { key_entry, entries } => write!(
+                    f,
+                    "vendor.json: the tag key was published at entry {key_entry}, beyond the {entries} entries exported"
+                ),
+            },
             Problem::Unusable(why) => write!(f, "cannot verify: {why}"),
         }
     }
 }
 
+/// The fields of an entry that verification reads.
 #[derive(Deserialize)]
-struct SeqOnly {
+struct EntryHead {
     seq: u64,
+    #[serde(default)]
+    action: String,
+    #[serde(default)]
+    vendor: Option<String>,
+    #[serde(default)]
+    detail: Option<String>,
+}
+
+/// A vendor's export, as verification checks it.
+struct VendorCheck {
+    vendor: String,
+    key: crypto::mac::TagKey,
+    key_hex: String,
+    key_entry: u64,
+    announcement: String,
+}
+
+/// The actions that publish a vendor's tag key.
+pub const KEY_PUBLISHING_ACTIONS: [&str; 2] = ["vendor.create", "vendor.audit-key"];
+
+fn vendor_check(files: &BundleFiles) -> Result<Option<VendorCheck>, String> {
+    let Some(bytes) = files.get(VENDOR_FILE) else {
+        return Ok(None);
+    };
+    let scope: VendorScope =
+        serde_json::from_slice(bytes).map_err(|e| format!("{VENDOR_FILE}: {e}"))?;
+    if scope.format != VENDOR_FORMAT {
+        return Err(format!(
+            "{VENDOR_FILE}: unknown format {:?} (expected {VENDOR_FORMAT:?})",
+            scope.format
+        ));
+    }
+    let key_bytes = hex::decode(&scope.tag_key)
+        .map_err(|_| format!("{VENDOR_FILE}: tag_key is not hex"))?;
+    let key = crypto::mac::TagKey::from_slice(&key_bytes)
+        .map_err(|e| format!("{VENDOR_FILE}: tag_key: {e}"))?;
+    if files.get(TAGS_FILE).is_none() {
+        return Err(format!("a vendor's export needs {TAGS_FILE}"));
+    }
+    Ok(Some(VendorCheck {
+        announcement: leaf::key_announcement(&key),
+        vendor: scope.vendor,
+        key,
+        key_hex: scope.tag_key.to_ascii_lowercase(),
+        key_entry: scope.key_entry,
+    }))
 }
 
 /// A verified checkpoint file (signature and origin fine), awaiting its root check.
@@ -445,12 +651,30 @@ pub fn verify_bundle(
     origin: &str,
     previous: Option<&str>,
 ) -> Report {
+    let expect = Expectations {
+        previous,
+        vendor_key: None,
+    };
+    verify_bundle_with(files, log_key, key_name, origin, &expect)
+}
+
+/// [`verify_bundle`] with everything the auditor kept ([`Expectations`]); a vendor's export
+/// (with `vendor.json`) is also checked for completeness.
+pub fn verify_bundle_with(
+    files: &BundleFiles,
+    log_key: &VerifyingKey,
+    key_name: &str,
+    origin: &str,
+    expect: &Expectations<'_>,
+) -> Report {
+    let previous = expect.previous;
     let mut report = Report {
         intact: false,
         first: 0,
         entries: 0,
         signed_size: 0,
         checkpoints_checked: 0,
+        vendor: None,
         first_problem: None,
     };
     let unusable = |mut report: Report, why: String| {
@@ -481,6 +705,36 @@ pub fn verify_bundle(
         Some(Ok(leaves)) => Some(leaves),
         Some(Err(why)) => return unusable(report, why),
     };
+    let tags = match files.get(TAGS_FILE).map(parse_tags) {
+        None => None,
+        Some(Ok(tags)) => Some(tags),
+        Some(Err(why)) => return unusable(report, why),
+    };
+    let vendor = match vendor_check(files) {
+        Ok(v) => v,
+        Err(why) => return unusable(report, why),
+    };
+    let mut vendor_problem = None;
+    if let Some(v) = &vendor {
+        match expect.vendor_key.map(|k| k.trim().to_ascii_lowercase()) {
+            Some(pinned) if pinned != v.key_hex => {
+                vendor_problem = Some(Problem::Vendor(VendorProblem::KeyMismatch {
+                    vendor: v.vendor.clone(),
+                }));
+            }
+            Some(_) => {}
+            None if v.key_entry < first => {
+                let why = format!(
+                    "this export of {} starts at entry {first}, after its tag key was published \
+                     (entry {}): give the key you kept from your first verified export \
+                     (--vendor-key)",
+                    v.vendor, v.key_entry
+                );
+                return unusable(report, why);
+            }
+            None => {}
+        }
+    }
     let checkpoint_files: Vec<(&str, &[u8])> = files
         .iter()
         .filter(|(p, _)| p.starts_with(CHECKPOINTS_DIR))
@@ -570,7 +824,16 @@ pub fn verify_bundle(
     // The manifest digests (one more pass over every byte) run beside the entry scan.
     let (scan, manifest_problem) = std::thread::scope(|scope| {
         let manifest = scope.spawn(|| check_manifest(files, &manifest));
-        let scan = scan_entries(entries, start, stored_leaves, &wanted);
+        let scan = scan_entries(
+            entries,
+            start,
+            Inputs {
+                stored_leaves,
+                tags,
+                vendor: vendor.as_ref(),
+            },
+            &wanted,
+        );
         // A panic in the digest thread cannot happen short of a bug; if it does, say so.
         let manifest = manifest
             .join()
@@ -579,6 +842,20 @@ pub fn verify_bundle(
     });
     report.entries = scan.entries;
     let end = first + scan.entries;
+    if let Some(v) = &vendor {
+        report.vendor = Some(VendorSummary {
+            vendor: v.vendor.clone(),
+            entries_in_full: scan.in_full,
+            before_key: v.key_entry.saturating_sub(first).min(scan.entries),
+            tag_key: v.key_hex.clone(),
+        });
+        if v.key_entry >= end && vendor_problem.is_none() {
+            vendor_problem = Some(Problem::Vendor(VendorProblem::KeyEntryBeyond {
+                key_entry: v.key_entry,
+                entries: end,
+            }));
+        }
+    }
 
     // Checkpoint roots, smallest size first.
     signed.sort_by_key(|s| s.checkpoint.size);
@@ -638,8 +915,15 @@ pub fn verify_bundle(
         },
     };
 
-    let proof_problem = match stored_leaves {
-        Some(leaves) if leaves.len() as u64 / 32 != scan.entries => Some(Problem::Proof {
+    let proof_problem = match (stored_leaves, tags) {
+        (_, Some(tags)) if tags.len() as u64 / 32 != scan.entries => Some(Problem::Proof {
+            file: TAGS_FILE.to_owned(),
+            kind: ProofProblem::LeafCount {
+                found: tags.len() as u64 / 32,
+                entries: scan.entries,
+            },
+        }),
+        (Some(leaves), _) if leaves.len() as u64 / 32 != scan.entries => Some(Problem::Proof {
             file: LEAVES_FILE.to_owned(),
             kind: ProofProblem::LeafCount {
                 found: leaves.len() as u64 / 32,
@@ -654,6 +938,7 @@ pub fn verify_bundle(
 
     report.first_problem = scan
         .first_problem
+        .or(vendor_problem)
         .or(checkpoint_problems.into_iter().next().map(|(_, p)| p))
         .or(previous_problem.map(Problem::Previous))
         .or(proof_problem)
@@ -671,7 +956,127 @@ struct Scan {
     stored_roots: BTreeMap<u64, Hash>,
     /// The first entry whose rebuilt leaf hash differs from its stored one.
     first_leaf_mismatch: Option<u64>,
+    /// A vendor's entries in full.
+    in_full: u64,
     first_problem: Option<Problem>,
+}
+
+/// What the entry scan reads besides the entries.
+struct Inputs<'a> {
+    stored_leaves: Option<&'a [u8]>,
+    tags: Option<&'a [u8]>,
+    vendor: Option<&'a VendorCheck>,
+}
+
+fn hash_at(bytes: Option<&[u8]>, i: usize) -> Option<Hash> {
+    bytes
+        .and_then(|b| b.get(i * 32..i * 32 + 32))
+        .and_then(|h| <Hash>::try_from(h).ok())
+}
+
+fn parse_hex32(text: &[u8]) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if text.len() != 64 || !text.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    hex::decode_to_slice(text, &mut out).ok()?;
+    Some(out)
+}
+
+/// How a line of `entries.jsonl` stands for its entry.
+enum Line {
+    Entry,
+    HiddenTagged,
+    HiddenV1,
+    Malformed,
+}
+
+/// The leaf a line stands for, and how.
+fn line_leaf(line: &[u8], tag: &Tag) -> (Hash, Line) {
+    let hidden = |make: fn(&Tag, &[u8; 32]) -> Hash, kind| match parse_hex32(&line[1..]) {
+        Some(h) => (make(tag, &h), kind),
+        None => (leaf::entry_leaf(line, tag), Line::Malformed),
+    };
+    match line.first() {
+        Some(b'-') => hidden(leaf::tagged_leaf, Line::HiddenTagged),
+        Some(b'=') => hidden(|_, leaf| *leaf, Line::HiddenV1),
+        _ => (leaf::entry_leaf(line, tag), Line::Entry),
+    }
+}
+
+/// What is wrong with line `index` (its leaf's `tag`), if anything.
+fn line_problem(
+    line: &[u8],
+    kind: &Line,
+    index: u64,
+    tag: &Tag,
+    vendor: Option<&VendorCheck>,
+    in_full: &mut u64,
+) -> Option<EntryProblem> {
+    let after_key = |v: &VendorCheck| index >= v.key_entry;
+    match (kind, vendor) {
+        (Line::Malformed, _) => Some(EntryProblem::MalformedHash),
+        (Line::HiddenTagged | Line::HiddenV1, None) => Some(EntryProblem::HashOnly),
+        (Line::HiddenTagged, Some(v)) if after_key(v) && *tag == leaf::vendor_tag(&v.key, index) => {
+            Some(EntryProblem::Withheld {
+                vendor: v.vendor.clone(),
+            })
+        }
+        (Line::HiddenTagged | Line::HiddenV1, Some(v)) if index == v.key_entry => {
+            Some(EntryProblem::KeyNotPublished {
+                vendor: v.vendor.clone(),
+            })
+        }
+        (Line::HiddenV1, Some(v)) if after_key(v) => Some(EntryProblem::Untagged {
+            vendor: v.vendor.clone(),
+            key_entry: v.key_entry,
+        }),
+        (Line::HiddenTagged | Line::HiddenV1, Some(_)) => None,
+        (Line::Entry, _) => {
+            if line.first().is_some_and(u8::is_ascii_whitespace)
+                || line.last().is_some_and(u8::is_ascii_whitespace)
+            {
+                return Some(EntryProblem::Whitespace);
+            }
+            let head = match serde_json::from_slice::<EntryHead>(line) {
+                Err(e) => return Some(EntryProblem::Unparseable(e.to_string())),
+                Ok(head) if head.seq != index => {
+                    return Some(EntryProblem::SeqMismatch { found: head.seq });
+                }
+                Ok(head) => head,
+            };
+            let v = vendor?;
+            let not_theirs = || EntryProblem::NotTheVendors {
+                vendor: v.vendor.clone(),
+                found: head.vendor.clone(),
+            };
+            if head.vendor.as_deref() != Some(v.vendor.as_str()) {
+                return Some(not_theirs());
+            }
+            if leaf::entry_format(line) == Some(1) {
+                return after_key(v).then(|| EntryProblem::Untagged {
+                    vendor: v.vendor.clone(),
+                    key_entry: v.key_entry,
+                });
+            }
+            if after_key(v) && *tag != leaf::vendor_tag(&v.key, index) {
+                return Some(not_theirs());
+            }
+            if index == v.key_entry
+                && !(KEY_PUBLISHING_ACTIONS.contains(&head.action.as_str())
+                    && head
+                        .detail
+                        .as_deref()
+                        .is_some_and(|d| d.contains(&v.announcement)))
+            {
+                return Some(EntryProblem::KeyNotPublished {
+                    vendor: v.vendor.clone(),
+                });
+            }
+            *in_full += 1;
+            None
+        }
+    }
 }
 
 impl Scan {
@@ -710,9 +1115,10 @@ fn take_roots(
 fn scan_entries(
     bytes: &[u8],
     start: CompactRange,
-    stored_leaves: Option<&[u8]>,
+    inputs: Inputs<'_>,
     wanted: &BTreeSet<u64>,
 ) -> Scan {
+    let stored_leaves = inputs.stored_leaves;
     let first = start.size();
     let wanted: Vec<u64> = wanted.iter().copied().collect();
     let mut next = 0;
@@ -721,6 +1127,7 @@ fn scan_entries(
         roots: BTreeMap::new(),
         stored_roots: BTreeMap::new(),
         first_leaf_mismatch: None,
+        in_full: 0,
         first_problem: None,
     };
     let mut stored = stored_leaves.map(|_| start.clone());
@@ -735,7 +1142,8 @@ fn scan_entries(
         for (i, line) in body.split(|&b| b == b'\n').enumerate() {
             take_roots(&wanted, &mut next, &range, stored.as_ref(), &mut scan);
             let index = first + i as u64;
-            let leaf = leaf_hash(line);
+            let tag = hash_at(inputs.tags, i).unwrap_or(NO_VENDOR);
+            let (leaf, kind) = line_leaf(line, &tag);
             range.push(leaf);
             if let Some(stored_range) = stored.as_mut() {
                 let at = i * 32;
@@ -755,20 +1163,8 @@ fn scan_entries(
             if scan.first_problem.is_some() {
                 continue;
             }
-            let kind = if line.first().is_some_and(u8::is_ascii_whitespace)
-                || line.last().is_some_and(u8::is_ascii_whitespace)
-            {
-                Some(EntryProblem::Whitespace)
-            } else {
-                match serde_json::from_slice::<SeqOnly>(line) {
-                    Err(e) => Some(EntryProblem::Unparseable(e.to_string())),
-                    Ok(SeqOnly { seq }) if seq != index => {
-                        Some(EntryProblem::SeqMismatch { found: seq })
-                    }
-                    Ok(_) => None,
-                }
-            };
-            scan.first_problem = kind.map(|kind| Problem::Entry { index, kind });
+            let problem = line_problem(line, &kind, index, &tag, inputs.vendor, &mut scan.in_full);
+            scan.first_problem = problem.map(|kind| Problem::Entry { index, kind });
         }
     }
     take_roots(&wanted, &mut next, &range, stored.as_ref(), &mut scan);

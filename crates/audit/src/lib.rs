@@ -24,6 +24,7 @@
 
 pub mod bundle;
 pub mod checkpoint;
+pub mod leaf;
 pub mod merkle;
 
 use std::time::SystemTime;
@@ -31,7 +32,27 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 /// Version of the entry encoding. Frozen once entries exist; a change means a new number.
-pub const ENTRY_FORMAT_VERSION: u32 = 1;
+/// Version 2 added `vendor`, and its leaves carry the vendor's tag ([`leaf`]).
+pub const ENTRY_FORMAT_VERSION: u32 = 2;
+
+/// Resources that name no vendor. Vendors may not take these names (the server refuses them),
+/// so an entry's vendor can be read off its resource.
+pub const NON_VENDOR_RESOURCES: [&str; 5] = ["service", "keys", "unknown", "deletion", "model"];
+
+/// The vendor a resource belongs to: the first segment of `vendor`, `vendor/model` or
+/// `vendor/model@commit`; none for the service's own resources (`service`, `keys`,
+/// `deletion/ID`, `model/ID`, `host:NAME`, …), which the caller tags with
+/// [`Entry::with_vendor`] when they concern one vendor.
+pub fn vendor_of_resource(resource: &str) -> Option<&str> {
+    if resource.contains(':') {
+        return None;
+    }
+    let first = resource.split(['/', '@']).next().unwrap_or_default();
+    if first.is_empty() || NON_VENDOR_RESOURCES.contains(&first) {
+        return None;
+    }
+    Some(first)
+}
 
 /// How the action ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -71,6 +92,9 @@ pub struct Entry {
     pub action: String,
     /// `vendor`, `vendor/model`, `vendor/model@commit` or `service`.
     pub resource: String,
+    /// The vendor the entry concerns (format 2): its leaf carries that vendor's tag, so the
+    /// vendor's export can be checked for completeness ([`leaf`]).
+    pub vendor: Option<String>,
     pub decision: Option<DecisionRecord>,
     pub request_id: String,
     pub outcome: Outcome,
@@ -81,14 +105,16 @@ pub struct Entry {
 
 impl Entry {
     pub fn new(actor: impl Into<String>, action: &str, resource: impl Into<String>) -> Self {
+        let resource = resource.into();
         Entry {
+            vendor: vendor_of_resource(&resource).map(str::to_owned),
             v: ENTRY_FORMAT_VERSION,
             seq: 0,
             time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             actor: actor.into(),
             host: None,
             action: action.to_owned(),
-            resource: resource.into(),
+            resource,
             decision: None,
             request_id: String::new(),
             outcome: Outcome::Ok,
@@ -102,6 +128,13 @@ impl Entry {
             allowed,
             policy: policy.to_owned(),
         });
+        self
+    }
+
+    /// The vendor this entry concerns, when its resource does not name it (a deletion's
+    /// steps, a scheduled deletion).
+    pub fn with_vendor(mut self, vendor: impl Into<String>) -> Self {
+        self.vendor = Some(vendor.into());
         self
     }
 
@@ -149,7 +182,29 @@ mod tests {
         e.time = "2026-01-01T00:00:00.000Z".into();
         e.seq = 7;
         let text = String::from_utf8(e.to_canonical_bytes()).unwrap();
-        assert!(text.starts_with(r#"{"v":1,"seq":7,"time":"2026-01-01T00:00:00.000Z","actor":"committer:alice","host":null,"action":"fetch""#), "{text}");
+        assert!(text.starts_with(r#"{"v":2,"seq":7,"time":"2026-01-01T00:00:00.000Z","actor":"committer:alice","host":null,"action":"fetch","resource":"acme/m@abc","vendor":"acme","#), "{text}");
         assert_eq!(e.to_canonical_bytes(), e.clone().to_canonical_bytes());
+    }
+
+    #[test]
+    fn the_vendor_is_read_off_the_resource_and_never_off_the_services_own() {
+        for (resource, vendor) in [
+            ("acme", Some("acme")),
+            ("acme/llama-9", Some("acme")),
+            ("acme/llama-9@0123abcd", Some("acme")),
+            ("service", None),
+            ("keys", None),
+            ("unknown", None),
+            ("deletion/0a1b", None),
+            ("model/0a1b", None),
+            ("host:gpu-01", None),
+            ("", None),
+        ] {
+            assert_eq!(vendor_of_resource(resource), vendor, "{resource}");
+            let entry = Entry::new("system", "x", resource);
+            assert_eq!(entry.vendor.as_deref(), vendor, "{resource}");
+        }
+        let tagged = Entry::new("system", "deletion.keys", "deletion/0a1b").with_vendor("acme");
+        assert_eq!(tagged.vendor.as_deref(), Some("acme"));
     }
 }

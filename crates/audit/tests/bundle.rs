@@ -7,7 +7,8 @@ use audit::bundle::{
     PreviousProblem, Problem, Report, build_bundle, verify_bundle,
 };
 use audit::checkpoint::{self, Checkpoint, CheckpointError};
-use audit::merkle::{leaf_hash, root_from_leaves};
+use audit::leaf::{NO_VENDOR, entry_leaf};
+use audit::merkle::root_from_leaves;
 use audit::{Entry, Touched};
 use crypto::sign::SigningKey;
 
@@ -43,7 +44,7 @@ impl Log {
     }
 
     fn checkpoint(&self, entries: &[Vec<u8>], size: usize) -> String {
-        let leaves: Vec<_> = entries[..size].iter().map(|e| leaf_hash(e)).collect();
+        let leaves: Vec<_> = entries[..size].iter().map(|e| entry_leaf(e, &NO_VENDOR)).collect();
         let cp = Checkpoint {
             origin: NAME.into(),
             size: size as u64,
@@ -598,7 +599,7 @@ use audit::bundle::{LEAVES_FILE, PREFIX_FILE, Parts, ProofProblem, assemble};
 use audit::merkle::{CompactRange, Hash};
 
 fn leaves_of(entries: &[Vec<u8>]) -> Vec<Hash> {
-    entries.iter().map(|e| leaf_hash(e)).collect()
+    entries.iter().map(|e| entry_leaf(e, &NO_VENDOR)).collect()
 }
 
 /// The edge of the tree of the first `size` entries, as the store gives it.
@@ -621,6 +622,8 @@ impl Log {
             entries: &entries[first..],
             checkpoints: &notes,
             leaves: Some(&leaves),
+            tags: None,
+            vendor: None,
         })
     }
 }
@@ -738,6 +741,8 @@ fn stored_leaves_name_an_edited_entry_only_when_they_are_the_signed_ones() {
             entries,
             checkpoints: &notes,
             leaves: Some(leaves),
+            tags: None,
+            vendor: None,
         })
     };
     // Leaves as the log stored them: the entry is named.

@@ -1,9 +1,10 @@
 //! The worked example of docs/audit.md, pinned: if this fails, the doc (or the format) changed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use audit::bundle::{build_bundle, verify_bundle};
+use audit::bundle::{Parts, assemble, verify_bundle};
 use audit::checkpoint::{self, Checkpoint, VerifierKey};
-use audit::merkle::{leaf_hash, root_from_leaves};
+use audit::leaf::{Tag, entry_leaf, vendor_tag};
+use audit::merkle::root_from_leaves;
 use audit::{Entry, Outcome, Touched};
 use crypto::sign::SigningKey;
 
@@ -47,7 +48,14 @@ fn example_entries() -> Vec<Vec<u8>> {
 fn worked_example_in_docs() {
     let entries = example_entries();
     let key = example_key();
-    let leaves: Vec<_> = entries.iter().map(|e| leaf_hash(e)).collect();
+    // acme's tag key in the example: 32 bytes of 0x11. Both entries concern acme.
+    let acme = crypto::mac::TagKey::from_slice(&[0x11; 32]).unwrap();
+    let tags: Vec<Tag> = (0..2).map(|seq| vendor_tag(&acme, seq)).collect();
+    let leaves: Vec<_> = entries
+        .iter()
+        .zip(&tags)
+        .map(|(e, t)| entry_leaf(e, t))
+        .collect();
     let root = root_from_leaves(&leaves);
     let cp = Checkpoint {
         origin: "custody.example/audit".into(),
@@ -58,14 +66,22 @@ fn worked_example_in_docs() {
     let vkey = VerifierKey::new("custody.example/audit", key.public_key())
         .unwrap()
         .to_string();
-    let files = build_bundle(&entries, std::slice::from_ref(&note));
+    let files = assemble(&Parts {
+        first: 0,
+        edge: &[],
+        entries: &entries,
+        checkpoints: std::slice::from_ref(&note),
+        leaves: None,
+        tags: Some(&tags),
+        vendor: None,
+    });
     let manifest = String::from_utf8(files.get("manifest.sha256").unwrap().to_vec()).unwrap();
     if std::env::var_os("PRINT_DOC_EXAMPLE").is_some() {
         for e in &entries {
             println!("{}", String::from_utf8_lossy(e));
         }
-        for l in &leaves {
-            println!("leaf {}", hex::encode(l));
+        for (t, l) in tags.iter().zip(&leaves) {
+            println!("tag {} leaf {}", hex::encode(t), hex::encode(l));
         }
         println!("root {}\n{note}{vkey}\n{manifest}", hex::encode(root));
     }
@@ -73,6 +89,7 @@ fn worked_example_in_docs() {
         String::from_utf8(entries[0].clone()).unwrap(),
         EXPECTED_ENTRY_0
     );
+    assert_eq!(hex::encode(tags[0]), EXPECTED_TAG_0);
     assert_eq!(hex::encode(leaves[0]), EXPECTED_LEAF_0);
     assert_eq!(hex::encode(root), EXPECTED_ROOT);
     assert_eq!(note, EXPECTED_NOTE);
@@ -88,10 +105,13 @@ fn worked_example_in_docs() {
     assert!(r.intact);
 }
 
-const EXPECTED_ENTRY_0: &str = r#"{"v":1,"seq":0,"time":"2026-11-28T12:00:00.000Z","actor":"operator:root","host":null,"action":"vendor.create","resource":"acme","decision":{"allowed":true,"policy":"operator-admin"},"request_id":"r-0001","outcome":"ok","detail":null,"touched":[]}"#;
-const EXPECTED_LEAF_0: &str = "dc0ce84f2f019c250d12fd42ecd911fb50a2dcd50aa88a6c2ee621f4e3a70411";
-const EXPECTED_ROOT: &str = "8a4ed1fa680d280beb72362ee429489a8d664c771198fb6824d6e1e7e1678add";
-const EXPECTED_NOTE: &str = "custody.example/audit\n2\nik7R+mgNKAvrcjYu5ClImo1mTHcRmPtoJNbh5+Fnit0=\n\n\u{2014} custody.example/audit TMLLsuodiQh2G4bszktWeW2QrigLdWFfwoE2HfgzXnjQVtIgjGH0ES8EKcCC+TNZ5j+GktuKA9Iv8mVRqu/8qyCg8Q0=\n";
+const EXPECTED_ENTRY_0: &str = r#"{"v":2,"seq":0,"time":"2026-11-28T12:00:00.000Z","actor":"operator:root","host":null,"action":"vendor.create","resource":"acme","vendor":"acme","decision":{"allowed":true,"policy":"operator-admin"},"request_id":"r-0001","outcome":"ok","detail":null,"touched":[]}"#;
+/// acme's tag of entry 0, then its leaf: checked independently with Python's `hmac` and
+/// `hashlib` (docs/audit.md shows the commands).
+const EXPECTED_TAG_0: &str = "f924016ba7e33c0f77c617dbcb807add6793b032be5472f507fd687712e3a993";
+const EXPECTED_LEAF_0: &str = "37da84d1001056af5521fee3aa37694e5b53de83ae6be3c1b321ca8741bdb41b";
+const EXPECTED_ROOT: &str = "7cd774919924e2ab8c1e35df40491cedca80adbcf64db6885f369a9b8f7d3c24";
+const EXPECTED_NOTE: &str = "custody.example/audit\n2\nfNd0kZkk4quMHjXfQEkc7cqArbz2TbaIXzaam499PCQ=\n\n\u{2014} custody.example/audit TMLLslh3xN/JMW69McpBFsZ5eL61Yd34pcmEJuQ40Ds+knKOmXf/LRSS0eIbvYb4ZTZDTD/zMXgXWsnCaY5pVnjaAAM=\n";
 const EXPECTED_VKEY: &str =
     "custody.example/audit+4cc2cbb2+AddamAGCsQq31Uv+08lkBzoO4XLz2qYjJa8CGmj3B1Ea";
-const EXPECTED_MANIFEST: &str = "a827f30a87e5b956041b85a3abdf986ca3033d381e8e5b2f79362741645fe227  checkpoints/2.txt\nc7077e4146ca83a16383f981ed749f5ef084db90767845ece2345e702ef3e7c3  entries.jsonl\n";
+const EXPECTED_MANIFEST: &str = "1f3e22a8d62c587749c6efe7b0589667c67c262bb1f80ad0997d4c07d2f0e8ec  checkpoints/2.txt\n1f235fc12ae8b2110589d03176b9c3768922299f7ac4c8ad3727e1f0c9382dcd  entries.jsonl\n5ca97d78e7f35024c14b22dc2cedb8f66dcfb46c1ad868d6d5aae0c6516424a3  tags.bin\n";

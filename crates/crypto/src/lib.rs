@@ -32,6 +32,7 @@ pub mod age_file;
 pub mod bench;
 pub mod hash;
 pub mod host_ca;
+pub mod mac;
 pub mod sign;
 pub mod stream;
 pub mod tls;

@@ -7,7 +7,8 @@ use std::path::Path;
 
 use audit::bundle::{BundleFiles, Parts, assemble, build_bundle, encode_prefix};
 use audit::checkpoint::{self, Checkpoint, VerifierKey};
-use audit::merkle::{CompactRange, leaf_hash, root_from_leaves};
+use audit::leaf::{NO_VENDOR, entry_leaf};
+use audit::merkle::{CompactRange, root_from_leaves};
 use audit::{Entry, Outcome};
 use crypto::sign::SigningKey;
 
@@ -32,7 +33,7 @@ fn main() {
             e.to_canonical_bytes()
         })
         .collect();
-    let leaves: Vec<_> = entries.iter().map(|e| leaf_hash(e)).collect();
+    let leaves: Vec<_> = entries.iter().map(|e| entry_leaf(e, &NO_VENDOR)).collect();
     let note = |size: usize| {
         let cp = Checkpoint {
             origin: ORIGIN.into(),
@@ -68,6 +69,8 @@ fn main() {
         entries: &entries[3..],
         checkpoints: &[note3.clone(), note7.clone()],
         leaves: Some(&leaves[3..]),
+        tags: None,
+        vendor: None,
     });
     std::fs::write(dir.join("since-3"), frame(&since, Some(&note3))).unwrap();
     let mut tampered = whole.clone();
