@@ -251,7 +251,7 @@ fn every_action_is_in_an_export_that_verifies() {
     assert_eq!(lines.lines().collect::<Vec<_>>(), first_two);
 }
 
-fn hex_sha256(bytes: &[u8]) -> String {
+pub(crate) fn hex_sha256(bytes: &[u8]) -> String {
     hex::encode(crypto::hash::sha256(bytes))
 }
 

@@ -33,4 +33,5 @@ mod shutdown;
 mod tamper;
 mod tls_errors;
 mod trust;
+mod vendor_audit;
 mod wipe;

@@ -393,7 +393,10 @@ pub enum EntryProblem {
     Withheld { vendor: String },
     /// In full in the vendor's export, but not the vendor's: its `vendor` field or its tag
     /// says otherwise.
-    NotTheVendors { vendor: String, found: Option<String> },
+    NotTheVendors {
+        vendor: String,
+        found: Option<String>,
+    },
     /// Written after the vendor's tag key was published, yet without a vendor tag (format 1).
     Untagged { vendor: String, key_entry: u64 },
     /// The entry `vendor.json` names as publishing the tag key does not publish it.
@@ -499,9 +502,17 @@ impl fmt::Display for Problem {
                     f,
                     "entry {index}: withheld: it concerns {vendor} (its tag is {vendor}'s) but the export carries only its hash"
                 ),
+                EntryProblem::NotTheVendors { vendor, found }
+                    if found.as_deref() == Some(vendor) =>
+                {
+                    write!(
+                        f,
+                        "entry {index}: in full and naming {vendor}, but its leaf's tag is not {vendor}'s"
+                    )
+                }
                 EntryProblem::NotTheVendors { vendor, found } => write!(
                     f,
-                    "entry {index}: in full, but not {vendor}'s (its vendor is {}, or its tag is not {vendor}'s)",
+                    "entry {index}: in full, but not {vendor}'s (its vendor is {})",
                     found.as_deref().unwrap_or("none")
                 ),
                 EntryProblem::Untagged { vendor, key_entry } => write!(
@@ -620,8 +631,8 @@ fn vendor_check(files: &BundleFiles) -> Result<Option<VendorCheck>, String> {
             scope.format
         ));
     }
-    let key_bytes = hex::decode(&scope.tag_key)
-        .map_err(|_| format!("{VENDOR_FILE}: tag_key is not hex"))?;
+    let key_bytes =
+        hex::decode(&scope.tag_key).map_err(|_| format!("{VENDOR_FILE}: tag_key is not hex"))?;
     let key = crypto::mac::TagKey::from_slice(&key_bytes)
         .map_err(|e| format!("{VENDOR_FILE}: tag_key: {e}"))?;
     if files.get(TAGS_FILE).is_none() {
@@ -936,8 +947,13 @@ pub fn verify_bundle_with(
         }),
     };
 
-    report.first_problem = scan
-        .first_problem
+    // A key other than the one the auditor kept explains everything after it: first.
+    let (key_mismatch, vendor_problem) = match vendor_problem {
+        Some(p @ Problem::Vendor(VendorProblem::KeyMismatch { .. })) => (Some(p), None),
+        other => (None, other),
+    };
+    report.first_problem = key_mismatch
+        .or(scan.first_problem)
         .or(vendor_problem)
         .or(checkpoint_problems.into_iter().next().map(|(_, p)| p))
         .or(previous_problem.map(Problem::Previous))
@@ -1017,7 +1033,9 @@ fn line_problem(
     match (kind, vendor) {
         (Line::Malformed, _) => Some(EntryProblem::MalformedHash),
         (Line::HiddenTagged | Line::HiddenV1, None) => Some(EntryProblem::HashOnly),
-        (Line::HiddenTagged, Some(v)) if after_key(v) && *tag == leaf::vendor_tag(&v.key, index) => {
+        (Line::HiddenTagged, Some(v))
+            if after_key(v) && *tag == leaf::vendor_tag(&v.key, index) =>
+        {
             Some(EntryProblem::Withheld {
                 vendor: v.vendor.clone(),
             })

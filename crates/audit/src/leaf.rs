@@ -100,7 +100,11 @@ mod tests {
     #[test]
     fn leaves_by_format() {
         let v1 = br#"{"v":1,"seq":0}"#;
-        assert_eq!(entry_leaf(v1, &[7; 32]), leaf_hash(v1), "format 1 ignores the tag");
+        assert_eq!(
+            entry_leaf(v1, &[7; 32]),
+            leaf_hash(v1),
+            "format 1 ignores the tag"
+        );
         let v2 = br#"{"v":2,"seq":0}"#;
         let mut data = vec![0x00, 0x02];
         data.extend_from_slice(&[7; 32]);

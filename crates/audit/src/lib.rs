@@ -29,7 +29,7 @@ pub mod merkle;
 
 use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Version of the entry encoding. Frozen once entries exist; a change means a new number.
 /// Version 2 added `vendor`, and its leaves carry the vendor's tag ([`leaf`]).
@@ -55,7 +55,7 @@ pub fn vendor_of_resource(resource: &str) -> Option<&str> {
 }
 
 /// How the action ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
     Ok,
@@ -64,14 +64,14 @@ pub enum Outcome {
 }
 
 /// The authorization decision behind the action.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DecisionRecord {
     pub allowed: bool,
     pub policy: String,
 }
 
 /// One file touched, by path and content digest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Touched {
     pub path: String,
     pub sha256: String,
@@ -79,7 +79,7 @@ pub struct Touched {
 }
 
 /// One audit entry. Field order is the serialisation order: keep it fixed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     pub v: u32,
     /// Assigned by the store when the entry is appended.
@@ -93,7 +93,8 @@ pub struct Entry {
     /// `vendor`, `vendor/model`, `vendor/model@commit` or `service`.
     pub resource: String,
     /// The vendor the entry concerns (format 2): its leaf carries that vendor's tag, so the
-    /// vendor's export can be checked for completeness ([`leaf`]).
+    /// vendor's export can be checked for completeness ([`leaf`]). Format 1 has no field.
+    #[serde(default)]
     pub vendor: Option<String>,
     pub decision: Option<DecisionRecord>,
     pub request_id: String,
@@ -156,6 +157,12 @@ impl Entry {
     pub fn with_touched(mut self, touched: Vec<Touched>) -> Self {
         self.touched = touched;
         self
+    }
+
+    /// Reads stored bytes back (either format), for views of the log; never for hashing,
+    /// which always uses the stored bytes themselves.
+    pub fn parse(bytes: &[u8]) -> Result<Entry, serde_json::Error> {
+        serde_json::from_slice(bytes)
     }
 
     /// The canonical bytes: compact JSON, fields in declaration order, no trailing newline.

@@ -44,7 +44,10 @@ impl Log {
     }
 
     fn checkpoint(&self, entries: &[Vec<u8>], size: usize) -> String {
-        let leaves: Vec<_> = entries[..size].iter().map(|e| entry_leaf(e, &NO_VENDOR)).collect();
+        let leaves: Vec<_> = entries[..size]
+            .iter()
+            .map(|e| entry_leaf(e, &NO_VENDOR))
+            .collect();
         let cp = Checkpoint {
             origin: NAME.into(),
             size: size as u64,

@@ -96,7 +96,9 @@ impl Log {
         let lines: Vec<Vec<u8>> = self.entries[first..]
             .iter()
             .map(|e| {
-                let theirs = std::str::from_utf8(e).unwrap().contains(r#""vendor":"acme""#);
+                let theirs = std::str::from_utf8(e)
+                    .unwrap()
+                    .contains(r#""vendor":"acme""#);
                 vendor_line(e, theirs)
             })
             .collect();
@@ -168,7 +170,11 @@ fn entry_problem(report: &Report) -> (u64, &EntryProblem) {
 /// Indexes of acme's entries in the log.
 fn acme_indexes(log: &Log) -> Vec<usize> {
     (0..log.entries.len())
-        .filter(|&i| std::str::from_utf8(&log.entries[i]).unwrap().contains(r#""vendor":"acme""#))
+        .filter(|&i| {
+            std::str::from_utf8(&log.entries[i])
+                .unwrap()
+                .contains(r#""vendor":"acme""#)
+        })
         .collect()
 }
 
@@ -212,7 +218,13 @@ fn a_withheld_entry_is_named() {
     let (index, kind) = entry_problem(&report);
     assert_eq!(index, victim as u64);
     assert!(matches!(kind, EntryProblem::Withheld { vendor } if vendor == "acme"));
-    assert!(report.first_problem.unwrap().to_string().contains("withheld"));
+    assert!(
+        report
+            .first_problem
+            .unwrap()
+            .to_string()
+            .contains("withheld")
+    );
 }
 
 #[test]
@@ -295,7 +307,11 @@ fn another_vendors_entry_in_full_is_refused() {
     let log = Log::new();
     let mut files = log.acme_export(0);
     let globex = (0..log.entries.len())
-        .find(|&i| std::str::from_utf8(&log.entries[i]).unwrap().contains("secret-model"))
+        .find(|&i| {
+            std::str::from_utf8(&log.entries[i])
+                .unwrap()
+                .contains("secret-model")
+        })
         .unwrap();
     let mut l = lines(&files);
     l[globex] = log.entries[globex].clone();
@@ -326,7 +342,10 @@ fn another_key_cannot_make_the_vendor_look_idle() {
     let report = log.verify(&files, None);
     let (index, kind) = entry_problem(&report);
     assert_eq!(index, 1);
-    assert!(matches!(kind, EntryProblem::KeyNotPublished { .. }), "{kind:?}");
+    assert!(
+        matches!(kind, EntryProblem::KeyNotPublished { .. }),
+        "{kind:?}"
+    );
     // Pinned, the fake key is refused outright.
     let report = log.verify(&files, Some(&log.acme_hex()));
     assert!(matches!(

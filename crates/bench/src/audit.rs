@@ -277,12 +277,12 @@ async fn bench(args: AuditArgs) -> anyhow::Result<()> {
     });
 
     eprintln!("custody-bench: offline verification of {n} entries");
-    let entries: Vec<Vec<u8>> = store
-        .audit_entries(0, n)
+    let (entries, tags): (Vec<Vec<u8>>, Vec<_>) = store
+        .audit_entries_tagged(0, n)
         .await?
         .into_iter()
-        .map(|(_, bytes)| bytes)
-        .collect();
+        .map(|e| (e.bytes, e.tag))
+        .unzip();
     let leaves = store.audit_leaf_hashes(0, n).await?;
     drop(store);
     let (key, _) = SigningKey::generate()?;
@@ -305,6 +305,8 @@ async fn bench(args: AuditArgs) -> anyhow::Result<()> {
         entries: &entries,
         checkpoints: &notes,
         leaves: Some(&leaves),
+        tags: Some(&tags),
+        vendor: None,
     });
     drop(entries);
     let t = Instant::now();

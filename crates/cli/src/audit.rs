@@ -2,9 +2,12 @@
 //!
 //! `key`, `checkpoint`, `inclusion`, `consistency` and `entries` ask the server. `export`
 //! writes a bundle directory (`audit::bundle` specifies it): the entries since the start (or
-//! since the auditor's checkpoint), the signed checkpoints in that range, the tree edge to
-//! continue from, the stored leaf hashes, and a manifest; with `--recipient` every file is
-//! age-encrypted (`<path>.age`). `verify` works offline, with no server and no token: it
+//! since the auditor's checkpoint), their vendor tags, the signed checkpoints in that range,
+//! the tree edge to continue from, the stored leaf hashes, and a manifest; with `--recipient`
+//! every file is age-encrypted (`<path>.age`). `export --vendor V` (a vendor's admins and
+//! auditors) writes that vendor's export: its entries in full, every other one by hash, and
+//! `vendor.json` with the vendor's tag key, so `verify` also proves none of its entries was
+//! left out. `verify` works offline, with no server and no token: it
 //! rebuilds every leaf from the raw bytes and checks every signature, and exits 0 when the
 //! bundle is intact, 1 when it was tampered with (naming the first bad entry or checkpoint),
 //! 2 when the input cannot be verified.
@@ -23,7 +26,8 @@ use reqwest::Method;
 use serde::Serialize;
 use wire::audit::{
     AuditKey, CheckpointList, ConsistencyProof, ConsistencyQuery, EdgeQuery, InclusionProof,
-    InclusionQuery, LatestCheckpoint, RangeQuery, SignedCheckpoint, TreeEdge,
+    InclusionQuery, LatestCheckpoint, RangeQuery, SignedCheckpoint, TreeEdge, VendorAuditKey,
+    VendorScopeQuery,
 };
 
 use crate::Global;
@@ -80,6 +84,10 @@ pub struct ExportArgs {
     /// Encrypt every file of the bundle to this age recipient (age1…)
     #[arg(long)]
     recipient: Option<String>,
+    /// Export one vendor's view (its admins and auditors): its entries in full, every other
+    /// entry by hash, with the proof that none of the vendor's entries was left out
+    #[arg(long)]
+    vendor: Option<String>,
 }
 
 #[derive(Args)]
@@ -95,6 +103,11 @@ pub struct VerifyArgs {
     /// The age identity file for an encrypted bundle
     #[arg(long)]
     identity: Option<PathBuf>,
+    /// For a vendor's export: the vendor's tag key you kept from your first verified export
+    /// (hex, or a file holding it, or that export's vendor.json); needed to check an export
+    /// `--since` a checkpoint
+    #[arg(long)]
+    vendor_key: Option<String>,
 }
 
 /// Entries, leaf hashes and checkpoints per request (the server's limits).
@@ -140,7 +153,7 @@ pub async fn run(command: OnlineCommand, global: &Global, out: &Output) -> anyho
             out.result(&proof, || lines(&proof.proof, String::clone))
         }
         OnlineCommand::Entries { from, to } => {
-            let entries = fetch_entries(client, from, to).await?;
+            let entries = fetch_entries(client, &VendorScopeQuery::default(), from, to).await?;
             let mut text = Vec::new();
             for line in entries {
                 text.extend_from_slice(&line);
@@ -178,8 +191,14 @@ fn print_note<T: Serialize>(body: &T, note: &str, out: &Output) {
     }
 }
 
-/// Entries `from..to`, page by page; each line exactly as stored.
-async fn fetch_entries(client: &Client, from: u64, to: u64) -> anyhow::Result<Vec<Vec<u8>>> {
+/// Entries `from..to`, page by page; each line exactly as stored (in a vendor's view, other
+/// entries' lines stand for them by hash).
+async fn fetch_entries(
+    client: &Client,
+    scope: &VendorScopeQuery,
+    from: u64,
+    to: u64,
+) -> anyhow::Result<Vec<Vec<u8>>> {
     let mut lines = Vec::with_capacity(to.saturating_sub(from).min(1 << 24) as usize);
     let mut at = from;
     while at < to {
@@ -189,7 +208,8 @@ async fn fetch_entries(client: &Client, from: u64, to: u64) -> anyhow::Result<Ve
             .send(
                 client
                     .request(Method::GET, "/v1/audit/entries")
-                    .query(&range(at, end)),
+                    .query(&range(at, end))
+                    .query(scope),
             )
             .await?
             .bytes()
@@ -213,22 +233,31 @@ async fn fetch_entries(client: &Client, from: u64, to: u64) -> anyhow::Result<Ve
     Ok(lines)
 }
 
-async fn fetch_leaves(client: &Client, from: u64, to: u64) -> anyhow::Result<Vec<Hash>> {
+/// 32-byte values `from..to` from `route` (leaf hashes, leaf tags), `page` per request.
+async fn fetch_hashes(
+    client: &Client,
+    scope: &VendorScopeQuery,
+    route: &str,
+    page: u64,
+    from: u64,
+    to: u64,
+) -> anyhow::Result<Vec<Hash>> {
     let mut leaves = Vec::with_capacity(to.saturating_sub(from).min(1 << 24) as usize);
     let mut at = from;
     while at < to {
-        let end = to.min(at + LEAVES_PAGE);
+        let end = to.min(at + page);
         let body = client
             .send(
                 client
-                    .request(Method::GET, "/v1/audit/leaves")
-                    .query(&range(at, end)),
+                    .request(Method::GET, route)
+                    .query(&range(at, end))
+                    .query(scope),
             )
             .await?
             .bytes()
             .await?;
         if body.is_empty() || body.len() % 32 != 0 || (body.len() / 32) as u64 > end - at {
-            bail!("the server sent a malformed list of leaf hashes for {at}..{end}");
+            bail!("the server sent a malformed list of hashes ({route}) for {at}..{end}");
         }
         for chunk in body.chunks_exact(32) {
             let mut h = [0u8; 32];
@@ -268,6 +297,21 @@ async fn export(client: &Client, args: &ExportArgs, out: &Output) -> anyhow::Res
         // Refuse a bad recipient before fetching anything.
         crypto::age_file::encrypt(r, b"").context("--recipient")?;
     }
+    let scope = VendorScopeQuery {
+        vendor: args.vendor.clone(),
+    };
+    let vendor_key: Option<VendorAuditKey> = match &args.vendor {
+        Some(_) => Some(
+            client
+                .call(
+                    client
+                        .request(Method::GET, "/v1/audit/vendor-key")
+                        .query(&scope),
+                )
+                .await?,
+        ),
+        None => None,
+    };
     let since = match &args.since {
         Some(path) => {
             let note = std::fs::read_to_string(path)
@@ -281,14 +325,24 @@ async fn export(client: &Client, args: &ExportArgs, out: &Output) -> anyhow::Res
     };
     // A fresh checkpoint covers as much of the log as possible; if the server refuses to sign
     // (it says why), the latest one it signed before still makes a verifiable bundle.
-    let signed: anyhow::Result<SignedCheckpoint> =
-        client.post("/v1/audit/checkpoint", &wire::Empty {}).await;
+    let signed: anyhow::Result<SignedCheckpoint> = client
+        .call(
+            client
+                .request(Method::POST, "/v1/audit/checkpoint")
+                .query(&scope)
+                .json(&wire::Empty {}),
+        )
+        .await;
     let end = match signed {
         Ok(checkpoint) => checkpoint.size,
         Err(e) => {
             eprintln!("custody: warning: no new checkpoint: {e:#}");
             client
-                .get::<LatestCheckpoint>("/v1/audit/checkpoint")
+                .call::<LatestCheckpoint>(
+                    client
+                        .request(Method::GET, "/v1/audit/checkpoint")
+                        .query(&scope),
+                )
                 .await?
                 .size
         }
@@ -301,14 +355,15 @@ async fn export(client: &Client, args: &ExportArgs, out: &Output) -> anyhow::Res
         );
     }
 
-    let entries = fetch_entries(client, first, end).await?;
+    let entries = fetch_entries(client, &scope, first, end).await?;
     if entries.len() as u64 != end - first {
         bail!(
             "the server sent {} entries for {first}..{end}, which its checkpoint covers",
             entries.len()
         );
     }
-    let leaves = fetch_leaves(client, first, end).await?;
+    let leaves = fetch_hashes(client, &scope, "/v1/audit/leaves", LEAVES_PAGE, first, end).await?;
+    let tags = fetch_hashes(client, &scope, "/v1/audit/tags", ENTRIES_PAGE, first, end).await?;
     let mut notes: Vec<String> = Vec::new();
     let mut from = first;
     loop {
@@ -316,7 +371,8 @@ async fn export(client: &Client, args: &ExportArgs, out: &Output) -> anyhow::Res
             .call(
                 client
                     .request(Method::GET, "/v1/audit/checkpoints")
-                    .query(&range(from, end)),
+                    .query(&range(from, end))
+                    .query(&scope),
             )
             .await?;
         let Some(last) = page.checkpoints.last().map(|c| c.size) else {
@@ -333,7 +389,8 @@ async fn export(client: &Client, args: &ExportArgs, out: &Output) -> anyhow::Res
             .call(
                 client
                     .request(Method::GET, "/v1/audit/edge")
-                    .query(&EdgeQuery { size: first }),
+                    .query(&EdgeQuery { size: first })
+                    .query(&scope),
             )
             .await?;
         decode_hashes(&edge.edge)?
@@ -346,12 +403,20 @@ async fn export(client: &Client, args: &ExportArgs, out: &Output) -> anyhow::Res
         // The server no longer has it (its database was restored?): the auditor's copy.
         notes.push(note.clone());
     }
+    let vendor = vendor_key.map(|k| bundle::VendorScope {
+        format: bundle::VENDOR_FORMAT.into(),
+        vendor: k.vendor,
+        tag_key: k.tag_key,
+        key_entry: k.published_at,
+    });
     let files = bundle::assemble(&Parts {
         first,
         edge: &edge,
         entries: &entries,
         checkpoints: &notes,
         leaves: Some(&leaves),
+        tags: Some(&tags),
+        vendor: vendor.as_ref(),
     });
     write_bundle(&args.out, &files, args.recipient.as_deref())?;
     let summary = Exported {
@@ -364,7 +429,10 @@ async fn export(client: &Client, args: &ExportArgs, out: &Output) -> anyhow::Res
     };
     out.result(&summary, || {
         format!(
-            "exported entries {first}..{end} and {} signed checkpoints to {}{}",
+            "exported {}entries {first}..{end} and {} signed checkpoints to {}{}",
+            args.vendor
+                .as_ref()
+                .map_or_else(String::new, |v| format!("{v}'s view of ")),
             notes.len(),
             args.out.display(),
             if args.recipient.is_some() {
@@ -497,8 +565,17 @@ pub fn verify(args: &VerifyArgs, out: &Output) -> ExitCode {
         Ok(f) => f,
         Err(e) => return unusable(out, e),
     };
+    let vendor_key = match args.vendor_key.as_deref().map(pinned_vendor_key) {
+        None => None,
+        Some(Ok(k)) => Some(k),
+        Some(Err(e)) => return unusable(out, format!("--vendor-key: {e}")),
+    };
+    let expect = bundle::Expectations {
+        previous: previous.as_deref(),
+        vendor_key: vendor_key.as_deref(),
+    };
     // The key name is the log's origin.
-    let report = bundle::verify_bundle(&files, &key.key, &key.name, &key.name, previous.as_deref());
+    let report = bundle::verify_bundle_with(&files, &key.key, &key.name, &key.name, &expect);
     if out.is_json() {
         out.json_line(&verified(&report));
     } else {
@@ -519,8 +596,46 @@ pub fn verify(args: &VerifyArgs, out: &Output) -> ExitCode {
             Some(Problem::Unusable(why)) => eprintln!("custody: cannot verify: {why}"),
             Some(problem) => println!("TAMPERED: {problem}"),
         }
+        if let (None, Some(v)) = (&report.first_problem, &report.vendor) {
+            println!(
+                "complete for {}: its {} entries are all here in full, and every other entry \
+                 is provably someone else's{}",
+                v.vendor,
+                v.entries_in_full,
+                if v.before_key > 0 {
+                    format!(
+                        " ({} entries from before {}'s tag key cannot be attributed)",
+                        v.before_key, v.vendor
+                    )
+                } else {
+                    String::new()
+                }
+            );
+            if vendor_key.is_none() {
+                println!(
+                    "keep {}'s tag key (or this export's vendor.json) to check later exports: \
+                     --vendor-key {}",
+                    v.vendor, v.tag_key
+                );
+            }
+        }
     }
     ExitCode::from(report.exit_code())
+}
+
+/// The vendor tag key an auditor kept: hex, a file holding it, or an export's vendor.json.
+fn pinned_vendor_key(arg: &str) -> Result<String, String> {
+    let text = key_text(arg)?;
+    let text = text.trim();
+    if text.starts_with('{') {
+        let scope: bundle::VendorScope =
+            serde_json::from_str(text).map_err(|e| format!("not a vendor.json: {e}"))?;
+        return Ok(scope.tag_key);
+    }
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("not 64 hex digits, nor a file holding them, nor a vendor.json".into());
+    }
+    Ok(text.to_ascii_lowercase())
 }
 
 /// What `custody audit verify --json` prints. An unusable input has only `intact`,
@@ -538,6 +653,9 @@ struct Verified {
     signed_size: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     checkpoints_checked: Option<usize>,
+    /// For a vendor's export: the vendor, its entries in full, and its tag key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vendor: Option<VerifiedVendor>,
     problem: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     entry: Option<u64>,
@@ -545,6 +663,14 @@ struct Verified {
     checkpoint: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     file: Option<String>,
+}
+
+#[derive(Serialize)]
+struct VerifiedVendor {
+    vendor: String,
+    entries_in_full: u64,
+    before_key: u64,
+    tag_key: String,
 }
 
 fn verified(report: &Report) -> Verified {
@@ -555,6 +681,12 @@ fn verified(report: &Report) -> Verified {
         entries: Some(report.entries),
         signed_size: Some(report.signed_size),
         checkpoints_checked: Some(report.checkpoints_checked),
+        vendor: report.vendor.as_ref().map(|v| VerifiedVendor {
+            vendor: v.vendor.clone(),
+            entries_in_full: v.entries_in_full,
+            before_key: v.before_key,
+            tag_key: v.tag_key.clone(),
+        }),
         problem: report.first_problem.as_ref().map(ToString::to_string),
         ..Verified::default()
     };
@@ -566,4 +698,74 @@ fn verified(report: &Report) -> Verified {
         _ => {}
     }
     v
+}
+
+/// `custody activity VENDOR[/MODEL]`.
+#[derive(Args)]
+pub struct ActivityArgs {
+    /// `VENDOR` or `VENDOR/MODEL`
+    target: String,
+    /// Only events at or after this time (RFC 3339, e.g. 2026-12-01T00:00:00Z)
+    #[arg(long)]
+    since: Option<String>,
+}
+
+/// What happened to a vendor's models, from the audit log, page by page; each event with its
+/// log index, to check it against the vendor's export.
+pub async fn activity(args: &ActivityArgs, global: &Global, out: &Output) -> anyhow::Result<()> {
+    let client = &Client::from_settings(global)?;
+    let (vendor, model) = match args.target.split_once('/') {
+        Some((v, m)) => (
+            types::VendorName::parse(v)?,
+            Some(types::ModelName::parse(m)?),
+        ),
+        None => (types::VendorName::parse(&args.target)?, None),
+    };
+    let mut query = wire::audit::ActivityQuery {
+        model: model.map(|m| m.to_string()),
+        since: args.since.clone(),
+        from: None,
+        limit: None,
+    };
+    let mut events = Vec::new();
+    loop {
+        let page: wire::audit::Activity = client
+            .call(
+                client
+                    .request(Method::GET, &format!("/v1/vendors/{vendor}/activity"))
+                    .query(&query),
+            )
+            .await?;
+        events.extend(page.events);
+        match page.next {
+            Some(next) if query.from != Some(next) => query.from = Some(next),
+            _ => break,
+        }
+    }
+    let activity = wire::audit::Activity {
+        vendor: vendor.to_string(),
+        events,
+        next: None,
+    };
+    out.result(&activity, || {
+        if activity.events.is_empty() {
+            return format!("no activity on {} in the audit log", args.target);
+        }
+        lines(&activity.events, |e| {
+            let mut line = format!(
+                "{:>6}  {}  {:<8} {:<22} {}  by {}",
+                e.index, e.time, e.outcome, e.action, e.resource, e.actor
+            );
+            if let Some(host) = &e.host {
+                line.push_str(&format!(" on {host}"));
+            }
+            if e.files > 0 {
+                line.push_str(&format!(", {} file(s), {} bytes", e.files, e.bytes));
+            }
+            if let Some(detail) = &e.detail {
+                line.push_str(&format!(": {detail}"));
+            }
+            line
+        })
+    })
 }

@@ -117,6 +117,9 @@ enum Command {
     /// The audit log: its key, checkpoints, proofs, export and offline verification
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// What happened to a vendor's models, from the audit log: fetches, refusals, grants,
+    /// uploads, deletions, each with its log index (the vendor's admins and auditors)
+    Activity(audit::ActivityArgs),
     /// Verify a deletion certificate offline (exit 0 valid, 1 invalid, 2 unusable input)
     VerifyCertificate(certificate::VerifyArgs),
     /// On an exclusive host: delete the local copies of models that have been deleted (what
@@ -149,6 +152,7 @@ fn main() -> ExitCode {
         Command::Agent(args) => block_on(out, agent::run(args, global)),
         // Offline and synchronous, with its own exit codes: no runtime, no server settings.
         Command::Audit(audit::AuditCommand::Verify(args)) => audit::verify(&args, out),
+        Command::Activity(args) => block_on(out, audit::activity(&args, global, out)),
         Command::Audit(audit::AuditCommand::Online(command)) => {
             block_on(out, audit::run(command, global, out))
         }

@@ -69,8 +69,7 @@ mod tests {
         assert_ne!(key.tag(b"custody"), key.tag(b"custodz"));
     }
 
-    const OPENSSL_VECTOR: &str =
-        "2fe61a2b4e19d7aa8a287ee24d92d9b3a081984df7c69d43fb82b797d9424dcf";
+    const OPENSSL_VECTOR: &str = "2fe61a2b4e19d7aa8a287ee24d92d9b3a081984df7c69d43fb82b797d9424dcf";
 
     #[test]
     fn keys_are_32_bytes_and_random() {

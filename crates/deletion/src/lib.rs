@@ -216,6 +216,10 @@ pub struct PostCheck {
 pub struct AuditEvidence {
     /// The entry's canonical bytes, exactly as hashed into the log (UTF-8 JSON text).
     pub entry: String,
+    /// The leaf's vendor tag, hex (`audit::leaf`): a leaf of entry format 2 commits to it.
+    /// Absent for format 1 entries and for a tag of zeros.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaf_tag: Option<String>,
     /// Its leaf index, which is its `seq`.
     pub leaf_index: u64,
     /// The size of the tree the proof and checkpoint are for.
@@ -227,9 +231,11 @@ pub struct AuditEvidence {
 }
 
 impl AuditEvidence {
-    /// Packs the evidence: entry bytes (must be UTF-8), proof hashes and the signed note.
+    /// Packs the evidence: entry bytes (must be UTF-8), the leaf's tag, proof hashes and the
+    /// signed note.
     pub fn new(
         entry: &[u8],
+        leaf_tag: &audit::leaf::Tag,
         leaf_index: u64,
         tree_size: u64,
         inclusion_proof: &[Hash],
@@ -239,6 +245,7 @@ impl AuditEvidence {
             .map_err(|_| IssueError::Invalid("the audit entry is not UTF-8".into()))?;
         Ok(AuditEvidence {
             entry: entry.to_owned(),
+            leaf_tag: (*leaf_tag != audit::leaf::NO_VENDOR).then(|| hex::encode(leaf_tag)),
             leaf_index,
             tree_size,
             inclusion_proof: inclusion_proof.iter().map(|h| B64.encode(h)).collect(),

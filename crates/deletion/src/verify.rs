@@ -3,7 +3,7 @@
 use std::fmt;
 
 use audit::checkpoint::{self, Checkpoint, VerifierKey};
-use audit::merkle::{Hash, leaf_hash, verify_inclusion};
+use audit::merkle::{Hash, verify_inclusion};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use crypto::sign::VerifyingKey;
@@ -379,7 +379,16 @@ fn check_inclusion(
         })
         .collect::<Option<Vec<Hash>>>()
         .ok_or_else(|| "the inclusion proof holds a value that is not a base64 hash".to_owned())?;
-    let leaf = leaf_hash(evidence.entry.as_bytes());
+    let tag = match &evidence.leaf_tag {
+        None => audit::leaf::NO_VENDOR,
+        Some(text) => {
+            let mut tag = audit::leaf::NO_VENDOR;
+            hex::decode_to_slice(text, &mut tag)
+                .map_err(|_| "the leaf tag is not 64 hex digits".to_owned())?;
+            tag
+        }
+    };
+    let leaf = audit::leaf::entry_leaf(evidence.entry.as_bytes(), &tag);
     if !verify_inclusion(
         &leaf,
         evidence.leaf_index,
@@ -415,7 +424,8 @@ fn check_entry(file: &CertificateFile) -> Result<String, String> {
             None => Err(format!("the audit entry has no {name}")),
         }
     };
-    if field("v").and_then(Value::as_u64) != Some(u64::from(audit::ENTRY_FORMAT_VERSION)) {
+    // Format 1 entries are still valid evidence (certificates issued before vendor tags).
+    if !matches!(field("v").and_then(Value::as_u64), Some(1 | 2)) {
         return Err("the audit entry has an unknown version".into());
     }
     if field("seq").and_then(Value::as_u64) != Some(evidence.leaf_index) {
@@ -426,6 +436,10 @@ fn check_entry(file: &CertificateFile) -> Result<String, String> {
     }
     expect_str("action", AUDIT_ACTION)?;
     expect_str("resource", &deletion.audit_resource())?;
+    if field("v").and_then(Value::as_u64) == Some(2) {
+        // Format 2 names the vendor; its leaf carries the vendor's tag.
+        expect_str("vendor", &deletion.vendor)?;
+    }
     expect_str("outcome", "ok")?;
     let detail = deletion
         .audit_detail()

@@ -308,9 +308,16 @@ fn another_service_key_is_refused() {
 }
 
 /// A log of a few entries around a deletion entry, a signed checkpoint and the evidence.
+/// Every entry concerns acme, so every leaf carries acme's tag.
 struct Log {
     entries: Vec<Vec<u8>>,
     index: u64,
+}
+
+/// acme's audit tag key in these tests.
+fn acme_tag(seq: u64) -> audit::leaf::Tag {
+    let key = crypto::mac::TagKey::from_slice(&[0x42; 32]).unwrap();
+    audit::leaf::vendor_tag(&key, seq)
 }
 
 fn entry_bytes(seq: u64, action: &str, resource: &str, detail: &str) -> Vec<u8> {
@@ -334,8 +341,9 @@ impl Log {
     fn evidence(&self, keys: &Keys, sign_with: &SigningKey) -> AuditEvidence {
         let mut store = MemoryTreeStore::new();
         let mut size = 0;
-        for e in &self.entries {
-            size = merkle::append(&mut store, size, merkle::leaf_hash(e)).unwrap();
+        for (seq, e) in self.entries.iter().enumerate() {
+            let leaf = audit::leaf::entry_leaf(e, &acme_tag(seq as u64));
+            size = merkle::append(&mut store, size, leaf).unwrap();
         }
         let proof = merkle::inclusion_proof(&store, self.index, size).unwrap();
         let cp = Checkpoint {
@@ -346,6 +354,7 @@ impl Log {
         let note = checkpoint::sign(&cp, &keys.log_name, sign_with).unwrap();
         AuditEvidence::new(
             &self.entries[self.index as usize],
+            &acme_tag(self.index),
             self.index,
             size,
             &proof,
@@ -443,6 +452,17 @@ fn a_signed_certificate_with_false_log_evidence_is_invalid() {
         &sign_raw(&keys, d.clone(), bad),
         CheckName::Inclusion,
     );
+    // The leaf's vendor tag is part of the leaf: another tag, none, or not hex.
+    assert!(good.leaf_tag.is_some());
+    for tag in [Some(hex::encode(acme_tag(0))), None, Some("zz".into())] {
+        let mut bad = good.clone();
+        bad.leaf_tag = tag;
+        check(
+            &keys,
+            &sign_raw(&keys, d.clone(), bad),
+            CheckName::Inclusion,
+        );
+    }
 
     // A checkpoint the service signed itself, under the log's name: caught by the log key,
     // and only by it.

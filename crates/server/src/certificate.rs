@@ -252,11 +252,12 @@ pub(crate) async fn certify(
         ));
     }
     let (_, proof) = app.store.audit_inclusion_proof(seq, size).await?;
-    let entries = app.store.audit_entries(seq, seq + 1).await?;
-    let (_, bytes) = entries
+    let entries = app.store.audit_entries_tagged(seq, seq + 1).await?;
+    let entry = entries
         .first()
         .ok_or_else(|| failed("the deletion's audit entry is missing"))?;
-    let evidence = AuditEvidence::new(bytes, seq, size, &proof, &signed.note).map_err(failed)?;
+    let evidence = AuditEvidence::new(&entry.bytes, &entry.tag, seq, size, &proof, &signed.note)
+        .map_err(failed)?;
     let certificate = deletion::issue(facts, evidence, &app.service_key.key).map_err(failed)?;
     let text = String::from_utf8(certificate).map_err(failed)?;
     app.store
@@ -265,6 +266,7 @@ pub(crate) async fn certify(
             &d.work,
             &text,
             audit::Entry::new("system", "deletion.certified", format!("deletion/{}", d.id))
+                .with_vendor(d.vendor.as_str())
                 .with_detail(format!(
                     "certificate {} (entry {seq}, tree size {size})",
                     d.id

@@ -462,16 +462,17 @@ impl Checkpointer {
         let mut from = cp.size;
         while from < size {
             let to = (from + VERIFY_PAGE).min(size);
-            let entries = store.audit_entries(from, to).await?;
+            let entries = store.audit_entries_tagged(from, to).await?;
             let leaves = store.audit_leaf_hashes(from, to).await?;
             if entries.len() != leaves.len() || entries.len() as u64 != to - from {
                 bail!("audit entries {from}..{to} are incomplete");
             }
-            for ((seq, bytes), leaf) in entries.iter().zip(&leaves) {
-                if merkle::leaf_hash(bytes) != *leaf {
+            for (entry, leaf) in entries.iter().zip(&leaves) {
+                if audit::leaf::entry_leaf(&entry.bytes, &entry.tag) != *leaf {
                     bail!(
-                        "audit entry {seq} differs from the leaf appended for it: the entry was \
-                         edited in the database"
+                        "audit entry {} differs from the leaf appended for it: the entry (or its \
+                         vendor tag) was edited in the database",
+                        entry.seq
                     );
                 }
             }

@@ -108,7 +108,9 @@ impl DeletionError {
 }
 
 fn entry(deletion: &DeletionRecord, action: &str, detail: String) -> audit::Entry {
-    audit::Entry::new("system", action, format!("deletion/{}", deletion.id)).with_detail(detail)
+    audit::Entry::new("system", action, format!("deletion/{}", deletion.id))
+        .with_vendor(deletion.vendor.as_str())
+        .with_detail(detail)
 }
 
 /// The deletion's work record, strictly: an error here stops the deletion (shown in its
@@ -143,6 +145,7 @@ async fn start_due(app: &App) -> Result<(), DeletionError> {
             "deletion.request",
             format!("model/{}", due.model_id),
         )
+        .with_vendor(due.vendor.as_str())
         .with_detail(format!("deletion {id}: delete_after reached"));
         app.store
             .start_deletion(

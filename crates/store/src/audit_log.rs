@@ -20,7 +20,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use audit::leaf::{self, Tag};
 use audit::merkle::{self, Hash};
+use crypto::mac::TagKey;
 use sqlx::{AnyConnection, AnyPool, Row};
 use tokio::sync::oneshot;
 
@@ -44,16 +46,68 @@ pub struct StoredCheckpoint {
     pub created_at: i64,
 }
 
-/// Appends `entries` (canonical bytes, the first with sequence number `first`) to the log and
-/// its tree, inside the caller's transaction, which must already have claimed those numbers.
+/// The vendors named by `entries`, by name: their id and, once they have one, their audit tag
+/// key. Read inside the appending transaction, so a key is the one committed with the vendor.
+async fn vendor_keys(
+    conn: &mut AnyConnection,
+    entries: &[audit::Entry],
+) -> Result<HashMap<String, (String, Option<TagKey>)>> {
+    let mut out = HashMap::new();
+    for name in entries.iter().filter_map(|e| e.vendor.as_deref()) {
+        if out.contains_key(name) {
+            continue;
+        }
+        let row = sqlx::query("SELECT id, audit_tag_key FROM vendors WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if let Some(row) = row {
+            let key: Option<Vec<u8>> = row.try_get("audit_tag_key")?;
+            let key = key
+                .map(|k| TagKey::from_slice(&k))
+                .transpose()
+                .map_err(|_| corrupt("a vendor's audit tag key is not 32 bytes"))?;
+            out.insert(name.to_owned(), (row.try_get("id")?, key));
+        }
+    }
+    Ok(out)
+}
+
+/// Appends `entries` (their `seq` already set, the first being `first`) to the log and its
+/// tree, inside the caller's transaction, which must already have claimed those numbers. Each
+/// leaf carries its vendor's tag (`audit::leaf`), computed here from the key in the same
+/// transaction.
 pub(crate) async fn append_entries(
     conn: &mut AnyConnection,
     first: u64,
-    entries: &[Vec<u8>],
+    entries: &[audit::Entry],
 ) -> Result<()> {
     if entries.is_empty() {
         return Ok(());
     }
+    if entries
+        .iter()
+        .enumerate()
+        .any(|(i, e)| e.seq != first + i as u64)
+    {
+        return Err(corrupt("audit entries to append are not numbered in order"));
+    }
+    let vendors = vendor_keys(conn, entries).await?;
+    let rows: Vec<(Vec<u8>, Tag, Option<&str>)> = entries
+        .iter()
+        .map(|e| {
+            let vendor = e.vendor.as_deref().and_then(|name| vendors.get(name));
+            let tag = match vendor {
+                Some((_, Some(key))) => leaf::vendor_tag(key, e.seq),
+                _ => leaf::NO_VENDOR,
+            };
+            (
+                e.to_canonical_bytes(),
+                tag,
+                vendor.map(|(id, _)| id.as_str()),
+            )
+        })
+        .collect();
     let end = first + entries.len() as u64;
     let moved = sqlx::query("UPDATE audit_head SET tree_size = $1 WHERE id = 1 AND tree_size = $2")
         .bind(db_int(end)?)
@@ -66,15 +120,26 @@ pub(crate) async fn append_entries(
         )));
     }
     let edge = edge_hashes(conn, first).await?;
-    let leaves: Vec<Hash> = entries.iter().map(|e| merkle::leaf_hash(e)).collect();
+    let leaves: Vec<Hash> = rows
+        .iter()
+        .map(|(bytes, tag, _)| leaf::entry_leaf(bytes, tag))
+        .collect();
     let nodes = merkle::append_leaves(first, &edge, &leaves).map_err(corrupt)?;
 
-    for (chunk_index, chunk) in entries.chunks(ROWS_PER_INSERT).enumerate() {
+    for (chunk_index, chunk) in rows.chunks(ROWS_PER_INSERT).enumerate() {
         let base = first + (chunk_index * ROWS_PER_INSERT) as u64;
-        let sql = values_sql("INSERT INTO audit_log (seq, entry) VALUES ", chunk.len(), 2);
+        let sql = values_sql(
+            "INSERT INTO audit_log (seq, entry, tag, vendor_id) VALUES ",
+            chunk.len(),
+            4,
+        );
         let mut query = sqlx::query(&sql);
-        for (i, bytes) in chunk.iter().enumerate() {
-            query = query.bind(db_int(base + i as u64)?).bind(bytes.clone());
+        for (i, (bytes, tag, vendor_id)) in chunk.iter().enumerate() {
+            query = query
+                .bind(db_int(base + i as u64)?)
+                .bind(bytes.clone())
+                .bind(tag.to_vec())
+                .bind(vendor_id.map(str::to_owned));
         }
         query.execute(&mut *conn).await?;
     }
@@ -94,6 +159,15 @@ pub(crate) async fn append_entries(
         query.execute(&mut *conn).await?;
     }
     Ok(())
+}
+
+/// A row's stored vendor tag ([`leaf::NO_VENDOR`] for entries of format 1, which have none).
+pub(crate) fn stored_tag(row: &sqlx::any::AnyRow) -> Result<Tag> {
+    match row.try_get::<Option<Vec<u8>>, _>("tag")? {
+        None => Ok(leaf::NO_VENDOR),
+        Some(bytes) => Tag::try_from(bytes.as_slice())
+            .map_err(|_| corrupt("an audit entry's stored tag is not 32 bytes")),
+    }
 }
 
 /// `prefix ($1, $2), ($3, $4), …` for `rows` rows of `cols` values.
@@ -223,7 +297,7 @@ pub(crate) async fn backfill_tree(pool: &AnyPool) -> Result<()> {
     while size < next {
         let to = (size + 10_000).min(next);
         let rows = sqlx::query(
-            "SELECT seq, entry FROM audit_log WHERE seq >= $1 AND seq < $2 ORDER BY seq",
+            "SELECT seq, entry, tag FROM audit_log WHERE seq >= $1 AND seq < $2 ORDER BY seq",
         )
         .bind(db_int(size)?)
         .bind(db_int(to)?)
@@ -238,7 +312,10 @@ pub(crate) async fn backfill_tree(pool: &AnyPool) -> Result<()> {
                     size + i as u64
                 )));
             }
-            entries.push(row.try_get::<Vec<u8>, _>("entry")?);
+            entries.push(leaf::entry_leaf(
+                &row.try_get::<Vec<u8>, _>("entry")?,
+                &stored_tag(row)?,
+            ));
         }
         if entries.len() as u64 != to - size {
             return Err(StoreError::Corrupt(format!(
@@ -247,8 +324,7 @@ pub(crate) async fn backfill_tree(pool: &AnyPool) -> Result<()> {
         }
         // Rows already exist: only the tree and its size are written.
         let edge = edge_hashes(&mut tx, size).await?;
-        let leaves: Vec<Hash> = entries.iter().map(|e| merkle::leaf_hash(e)).collect();
-        let nodes = merkle::append_leaves(size, &edge, &leaves).map_err(corrupt)?;
+        let nodes = merkle::append_leaves(size, &edge, &entries).map_err(corrupt)?;
         for chunk in nodes.chunks(ROWS_PER_INSERT) {
             let sql = values_sql(
                 "INSERT INTO audit_tree (level, idx, hash) VALUES ",
@@ -391,15 +467,10 @@ async fn commit_batch(pool: &AnyPool, mut entries: Vec<audit::Entry>) -> Result<
     let first = uint::<u64>(next, "audit_head.next_seq")?
         .checked_sub(n)
         .ok_or_else(|| corrupt("audit_head.next_seq is negative"))?;
-    let bytes: Vec<Vec<u8>> = entries
-        .iter_mut()
-        .enumerate()
-        .map(|(i, e)| {
-            e.seq = first + i as u64;
-            e.to_canonical_bytes()
-        })
-        .collect();
-    append_entries(&mut tx, first, &bytes).await?;
+    for (i, e) in entries.iter_mut().enumerate() {
+        e.seq = first + i as u64;
+    }
+    append_entries(&mut tx, first, &entries).await?;
     tx.commit().await?;
     Ok(first)
 }

@@ -71,6 +71,8 @@ pub const UNPREPARED_WORK: &str = r#"{"version":1}"#;
 pub struct DeletionRecord {
     pub id: String,
     pub vendor_id: String,
+    /// The vendor's name (what the deletion's audit entries are tagged with).
+    pub vendor: String,
     /// `None`: the whole vendor.
     pub model_id: Option<String>,
     pub state: DeletionState,
@@ -135,7 +137,7 @@ impl Store {
     }
 
     pub async fn deletion(&self, id: &str) -> Result<Option<DeletionRecord>> {
-        let row = sqlx::query(&format!("{DELETION_SELECT} WHERE id = $1"))
+        let row = sqlx::query(&format!("{DELETION_SELECT} WHERE d.id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
@@ -348,9 +350,10 @@ impl Store {
     /// Models whose `delete_after` has come and that are not yet under deletion.
     pub async fn models_due_for_deletion(&self, now: i64) -> Result<Vec<DueDeletion>> {
         let rows = sqlx::query(
-            "SELECT id, vendor_id, delete_after_by, delete_after_approved_by FROM models \
-             WHERE delete_after IS NOT NULL AND delete_after <= $1 AND deleted_at IS NULL \
-             ORDER BY delete_after, id",
+            "SELECT m.id, m.vendor_id, v.name AS vendor, m.delete_after_by, \
+             m.delete_after_approved_by FROM models m JOIN vendors v ON v.id = m.vendor_id \
+             WHERE m.delete_after IS NOT NULL AND m.delete_after <= $1 AND m.deleted_at IS NULL \
+             ORDER BY m.delete_after, m.id",
         )
         .bind(now)
         .fetch_all(&self.pool)
@@ -360,6 +363,7 @@ impl Store {
                 Ok(DueDeletion {
                     model_id: r.try_get("id")?,
                     vendor_id: r.try_get("vendor_id")?,
+                    vendor: r.try_get("vendor")?,
                     scheduled_by: r
                         .try_get::<Option<String>, _>("delete_after_by")?
                         .unwrap_or_else(|| "system".into()),
@@ -375,6 +379,7 @@ impl Store {
 pub struct DueDeletion {
     pub model_id: String,
     pub vendor_id: String,
+    pub vendor: String,
     /// Who set the time (`role:name`), and who approved it under the two-person rule.
     pub scheduled_by: String,
     pub approved_by: Option<String>,
@@ -483,8 +488,9 @@ async fn advance(
     Ok(())
 }
 
-const DELETION_SELECT: &str = "SELECT id, vendor_id, model_id, state, requested_by, approved_by, \
-     requested_at, completed_at, work, certificate, attempts, last_error, retry_at FROM deletions";
+const DELETION_SELECT: &str = "SELECT d.id, d.vendor_id, v.name AS vendor, d.model_id, d.state, \
+     d.requested_by, d.approved_by, d.requested_at, d.completed_at, d.work, d.certificate, \
+     d.attempts, d.last_error, d.retry_at FROM deletions d JOIN vendors v ON v.id = d.vendor_id";
 
 fn deletion_from_row(r: &sqlx::any::AnyRow) -> Result<DeletionRecord> {
     let stored: String = r.try_get("state")?;
@@ -493,6 +499,7 @@ fn deletion_from_row(r: &sqlx::any::AnyRow) -> Result<DeletionRecord> {
     Ok(DeletionRecord {
         id: r.try_get("id")?,
         vendor_id: r.try_get("vendor_id")?,
+        vendor: r.try_get("vendor")?,
         model_id: r.try_get("model_id")?,
         state,
         requested_by: r.try_get("requested_by")?,

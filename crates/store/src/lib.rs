@@ -27,6 +27,7 @@ mod pending;
 mod records;
 mod tx;
 mod users;
+mod vendor_audit;
 
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -44,6 +45,7 @@ pub use pending::*;
 pub use records::*;
 pub use tx::AuditedTx;
 pub use users::*;
+pub use vendor_audit::{TaggedEntry, VendorAuditKey};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -142,11 +144,13 @@ impl Store {
             }
         }
         audit_log::backfill_tree(&pool).await?;
-        Ok(Store {
+        let store = Store {
             pool,
             dialect,
             appender: Default::default(),
-        })
+        };
+        store.give_vendors_audit_tag_keys().await?;
+        Ok(store)
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -166,24 +170,34 @@ impl Store {
 
     // ----- vendors -------------------------------------------------------------------------
 
+    /// Creates a vendor with its audit tag key; the creation entry publishes the key's
+    /// fingerprint (`audit::leaf::key_announcement`, appended to the entry's detail) and is
+    /// the first entry tagged with it.
     pub async fn create_vendor(
         &self,
         id: &str,
         name: &VendorName,
         entry: audit::Entry,
     ) -> Result<VendorRecord> {
+        let key = crypto::mac::TagKey::generate().map_err(corrupt)?;
         let mut tx = self.begin().await?;
         if vendor_by_name(tx.conn(), name).await?.is_some() {
             return Err(StoreError::Conflict(format!(
                 "vendor {name} already exists"
             )));
         }
-        sqlx::query("INSERT INTO vendors (id, name, created_at) VALUES ($1, $2, $3)")
-            .bind(id)
-            .bind(name.as_str())
-            .bind(now())
-            .execute(tx.conn())
-            .await?;
+        sqlx::query(
+            "INSERT INTO vendors (id, name, created_at, audit_tag_key, audit_tag_key_entry) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id)
+        .bind(name.as_str())
+        .bind(now())
+        .bind(key.expose_bytes().to_vec())
+        .bind(convert::db_int(tx.seq())?)
+        .execute(tx.conn())
+        .await?;
+        let entry = vendor_audit::announcing(entry, &key);
         tx.commit(entry).await?;
         Ok(VendorRecord {
             id: id.to_owned(),

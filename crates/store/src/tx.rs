@@ -32,6 +32,11 @@ impl AuditedTx {
         })
     }
 
+    /// The sequence number this transaction's entry will have.
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq
+    }
+
     pub(crate) fn conn(&mut self) -> &mut sqlx::AnyConnection {
         &mut self.tx
     }
@@ -40,7 +45,7 @@ impl AuditedTx {
     /// commits all of it.
     pub async fn commit(mut self, mut entry: audit::Entry) -> Result<u64> {
         entry.seq = self.seq;
-        crate::audit_log::append_entries(&mut self.tx, self.seq, &[entry.to_canonical_bytes()])
+        crate::audit_log::append_entries(&mut self.tx, self.seq, std::slice::from_ref(&entry))
             .await?;
         self.tx.commit().await?;
         Ok(self.seq)

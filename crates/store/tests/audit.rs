@@ -8,6 +8,7 @@
     reason = "tests fail loudly"
 )]
 
+use audit::leaf::{self, NO_VENDOR};
 use audit::merkle::{self, Hash, leaf_hash, root_from_leaves};
 use store::{Store, StoreError};
 use types::VendorName;
@@ -49,6 +50,7 @@ suite!(
     an_older_log_gets_its_tree_when_opened,
     checkpoints_are_kept_by_size,
     tampered_negative_numbers_are_errors_not_wrapped_values,
+    each_vendors_entries_carry_its_tag,
 );
 
 fn entry(action: &str) -> audit::Entry {
@@ -76,11 +78,24 @@ async fn stored_entries(store: &Store) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// The leaves rebuilt from the stored entries and their stored tags.
+async fn rebuilt_leaves(store: &Store) -> Vec<Hash> {
+    let size = store.audit_size().await.unwrap();
+    let tagged = store.audit_entries_tagged(0, size).await.unwrap();
+    assert_eq!(
+        tagged.iter().map(|e| e.bytes.clone()).collect::<Vec<_>>(),
+        stored_entries(store).await
+    );
+    tagged
+        .iter()
+        .map(|e| leaf::entry_leaf(&e.bytes, &e.tag))
+        .collect()
+}
+
 /// The tree in the database is the tree over the stored entry bytes: same leaves, same root
 /// at every size.
 async fn assert_tree_matches_log(store: &Store) {
-    let entries = stored_entries(store).await;
-    let leaves: Vec<Hash> = entries.iter().map(|e| leaf_hash(e)).collect();
+    let leaves = rebuilt_leaves(store).await;
     let size = leaves.len() as u64;
     assert_eq!(
         store.audit_leaf_hashes(0, size).await.unwrap(),
@@ -232,11 +247,7 @@ async fn proofs_from_the_database_verify(store: Store, _url: String) {
     for i in 0..37 {
         store.record(entry(&format!("e{i}"))).await.unwrap();
     }
-    let leaves: Vec<Hash> = stored_entries(&store)
-        .await
-        .iter()
-        .map(|e| leaf_hash(e))
-        .collect();
+    let leaves: Vec<Hash> = rebuilt_leaves(&store).await;
     // The database's proofs equal the in-memory tree's, and verify.
     let mut memory = merkle::MemoryTreeStore::new();
     let mut size = 0;
@@ -403,4 +414,65 @@ async fn tampered_negative_numbers_are_errors_not_wrapped_values(store: Store, u
     );
     assert!(store.record(entry("e")).await.is_err());
     assert!(store.vendor(&vendor("acme")).await.unwrap().is_none());
+}
+
+/// A vendor's entries carry its tag (HMAC under its key, at their index) and its id; the
+/// service's own carry none; the vendor's creation publishes the key's fingerprint; and a
+/// vendor from before tags gets a key, published in an entry of its own, when the store opens.
+async fn each_vendors_entries_carry_its_tag(store: Store, url: String) {
+    let acme = store
+        .create_vendor("v-acme", &vendor("acme"), entry_on("vendor.create", "acme"))
+        .await
+        .unwrap();
+    store
+        .record(entry_on("fetch", "acme/llama-9@abc"))
+        .await
+        .unwrap();
+    store.record(entry("token.create")).await.unwrap();
+    let key = store.vendor_audit_key(&acme.id).await.unwrap();
+    assert_eq!(key.published_at, 0);
+    let size = store.audit_size().await.unwrap();
+    let tagged = store.audit_entries_tagged(0, size).await.unwrap();
+    let created = String::from_utf8(tagged[0].bytes.clone()).unwrap();
+    assert!(
+        created.contains(&leaf::key_announcement(&key.key)),
+        "{created}"
+    );
+    for e in &tagged[..2] {
+        assert_eq!(e.tag, leaf::vendor_tag(&key.key, e.seq));
+        assert_eq!(e.vendor_id.as_deref(), Some("v-acme"));
+    }
+    assert_eq!(tagged[2].tag, NO_VENDOR);
+    assert_eq!(tagged[2].vendor_id, None);
+    assert_eq!(
+        store.vendor_entries(&acme.id, 0, 10).await.unwrap(),
+        tagged[..2].to_vec()
+    );
+    assert_tree_matches_log(&store).await;
+
+    // A vendor from before tags: no key until the store opens again.
+    drop(store);
+    raw_sql(
+        &url,
+        "UPDATE vendors SET audit_tag_key = NULL, audit_tag_key_entry = NULL",
+    )
+    .await;
+    let store = Store::connect(&url).await.unwrap();
+    let again = store.vendor_audit_key(&acme.id).await.unwrap();
+    assert_ne!(again.key.expose_bytes(), key.key.expose_bytes());
+    assert_eq!(again.published_at, size);
+    let published = store.audit_entries_tagged(size, size + 1).await.unwrap();
+    let text = String::from_utf8(published[0].bytes.clone()).unwrap();
+    assert!(text.contains(r#""action":"vendor.audit-key""#), "{text}");
+    assert!(text.contains(&leaf::key_announcement(&again.key)), "{text}");
+    assert_eq!(published[0].tag, leaf::vendor_tag(&again.key, size));
+    // Opening again gives no second key.
+    drop(store);
+    let store = Store::connect(&url).await.unwrap();
+    assert_eq!(store.audit_size().await.unwrap(), size + 1);
+    assert_tree_matches_log(&store).await;
+}
+
+fn entry_on(action: &str, resource: &str) -> audit::Entry {
+    audit::Entry::new("operator:test", action, resource)
 }

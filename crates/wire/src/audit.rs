@@ -3,13 +3,32 @@
 //!
 //! Two routes are not JSON: `GET /v1/audit/entries?from=A&to=B` answers NDJSON, line i
 //! exactly the stored bytes of entry `A + i` (the entry format is the `audit` crate's), with
-//! the range served in [`ENTRIES_FROM_HEADER`] and [`ENTRIES_TO_HEADER`]; and
-//! `GET /v1/audit/leaves?from=A&to=B` answers the stored leaf hashes, 32 bytes each.
+//! the range served in [`ENTRIES_FROM_HEADER`] and [`ENTRIES_TO_HEADER`];
+//! `GET /v1/audit/leaves?from=A&to=B` answers the stored leaf hashes, 32 bytes each; and
+//! `GET /v1/audit/tags?from=A&to=B` the leaves' vendor tags, 32 bytes each.
 
 use serde::{Deserialize, Serialize};
 
 /// Header of an entries response: the first entry's sequence number.
 pub const ENTRIES_FROM_HEADER: &str = "x-custody-audit-from";
+
+/// `?vendor=NAME` on any audit route: the log as that vendor's admins and auditors may see it.
+/// Entries of other vendors (and the service's own) then come as a line standing for the
+/// entry by hash (`audit::bundle::vendor_line`), and the reads are recorded as the vendor's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VendorScopeQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor: Option<String>,
+}
+
+/// `GET /v1/audit/vendor-key?vendor=NAME`: the vendor's audit tag key (hex), which tells its
+/// leaves from others' (`audit::leaf`), and the entry that published its fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VendorAuditKey {
+    pub vendor: String,
+    pub tag_key: String,
+    pub published_at: u64,
+}
 /// Header of an entries response: one past the last entry's sequence number.
 pub const ENTRIES_TO_HEADER: &str = "x-custody-audit-to";
 
@@ -113,4 +132,49 @@ pub struct EdgeQuery {
 pub struct TreeEdge {
     pub size: u64,
     pub edge: Vec<String>,
+}
+
+/// `GET /v1/vendors/{vendor}/activity`: what happened to a vendor's models, read from the
+/// audit log (its admins and auditors).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivityQuery {
+    /// Only this model's events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Only events at or after this time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// Start at this log index (the previous page's `next`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<u64>,
+    /// At most this many events (default and maximum 1,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activity {
+    pub vendor: String,
+    pub events: Vec<ActivityEvent>,
+    /// The log index to continue from, when there may be more.
+    pub next: Option<u64>,
+}
+
+/// One audit entry about the vendor, as a person reads it; `index` finds it in an export.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivityEvent {
+    pub index: u64,
+    pub time: String,
+    pub actor: String,
+    pub host: Option<String>,
+    pub action: String,
+    pub resource: String,
+    /// `ok`, `denied` or `failed`.
+    pub outcome: String,
+    /// The policies behind the decision, when there was one.
+    pub policy: Option<String>,
+    pub detail: Option<String>,
+    /// Files touched (fetched, uploaded) and their bytes.
+    pub files: u64,
+    pub bytes: u64,
 }

@@ -28,6 +28,16 @@ pub(crate) async fn create_vendor(
     let decision = authorize(&app, &caller, Action::CreateVendor, Target::Service).await?;
     let body = json_body(body)?;
     let name = VendorName::parse(&body.name)?;
+    if audit::NON_VENDOR_RESOURCES.contains(&name.as_str()) {
+        // The audit log reads an entry's vendor off its resource; these name the service's own.
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidName,
+            format!(
+                "{name} is reserved (the audit log uses it for the service's own entries): \
+                 choose another vendor name"
+            ),
+        ));
+    }
     let id = crypto::token::random_id()?;
     let entry = caller
         .entry("vendor.create", name.as_str())

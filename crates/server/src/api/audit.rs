@@ -2,11 +2,13 @@
 //! demand), inclusion and consistency proofs, ranges of entries and leaf hashes, and the tree
 //! edge an export continues from.
 //!
-//! Every route needs `export_audit` on the service, which the shipped policies give the
-//! operator only. The log holds every vendor's entries (and their model names), so
-//! vendor-scoped roles (vendor admins, auditors) are refused here: there is no vendor-scoped
-//! view yet; an operator exports and hands the bundle over. Each allowed request is itself
-//! recorded (`audit.read`, `audit.checkpoint`).
+//! Every route needs `export_audit`: on the service for the whole log (the shipped policies
+//! give it to the operator), or on a vendor with `?vendor=NAME` (its admins and auditors).
+//! The whole log names every vendor and model; a vendor's view carries the vendor's entries in
+//! full and every other entry as a line standing for it by hash (`audit::bundle`), with the
+//! leaves' tags and the vendor's tag key, so the vendor's auditor can prove that none of its
+//! entries was left out. Each allowed request is itself recorded (`audit.read`,
+//! `audit.checkpoint`), as the vendor's when scoped to one.
 //!
 //! Hashes are standard base64, as in checkpoints. Entries travel as NDJSON: line i of the body
 //! is exactly the stored bytes of entry `from + i`.
@@ -21,13 +23,16 @@ use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use policy::{Action, Decision};
+use store::VendorRecord;
 use wire::ErrorCode;
 use wire::audit::{
     AuditKey, Checkpoint, CheckpointList, ConsistencyProof, ConsistencyQuery, EdgeQuery,
     InclusionProof, InclusionQuery, LatestCheckpoint, RangeQuery, SignedCheckpoint, TreeEdge,
+    VendorAuditKey, VendorScopeQuery,
 };
 
 use crate::App;
+use crate::api::access::load_vendor;
 use crate::auth::{Caller, Target, authorize, policy_ids};
 use crate::error::ApiError;
 
@@ -38,20 +43,49 @@ const MAX_LEAVES: u64 = 1_000_000;
 /// Most checkpoints per request.
 const MAX_CHECKPOINTS: u64 = 1_000;
 
-async fn allow(app: &App, caller: &Caller) -> Result<Decision, ApiError> {
-    authorize(app, caller, Action::ExportAudit, Target::Service).await
+/// An allowed reader of the log: the whole of it, or one vendor's view.
+struct Reader {
+    decision: Decision,
+    vendor: Option<VendorRecord>,
+}
+
+impl Reader {
+    /// What the reader's audit entries name.
+    fn resource(&self) -> String {
+        self.vendor
+            .as_ref()
+            .map_or_else(|| "service".to_owned(), |v| v.name.to_string())
+    }
+}
+
+async fn allow(app: &App, caller: &Caller, scope: &VendorScopeQuery) -> Result<Reader, ApiError> {
+    match &scope.vendor {
+        None => Ok(Reader {
+            decision: authorize(app, caller, Action::ExportAudit, Target::Service).await?,
+            vendor: None,
+        }),
+        Some(name) => {
+            let vendor = load_vendor(app, name).await?;
+            let decision =
+                authorize(app, caller, Action::ExportAudit, Target::Vendor(&vendor)).await?;
+            Ok(Reader {
+                decision,
+                vendor: Some(vendor),
+            })
+        }
+    }
 }
 
 /// Records an allowed read of the log.
 async fn record_read(
     app: &App,
     caller: &Caller,
-    decision: &Decision,
+    reader: &Reader,
     detail: String,
 ) -> Result<(), ApiError> {
     let entry = caller
-        .entry("audit.read", "service")
-        .with_decision(true, &policy_ids(decision))
+        .entry("audit.read", reader.resource())
+        .with_decision(true, &policy_ids(&reader.decision))
         .with_detail(detail);
     app.store.record(entry).await?;
     Ok(())
@@ -69,8 +103,9 @@ fn internal(e: anyhow::Error) -> ApiError {
 pub(crate) async fn key(
     State(app): State<Arc<App>>,
     caller: Caller,
+    Query(scope): Query<VendorScopeQuery>,
 ) -> Result<Json<AuditKey>, ApiError> {
-    allow(&app, &caller).await?;
+    allow(&app, &caller, &scope).await?;
     let vkey = app.checkpointer.verifier().map_err(internal)?;
     Ok(Json(AuditKey {
         origin: app.checkpointer.origin().to_owned(),
@@ -83,11 +118,12 @@ pub(crate) async fn key(
 pub(crate) async fn latest(
     State(app): State<Arc<App>>,
     caller: Caller,
+    Query(scope): Query<VendorScopeQuery>,
 ) -> Result<Json<LatestCheckpoint>, ApiError> {
-    let decision = allow(&app, &caller).await?;
+    let reader = allow(&app, &caller, &scope).await?;
     let size = app.store.audit_size().await?;
     let latest = app.store.latest_checkpoint().await?;
-    record_read(&app, &caller, &decision, "latest checkpoint".into()).await?;
+    record_read(&app, &caller, &reader, "latest checkpoint".into()).await?;
     let Some(cp) = latest else {
         return Err(ApiError::NotFound("signed checkpoint".into()));
     };
@@ -106,11 +142,12 @@ pub(crate) async fn latest(
 pub(crate) async fn sign(
     State(app): State<Arc<App>>,
     caller: Caller,
+    Query(scope): Query<VendorScopeQuery>,
 ) -> Result<Json<SignedCheckpoint>, ApiError> {
-    let decision = allow(&app, &caller).await?;
+    let reader = allow(&app, &caller, &scope).await?;
     let entry = caller
-        .entry("audit.checkpoint", "service")
-        .with_decision(true, &policy_ids(&decision));
+        .entry("audit.checkpoint", reader.resource())
+        .with_decision(true, &policy_ids(&reader.decision));
     match app.checkpointer.sign(&app.store).await {
         Ok(signed) => {
             let cp = &signed.checkpoint;
@@ -143,17 +180,12 @@ pub(crate) async fn checkpoints(
     State(app): State<Arc<App>>,
     caller: Caller,
     Query(q): Query<RangeQuery>,
+    Query(scope): Query<VendorScopeQuery>,
 ) -> Result<Json<CheckpointList>, ApiError> {
-    let decision = allow(&app, &caller).await?;
+    let reader = allow(&app, &caller, &scope).await?;
     let (from, to) = (q.from.unwrap_or(0), q.to.unwrap_or(u64::MAX));
     let list = app.store.checkpoints(from, to, MAX_CHECKPOINTS).await?;
-    record_read(
-        &app,
-        &caller,
-        &decision,
-        format!("checkpoints {from}..={to}"),
-    )
-    .await?;
+    record_read(&app, &caller, &reader, format!("checkpoints {from}..={to}")).await?;
     let checkpoints = list
         .into_iter()
         .map(|c| Checkpoint {
@@ -179,28 +211,36 @@ async fn clamp(app: &App, q: &RangeQuery, max: u64) -> Result<(u64, u64), ApiErr
     Ok((from, to))
 }
 
-/// `GET /v1/audit/entries?from=A&to=B`: entries A..B (at most 50,000; the body says how many
-/// by its lines) as NDJSON, each line exactly the stored bytes.
+/// `GET /v1/audit/entries?from=A&to=B[&vendor=V]`: entries A..B (at most 50,000; the body
+/// says how many by its lines) as NDJSON, each line exactly the stored bytes; in a vendor's
+/// view, other entries' lines stand for them by hash.
 pub(crate) async fn entries(
     State(app): State<Arc<App>>,
     caller: Caller,
     Query(q): Query<RangeQuery>,
+    Query(scope): Query<VendorScopeQuery>,
 ) -> Result<Response, ApiError> {
-    let decision = allow(&app, &caller).await?;
+    let reader = allow(&app, &caller, &scope).await?;
     let (from, to) = clamp(&app, &q, MAX_ENTRIES).await?;
-    let rows = app.store.audit_entries(from, to).await?;
-    let mut body = Vec::with_capacity(rows.iter().map(|(_, b)| b.len() + 1).sum());
-    for (i, (seq, bytes)) in rows.iter().enumerate() {
-        if *seq != from + i as u64 {
+    let rows = app.store.audit_entries_tagged(from, to).await?;
+    let mut body = Vec::with_capacity(rows.iter().map(|e| e.bytes.len() + 1).sum());
+    for (i, entry) in rows.iter().enumerate() {
+        if entry.seq != from + i as u64 {
             return Err(ApiError::Internal(format!(
                 "audit entry {} is missing",
                 from + i as u64
             )));
         }
-        body.extend_from_slice(bytes);
+        match &reader.vendor {
+            None => body.extend_from_slice(&entry.bytes),
+            Some(v) => {
+                let theirs = entry.vendor_id.as_deref() == Some(v.id.as_str());
+                body.extend_from_slice(&audit::bundle::vendor_line(&entry.bytes, theirs));
+            }
+        }
         body.push(b'\n');
     }
-    record_read(&app, &caller, &decision, format!("entries {from}..{to}")).await?;
+    record_read(&app, &caller, &reader, format!("entries {from}..{to}")).await?;
     Response::builder()
         .header(header::CONTENT_TYPE, "application/x-ndjson")
         .header(wire::audit::ENTRIES_FROM_HEADER, from)
@@ -214,18 +254,55 @@ pub(crate) async fn leaves(
     State(app): State<Arc<App>>,
     caller: Caller,
     Query(q): Query<RangeQuery>,
+    Query(scope): Query<VendorScopeQuery>,
 ) -> Result<Response, ApiError> {
-    let decision = allow(&app, &caller).await?;
+    let reader = allow(&app, &caller, &scope).await?;
     let (from, to) = clamp(&app, &q, MAX_LEAVES).await?;
     let leaves = app.store.audit_leaf_hashes(from, to).await?;
     let body: Vec<u8> = leaves.concat();
-    record_read(
-        &app,
-        &caller,
-        &decision,
-        format!("leaf hashes {from}..{to}"),
-    )
-    .await?;
+    record_read(&app, &caller, &reader, format!("leaf hashes {from}..{to}")).await?;
+    octets(body)
+}
+
+/// `GET /v1/audit/tags?from=A&to=B`: the vendor tags of entries A..B (at most 50,000), 32
+/// bytes each (zeros for entries of format 1 and those of no vendor).
+pub(crate) async fn tags(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Query(q): Query<RangeQuery>,
+    Query(scope): Query<VendorScopeQuery>,
+) -> Result<Response, ApiError> {
+    let reader = allow(&app, &caller, &scope).await?;
+    let (from, to) = clamp(&app, &q, MAX_ENTRIES).await?;
+    let rows = app.store.audit_entries_tagged(from, to).await?;
+    let body: Vec<u8> = rows.iter().flat_map(|e| e.tag).collect();
+    record_read(&app, &caller, &reader, format!("leaf tags {from}..{to}")).await?;
+    octets(body)
+}
+
+/// `GET /v1/audit/vendor-key?vendor=V`: the vendor's audit tag key, for its own auditors.
+pub(crate) async fn vendor_key(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Query(scope): Query<VendorScopeQuery>,
+) -> Result<Json<VendorAuditKey>, ApiError> {
+    let reader = allow(&app, &caller, &scope).await?;
+    let Some(vendor) = &reader.vendor else {
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidRequest,
+            "name the vendor: ?vendor=NAME",
+        ));
+    };
+    let key = app.store.vendor_audit_key(&vendor.id).await?;
+    record_read(&app, &caller, &reader, "audit tag key".into()).await?;
+    Ok(Json(VendorAuditKey {
+        vendor: vendor.name.to_string(),
+        tag_key: hex::encode(key.key.expose_bytes()),
+        published_at: key.published_at,
+    }))
+}
+
+fn octets(body: Vec<u8>) -> Result<Response, ApiError> {
     Response::builder()
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .body(Body::from(body))
@@ -260,8 +337,9 @@ pub(crate) async fn inclusion(
     State(app): State<Arc<App>>,
     caller: Caller,
     Query(q): Query<InclusionQuery>,
+    Query(scope): Query<VendorScopeQuery>,
 ) -> Result<Json<InclusionProof>, ApiError> {
-    let decision = allow(&app, &caller).await?;
+    let reader = allow(&app, &caller, &scope).await?;
     let size = size_or_latest(&app, q.size).await?;
     let (leaf, proof) = app
         .store
@@ -272,7 +350,7 @@ pub(crate) async fn inclusion(
     record_read(
         &app,
         &caller,
-        &decision,
+        &reader,
         format!("inclusion proof of {} in {size}", q.index),
     )
     .await?;
@@ -290,8 +368,9 @@ pub(crate) async fn consistency(
     State(app): State<Arc<App>>,
     caller: Caller,
     Query(q): Query<ConsistencyQuery>,
+    Query(scope): Query<VendorScopeQuery>,
 ) -> Result<Json<ConsistencyProof>, ApiError> {
-    let decision = allow(&app, &caller).await?;
+    let reader = allow(&app, &caller, &scope).await?;
     let new = size_or_latest(&app, q.new).await?;
     let proof = app
         .store
@@ -301,7 +380,7 @@ pub(crate) async fn consistency(
     record_read(
         &app,
         &caller,
-        &decision,
+        &reader,
         format!("consistency proof {}..{new}", q.old),
     )
     .await?;
@@ -318,12 +397,117 @@ pub(crate) async fn edge(
     State(app): State<Arc<App>>,
     caller: Caller,
     Query(q): Query<EdgeQuery>,
+    Query(scope): Query<VendorScopeQuery>,
 ) -> Result<Json<TreeEdge>, ApiError> {
-    let decision = allow(&app, &caller).await?;
+    let reader = allow(&app, &caller, &scope).await?;
     let edge = app.store.audit_edge(q.size).await.map_err(out_of_range)?;
-    record_read(&app, &caller, &decision, format!("tree edge at {}", q.size)).await?;
+    record_read(&app, &caller, &reader, format!("tree edge at {}", q.size)).await?;
     Ok(Json(TreeEdge {
         size: q.size,
         edge: b64_all(&edge),
     }))
+}
+
+/// Most events per activity page, and most entries scanned for one.
+const MAX_ACTIVITY: u64 = 1_000;
+const ACTIVITY_SCAN: u64 = 20_000;
+
+/// `GET /v1/vendors/{vendor}/activity[?model=M&since=T&from=I&limit=N]`: the vendor's
+/// entries in the audit log (fetches with user, host, files and bytes; refusals with reasons;
+/// grants, exclusions, uploads, deletions…), each with its log index so it can be checked
+/// against the vendor's export. Read from the log itself, for the vendor's admins and
+/// auditors (`export_audit` on the vendor).
+pub(crate) async fn activity(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    axum::extract::Path(vendor): axum::extract::Path<String>,
+    Query(q): Query<wire::audit::ActivityQuery>,
+) -> Result<Json<wire::audit::Activity>, ApiError> {
+    let scope = VendorScopeQuery {
+        vendor: Some(vendor),
+    };
+    let reader = allow(&app, &caller, &scope).await?;
+    let Some(vendor) = &reader.vendor else {
+        return Err(ApiError::Internal("no vendor".into()));
+    };
+    let model = match &q.model {
+        Some(m) => Some(types::ModelName::parse(m)?),
+        None => None,
+    };
+    let since = match &q.since {
+        Some(t) => Some(
+            humantime::parse_rfc3339_weak(t)
+                .map(|t| humantime::format_rfc3339_millis(t).to_string())
+                .map_err(|_| {
+                    ApiError::bad_request(
+                        ErrorCode::InvalidRequest,
+                        format!("since: {t:?} is not an RFC 3339 time"),
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let limit = q.limit.unwrap_or(MAX_ACTIVITY).clamp(1, MAX_ACTIVITY);
+    let rows = app
+        .store
+        .vendor_entries(&vendor.id, q.from.unwrap_or(0), ACTIVITY_SCAN)
+        .await?;
+    let scanned_all = (rows.len() as u64) < ACTIVITY_SCAN;
+    let mut events = Vec::new();
+    let mut next = None;
+    for row in &rows {
+        if events.len() as u64 == limit {
+            next = Some(row.seq);
+            break;
+        }
+        let entry = audit::Entry::parse(&row.bytes)
+            .map_err(|e| ApiError::Internal(format!("audit entry {}: {e}", row.seq)))?;
+        if since.as_ref().is_some_and(|s| entry.time < *s) {
+            continue;
+        }
+        if let Some(m) = &model {
+            let prefix = format!("{}/{m}", vendor.name);
+            let rest = entry.resource.strip_prefix(&prefix);
+            if !rest.is_some_and(|r| r.is_empty() || r.starts_with('@')) {
+                continue;
+            }
+        }
+        events.push(activity_event(row.seq, entry));
+    }
+    if next.is_none() && !scanned_all {
+        next = rows.last().map(|r| r.seq + 1);
+    }
+    record_read(
+        &app,
+        &caller,
+        &reader,
+        format!("activity of {} ({} events)", vendor.name, events.len()),
+    )
+    .await?;
+    Ok(Json(wire::audit::Activity {
+        vendor: vendor.name.to_string(),
+        events,
+        next,
+    }))
+}
+
+fn activity_event(index: u64, entry: audit::Entry) -> wire::audit::ActivityEvent {
+    wire::audit::ActivityEvent {
+        index,
+        time: entry.time,
+        actor: entry.actor,
+        host: entry.host,
+        action: entry.action,
+        resource: entry.resource,
+        outcome: match entry.outcome {
+            audit::Outcome::Ok => "ok",
+            audit::Outcome::Denied => "denied",
+            audit::Outcome::Failed => "failed",
+        }
+        .to_owned(),
+        policy: entry.decision.map(|d| d.policy),
+        detail: entry.detail,
+        files: entry.touched.len() as u64,
+        bytes: entry.touched.iter().map(|t| t.bytes).sum(),
+    }
 }

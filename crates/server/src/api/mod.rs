@@ -42,6 +42,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         )
         .route("/v1/hosts/{name}/revoke", post(access::revoke_host))
         .route("/v1/vendors/{vendor}/groups", get(access::list_groups))
+        .route("/v1/vendors/{vendor}/activity", get(audit::activity))
         .route(
             "/v1/vendors/{vendor}/groups/{group}/members",
             post(access::add_member),
@@ -127,6 +128,8 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/audit/checkpoints", get(audit::checkpoints))
         .route("/v1/audit/entries", get(audit::entries))
         .route("/v1/audit/leaves", get(audit::leaves))
+        .route("/v1/audit/tags", get(audit::tags))
+        .route("/v1/audit/vendor-key", get(audit::vendor_key))
         .route("/v1/audit/proof/inclusion", get(audit::inclusion))
         .route("/v1/audit/proof/consistency", get(audit::consistency))
         .route("/v1/audit/edge", get(audit::edge))

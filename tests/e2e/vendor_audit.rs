@@ -1,0 +1,386 @@
+//! A vendor sees for itself (issue 14): its auditor exports its own view of the audit log and
+//! verifies offline that none of its entries was left out, while the export names no other
+//! vendor; its admins and auditors read the activity on its models from the log.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::audit::{hex_sha256, log_key, verify};
+use crate::support::*;
+
+/// acme (with alice fetching its model) and globex (with carol fetching its secret model),
+/// both on host gpu-01, plus a refusal of carol at acme.
+struct TwoVendors {
+    world: World,
+    globex_admin: String,
+    carol: String,
+    acme_auditor: String,
+}
+
+impl TwoVendors {
+    fn new() -> TwoVendors {
+        let world = World::new();
+        let server = &world.server;
+        server.create_vendor("globex");
+        let globex_admin = server.token("vendor-admin", Some("globex"), "globex-admin");
+        let carol = server.token("committer", None, "carol");
+        server.ok(&globex_admin, &["host", "approve", "globex", "gpu-01"]);
+        let acme_auditor = server.admitted_token("auditor", "acme", "acme-auditor", &world.admin);
+        let v = TwoVendors {
+            world,
+            globex_admin,
+            carol,
+            acme_auditor,
+        };
+        v.activity();
+        v
+    }
+
+    /// Uploads, grants and fetches at both vendors, interleaved.
+    fn activity(&self) {
+        let server = &self.world.server;
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("config.json"), br#"{"layers":2}"#).unwrap();
+        self.world.upload(src.path(), "acme/llama-9");
+        server.ok(
+            &self.globex_admin,
+            &[
+                "upload",
+                src.path().to_str().unwrap(),
+                "globex/secret-model",
+            ],
+        );
+        server.ok(
+            &self.globex_admin,
+            &["host", "allow", "globex/secret-model", "gpu"],
+        );
+        server.ok(
+            &self.world.admin,
+            &["grant", "acme/llama-9", "--to", "alice"],
+        );
+        server.ok(
+            &self.globex_admin,
+            &["grant", "globex/secret-model", "--to", "carol"],
+        );
+        let out = tempfile::tempdir().unwrap();
+        server.ok(
+            &self.world.alice,
+            &[
+                "fetch",
+                "acme/llama-9",
+                "--out",
+                out.path().join("a").to_str().unwrap(),
+            ],
+        );
+        server.ok(
+            &self.carol,
+            &[
+                "fetch",
+                "globex/secret-model",
+                "--out",
+                out.path().join("g").to_str().unwrap(),
+            ],
+        );
+    }
+
+    fn export(
+        &self,
+        token: &str,
+        vendor: &str,
+        since: Option<&Path>,
+    ) -> (tempfile::TempDir, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("bundle");
+        let mut args = vec![
+            "audit",
+            "export",
+            "--vendor",
+            vendor,
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        if let Some(s) = since {
+            args.extend(["--since", s.to_str().unwrap()]);
+        }
+        self.world.server.ok(token, &args);
+        (tmp, out)
+    }
+}
+
+fn lines(bundle: &Path) -> Vec<String> {
+    std::fs::read_to_string(bundle.join("entries.jsonl"))
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn set_lines(bundle: &Path, lines: &[String]) {
+    std::fs::write(bundle.join("entries.jsonl"), lines.join("\n") + "\n").unwrap();
+}
+
+/// Indexes of the lines holding an entry in full.
+fn in_full(lines: &[String]) -> Vec<usize> {
+    (0..lines.len())
+        .filter(|&i| lines[i].starts_with('{'))
+        .collect()
+}
+
+fn copy_bundle(bundle: &Path) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let to = tmp.path().join("copy");
+    let status = std::process::Command::new("cp")
+        .args(["-a", bundle.to_str().unwrap(), to.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    (tmp, to)
+}
+
+#[test]
+fn a_vendors_auditor_proves_its_export_complete_and_sees_nobody_elses() {
+    let v = TwoVendors::new();
+    let server = &v.world.server;
+    let key = log_key(server);
+    let (_tmp, bundle) = v.export(&v.acme_auditor, "acme", None);
+
+    let (code, report) = verify(&bundle, &key, &[]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["vendor"]["vendor"], "acme");
+    let all = lines(&bundle);
+    let full = in_full(&all);
+    assert_eq!(report["vendor"]["entries_in_full"], full.len());
+    assert!(
+        full.len() >= 6,
+        "acme's creation, upload, grant, fetch...: {full:?}"
+    );
+    assert!(full.len() < all.len(), "other entries travel by hash");
+    for i in &full {
+        let e: Value = serde_json::from_str(&all[*i]).unwrap();
+        assert_eq!(e["vendor"], "acme", "{e}");
+    }
+    let fetch = full
+        .iter()
+        .map(|i| serde_json::from_str::<Value>(&all[*i]).unwrap())
+        .find(|e| e["action"] == "fetch" && e["outcome"] == "ok")
+        .expect("alice's fetch is in acme's export");
+    assert_eq!(fetch["actor"], "committer:alice");
+    assert_eq!(fetch["host"], "gpu-01");
+
+    // Nothing of globex's: no vendor, model or user name in any file.
+    for entry in walk(&bundle) {
+        let text = String::from_utf8_lossy(&std::fs::read(&entry).unwrap()).into_owned();
+        for secret in ["globex", "secret-model", "carol"] {
+            assert!(!text.contains(secret), "{} names {secret}", entry.display());
+        }
+    }
+
+    // Dropping, editing, reordering or withholding one of acme's entries: exit 1, named.
+    let victim = full[full.len() / 2];
+    type Tamper = Box<dyn Fn(&mut Vec<String>)>;
+    let cases: Vec<(&str, Tamper)> = vec![
+        (
+            "dropped",
+            Box::new(move |l: &mut Vec<String>| {
+                l.remove(victim);
+            }),
+        ),
+        (
+            "edited",
+            Box::new(move |l: &mut Vec<String>| {
+                l[victim] = l[victim].replacen("\"time\":\"2", "\"time\":\"1", 1);
+            }),
+        ),
+        (
+            "reordered",
+            Box::new(move |l: &mut Vec<String>| l.swap(victim, victim + 1)),
+        ),
+        (
+            "withheld",
+            Box::new(move |l: &mut Vec<String>| {
+                l[victim] = format!("-{}", hex_sha256(l[victim].as_bytes()));
+            }),
+        ),
+    ];
+    for (what, tamper) in cases {
+        let (_t, copy) = copy_bundle(&bundle);
+        let mut l = lines(&copy);
+        tamper(&mut l);
+        set_lines(&copy, &l);
+        let (code, report) = verify(&copy, &key, &[]);
+        assert_eq!(code, 1, "{what}: {report}");
+        assert_eq!(report["entry"], victim, "{what} names the entry: {report}");
+    }
+
+    // globex's admin cannot export acme's view, nor can acme's auditor export globex's.
+    for (token, vendor) in [(&v.globex_admin, "acme"), (&v.acme_auditor, "globex")] {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("b");
+        let run = server.custody(
+            token,
+            &[
+                "audit",
+                "export",
+                "--vendor",
+                vendor,
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        );
+        assert!(!run.success, "{vendor}: {}", run.stdout);
+        assert!(!out.join("entries.jsonl").exists());
+    }
+    // A committer neither.
+    let (status, _) = server.api(&v.world.alice, "GET", "/v1/audit/entries?vendor=acme", None);
+    assert_eq!(status, 403);
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_later_export_is_checked_against_the_key_the_auditor_kept() {
+    let v = TwoVendors::new();
+    let server = &v.world.server;
+    let key = log_key(server);
+    let (_first_tmp, first) = v.export(&v.acme_auditor, "acme", None);
+    assert_eq!(verify(&first, &key, &[]).0, 0);
+    // The auditor keeps the checkpoint the first export was signed up to, and vendor.json.
+    let size = lines(&first).len();
+    let kept = first.join(format!("checkpoints/{size}.txt"));
+    assert!(kept.exists());
+
+    v.activity();
+    let (_tmp, later) = v.export(&v.acme_auditor, "acme", Some(&kept));
+    // Without the kept key, the later export cannot prove whose tag is whose: unusable.
+    let (code, report) = verify(&later, &key, &[]);
+    assert_eq!(code, 2, "{report}");
+    assert!(
+        report["problem"].as_str().unwrap().contains("--vendor-key"),
+        "{report}"
+    );
+    let vendor_json = first.join("vendor.json");
+    let pinned = [
+        "--vendor-key",
+        vendor_json.to_str().unwrap(),
+        "--previous",
+        kept.to_str().unwrap(),
+    ];
+    let (code, report) = verify(&later, &key, &pinned);
+    assert_eq!(code, 0, "{report}");
+    assert!(report["vendor"]["entries_in_full"].as_u64().unwrap() >= 3);
+    // A bundle whose vendor.json carries another key is refused against the kept one.
+    let (_t, copy) = copy_bundle(&later);
+    let text = std::fs::read_to_string(copy.join("vendor.json")).unwrap();
+    let scope: Value = serde_json::from_str(&text).unwrap();
+    let other = text.replace(scope["tag_key"].as_str().unwrap(), &"ab".repeat(32));
+    std::fs::write(copy.join("vendor.json"), other).unwrap();
+    let (code, report) = verify(&copy, &key, &pinned);
+    assert_eq!(code, 1, "{report}");
+    assert!(
+        report["problem"].as_str().unwrap().contains("tag key"),
+        "{report}"
+    );
+}
+
+#[test]
+fn activity_shows_what_happened_to_a_vendors_models() {
+    let v = TwoVendors::new();
+    let server = &v.world.server;
+    // carol is refused at acme.
+    let out = tempfile::tempdir().unwrap();
+    let run = server.custody(
+        &v.carol,
+        &[
+            "fetch",
+            "acme/llama-9",
+            "--out",
+            out.path().join("x").to_str().unwrap(),
+        ],
+    );
+    assert!(!run.success);
+
+    let text = server.ok(&v.world.admin, &["--json", "activity", "acme"]);
+    let activity: Value = serde_json::from_str(text.trim()).unwrap();
+    let events = activity["events"].as_array().unwrap();
+    let find = |action: &str, outcome: &str| {
+        events
+            .iter()
+            .filter(|e| e["action"] == action && e["outcome"] == outcome)
+            .collect::<Vec<_>>()
+    };
+    let fetched = find("fetch", "ok");
+    assert_eq!(fetched.len(), 1, "{events:?}");
+    assert_eq!(fetched[0]["actor"], "committer:alice");
+    assert_eq!(fetched[0]["host"], "gpu-01");
+    assert_eq!(fetched[0]["files"], 1);
+    assert_eq!(fetched[0]["bytes"], 12);
+    assert!(!find("grant", "ok").is_empty());
+    assert!(!find("upload.commit", "ok").is_empty());
+    assert!(
+        events
+            .iter()
+            .any(|e| e["outcome"] == "denied" && e["actor"] == "committer:carol"),
+        "carol's refusal at acme is acme's: {events:?}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.to_string().contains("secret-model")),
+        "nothing of globex's"
+    );
+    // Each event's index finds the same entry in acme's export.
+    let (_tmp, bundle) = v.export(&v.acme_auditor, "acme", None);
+    let lines = lines(&bundle);
+    for e in events.iter().filter(|e| e["action"] != "audit.read") {
+        let index = e["index"].as_u64().unwrap() as usize;
+        let entry: Value = serde_json::from_str(&lines[index]).unwrap();
+        assert_eq!(entry["action"], e["action"]);
+        assert_eq!(entry["time"], e["time"]);
+    }
+
+    // One model, a time window, a person reading it, and who may not.
+    let text = server.ok(&v.acme_auditor, &["--json", "activity", "acme/llama-9"]);
+    let model: Value = serde_json::from_str(text.trim()).unwrap();
+    let model_events = model["events"].as_array().unwrap();
+    assert!(!model_events.is_empty());
+    assert!(
+        model_events
+            .iter()
+            .all(|e| e["resource"].as_str().unwrap().starts_with("acme/llama-9"))
+    );
+    let text = server.ok(
+        &v.world.admin,
+        &[
+            "--json",
+            "activity",
+            "acme",
+            "--since",
+            "2999-01-01T00:00:00Z",
+        ],
+    );
+    let later: Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(later["events"].as_array().unwrap().len(), 0);
+    let text = server.ok(&v.world.admin, &["activity", "acme/llama-9"]);
+    assert!(text.contains("fetch"), "{text}");
+    assert!(
+        text.contains("by committer:alice on gpu-01, 1 file(s), 12 bytes"),
+        "{text}"
+    );
+    for token in [&v.globex_admin, &v.world.alice, &server.operator] {
+        let run = server.custody(token, &["activity", "acme"]);
+        assert!(!run.success, "{}", run.stdout);
+    }
+}
