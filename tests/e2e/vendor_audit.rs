@@ -167,6 +167,23 @@ fn a_vendors_auditor_proves_its_export_complete_and_sees_nobody_elses() {
         .expect("alice's fetch is in acme's export");
     assert_eq!(fetch["actor"], "committer:alice");
     assert_eq!(fetch["host"], "gpu-01");
+    // What a person reads: completeness, and the key to keep.
+    let output = std::process::Command::new(BIN)
+        .args(["audit", "verify"])
+        .arg(&bundle)
+        .args(["--log-key", &key])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    assert!(
+        text.contains(&format!(
+            "complete for acme: its {} entries are all here in full",
+            full.len()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("--vendor-key"), "{text}");
 
     // Nothing of globex's: no vendor, model or user name in any file.
     for entry in walk(&bundle) {
