@@ -215,7 +215,7 @@ impl TestServer {
         Run::from(command.args(args).output().unwrap())
     }
 
-    fn command(&self, host: Option<&HostCert>, token: &str) -> Command {
+    pub fn command(&self, host: Option<&HostCert>, token: &str) -> Command {
         let mut command = Command::new(BIN);
         command
             .env("CUSTODY_SERVER", &self.url)

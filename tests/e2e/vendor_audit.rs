@@ -401,3 +401,98 @@ fn activity_shows_what_happened_to_a_vendors_models() {
         assert!(!run.success, "{}", run.stdout);
     }
 }
+
+#[test]
+fn watch_follows_a_vendors_events_as_they_happen_and_resumes_from_an_index() {
+    use std::io::BufRead;
+    let v = TwoVendors::new();
+    let server = &v.world.server;
+    let start = |from: Option<u64>| {
+        let mut args = vec!["--json".to_owned(), "watch".into(), "acme/llama-9".into()];
+        if let Some(f) = from {
+            args.extend(["--from".into(), f.to_string()]);
+        }
+        let mut child = server
+            .command(None, &v.acme_auditor)
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<Value>();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(serde_json::from_str(&line).unwrap()).is_err() {
+                    break;
+                }
+            }
+        });
+        (child, rx)
+    };
+    let next_fetch = |rx: &std::sync::mpsc::Receiver<Value>| loop {
+        let e = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("watch printed the fetch within 30 s");
+        if e["action"] == "fetch" && e["outcome"] == "ok" {
+            return e;
+        }
+    };
+
+    // History first (alice's fetch in TwoVendors::new), then what happens while it watches.
+    let (mut child, rx) = start(None);
+    let first = next_fetch(&rx);
+    assert_eq!(first["actor"], "committer:alice");
+    let out = tempfile::tempdir().unwrap();
+    server.ok(
+        &v.world.alice,
+        &[
+            "fetch",
+            "acme/llama-9",
+            "--out",
+            out.path().join("again").to_str().unwrap(),
+        ],
+    );
+    let live = next_fetch(&rx);
+    assert!(live["index"].as_u64() > first["index"].as_u64());
+    assert_eq!(live["host"], "gpu-01");
+    // globex's events never show, and a watcher does not see its own polls.
+    server.ok(
+        &v.carol,
+        &[
+            "fetch",
+            "globex/secret-model",
+            "--out",
+            out.path().join("g").to_str().unwrap(),
+        ],
+    );
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    while let Ok(e) = rx.try_recv() {
+        assert!(!e.to_string().contains("secret-model"), "{e}");
+        assert_ne!(e["action"], "audit.read", "{e}");
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Resumed after the live fetch: the older ones are not printed again.
+    let resume = live["index"].as_u64().unwrap() + 1;
+    let (mut child, rx) = start(Some(resume));
+    server.ok(
+        &v.world.alice,
+        &[
+            "fetch",
+            "acme/llama-9",
+            "--out",
+            out.path().join("third").to_str().unwrap(),
+        ],
+    );
+    let third = next_fetch(&rx);
+    assert!(third["index"].as_u64().unwrap() >= resume);
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Not for another vendor's people.
+    let run = server.custody(&v.globex_admin, &["watch", "acme"]);
+    assert!(!run.success);
+}

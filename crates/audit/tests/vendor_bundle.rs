@@ -388,3 +388,44 @@ fn a_whole_log_bundle_may_not_hide_entries() {
     let (_, kind) = entry_problem(&report);
     assert!(matches!(kind, EntryProblem::HashOnly));
 }
+
+/// The fuzz target's vendor seed is an intact vendor export (so fuzzing starts from one that
+/// passes every check, and mutates from there).
+#[test]
+fn the_fuzz_seed_of_a_vendor_export_verifies() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds");
+    let vkey = std::fs::read_to_string(format!("{dir}/log.vkey")).unwrap();
+    let log = audit::checkpoint::VerifierKey::parse(vkey.trim()).unwrap();
+    let framed = std::fs::read(format!("{dir}/bundle/vendor")).unwrap();
+    let mut files = BundleFiles::new();
+    let mut vendor_key = None;
+    for chunk in split(&framed) {
+        let nul = chunk.iter().position(|&b| b == 0).unwrap();
+        let path = std::str::from_utf8(&chunk[..nul]).unwrap();
+        let bytes = chunk[nul + 1..].to_vec();
+        if path == "vendor-key" {
+            vendor_key = Some(String::from_utf8(bytes).unwrap());
+        } else {
+            files.insert(path, bytes);
+        }
+    }
+    let expect = Expectations {
+        previous: None,
+        vendor_key: vendor_key.as_deref(),
+    };
+    let origin = "custody.example/audit";
+    let report = verify_bundle_with(&files, &log.key, &log.name, origin, &expect);
+    assert!(report.intact, "{:?}", report.first_problem);
+    assert_eq!(report.vendor.unwrap().entries_in_full, 3);
+}
+
+fn split(data: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut rest = data;
+    while let Some(at) = rest.windows(2).position(|w| w == b"\xff\xfe") {
+        out.push(&rest[..at]);
+        rest = &rest[at + 2..];
+    }
+    out.push(rest);
+    out
+}

@@ -726,6 +726,7 @@ pub async fn activity(args: &ActivityArgs, global: &Global, out: &Output) -> any
         since: args.since.clone(),
         from: None,
         limit: None,
+        wait: None,
     };
     let mut events = Vec::new();
     loop {
@@ -746,26 +747,84 @@ pub async fn activity(args: &ActivityArgs, global: &Global, out: &Output) -> any
         vendor: vendor.to_string(),
         events,
         next: None,
+        resume_from: query.from.unwrap_or(0),
     };
     out.result(&activity, || {
         if activity.events.is_empty() {
             return format!("no activity on {} in the audit log", args.target);
         }
-        lines(&activity.events, |e| {
-            let mut line = format!(
-                "{:>6}  {}  {:<8} {:<22} {}  by {}",
-                e.index, e.time, e.outcome, e.action, e.resource, e.actor
-            );
-            if let Some(host) = &e.host {
-                line.push_str(&format!(" on {host}"));
-            }
-            if e.files > 0 {
-                line.push_str(&format!(", {} file(s), {} bytes", e.files, e.bytes));
-            }
-            if let Some(detail) = &e.detail {
-                line.push_str(&format!(": {detail}"));
-            }
-            line
-        })
+        lines(&activity.events, event_line)
     })
+}
+
+fn event_line(e: &wire::audit::ActivityEvent) -> String {
+    let mut line = format!(
+        "{:>6}  {}  {:<8} {:<22} {}  by {}",
+        e.index, e.time, e.outcome, e.action, e.resource, e.actor
+    );
+    if let Some(host) = &e.host {
+        line.push_str(&format!(" on {host}"));
+    }
+    if e.files > 0 {
+        line.push_str(&format!(", {} file(s), {} bytes", e.files, e.bytes));
+    }
+    if let Some(detail) = &e.detail {
+        line.push_str(&format!(": {detail}"));
+    }
+    line
+}
+
+/// `custody watch VENDOR[/MODEL]`.
+#[derive(Args)]
+pub struct WatchArgs {
+    /// `VENDOR` or `VENDOR/MODEL`
+    target: String,
+    /// Start at this log index (what a previous watch printed last, plus one); default: the
+    /// start of the log
+    #[arg(long)]
+    from: Option<u64>,
+}
+
+/// Follows a vendor's events as they are committed (long polling), one line each (with
+/// `--json`, one JSON event per line), until interrupted.
+pub async fn watch(args: &WatchArgs, global: &Global, out: &Output) -> anyhow::Result<()> {
+    let client = &Client::from_settings(global)?;
+    let (vendor, model) = match args.target.split_once('/') {
+        Some((v, m)) => (
+            types::VendorName::parse(v)?,
+            Some(types::ModelName::parse(m)?),
+        ),
+        None => (types::VendorName::parse(&args.target)?, None),
+    };
+    let mut query = wire::audit::ActivityQuery {
+        model: model.map(|m| m.to_string()),
+        since: None,
+        from: args.from,
+        limit: None,
+        wait: Some(25),
+    };
+    eprintln!(
+        "custody: watching {} from log index {} (interrupt to stop)",
+        args.target,
+        args.from.unwrap_or(0)
+    );
+    loop {
+        let page: wire::audit::Activity = client
+            .call(
+                client
+                    .request(Method::GET, &format!("/v1/vendors/{vendor}/activity"))
+                    .query(&query),
+            )
+            .await?;
+        for e in &page.events {
+            if out.is_json() {
+                out.json_line(e);
+            } else {
+                println!("{}", event_line(e));
+            }
+        }
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        query.from = Some(page.next.unwrap_or(page.resume_from));
+    }
 }

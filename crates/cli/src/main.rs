@@ -120,6 +120,9 @@ enum Command {
     /// What happened to a vendor's models, from the audit log: fetches, refusals, grants,
     /// uploads, deletions, each with its log index (the vendor's admins and auditors)
     Activity(audit::ActivityArgs),
+    /// Follow a vendor's events as they are committed, resumable from a log index (the
+    /// vendor's admins and auditors)
+    Watch(audit::WatchArgs),
     /// Verify a deletion certificate offline (exit 0 valid, 1 invalid, 2 unusable input)
     VerifyCertificate(certificate::VerifyArgs),
     /// On an exclusive host: delete the local copies of models that have been deleted (what
@@ -153,6 +156,7 @@ fn main() -> ExitCode {
         // Offline and synchronous, with its own exit codes: no runtime, no server settings.
         Command::Audit(audit::AuditCommand::Verify(args)) => audit::verify(&args, out),
         Command::Activity(args) => block_on(out, audit::activity(&args, global, out)),
+        Command::Watch(args) => block_on(out, audit::watch(&args, global, out)),
         Command::Audit(audit::AuditCommand::Online(command)) => {
             block_on(out, audit::run(command, global, out))
         }

@@ -150,6 +150,10 @@ pub struct ActivityQuery {
     /// At most this many events (default and maximum 1,000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u64>,
+    /// Long polling: when nothing matches yet, wait up to this many seconds (at most 25) for
+    /// the first event (`custody watch`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,6 +162,8 @@ pub struct Activity {
     pub events: Vec<ActivityEvent>,
     /// The log index to continue from, when there may be more.
     pub next: Option<u64>,
+    /// The log index to ask from next time to see only what is new (`custody watch`).
+    pub resume_from: u64,
 }
 
 /// One audit entry about the vendor, as a person reads it; `index` finds it in an export.

@@ -5,9 +5,12 @@
 
 use std::path::Path;
 
-use audit::bundle::{BundleFiles, Parts, assemble, build_bundle, encode_prefix};
+use audit::bundle::{
+    BundleFiles, Parts, VENDOR_FORMAT, VendorScope, assemble, build_bundle, encode_prefix,
+    vendor_line,
+};
 use audit::checkpoint::{self, Checkpoint, VerifierKey};
-use audit::leaf::{NO_VENDOR, entry_leaf};
+use audit::leaf::{NO_VENDOR, entry_leaf, key_announcement, vendor_tag};
 use audit::merkle::{CompactRange, root_from_leaves};
 use audit::{Entry, Outcome};
 use crypto::sign::SigningKey;
@@ -78,6 +81,68 @@ fn main() {
     let at = text.iter().position(|&b| b == b'5').unwrap();
     text[at] = b'6';
     std::fs::write(dir.join("tampered-entry"), frame(&tampered, None)).unwrap();
+    vendor_seed(&key, &dir);
+}
+
+/// A vendor's export (acme's entries in full, globex's by hash), with the kept key.
+fn vendor_seed(key: &SigningKey, dir: &Path) {
+    let acme = crypto::mac::TagKey::from_slice(&[0x11; 32]).unwrap();
+    let mut entries = Vec::new();
+    let mut tags = Vec::new();
+    for seq in 0..6u64 {
+        let (action, resource) = match seq {
+            0 => ("vendor.create", "acme"),
+            _ if seq % 2 == 0 => ("fetch", "acme/model@0123abcd"),
+            _ => ("fetch", "globex/other@4567cdef"),
+        };
+        let mut e = Entry::new("committer:alice", action, resource);
+        if seq == 0 {
+            e = e.with_detail(key_announcement(&acme));
+        }
+        e.time = "2026-01-01T00:00:00.000Z".into();
+        e.seq = seq;
+        entries.push(e.to_canonical_bytes());
+        tags.push(if seq % 2 == 0 {
+            vendor_tag(&acme, seq)
+        } else {
+            [0x22; 32]
+        });
+    }
+    let leaves: Vec<_> = entries
+        .iter()
+        .zip(&tags)
+        .map(|(e, t)| entry_leaf(e, t))
+        .collect();
+    let cp = Checkpoint {
+        origin: ORIGIN.into(),
+        size: 6,
+        root: root_from_leaves(&leaves),
+    };
+    let note = checkpoint::sign(&cp, ORIGIN, key).unwrap();
+    let lines: Vec<Vec<u8>> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| vendor_line(e, i % 2 == 0))
+        .collect();
+    let scope = VendorScope {
+        format: VENDOR_FORMAT.into(),
+        vendor: "acme".into(),
+        tag_key: acme.expose_bytes().iter().map(|b| format!("{b:02x}")).collect(),
+        key_entry: 0,
+    };
+    let files = assemble(&Parts {
+        first: 0,
+        edge: &[],
+        entries: &lines,
+        checkpoints: &[note],
+        leaves: Some(&leaves),
+        tags: Some(&tags),
+        vendor: Some(&scope),
+    });
+    let mut framed = frame(&files, None);
+    framed.extend_from_slice(b"\xff\xfevendor-key\0");
+    framed.extend_from_slice(scope.tag_key.as_bytes());
+    std::fs::write(dir.join("vendor"), framed).unwrap();
 }
 
 /// The bundle target's input format: `path NUL bytes`, separated by FF FE.

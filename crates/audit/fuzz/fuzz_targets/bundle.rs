@@ -1,10 +1,11 @@
 //! Arbitrary bytes as an exported audit bundle, verified offline with the seed log key. The
 //! input is a list of files, `path NUL bytes`, separated by the two bytes FF FE (bundle text
 //! files are UTF-8, which never holds FF); a file named `previous` is the auditor's kept
-//! checkpoint. Must never panic, and a report is intact only without a problem.
+//! checkpoint, one named `vendor-key` the vendor tag key the auditor kept (a vendor's export
+//! has `vendor.json`). Must never panic, and a report is intact only without a problem.
 #![no_main]
 
-use audit::bundle::{BundleFiles, verify_bundle};
+use audit::bundle::{BundleFiles, Expectations, verify_bundle_with};
 use audit::checkpoint::VerifierKey;
 use libfuzzer_sys::fuzz_target;
 
@@ -18,6 +19,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut files = BundleFiles::new();
     let mut previous = None;
+    let mut vendor_key = None;
     for chunk in split(data, b"\xff\xfe") {
         let Some(nul) = chunk.iter().position(|&b| b == 0) else {
             continue;
@@ -28,11 +30,17 @@ fuzz_target!(|data: &[u8]| {
         let bytes = chunk[nul + 1..].to_vec();
         if path == "previous" {
             previous = String::from_utf8(bytes).ok();
+        } else if path == "vendor-key" {
+            vendor_key = String::from_utf8(bytes).ok();
         } else {
             files.insert(path, bytes);
         }
     }
-    let report = verify_bundle(&files, &log.key, &log.name, ORIGIN, previous.as_deref());
+    let expect = Expectations {
+        previous: previous.as_deref(),
+        vendor_key: vendor_key.as_deref(),
+    };
+    let report = verify_bundle_with(&files, &log.key, &log.name, ORIGIN, &expect);
     assert_eq!(report.intact, report.first_problem.is_none());
     let _ = report.exit_code();
     if let Some(problem) = &report.first_problem {

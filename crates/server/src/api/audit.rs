@@ -14,6 +14,7 @@
 //! is exactly the stored bytes of entry `from + i`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
@@ -448,25 +449,111 @@ pub(crate) async fn activity(
         None => None,
     };
     let limit = q.limit.unwrap_or(MAX_ACTIVITY).clamp(1, MAX_ACTIVITY);
+    let filter = ActivityFilter {
+        vendor: vendor.name.to_string(),
+        model: model.map(|m| m.to_string()),
+        since,
+        limit,
+    };
+    let from = q.from.unwrap_or(0);
+    let deadline = q
+        .wait
+        .map(|w| tokio::time::Instant::now() + Duration::from_secs(w.min(MAX_WAIT_SECS)));
+    let mut page = activity_page(&app, &vendor.id, from, &filter).await?;
+    // Long polling: several instances share the log, so poll the database, not a local signal.
+    while let Some(deadline) = deadline {
+        if !page.events.is_empty() || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(WAIT_POLL).await;
+        page = activity_page(&app, &vendor.id, page.resume_from, &filter).await?;
+    }
+    let ActivityPage {
+        events,
+        next,
+        resume_from,
+    } = page;
+    // An empty long poll returned nothing: recording it would add an entry per poll.
+    if q.wait.is_some() && events.is_empty() {
+        return Ok(Json(wire::audit::Activity {
+            vendor: vendor.name.to_string(),
+            events,
+            next,
+            resume_from,
+        }));
+    }
+    record_read(
+        &app,
+        &caller,
+        &reader,
+        format!("{ACTIVITY_READ}{} ({} events)", vendor.name, events.len()),
+    )
+    .await?;
+    Ok(Json(wire::audit::Activity {
+        vendor: vendor.name.to_string(),
+        events,
+        next,
+        resume_from,
+    }))
+}
+
+/// Longest long poll, and how often it looks at the log meanwhile.
+const MAX_WAIT_SECS: u64 = 25;
+const WAIT_POLL: Duration = Duration::from_millis(300);
+
+/// What an activity request asks for.
+struct ActivityFilter {
+    vendor: String,
+    model: Option<String>,
+    since: Option<String>,
+    limit: u64,
+}
+
+struct ActivityPage {
+    events: Vec<wire::audit::ActivityEvent>,
+    next: Option<u64>,
+    resume_from: u64,
+}
+
+/// The view's own reads (`audit.read` of "activity of …") are left out of it: they stay in
+/// the log and the vendor's export, and a watcher does not see its own polls.
+const ACTIVITY_READ: &str = "activity of ";
+
+async fn activity_page(
+    app: &App,
+    vendor_id: &str,
+    from: u64,
+    filter: &ActivityFilter,
+) -> Result<ActivityPage, ApiError> {
     let rows = app
         .store
-        .vendor_entries(&vendor.id, q.from.unwrap_or(0), ACTIVITY_SCAN)
+        .vendor_entries(vendor_id, from, ACTIVITY_SCAN)
         .await?;
     let scanned_all = (rows.len() as u64) < ACTIVITY_SCAN;
     let mut events = Vec::new();
     let mut next = None;
+    let mut resume_from = from;
     for row in &rows {
-        if events.len() as u64 == limit {
+        if events.len() as u64 == filter.limit {
             next = Some(row.seq);
             break;
         }
+        resume_from = row.seq + 1;
         let entry = audit::Entry::parse(&row.bytes)
             .map_err(|e| ApiError::Internal(format!("audit entry {}: {e}", row.seq)))?;
-        if since.as_ref().is_some_and(|s| entry.time < *s) {
+        if entry.action == "audit.read"
+            && entry
+                .detail
+                .as_deref()
+                .is_some_and(|d| d.starts_with(ACTIVITY_READ))
+        {
             continue;
         }
-        if let Some(m) = &model {
-            let prefix = format!("{}/{m}", vendor.name);
+        if filter.since.as_ref().is_some_and(|s| entry.time < *s) {
+            continue;
+        }
+        if let Some(m) = &filter.model {
+            let prefix = format!("{}/{m}", filter.vendor);
             let rest = entry.resource.strip_prefix(&prefix);
             if !rest.is_some_and(|r| r.is_empty() || r.starts_with('@')) {
                 continue;
@@ -475,20 +562,13 @@ pub(crate) async fn activity(
         events.push(activity_event(row.seq, entry));
     }
     if next.is_none() && !scanned_all {
-        next = rows.last().map(|r| r.seq + 1);
+        next = Some(resume_from);
     }
-    record_read(
-        &app,
-        &caller,
-        &reader,
-        format!("activity of {} ({} events)", vendor.name, events.len()),
-    )
-    .await?;
-    Ok(Json(wire::audit::Activity {
-        vendor: vendor.name.to_string(),
+    Ok(ActivityPage {
         events,
         next,
-    }))
+        resume_from,
+    })
 }
 
 fn activity_event(index: u64, entry: audit::Entry) -> wire::audit::ActivityEvent {
