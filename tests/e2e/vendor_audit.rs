@@ -496,3 +496,211 @@ fn watch_follows_a_vendors_events_as_they_happen_and_resumes_from_an_index() {
     let run = server.custody(&v.globex_admin, &["watch", "acme"]);
     assert!(!run.success);
 }
+
+/// A local HTTPS receiver (Python's standard library), started by the test: it answers 200
+/// and writes each request's headers and body as one JSON line to `log`.
+struct Receiver {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+const RECEIVER: &str = r#"
+import http.server, json, ssl, sys
+port, cert, key, log = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["content-length"]))
+        with open(log, "a") as f:
+            f.write(json.dumps({"headers": {k.lower(): v for k, v in self.headers.items()},
+                                "body": body.decode()}) + "\n")
+        self.send_response(200)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", port), Handler)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(cert, key)
+server.socket = context.wrap_socket(server.socket, server_side=True)
+server.serve_forever()
+"#;
+
+impl Receiver {
+    /// Serves with `dir/receiver.crt` and `dir/receiver.key` on `port`.
+    fn start_with_cert(dir: &Path, port: u16) -> Receiver {
+        std::fs::write(dir.join("receiver.py"), RECEIVER).unwrap();
+        let log = dir.join("received.jsonl");
+        let child = std::process::Command::new("python3")
+            .arg(dir.join("receiver.py"))
+            .arg(port.to_string())
+            .arg(dir.join("receiver.crt"))
+            .arg(dir.join("receiver.key"))
+            .arg(&log)
+            .spawn()
+            .unwrap();
+        Receiver { child, log }
+    }
+
+    fn received(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn a_webhook_receives_signed_events_and_retries_until_the_receiver_answers() {
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("custody.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[webhooks]\nallowed_hosts = [\"127.0.0.1\"]\n",
+            data.path().join("custody")
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let world = World::on(TestServer::start_with(data, &["--config", &config]));
+    let server = &world.server;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("https://127.0.0.1:{port}/hook");
+
+    // Refused: plain HTTP, a host the operator does not allow, a committer setting one.
+    for (token, bad) in [
+        (&world.admin, format!("http://127.0.0.1:{port}/hook")),
+        (&world.admin, "https://169.254.169.254/latest".to_owned()),
+        (&world.alice, url.clone()),
+    ] {
+        let run = server.custody(token, &["webhook", "set", "acme", &bad]);
+        assert!(!run.success, "{bad}: {}", run.stdout);
+    }
+    let run = server.custody(
+        &world.admin,
+        &["webhook", "set", "acme", "http://127.0.0.1/x"],
+    );
+    assert!(run.stderr.contains("https"), "{}", run.stderr);
+    let run = server.custody(
+        &world.admin,
+        &["webhook", "set", "acme", "https://10.0.0.1/x"],
+    );
+    assert!(
+        run.stderr.contains("does not allow webhooks to 10.0.0.1"),
+        "{}",
+        run.stderr
+    );
+
+    // The receiver's certificate is made before it starts, so the webhook can trust it.
+    let receiver_dir = dir.path().join("r");
+    std::fs::create_dir_all(&receiver_dir).unwrap();
+    let (cert, key) = crypto::tls::self_signed_server_cert(&["127.0.0.1".into()]).unwrap();
+    std::fs::write(receiver_dir.join("ca.pem"), &cert).unwrap();
+    let set = server.ok(
+        &world.admin,
+        &[
+            "--json",
+            "webhook",
+            "set",
+            "acme",
+            &url,
+            "--receiver-ca",
+            receiver_dir.join("ca.pem").to_str().unwrap(),
+        ],
+    );
+    let set: Value = serde_json::from_str(set.trim()).unwrap();
+    let secret = hex::decode(set["secret"].as_str().unwrap()).unwrap();
+    assert_eq!(secret.len(), 32);
+
+    // Events while the receiver is down: a grant and a fetch.
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("config.json"), br#"{"layers":2}"#).unwrap();
+    world.upload(src.path(), "acme/llama-9");
+    server.ok(&world.admin, &["grant", "acme/llama-9", "--to", "alice"]);
+    let out = tempfile::tempdir().unwrap();
+    server.ok(
+        &world.alice,
+        &[
+            "fetch",
+            "acme/llama-9",
+            "--out",
+            out.path().join("a").to_str().unwrap(),
+        ],
+    );
+    wait_for(30, "a failed delivery attempt", || {
+        let shown = server.ok(&world.admin, &["--json", "webhook", "show", "acme"]);
+        let shown: Value = serde_json::from_str(shown.trim()).unwrap();
+        shown["failures"].as_u64().unwrap_or(0) >= 1
+    });
+    let shown = server.ok(&world.admin, &["webhook", "show", "acme"]);
+    assert!(shown.contains("failed attempt"), "{shown}");
+    assert!(shown.contains("cannot connect"), "{shown}");
+    assert!(
+        !shown.contains(&hex::encode(&secret)),
+        "the secret is shown only once"
+    );
+
+    // The receiver comes up, with the certificate the webhook trusts: the events arrive.
+    std::fs::write(receiver_dir.join("receiver.crt"), &cert).unwrap();
+    std::fs::write(receiver_dir.join("receiver.key"), key.as_bytes()).unwrap();
+    let receiver = Receiver::start_with_cert(&receiver_dir, port);
+    wait_for(60, "the webhook delivery", || {
+        !receiver.received().is_empty()
+    });
+    let got = &receiver.received()[0];
+    let body = got["body"].as_str().unwrap();
+    let timestamp = got["headers"]["x-custody-timestamp"].as_str().unwrap();
+    let expected = format!(
+        "v1={}",
+        hex::encode(crypto::mac::hmac_sha256(
+            &secret,
+            format!("{timestamp}.{body}").as_bytes()
+        ))
+    );
+    assert_eq!(got["headers"]["x-custody-signature"], expected.as_str());
+    let delivery: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(delivery["vendor"], "acme");
+    let events = delivery["events"].as_array().unwrap();
+    assert!(events.iter().any(|e| e["action"] == "grant"), "{events:?}");
+    let fetch = events
+        .iter()
+        .find(|e| e["action"] == "fetch")
+        .expect("the fetch is delivered");
+    assert_eq!(fetch["actor"], "committer:alice");
+    assert_eq!(fetch["host"], "gpu-01");
+    assert!(
+        !events.iter().any(|e| e["action"] == "upload.begin"),
+        "uploads are not what a webhook carries: {events:?}"
+    );
+
+    // The delivery is in the log; removing the webhook stops it.
+    let text = server.ok(&world.admin, &["--json", "activity", "acme"]);
+    let activity: Value = serde_json::from_str(text.trim()).unwrap();
+    let deliveries: Vec<_> = activity["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "webhook.deliver")
+        .collect();
+    assert!(deliveries.iter().any(|e| e["outcome"] == "failed"));
+    assert!(deliveries.iter().any(|e| e["outcome"] == "ok"));
+    server.ok(&world.admin, &["webhook", "remove", "acme"]);
+    let run = server.custody(&world.admin, &["webhook", "show", "acme"]);
+    assert!(!run.success);
+}

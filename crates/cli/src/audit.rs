@@ -828,3 +828,97 @@ pub async fn watch(args: &WatchArgs, global: &Global, out: &Output) -> anyhow::R
         query.from = Some(page.next.unwrap_or(page.resume_from));
     }
 }
+
+/// `custody webhook …` (a vendor's admins).
+#[derive(Subcommand)]
+pub enum WebhookCommand {
+    /// Send the vendor's fetches, refusals, grants and deletions to an HTTPS receiver (on a
+    /// host the operator allows); prints the signing secret, once
+    Set {
+        vendor: String,
+        /// `https://…`
+        url: String,
+        /// The receiver's CA certificate (PEM), when it is not a public one (`--ca` is the
+        /// custody server's)
+        #[arg(long)]
+        receiver_ca: Option<PathBuf>,
+    },
+    /// Where the events go, how far delivery got, the last error
+    Show { vendor: String },
+    /// Stop sending
+    Remove { vendor: String },
+}
+
+pub async fn webhook(command: WebhookCommand, global: &Global, out: &Output) -> anyhow::Result<()> {
+    let client = &Client::from_settings(global)?;
+    let path = |vendor: &str| -> anyhow::Result<String> {
+        Ok(format!(
+            "/v1/vendors/{}/webhook",
+            types::VendorName::parse(vendor)?
+        ))
+    };
+    let show = |hook: &wire::audit::WebhookInfo| {
+        let mut text = format!(
+            "{}'s events go to {}; delivered up to log index {}",
+            hook.vendor, hook.url, hook.delivered_through
+        );
+        if let Some(secret) = &hook.secret {
+            text.push_str(&format!(
+                "\nsigning secret (shown once; each delivery carries X-Custody-Signature: \
+                 v1=HMAC-SHA256(secret, timestamp \".\" body)): {secret}"
+            ));
+        }
+        if hook.failures > 0 {
+            text.push_str(&format!(
+                "\n{} failed attempt(s); last: {}",
+                hook.failures,
+                hook.last_error.as_deref().unwrap_or("?")
+            ));
+        }
+        text
+    };
+    match command {
+        WebhookCommand::Set {
+            vendor,
+            url,
+            receiver_ca,
+        } => {
+            let ca_pem = match &receiver_ca {
+                Some(path) => Some(
+                    std::fs::read_to_string(path)
+                        .with_context(|| format!("reading {}", path.display()))?,
+                ),
+                None => None,
+            };
+            let hook: wire::audit::WebhookInfo = client
+                .call(
+                    client
+                        .request(Method::PUT, &path(&vendor)?)
+                        .json(&wire::audit::SetWebhook { url, ca_pem }),
+                )
+                .await?;
+            out.result(&hook, || show(&hook))
+        }
+        WebhookCommand::Show { vendor } => {
+            let hook: wire::audit::WebhookInfo = client.get(&path(&vendor)?).await?;
+            out.result(&hook, || show(&hook))
+        }
+        WebhookCommand::Remove { vendor } => {
+            client
+                .send(client.request(Method::DELETE, &path(&vendor)?))
+                .await?;
+            let done = WebhookRemoved {
+                vendor,
+                removed: true,
+            };
+            out.result(&done, || format!("{}'s webhook removed", done.vendor))
+        }
+    }
+}
+
+/// What `custody webhook remove --json` prints.
+#[derive(Serialize)]
+struct WebhookRemoved {
+    vendor: String,
+    removed: bool,
+}

@@ -123,6 +123,9 @@ enum Command {
     /// Follow a vendor's events as they are committed, resumable from a log index (the
     /// vendor's admins and auditors)
     Watch(audit::WatchArgs),
+    /// A vendor's webhook: its events sent to an HTTPS receiver, signed (vendor admin)
+    #[command(subcommand)]
+    Webhook(audit::WebhookCommand),
     /// Verify a deletion certificate offline (exit 0 valid, 1 invalid, 2 unusable input)
     VerifyCertificate(certificate::VerifyArgs),
     /// On an exclusive host: delete the local copies of models that have been deleted (what
@@ -157,6 +160,7 @@ fn main() -> ExitCode {
         Command::Audit(audit::AuditCommand::Verify(args)) => audit::verify(&args, out),
         Command::Activity(args) => block_on(out, audit::activity(&args, global, out)),
         Command::Watch(args) => block_on(out, audit::watch(&args, global, out)),
+        Command::Webhook(command) => block_on(out, audit::webhook(command, global, out)),
         Command::Audit(audit::AuditCommand::Online(command)) => {
             block_on(out, audit::run(command, global, out))
         }

@@ -2,6 +2,8 @@
 //! vendor, so the vendor can check an export for completeness without learning anything about
 //! other vendors' entries (see `audit::vendor`).
 //!
+//! [`hmac_sha256`] also signs webhook deliveries.
+//!
 //! The key is not a weight-protecting secret: it is handed to the vendor's own auditors. It
 //! is secret from everyone else, because with it a tag reveals whose entry a leaf is.
 
@@ -10,6 +12,14 @@ use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
 use crate::CryptoError;
+
+/// HMAC-SHA256 of `message` under `key` (a webhook's signature).
+pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; TAG_LEN] {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, key);
+    let mut out = [0u8; TAG_LEN];
+    out.copy_from_slice(hmac::sign(&key, message).as_ref());
+    out
+}
 
 /// Length of a [`TagKey`] and of a tag.
 pub const TAG_LEN: usize = 32;
@@ -43,10 +53,7 @@ impl TagKey {
 
     /// HMAC-SHA256 of `message`.
     pub fn tag(&self, message: &[u8]) -> [u8; TAG_LEN] {
-        let key = hmac::Key::new(hmac::HMAC_SHA256, self.0.as_slice());
-        let mut out = [0u8; TAG_LEN];
-        out.copy_from_slice(hmac::sign(&key, message).as_ref());
-        out
+        hmac_sha256(self.0.as_slice(), message)
     }
 
     /// SHA-256 of the key: what the log publishes (to the vendor) to pin the key.

@@ -1,6 +1,6 @@
 //! Background work, as one supervised layer.
 //!
-//! Three jobs run beside the request handlers, each a singleton across every instance on the
+//! Four jobs run beside the request handlers, each a singleton across every instance on the
 //! database, each under its own database lease:
 //!
 //! | job | lease | what |
@@ -8,8 +8,9 @@
 //! | deletions | `deletions` | the shred state machine and the `delete_after` scheduler (`deletion.rs`) |
 //! | checkpoints | `checkpoints` | signing audit checkpoints when the log grew (`checkpointer.rs`) |
 //! | upload sweep | `upload-sweep` | expiring abandoned uploads (`sweep.rs`) |
+//! | webhooks | `webhooks` | sending vendors' events to their webhooks (`webhooks.rs`) |
 //!
-//! A fourth runs on every instance, without a lease: writing the aggregated refusal counts
+//! A fifth runs on every instance, without a lease: writing the aggregated refusal counts
 //! of windows that closed (`refusals.rs`).
 //!
 //! Every instance runs a keeper per job: it takes the lease when it is free or expired, runs
@@ -104,6 +105,10 @@ pub(crate) fn start(app: Arc<App>) -> Supervisor {
     supervisor.spawn(
         "upload sweep",
         leased(app.clone(), "upload-sweep", crate::sweep::work),
+    );
+    supervisor.spawn(
+        "webhooks",
+        leased(app.clone(), "webhooks", crate::webhooks::work),
     );
     // Per instance, no lease: each instance writes the refusals it counted.
     supervisor.spawn("refusal counts", crate::refusals::work(app));

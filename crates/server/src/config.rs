@@ -83,6 +83,18 @@ pub struct ServerConfig {
     /// field has a safe default; SECURITY.md says what each one defends.
     #[serde(default)]
     pub limits: Limits,
+    /// Vendors' webhooks (`[webhooks]`).
+    #[serde(default)]
+    pub webhooks: WebhookConfig,
+}
+
+/// Where vendors' webhooks may send. A webhook makes the server send requests out, so the
+/// operator names the hosts (`host` or `host:port`); none by default, which refuses every
+/// webhook. Receivers are HTTPS only.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub allowed_hosts: Vec<String>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -132,6 +144,7 @@ impl ServerConfig {
             bootstrap_token_file: None,
             bootstrap_token_ttl_secs: default_bootstrap_ttl(),
             limits: Limits::default(),
+            webhooks: WebhookConfig::default(),
         }
     }
 

@@ -30,6 +30,7 @@ mod service_identity;
 mod suggest;
 mod sweep;
 mod tls;
+mod webhooks;
 
 use std::sync::Arc;
 

@@ -28,6 +28,7 @@ mod records;
 mod tx;
 mod users;
 mod vendor_audit;
+mod webhooks;
 
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -46,6 +47,7 @@ pub use records::*;
 pub use tx::AuditedTx;
 pub use users::*;
 pub use vendor_audit::{TaggedEntry, VendorAuditKey};
+pub use webhooks::Webhook;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

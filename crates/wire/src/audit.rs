@@ -184,3 +184,36 @@ pub struct ActivityEvent {
     pub files: u64,
     pub bytes: u64,
 }
+
+/// `PUT /v1/vendors/{vendor}/webhook`: where the vendor's events go (its admins).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetWebhook {
+    /// `https://…`, on a host the operator allows.
+    pub url: String,
+    /// Trust anchors for the receiver's certificate (PEM); none: the public web roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+}
+
+/// A vendor's webhook. `secret` (hex) is given once, when the webhook is set: each delivery
+/// carries `X-Custody-Signature: v1=<hex HMAC-SHA256(secret, timestamp "." body)>` and
+/// `X-Custody-Timestamp: <Unix seconds>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookInfo {
+    pub vendor: String,
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// Events up to this log index (exclusive) were delivered.
+    pub delivered_through: u64,
+    pub failures: u64,
+    pub last_error: Option<String>,
+}
+
+/// The body of a webhook delivery: the vendor's events, as the activity view shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookDelivery {
+    pub vendor: String,
+    pub events: Vec<ActivityEvent>,
+}

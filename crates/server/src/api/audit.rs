@@ -571,7 +571,7 @@ async fn activity_page(
     })
 }
 
-fn activity_event(index: u64, entry: audit::Entry) -> wire::audit::ActivityEvent {
+pub(crate) fn activity_event(index: u64, entry: audit::Entry) -> wire::audit::ActivityEvent {
     wire::audit::ActivityEvent {
         index,
         time: entry.time,
@@ -589,5 +589,88 @@ fn activity_event(index: u64, entry: audit::Entry) -> wire::audit::ActivityEvent
         detail: entry.detail,
         files: entry.touched.len() as u64,
         bytes: entry.touched.iter().map(|t| t.bytes).sum(),
+    }
+}
+
+// ----- webhooks ----------------------------------------------------------------------------
+
+/// `PUT /v1/vendors/{vendor}/webhook`: sets the vendor's webhook (its admins; `configure`).
+/// The secret is made here and shown once.
+pub(crate) async fn set_webhook(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    axum::extract::Path(vendor): axum::extract::Path<String>,
+    body: Result<Json<wire::audit::SetWebhook>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<wire::audit::WebhookInfo>, ApiError> {
+    let vendor = load_vendor(&app, &vendor).await?;
+    let decision = authorize(&app, &caller, Action::Configure, Target::Vendor(&vendor)).await?;
+    let body = crate::api::json_body(body)?;
+    let url = crate::webhooks::check_url(&app.config.webhooks, &body.url)
+        .map_err(|why| ApiError::bad_request(ErrorCode::InvalidRequest, why))?;
+    let secret = crypto::mac::TagKey::generate()?;
+    let entry = caller
+        .entry("webhook.set", vendor.name.as_str())
+        .with_decision(true, &policy_ids(&decision))
+        .with_detail(format!("webhook to {url}"));
+    app.store
+        .set_webhook(
+            &vendor.id,
+            url.as_str(),
+            secret.expose_bytes(),
+            body.ca_pem.as_deref(),
+            &caller.actor(),
+            entry,
+        )
+        .await?;
+    let hook = app
+        .store
+        .webhook(&vendor.id)
+        .await?
+        .ok_or_else(|| ApiError::Internal("the webhook just set is gone".into()))?;
+    Ok(Json(webhook_info(
+        &hook,
+        Some(hex::encode(secret.expose_bytes())),
+    )))
+}
+
+/// `GET /v1/vendors/{vendor}/webhook`: where the events go and how far delivery got.
+pub(crate) async fn webhook(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    axum::extract::Path(vendor): axum::extract::Path<String>,
+) -> Result<Json<wire::audit::WebhookInfo>, ApiError> {
+    let vendor = load_vendor(&app, &vendor).await?;
+    authorize(&app, &caller, Action::Configure, Target::Vendor(&vendor)).await?;
+    let hook = app
+        .store
+        .webhook(&vendor.id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("webhook of {}", vendor.name)))?;
+    Ok(Json(webhook_info(&hook, None)))
+}
+
+/// `DELETE /v1/vendors/{vendor}/webhook`.
+pub(crate) async fn remove_webhook(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    axum::extract::Path(vendor): axum::extract::Path<String>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let vendor = load_vendor(&app, &vendor).await?;
+    let decision = authorize(&app, &caller, Action::Configure, Target::Vendor(&vendor)).await?;
+    let entry = caller
+        .entry("webhook.remove", vendor.name.as_str())
+        .with_decision(true, &policy_ids(&decision));
+    app.store.remove_webhook(&vendor.id, entry).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+fn webhook_info(hook: &store::Webhook, secret: Option<String>) -> wire::audit::WebhookInfo {
+    wire::audit::WebhookInfo {
+        vendor: hook.vendor.clone(),
+        url: hook.url.clone(),
+        secret,
+        delivered_through: hook.delivered_seq,
+        failures: hook.failures,
+        last_error: hook.last_error.clone(),
     }
 }

@@ -12,6 +12,8 @@ mod models;
 mod upload;
 mod wipe;
 
+pub(crate) use audit::activity_event;
+
 use std::sync::Arc;
 
 use axum::Router;
@@ -43,6 +45,12 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/hosts/{name}/revoke", post(access::revoke_host))
         .route("/v1/vendors/{vendor}/groups", get(access::list_groups))
         .route("/v1/vendors/{vendor}/activity", get(audit::activity))
+        .route(
+            "/v1/vendors/{vendor}/webhook",
+            get(audit::webhook)
+                .put(audit::set_webhook)
+                .delete(audit::remove_webhook),
+        )
         .route(
             "/v1/vendors/{vendor}/groups/{group}/members",
             post(access::add_member),
