@@ -34,3 +34,4 @@ mod tamper;
 mod tls_errors;
 mod trust;
 mod wipe;
+mod witness;

@@ -95,6 +95,9 @@ pub struct VerifyArgs {
     /// The age identity file for an encrypted bundle
     #[arg(long)]
     identity: Option<PathBuf>,
+    /// Witnesses that must have cosigned the bundle's newest checkpoint
+    #[command(flatten)]
+    witnesses: crate::witness::Requirement,
 }
 
 /// Entries, leaf hashes and checkpoints per request (the server's limits).
@@ -499,8 +502,30 @@ pub fn verify(args: &VerifyArgs, out: &Output) -> ExitCode {
     };
     // The key name is the log's origin.
     let report = bundle::verify_bundle(&files, &key.key, &key.name, &key.name, previous.as_deref());
+    // Witnesses: the newest checkpoint that verified must carry the quorum.
+    let newest = files.get(&format!(
+        "{}{}.txt",
+        bundle::CHECKPOINTS_DIR,
+        report.signed_size
+    ));
+    let witnessed = match report.intact {
+        true => match args.witnesses.check(newest) {
+            Ok(quorum) => quorum,
+            Err(e) => return unusable(out, e),
+        },
+        false => None,
+    };
+    let unwitnessed = witnessed.as_ref().filter(|q| !q.met());
     if out.is_json() {
-        out.json_line(&verified(&report));
+        let mut v = verified(&report);
+        if let Some(q) = &witnessed {
+            v.witnesses = Some(q.to_string());
+        }
+        if let Some(q) = unwitnessed {
+            v.exit_code = 1;
+            v.problem = Some(format!("not witnessed: {q}"));
+        }
+        out.json_line(&v);
     } else {
         match &report.first_problem {
             None => println!(
@@ -519,6 +544,14 @@ pub fn verify(args: &VerifyArgs, out: &Output) -> ExitCode {
             Some(Problem::Unusable(why)) => eprintln!("custody: cannot verify: {why}"),
             Some(problem) => println!("TAMPERED: {problem}"),
         }
+        match (&witnessed, unwitnessed) {
+            (_, Some(q)) => println!("NOT WITNESSED: {q}"),
+            (Some(q), None) => println!("witnessed: {q}"),
+            (None, None) => {}
+        }
+    }
+    if unwitnessed.is_some() {
+        return ExitCode::from(1);
     }
     ExitCode::from(report.exit_code())
 }
@@ -545,6 +578,9 @@ struct Verified {
     checkpoint: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     file: Option<String>,
+    /// The witness quorum on the newest checkpoint, when `--witness-key` was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    witnesses: Option<String>,
 }
 
 fn verified(report: &Report) -> Verified {

@@ -27,6 +27,7 @@ mod pending;
 mod records;
 mod tx;
 mod users;
+mod witnesses;
 
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -44,6 +45,7 @@ pub use pending::*;
 pub use records::*;
 pub use tx::AuditedTx;
 pub use users::*;
+pub use witnesses::WitnessProgress;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
