@@ -700,7 +700,7 @@ mod tests {
             format!("old 5\n{}\n\n{note}", &hash[1..]),
             format!("old 5\n{hash} \n\n{note}"),
             format!("old 5\n{hash}\n"),
-            format!("old 5\n\n"),
+            "old 5\n\n".to_owned(),
             format!("old 5{note}"),
             format!("old 5\n{}\n\n{note}", vec![hash.as_str(); 64].join("\n")),
         ] {
@@ -764,7 +764,7 @@ mod tests {
         let moved = cosign(&other, "w1.example", &w1, 1_700_000_000).unwrap();
         let q = check_quorum(
             &with_cosignatures(&note, [moved.as_str()]),
-            &[k1.clone()],
+            std::slice::from_ref(&k1),
             1,
         )
         .unwrap();
@@ -780,7 +780,7 @@ mod tests {
         let edited = format!("{SIG_PREFIX}w1.example {}\n", B64.encode(&blob));
         let q = check_quorum(
             &with_cosignatures(&note, [edited.as_str()]),
-            &[k1.clone()],
+            std::slice::from_ref(&k1),
             1,
         )
         .unwrap();
