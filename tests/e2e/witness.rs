@@ -354,4 +354,23 @@ fn with_two_witnesses_and_one_down_a_quorum_of_one_passes_and_two_fails() {
     // Signing never waited on the missing witness: the log goes on.
     server.token("committer", None, "dave");
     assert!(size_of(&sign(&server)) > size_of(&note));
+
+    // A certificate embeds the cosignatures of its checkpoint: it verifies with a quorum of 1
+    // and fails a quorum of 2, naming the witness that was down.
+    let world = World::on(server);
+    let id = delete_model(&world, "acme/witnessed");
+    let (code, report) = verify_certificate(
+        &world,
+        &id,
+        &[&both[..], &["--min-witnesses", "1"]].concat(),
+    );
+    assert_eq!(code, 0, "{report}");
+    assert!(report.contains("witnesses: ok"), "{report}");
+    let (code, report) = verify_certificate(
+        &world,
+        &id,
+        &[&both[..], &["--min-witnesses", "2"]].concat(),
+    );
+    assert_eq!(code, 1, "{report}");
+    assert!(report.contains("missing: witness.test/down"), "{report}");
 }
