@@ -272,6 +272,14 @@ fn a_witness_cosigns_a_growing_log_and_refuses_a_restored_one() {
     wait_for(30, "the refusal in the server's log", || {
         server.log().contains("WITNESS DID NOT COSIGN")
     });
+    let run = server.custody(&operator, &["audit", "checkpoint"]);
+    assert!(
+        run.stderr
+            .contains("witness witness.test/w1 did not cosign")
+            && run.stderr.contains("409"),
+        "{}",
+        run.stderr
+    );
 
     // A deletion certified now carries no cosignature: it does not verify with a quorum of 1,
     // and the check names the witness.

@@ -168,6 +168,11 @@ async fn checkpoint(client: &Client, sign: bool, out: &Output) -> anyhow::Result
         if let Some(why) = &latest.refusal {
             eprintln!("custody: warning: the server refuses to sign new checkpoints: {why}");
         }
+        for w in &latest.witnesses {
+            if let Some(why) = &w.last_error {
+                eprintln!("custody: warning: witness {} did not cosign: {why}", w.name);
+            }
+        }
         print_note(&latest, &latest.note, out);
     }
     Ok(())
