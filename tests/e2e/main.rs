@@ -35,3 +35,4 @@ mod tls_errors;
 mod trust;
 mod vendor_audit;
 mod wipe;
+mod witness;

@@ -28,7 +28,7 @@ use crate::merkle::Hash;
 /// Signature type byte of Ed25519 in signed notes.
 const ALG_ED25519: u8 = 0x01;
 /// The signature line prefix: an em dash and a space.
-const SIG_PREFIX: &str = "\u{2014} ";
+pub(crate) const SIG_PREFIX: &str = "\u{2014} ";
 /// At most this many signature lines in a note (the C2SP limit for verifiers).
 const MAX_SIGNATURES: usize = 100;
 
@@ -156,7 +156,7 @@ pub fn sign(
 }
 
 /// Splits a signed note into its text (with final newline) and signature lines.
-fn split_note(note: &str) -> Result<(&str, Vec<&str>), CheckpointError> {
+pub(crate) fn split_note(note: &str) -> Result<(&str, Vec<&str>), CheckpointError> {
     let bad = CheckpointError::MalformedNote;
     // The text ends at the last blank line; signatures never contain "\n\n".
     let Some(at) = note.rfind("\n\n") else {
@@ -181,7 +181,7 @@ fn split_note(note: &str) -> Result<(&str, Vec<&str>), CheckpointError> {
 }
 
 /// Parses one signature line into (key name, key id, signature bytes).
-fn parse_sig_line(line: &str) -> Result<(&str, [u8; 4], Vec<u8>), CheckpointError> {
+pub(crate) fn parse_sig_line(line: &str) -> Result<(&str, [u8; 4], Vec<u8>), CheckpointError> {
     let rest = line
         .strip_prefix(SIG_PREFIX)
         .ok_or(CheckpointError::MalformedSignature)?;

@@ -14,6 +14,8 @@
 //!   with inclusion and consistency proofs and their verification.
 //! * [`checkpoint`]: C2SP checkpoints in C2SP signed notes, Ed25519 (via `crypto::sign`).
 //! * [`bundle`]: offline verification of an exported log, rebuilding every leaf from its bytes.
+//! * [`witness`]: C2SP witness cosignatures (`cosignature/v1`) and the checks of a witness's
+//!   `add-checkpoint`, with the quorum an auditor requires.
 #![forbid(unsafe_code)]
 // Integers from the database and from bundles are converted checked, never wrapped by `as`.
 #![deny(
@@ -26,6 +28,7 @@ pub mod bundle;
 pub mod checkpoint;
 pub mod leaf;
 pub mod merkle;
+pub mod witness;
 
 use std::time::SystemTime;
 

@@ -108,6 +108,9 @@ pub struct VerifyArgs {
     /// `--since` a checkpoint
     #[arg(long)]
     vendor_key: Option<String>,
+    /// Witnesses that must have cosigned the bundle's newest checkpoint
+    #[command(flatten)]
+    witnesses: crate::witness::Requirement,
 }
 
 /// Entries, leaf hashes and checkpoints per request (the server's limits).
@@ -177,6 +180,11 @@ async fn checkpoint(client: &Client, sign: bool, out: &Output) -> anyhow::Result
         let latest: LatestCheckpoint = client.get("/v1/audit/checkpoint").await?;
         if let Some(why) = &latest.refusal {
             eprintln!("custody: warning: the server refuses to sign new checkpoints: {why}");
+        }
+        for w in &latest.witnesses {
+            if let Some(why) = &w.last_error {
+                eprintln!("custody: warning: witness {} did not cosign: {why}", w.name);
+            }
         }
         print_note(&latest, &latest.note, out);
     }
@@ -576,8 +584,30 @@ pub fn verify(args: &VerifyArgs, out: &Output) -> ExitCode {
     };
     // The key name is the log's origin.
     let report = bundle::verify_bundle_with(&files, &key.key, &key.name, &key.name, &expect);
+    // Witnesses: the newest checkpoint that verified must carry the quorum.
+    let newest = files.get(&format!(
+        "{}{}.txt",
+        bundle::CHECKPOINTS_DIR,
+        report.signed_size
+    ));
+    let witnessed = match report.intact {
+        true => match args.witnesses.check(newest) {
+            Ok(quorum) => quorum,
+            Err(e) => return unusable(out, e),
+        },
+        false => None,
+    };
+    let unwitnessed = witnessed.as_ref().filter(|q| !q.met());
     if out.is_json() {
-        out.json_line(&verified(&report));
+        let mut v = verified(&report);
+        if let Some(q) = &witnessed {
+            v.witnesses = Some(q.to_string());
+        }
+        if let Some(q) = unwitnessed {
+            v.exit_code = 1;
+            v.problem = Some(format!("not witnessed: {q}"));
+        }
+        out.json_line(&v);
     } else {
         match &report.first_problem {
             None => println!(
@@ -619,6 +649,14 @@ pub fn verify(args: &VerifyArgs, out: &Output) -> ExitCode {
                 );
             }
         }
+        match (&witnessed, unwitnessed) {
+            (_, Some(q)) => println!("NOT WITNESSED: {q}"),
+            (Some(q), None) => println!("witnessed: {q}"),
+            (None, None) => {}
+        }
+    }
+    if unwitnessed.is_some() {
+        return ExitCode::from(1);
     }
     ExitCode::from(report.exit_code())
 }
@@ -663,6 +701,9 @@ struct Verified {
     checkpoint: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     file: Option<String>,
+    /// The witness quorum on the newest checkpoint, when `--witness-key` was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    witnesses: Option<String>,
 }
 
 #[derive(Serialize)]

@@ -25,6 +25,9 @@ pub struct VerifyArgs {
     /// checkpoint's signature is not checked
     #[arg(long)]
     log_key: Option<String>,
+    /// Witnesses that must have cosigned the certificate's checkpoint
+    #[command(flatten)]
+    witnesses: crate::witness::Requirement,
 }
 
 const UNUSABLE: u8 = 2;
@@ -86,7 +89,13 @@ pub fn run(args: &VerifyArgs, out: &Output) -> ExitCode {
         Ok(b) => b,
         Err(e) => return unusable(out, format!("reading {}: {e}", args.file.display())),
     };
-    let report = deletion::verify(&bytes, &service, log.as_ref());
+    let report = match args.witnesses.for_certificate() {
+        Ok(None) => deletion::verify(&bytes, &service, log.as_ref()),
+        Ok(Some((keys, min))) => {
+            deletion::verify_witnessed(&bytes, &service, log.as_ref(), &keys, min)
+        }
+        Err(e) => return unusable(out, e),
+    };
     if out.is_json() {
         out.json_line(&Verified {
             report: &report,

@@ -30,6 +30,7 @@ mod token;
 mod upload;
 mod vendor;
 mod wipe;
+mod witness;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -132,6 +133,9 @@ enum Command {
     /// `custody fetch` wrote, and the Hugging Face cache) and confirm it to the server.
     /// Authenticated by the host certificate alone; no token needed
     Wipe(wipe::WipeArgs),
+    /// Run a witness of an audit log (C2SP tlog-witness): it cosigns each checkpoint that
+    /// extends the last one it cosigned and refuses a rolled-back or forked log
+    Witness(witness::WitnessArgs),
 }
 
 fn main() -> ExitCode {
@@ -166,6 +170,7 @@ fn main() -> ExitCode {
         }
         Command::VerifyCertificate(args) => certificate::run(&args, out),
         Command::Wipe(args) => block_on(out, wipe::run(args, global, out)),
+        Command::Witness(args) => block_on(out, witness::run(args)),
     }
 }
 

@@ -26,7 +26,7 @@ mod keys;
 mod verify;
 
 pub use keys::{KeyTextError, key_id, parse_log_key, parse_service_key};
-pub use verify::{Check, CheckName, Report, Status, Verdict, verify};
+pub use verify::{Check, CheckName, Report, Status, Verdict, verify, verify_witnessed};
 
 use audit::merkle::Hash;
 use base64::Engine;

@@ -4,6 +4,7 @@ use std::fmt;
 
 use audit::checkpoint::{self, Checkpoint, VerifierKey};
 use audit::merkle::{Hash, verify_inclusion};
+use audit::witness::CosignerKey;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use crypto::sign::VerifyingKey;
@@ -44,6 +45,8 @@ pub enum CheckName {
     Inclusion,
     /// The entry describes this deletion (action, resource, seq, outcome, content digest).
     Entry,
+    /// Enough of the given witnesses cosigned the checkpoint (only when witnesses are given).
+    Witnesses,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -70,6 +73,7 @@ impl fmt::Display for CheckName {
             CheckName::CheckpointSignature => "checkpoint-signature",
             CheckName::Inclusion => "inclusion",
             CheckName::Entry => "entry",
+            CheckName::Witnesses => "witnesses",
         })
     }
 }
@@ -191,6 +195,33 @@ pub fn verify(bytes: &[u8], service_key: &VerifyingKey, log_key: Option<&Verifie
         Verdict::Valid
     };
     report.certificate = Some(Box::new(file));
+    report
+}
+
+/// [`verify`], and the checkpoint must carry valid cosignatures (C2SP `cosignature/v1`, in
+/// its note's signature lines) by at least `min` of `witnesses`; the check names the missing
+/// and invalid ones.
+pub fn verify_witnessed(
+    bytes: &[u8],
+    service_key: &VerifyingKey,
+    log_key: Option<&VerifierKey>,
+    witnesses: &[CosignerKey],
+    min: usize,
+) -> Report {
+    let mut report = verify(bytes, service_key, log_key);
+    let Some(file) = &report.certificate else {
+        return report;
+    };
+    let result =
+        match audit::witness::check_quorum(&file.certificate.audit.checkpoint, witnesses, min) {
+            Ok(quorum) if quorum.met() => Ok(quorum.to_string()),
+            Ok(quorum) => Err(quorum.to_string()),
+            Err(e) => Err(format!("checkpoint: {e}")),
+        };
+    report.push(CheckName::Witnesses, result);
+    if report.first_failure().is_some() {
+        report.verdict = Verdict::Invalid;
+    }
     report
 }
 

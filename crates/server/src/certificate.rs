@@ -251,13 +251,49 @@ pub(crate) async fn certify(
             "the signed checkpoint does not cover the deletion's entry",
         ));
     }
+    // The witnesses' cosignatures travel in the checkpoint's note (signed-note signature
+    // lines, which every verifier of the log's signature ignores). Bounded wait for the
+    // quorum; without it, the certificate is issued anyway and says less.
+    let (note, witnessed) = if app.witnesses.is_empty() {
+        (signed.note.clone(), None)
+    } else {
+        let deadline = tokio::time::Instant::now() + app.witnesses.wait;
+        let mut told = false;
+        let (note, quorum) = loop {
+            let (note, quorum) = app
+                .witnesses
+                .round(&app.store, &signed.checkpoint, &signed.note)
+                .await
+                .map_err(|e| failed(format!("{e:#}")))?;
+            if quorum.met() || tokio::time::Instant::now() >= deadline {
+                break (note, quorum);
+            }
+            if !told {
+                let why = format!(
+                    "waiting up to {}s for witness cosignatures: {quorum}",
+                    app.witnesses.wait.as_secs()
+                );
+                tracing::warn!(deletion = %d.id, "{why}");
+                app.store.deletion_note(&d.id, &why, Some(fence)).await?;
+                told = true;
+            }
+            tokio::time::sleep(crate::witnesses::QUORUM_POLL).await;
+        };
+        if !quorum.met() {
+            tracing::error!(
+                deletion = %d.id,
+                "issuing the certificate WITHOUT the witness quorum: {quorum}"
+            );
+        }
+        (note, Some(quorum))
+    };
     let (_, proof) = app.store.audit_inclusion_proof(seq, size).await?;
     let entries = app.store.audit_entries_tagged(seq, seq + 1).await?;
     let entry = entries
         .first()
         .ok_or_else(|| failed("the deletion's audit entry is missing"))?;
-    let evidence = AuditEvidence::new(&entry.bytes, &entry.tag, seq, size, &proof, &signed.note)
-        .map_err(failed)?;
+    let evidence =
+        AuditEvidence::new(&entry.bytes, &entry.tag, seq, size, &proof, &note).map_err(failed)?;
     let certificate = deletion::issue(facts, evidence, &app.service_key.key).map_err(failed)?;
     let text = String::from_utf8(certificate).map_err(failed)?;
     app.store
@@ -268,8 +304,9 @@ pub(crate) async fn certify(
             audit::Entry::new("system", "deletion.certified", format!("deletion/{}", d.id))
                 .with_vendor(d.vendor.as_str())
                 .with_detail(format!(
-                    "certificate {} (entry {seq}, tree size {size})",
-                    d.id
+                    "certificate {} (entry {seq}, tree size {size}){}",
+                    d.id,
+                    witnessed.map_or_else(String::new, |q| format!("; witnesses: {q}"))
                 )),
             Some(fence),
         )

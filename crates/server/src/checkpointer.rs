@@ -510,6 +510,34 @@ pub(crate) async fn work(app: Arc<App>, _fence: store::Fence) {
             // `sign` logs a refusal itself.
             let _ = checkpointer.sign(&app.store).await;
         }
+        if !app.witnesses.is_empty() {
+            witness_latest(&app).await;
+        }
+    }
+}
+
+/// Submits the latest signed checkpoint to every witness that has not cosigned it (each
+/// refusal is logged and kept by `round`); the next tick tries again.
+async fn witness_latest(app: &App) {
+    let latest = match app.store.latest_checkpoint().await {
+        Ok(Some(latest)) => latest,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::error!(error = %e, "reading the latest checkpoint for the witnesses");
+            return;
+        }
+    };
+    let checkpoint = Checkpoint {
+        origin: app.checkpointer.origin().to_owned(),
+        size: latest.size,
+        root: latest.root,
+    };
+    if let Err(e) = app
+        .witnesses
+        .round(&app.store, &checkpoint, &latest.note)
+        .await
+    {
+        tracing::error!(error = %format!("{e:#}"), "witnessing the latest checkpoint");
     }
 }
 

@@ -86,6 +86,18 @@ pub struct ServerConfig {
     /// Vendors' webhooks (`[webhooks]`).
     #[serde(default)]
     pub webhooks: WebhookConfig,
+    /// Witnesses of the audit log (`[[witnesses]]`, C2SP tlog-witness): every new checkpoint
+    /// is submitted to each; their cosignatures travel with exports and certificates.
+    #[serde(default)]
+    pub witnesses: Vec<WitnessConfig>,
+    /// How many of them must cosign a deletion certificate's checkpoint before it is issued
+    /// (0: none). The certificate step waits up to `witness_wait_secs` for them, then issues
+    /// without, saying so in the log and the `deletion.certified` entry: an auditor who
+    /// requires the quorum (`--min-witnesses`) then refuses it.
+    #[serde(default)]
+    pub witness_quorum: usize,
+    #[serde(default = "default_witness_wait")]
+    pub witness_wait_secs: u64,
 }
 
 /// Where vendors' webhooks may send. A webhook makes the server send requests out, so the
@@ -95,6 +107,20 @@ pub struct ServerConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct WebhookConfig {
     pub allowed_hosts: Vec<String>,
+}
+
+/// One witness: where to submit (`URL/add-checkpoint`) and its verifier key
+/// (`name+keyid+base64(0x04 || key)`, as `custody witness` prints it).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessConfig {
+    /// `http://host:port` (the submission prefix).
+    pub url: String,
+    pub key: String,
+}
+
+fn default_witness_wait() -> u64 {
+    30
 }
 
 fn default_listen() -> SocketAddr {
@@ -145,6 +171,9 @@ impl ServerConfig {
             bootstrap_token_ttl_secs: default_bootstrap_ttl(),
             limits: Limits::default(),
             webhooks: WebhookConfig::default(),
+            witnesses: Vec::new(),
+            witness_quorum: 0,
+            witness_wait_secs: default_witness_wait(),
         }
     }
 

@@ -257,3 +257,15 @@ impl From<types::NameError> for ApiError {
         ApiError::bad_request(ErrorCode::InvalidName, e.to_string())
     }
 }
+
+/// The status a witness answers a refused `add-checkpoint` with (C2SP tlog-witness).
+pub(crate) fn witness_refusal_status(refusal: &audit::witness::Refusal) -> StatusCode {
+    use audit::witness::Refusal;
+    match refusal {
+        Refusal::BadRequest(_) => StatusCode::BAD_REQUEST,
+        Refusal::UnknownLog(_) => StatusCode::NOT_FOUND,
+        Refusal::NotSigned(_) => StatusCode::FORBIDDEN,
+        Refusal::Conflict { .. } => StatusCode::CONFLICT,
+        Refusal::Inconsistent(_) => StatusCode::UNPROCESSABLE_ENTITY,
+    }
+}

@@ -31,6 +31,8 @@ mod suggest;
 mod sweep;
 mod tls;
 mod webhooks;
+pub mod witness;
+mod witnesses;
 
 use std::sync::Arc;
 
@@ -56,6 +58,8 @@ pub(crate) struct App {
     pub checkpointer: checkpointer::Checkpointer,
     /// Signs deletion certificates.
     pub service_key: certificate::ServiceKey,
+    /// The audit log's witnesses, and the client that submits checkpoints to them.
+    pub witnesses: witnesses::Witnesses,
     /// Where the root of trust is, as certificates state it.
     pub placement: ::deletion::RootPlacement,
     /// The budget of upload part buffers (`limits.max_upload_buffer_bytes`), in KiB.
@@ -87,6 +91,7 @@ pub struct Started {
 /// error: the process should exit non-zero). `on_started` is called once the server accepts
 /// connections.
 pub async fn run(config: ServerConfig, on_started: impl FnOnce(&Started)) -> anyhow::Result<()> {
+    let witnesses = witnesses::Witnesses::from_config(&config)?;
     let prepared = init::prepare(&config).await?;
     let listener = TcpListener::bind(config.listen).await?;
     let instance = format!("{}-{}", std::process::id(), crypto::token::random_id()?);
@@ -122,6 +127,7 @@ pub async fn run(config: ServerConfig, on_started: impl FnOnce(&Started)) -> any
         deletions: Arc::new(tokio::sync::Notify::new()),
         checkpointer: prepared.checkpointer,
         service_key: prepared.service_key,
+        witnesses,
         placement: prepared.placement,
         refusals,
         upload_buffers,

@@ -29,6 +29,7 @@ mod tx;
 mod users;
 mod vendor_audit;
 mod webhooks;
+mod witnesses;
 
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -48,6 +49,7 @@ pub use tx::AuditedTx;
 pub use users::*;
 pub use vendor_audit::{TaggedEntry, VendorAuditKey};
 pub use webhooks::Webhook;
+pub use witnesses::WitnessProgress;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

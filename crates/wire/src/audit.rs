@@ -39,20 +39,36 @@ pub struct AuditKey {
     pub key: String,
 }
 
-/// `GET /v1/audit/checkpoint`: the latest signed checkpoint, the log's size now, and why the
-/// last signing attempt was refused, if it was.
+/// `GET /v1/audit/checkpoint`: the latest signed checkpoint, the log's size now, why the
+/// last signing attempt was refused, if it was, and the configured witnesses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LatestCheckpoint {
     pub size: u64,
     pub root: String,
-    /// The signed note (C2SP), exactly as signed.
+    /// The signed note (C2SP), with the witnesses' cosignature lines kept for it appended.
     pub note: String,
     pub log_size: u64,
     pub refusal: Option<String>,
+    /// Omitted when no witness is configured.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub witnesses: Vec<WitnessStatus>,
+}
+
+/// One configured witness of the audit log, as the server knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WitnessStatus {
+    pub name: String,
+    /// Its verifier key (`name+keyid+base64(0x04 || key)`).
+    pub key: String,
+    pub url: String,
+    /// The tree size it cosigned last (0: none yet).
+    pub cosigned_size: u64,
+    /// Why the last submission failed, until one succeeds.
+    pub last_error: Option<String>,
 }
 
 /// `POST /v1/audit/checkpoint`: a checkpoint of the log as it is now (`new`), or the last one
-/// when nothing was added.
+/// when nothing was added; the note carries the cosignatures witnesses gave it in one round.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedCheckpoint {
     pub size: u64,

@@ -880,8 +880,29 @@ fn audit_bodies() {
             note: "n\n".into(),
             log_size: 6,
             refusal: None,
+            witnesses: vec![],
         },
         json!({ "size": 4, "root": "cm9vdA==", "note": "n\n", "log_size": 6, "refusal": null }),
+    );
+    check(
+        LatestCheckpoint {
+            size: 4,
+            root: "cm9vdA==".into(),
+            note: "n\n".into(),
+            log_size: 6,
+            refusal: None,
+            witnesses: vec![WitnessStatus {
+                name: "w1".into(),
+                key: "w1+00000000+BA==".into(),
+                url: "http://127.0.0.1:1".into(),
+                cosigned_size: 3,
+                last_error: Some("refused (409)".into()),
+            }],
+        },
+        json!({ "size": 4, "root": "cm9vdA==", "note": "n\n", "log_size": 6, "refusal": null,
+                "witnesses": [{ "name": "w1", "key": "w1+00000000+BA==",
+                                "url": "http://127.0.0.1:1", "cosigned_size": 3,
+                                "last_error": "refused (409)" }] }),
     );
     check(
         SignedCheckpoint {

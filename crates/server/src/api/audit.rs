@@ -29,13 +29,14 @@ use wire::ErrorCode;
 use wire::audit::{
     AuditKey, Checkpoint, CheckpointList, ConsistencyProof, ConsistencyQuery, EdgeQuery,
     InclusionProof, InclusionQuery, LatestCheckpoint, RangeQuery, SignedCheckpoint, TreeEdge,
-    VendorAuditKey, VendorScopeQuery,
+    VendorAuditKey, VendorScopeQuery, WitnessStatus,
 };
 
 use crate::App;
 use crate::api::access::load_vendor;
 use crate::auth::{Caller, Target, authorize, policy_ids};
 use crate::error::ApiError;
+use crate::witnesses::Witnesses;
 
 /// Most entries per request (an export pages through the log).
 const MAX_ENTRIES: u64 = 50_000;
@@ -128,12 +129,30 @@ pub(crate) async fn latest(
     let Some(cp) = latest else {
         return Err(ApiError::NotFound("signed checkpoint".into()));
     };
+    let note = Witnesses::cosigned(&app.store, cp.size, &cp.note)
+        .await
+        .map_err(internal)?;
+    let witnesses = app
+        .witnesses
+        .view(&app.store)
+        .await
+        .map_err(internal)?
+        .into_iter()
+        .map(|w| WitnessStatus {
+            name: w.name,
+            key: w.key,
+            url: w.url,
+            cosigned_size: w.cosigned_size,
+            last_error: w.last_error,
+        })
+        .collect();
     Ok(Json(LatestCheckpoint {
         size: cp.size,
         root: B64.encode(cp.root),
-        note: cp.note,
+        note,
         log_size: size,
         refusal: app.checkpointer.refusal(),
+        witnesses,
     }))
 }
 
@@ -155,10 +174,23 @@ pub(crate) async fn sign(
             app.store
                 .record(entry.with_detail(format!("size {}", cp.size)))
                 .await?;
+            // One round of witnessing, so what the caller keeps or exports carries the
+            // cosignatures; a witness that refuses or is down is logged, never fatal here.
+            let note = if app.witnesses.is_empty() {
+                signed.note
+            } else {
+                match app.witnesses.round(&app.store, cp, &signed.note).await {
+                    Ok((note, _)) => note,
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "witnessing the checkpoint");
+                        signed.note
+                    }
+                }
+            };
             Ok(Json(SignedCheckpoint {
                 size: cp.size,
                 root: B64.encode(cp.root),
-                note: signed.note,
+                note,
                 new: signed.new,
             }))
         }
@@ -187,12 +219,26 @@ pub(crate) async fn checkpoints(
     let (from, to) = (q.from.unwrap_or(0), q.to.unwrap_or(u64::MAX));
     let list = app.store.checkpoints(from, to, MAX_CHECKPOINTS).await?;
     record_read(&app, &caller, &reader, format!("checkpoints {from}..={to}")).await?;
+    let cosignatures = match (list.first(), list.last()) {
+        (Some(first), Some(last)) => {
+            app.store
+                .cosignatures_between(first.size, last.size)
+                .await?
+        }
+        _ => Vec::new(),
+    };
     let checkpoints = list
         .into_iter()
         .map(|c| Checkpoint {
             size: c.size,
             root: B64.encode(c.root),
-            note: c.note,
+            note: audit::witness::with_cosignatures(
+                &c.note,
+                cosignatures
+                    .iter()
+                    .filter(|(size, _)| *size == c.size)
+                    .map(|(_, line)| line.as_str()),
+            ),
         })
         .collect();
     Ok(Json(CheckpointList { checkpoints }))
