@@ -64,10 +64,11 @@ pub enum AccessCommand {
     Embargo {
         /// VENDOR/MODEL
         model: String,
-        /// No fetch before this time (RFC 3339, e.g. 2026-12-01T00:00:00Z, or Unix seconds)
-        #[arg(long, required_unless_present = "clear")]
+        /// No fetch before this time (RFC 3339, e.g. 2026-12-01T00:00:00Z, or Unix seconds);
+        /// given alone, the window's closing time stays as it is
+        #[arg(long, required_unless_present_any = ["not_after", "clear"])]
         not_before: Option<String>,
-        /// No fetch from this time on
+        /// No fetch from this time on; given alone, the window's opening time stays as it is
         #[arg(long)]
         not_after: Option<String>,
         /// Remove the window (weights may be fetched at any time)
@@ -136,11 +137,18 @@ pub async fn run(command: AccessCommand, global: &Global, out: &Output) -> anyho
             not_after,
             clear: _,
         } => {
-            let window = SetEmbargo {
+            let repo = RepoRef::parse(&model)?;
+            let mut window = SetEmbargo {
                 not_before: not_before.as_deref().map(parse_time).transpose()?,
                 not_after: not_after.as_deref().map(parse_time).transpose()?,
             };
-            embargo(client, &RepoRef::parse(&model)?, &window, out).await
+            // One bound given: the other stays (only --clear removes a window).
+            if window.not_before.is_none() != window.not_after.is_none() {
+                let view: ModelAccess = client.get(&format!("/v1/models/{repo}/access")).await?;
+                window.not_before = window.not_before.or(view.embargo.not_before);
+                window.not_after = window.not_after.or(view.embargo.not_after);
+            }
+            embargo(client, &repo, &window, out).await
         }
         AccessCommand::TwoPerson { vendor, setting } => {
             let on = matches!(setting, OnOff::On);
