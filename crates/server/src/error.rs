@@ -152,9 +152,10 @@ impl ApiError {
     }
 
     /// The Hub rendering: `X-Error-Code`, the reason in `X-Error-Message` (HEAD responses
-    /// have no body, so the header is the only way to tell the user why) and in the body as
-    /// `{"error": "..."}`. `commit` becomes `X-Repo-Commit`, which lets the client cache a
-    /// missing file as absent for that revision.
+    /// have no body, so the header is the only way to tell the user why), in the body as
+    /// `{"error": "..."}` (both end up in the Python client's exception text) and, for a
+    /// refusal, in `X-HF-Warning` (what the `hf` command prints). `commit` becomes
+    /// `X-Repo-Commit`, which lets the client cache a missing file as absent for that revision.
     pub(crate) fn into_hub_response(self, commit: Option<&str>) -> Response {
         let (status, code) = self.hub_status();
         let message = self.user_message();
@@ -169,6 +170,20 @@ impl ApiError {
         }
         if let Ok(v) = HeaderValue::from_str(&header_message) {
             headers.insert(wire::hub::ERROR_MESSAGE_HEADER, v);
+        }
+        // A refusal's reason, where the `hf` command prints it (it shows its own fixed text
+        // for a gated or missing repository); not for a missing file, which clients probe for.
+        let refusal = matches!(
+            self,
+            ApiError::Denied(_)
+                | ApiError::Deleted(_)
+                | ApiError::Unauthenticated(_)
+                | ApiError::RateLimited { .. }
+        );
+        if refusal
+            && let Ok(v) = HeaderValue::from_str(&format!("custody; custody: {header_message}"))
+        {
+            headers.insert(wire::hub::WARNING_HEADER, v);
         }
         if let Some(commit) = commit
             && let Ok(v) = HeaderValue::from_str(commit)
