@@ -24,6 +24,7 @@ mod hub;
 mod layout;
 mod limits;
 mod mistakes;
+mod operator_recovery;
 mod plain_words;
 mod ranges;
 mod refusals;

@@ -82,6 +82,9 @@ struct Global {
 enum Command {
     /// Run the server (HTTPS only)
     Server(server::ServerArgs),
+    /// On the server machine, when no operator token is left: write a new single-use
+    /// operator bootstrap token to a file (mode 0600), recorded in the audit log
+    RecoverOperator(server::RecoverArgs),
     /// Make the service identity once, for several server instances (see `identity_dir`)
     Init(init::InitArgs),
     /// Manage vendors (operator)
@@ -134,6 +137,7 @@ fn main() -> ExitCode {
             server::limit_malloc_arenas();
             block_on(out, server::run(args))
         }
+        Command::RecoverOperator(args) => block_on(out, server::recover(args, out)),
         Command::Init(args) => finish(out, init::run(&args, out)),
         Command::Vendor(command) => block_on(out, vendor::run(command, global, out)),
         Command::Token(command) => block_on(out, token::run(command, global, out)),

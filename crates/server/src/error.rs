@@ -350,6 +350,13 @@ impl From<store::StoreError> for ApiError {
             store::StoreError::Conflict(m) => ApiError::Conflict(m),
             store::StoreError::Refused(m) => ApiError::Denied(m),
             store::StoreError::NotFound(what) => ApiError::NotFound(what.to_owned()),
+            store::StoreError::LastOperator => ApiError::Conflict(
+                "this is the last live operator token: revoking it would leave nobody able to \
+                 run the service. Create another operator token first (custody token create \
+                 --role operator --name NAME) and revoke this one with it; without any \
+                 operator token, run `custody recover-operator` on the server machine"
+                    .to_owned(),
+            ),
             store::StoreError::TooManyUploads { open, next_expiry } => {
                 let at = std::time::UNIX_EPOCH
                     + std::time::Duration::from_secs(u64::try_from(next_expiry).unwrap_or(0));
