@@ -24,6 +24,7 @@ mod hub;
 mod layout;
 mod limits;
 mod mistakes;
+mod my_view;
 mod operator_recovery;
 mod plain_words;
 mod ranges;

@@ -120,6 +120,23 @@ pub async fn whoami(global: &Global, out: &Output) -> anyhow::Result<()> {
         if let Some(host) = &me.host {
             text.push(format!("from exclusive host {host}"));
         }
+        if !me.grants.is_empty() {
+            text.push("grants (fetching also needs an allowed host and no embargo):".into());
+        }
+        for g in &me.grants {
+            let via = match &g.group {
+                Some(group) => format!("through group {group}"),
+                None => "granted to you".to_owned(),
+            };
+            let until = match g.expires_at {
+                Some(t) => format!(", until {}", args::rfc3339(t)),
+                None => String::new(),
+            };
+            text.push(format!("  {}  {via}{until}", g.model));
+        }
+        if me.grants.is_empty() && me.role == types::Role::Committer {
+            text.push("no grants: a vendor admin grants access (custody grant)".into());
+        }
         text.join("\n")
     })
 }

@@ -87,6 +87,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         )
         .route("/v1/vendors/{vendor}/delete", post(deletion::delete_vendor))
         .route("/v1/deletions/{id}", get(deletion::status))
+        .route("/v1/vendors/{vendor}/deletions", get(deletion::list))
         .route("/v1/service-key", get(deletion::service_key))
         .route(
             "/v1/models/{vendor}/{model}/host-groups",
