@@ -20,6 +20,7 @@ mod bootstrap;
 mod cluster;
 mod deletion;
 mod deletion_failures;
+mod fetch_again;
 mod hub;
 mod layout;
 mod limits;

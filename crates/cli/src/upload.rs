@@ -79,6 +79,18 @@ pub fn progress(total: u64, out: &Output, what: &str) -> ProgressBar {
     bar
 }
 
+/// Takes bytes that were there already (a resumed transfer, files already complete) off the
+/// bar: it counts only what this run transfers, so its rate and time left are about new bytes
+/// and it never passes 100%; it says "resuming".
+pub fn skip_ahead(bar: &ProgressBar, already_here: u64) {
+    if already_here == 0 {
+        return;
+    }
+    let length = bar.length().unwrap_or(0);
+    bar.set_length(length.saturating_sub(already_here));
+    bar.set_message("resuming");
+}
+
 /// Every regular file under `dir` (following symbolic links, as a Hugging Face cache snapshot
 /// is made of them), except git's and the Hub client's bookkeeping folders.
 fn collect(dir: &Path) -> anyhow::Result<Vec<(RepoPath, PathBuf, u64)>> {
@@ -186,7 +198,9 @@ pub async fn upload(
                 .filter(|(_, o)| o.is_none())
                 .map(|(f, _)| f.size)
                 .sum::<u64>();
-        bar.set_position(stored);
+        if attempt == 0 {
+            skip_ahead(&bar, stored);
+        }
         let pending: Vec<(usize, &LocalFile, u64)> = files
             .iter()
             .enumerate()
