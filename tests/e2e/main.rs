@@ -21,6 +21,7 @@ mod cluster;
 mod deletion;
 mod deletion_failures;
 mod fetch_again;
+mod help;
 mod hub;
 mod layout;
 mod limits;

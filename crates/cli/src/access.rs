@@ -43,8 +43,10 @@ pub enum AccessCommand {
     Revoke {
         /// VENDOR/MODEL
         model: String,
+        /// The user whose direct grant ends
         #[arg(long, conflicts_with = "group", required_unless_present = "group")]
         from: Option<String>,
+        /// The vendor's group whose grant ends (its members keep any grant of their own)
         #[arg(long)]
         group: Option<String>,
     },
@@ -52,13 +54,17 @@ pub enum AccessCommand {
     Exclude {
         /// VENDOR or VENDOR/MODEL
         target: String,
+        /// The user to exclude
         user: String,
         /// Lift the exclusion instead
         #[arg(long)]
         remove: bool,
     },
     /// List a vendor's exclusions (vendor admin)
-    Exclusions { vendor: String },
+    Exclusions {
+        /// The vendor
+        vendor: String,
+    },
     /// Set or clear a model's embargo window for weights (vendor admin); a window that opens
     /// earlier or closes later waits for approval under the two-person rule
     Embargo {
@@ -77,15 +83,29 @@ pub enum AccessCommand {
     },
     /// Require two people of the vendor for every change that widens access or schedules
     /// destruction (on|off; turning it off waits for a second person)
-    TwoPerson { vendor: String, setting: OnOff },
+    TwoPerson {
+        /// The vendor
+        vendor: String,
+        /// on or off
+        setting: OnOff,
+    },
     /// Requests of a vendor waiting for its admins' approval
-    Pending { vendor: String },
+    Pending {
+        /// The vendor
+        vendor: String,
+    },
     /// Approve a pending request of your vendor (vendor admin; never your own, nor one about
     /// you)
-    Approve { id: String },
+    Approve {
+        /// The request's id (custody pending VENDOR lists them)
+        id: String,
+    },
     /// End a pending request without carrying it out: reject one of your vendor's (vendor
     /// admin), or cancel your own
-    Reject { id: String },
+    Reject {
+        /// The request's id (custody pending VENDOR lists them)
+        id: String,
+    },
     /// Everything that decides who receives a model's weights: grants, exclusions, groups,
     /// host groups and hosts, embargo, delete-after, the two-person rule, pending requests
     Access {

@@ -59,12 +59,18 @@ pub enum OnlineCommand {
     },
     /// Print the consistency proof between two tree sizes
     Consistency {
+        /// The earlier tree size
         old: u64,
         /// Default: the latest checkpoint's size
         new: Option<u64>,
     },
     /// Print entries FROM..TO as JSON lines, exactly as stored
-    Entries { from: u64, to: u64 },
+    Entries {
+        /// First sequence number
+        from: u64,
+        /// Last sequence number
+        to: u64,
+    },
     /// Export the log as a bundle directory for offline verification
     Export(ExportArgs),
 }

@@ -25,6 +25,7 @@ pub enum DeleteCommand {
         /// VENDOR/MODEL
         #[arg(required_unless_present = "vendor", conflicts_with = "vendor")]
         model: Option<String>,
+        /// Every model of this vendor instead of one model
         #[arg(long)]
         vendor: Option<String>,
         /// Wait until the certificate is issued and write it to this file
@@ -39,6 +40,7 @@ pub enum DeleteCommand {
     DeleteAfter {
         /// VENDOR/MODEL
         model: String,
+        /// When: RFC 3339 (2027-01-01T00:00:00Z) or Unix seconds; `none` clears it
         at: String,
     },
     /// The public key deletion certificates are signed with (hex): what verify-certificate
@@ -46,10 +48,15 @@ pub enum DeleteCommand {
     ServiceKey,
     /// A vendor's deletions, newest first: id, model, state, when requested and certified
     /// (vendor admin, auditor, operator)
-    Deletions { vendor: String },
+    Deletions {
+        /// The vendor
+        vendor: String,
+    },
     /// Show a deletion's progress; write its certificate once issued
     Deletion {
+        /// The deletion's id (from custody delete, or custody deletions VENDOR)
         id: String,
+        /// Write the certificate to this file once issued
         #[arg(long)]
         certificate_out: Option<PathBuf>,
         /// With --certificate-out: wait (up to 10 minutes) until the certificate is issued

@@ -33,8 +33,10 @@ pub enum HostCommand {
     Enroll {
         /// The host's signing request (host.csr)
         csr: PathBuf,
+        /// The host's name (normally the one its request names; a difference is warned about)
         #[arg(long)]
         name: String,
+        /// The host group it joins: vendors allow host groups for their models
         #[arg(long)]
         group: String,
         /// Where to write the certificate (give it to the host as CUSTODY_HOST_CERT)
@@ -42,28 +44,44 @@ pub enum HostCommand {
         out: PathBuf,
     },
     /// Revoke a host: refused from its next request on (operator)
-    Revoke { name: String },
+    Revoke {
+        /// The host's name
+        name: String,
+    },
     /// List enrolled hosts (operator), or with --vendor the hosts in the vendor's allowed
     /// groups and whether it approved each (vendor admin)
     Ls {
+        /// The vendor whose allowed hosts to list
         #[arg(long)]
         vendor: Option<String>,
     },
     /// Let a host's enrollment hold the vendor's weights (vendor admin): the operator enrolls
     /// hosts, the vendor decides which of them it trusts
-    Approve { vendor: String, host: String },
+    Approve {
+        /// The vendor
+        vendor: String,
+        /// The host's name
+        host: String,
+    },
     /// Withdraw the vendor's approval of a host (vendor admin)
-    Unapprove { vendor: String, host: String },
+    Unapprove {
+        /// The vendor
+        vendor: String,
+        /// The host's name
+        host: String,
+    },
     /// Let a host group's hosts receive a model's weights (vendor admin)
     Allow {
         /// VENDOR/MODEL
         model: String,
+        /// The host group
         group: String,
     },
     /// Withdraw a host group from a model (vendor admin)
     Disallow {
         /// VENDOR/MODEL
         model: String,
+        /// The host group
         group: String,
     },
 }
@@ -216,6 +234,16 @@ async fn enroll(
 ) -> anyhow::Result<()> {
     let (name, group) = (HostName::parse(name)?, HostGroupName::parse(group)?);
     let csr = std::fs::read_to_string(csr).with_context(|| format!("reading {}", csr.display()))?;
+    // The request names the host it was made for: enrolling it under another name is allowed
+    // (the certificate carries --name) but usually a mix-up of two hosts' files.
+    let requested = crypto::host_ca::csr_host_name(&csr)?;
+    if let Some(requested) = requested.as_deref().filter(|r| *r != name.as_str()) {
+        eprintln!(
+            "custody: warning: the signing request was made for host {requested}, but it is \
+             being enrolled as {name}: check that this is that host's host.csr (the \
+             certificate names {name})"
+        );
+    }
     let request = EnrollHost {
         name: name.to_string(),
         group: group.to_string(),

@@ -16,8 +16,12 @@ use crate::output::{Output, lines};
 pub enum TokenCommand {
     /// Create a token; it is printed once
     Create {
-        #[arg(long)]
+        /// What the holder may do: operator (runs the service), vendor-admin (one vendor's
+        /// models and access), committer (fetches what it is granted), auditor (reads one
+        /// vendor's record)
+        #[arg(long, value_parser = ["operator", "vendor-admin", "committer", "auditor"])]
         role: String,
+        /// The vendor a vendor-admin or auditor token belongs to
         #[arg(long)]
         vendor: Option<String>,
         /// Who the token is for (grants name this user)
@@ -31,7 +35,10 @@ pub enum TokenCommand {
     /// secrets)
     Ls,
     /// Revoke a token by id (the part before the dot)
-    Revoke { id: String },
+    Revoke {
+        /// The token's id: the part before the dot (custody token ls lists them)
+        id: String,
+    },
     /// Replace your own token by a new one that counts exactly where it did; the old one is
     /// revoked (run it once you received a token someone else saw, such as the operator)
     Rotate {

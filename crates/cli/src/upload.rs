@@ -25,6 +25,7 @@ pub struct UploadArgs {
     dir: PathBuf,
     /// VENDOR/MODEL
     model: String,
+    /// A note on the revision, like a commit message
     #[arg(long, short, default_value = "")]
     message: String,
     /// Upload what you made from COMMIT of the same model (converted or quantized
