@@ -22,6 +22,7 @@ mod deletion;
 mod deletion_failures;
 mod fetch_again;
 mod help;
+mod host_renewal;
 mod hub;
 mod layout;
 mod limits;

@@ -71,6 +71,20 @@ pub fn csr_host_name(csr_pem: &str) -> Result<Option<String>, CryptoError> {
     )
 }
 
+/// The host a certificate names (its subject's common name), read from its PEM: `custody
+/// host renew` asks for a certificate under the same name.
+pub fn cert_host_name(cert_pem: &str) -> Result<Option<String>, CryptoError> {
+    let der = first_cert_der(cert_pem)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| CryptoError::Tls(format!("not a certificate: {e}")))?;
+    Ok(cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_owned))
+}
+
 /// A certificate the CA issued.
 pub struct IssuedHostCert {
     pub cert_pem: String,

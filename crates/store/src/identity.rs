@@ -623,6 +623,37 @@ impl Store {
     }
 
     /// The host whose certificate has this SHA-256, revoked or not.
+    /// Gives a live enrollment a new certificate in place of `old_sha256` (renewal before
+    /// expiry): same id, so the vendors' approvals stay; the old certificate stops counting.
+    /// A revoked host, or a certificate replaced meanwhile, is a conflict.
+    pub async fn renew_host(
+        &self,
+        id: &str,
+        old_sha256: &str,
+        new_sha256: &str,
+        not_after: i64,
+        entry: audit::Entry,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "UPDATE hosts SET cert_sha256 = $1, not_after = $2 \
+             WHERE id = $3 AND cert_sha256 = $4 AND revoked_at IS NULL",
+        )
+        .bind(new_sha256)
+        .bind(not_after)
+        .bind(id)
+        .bind(old_sha256)
+        .execute(tx.conn())
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::Conflict(
+                "this host's enrollment was revoked or renewed meanwhile".into(),
+            ));
+        }
+        tx.commit(entry).await?;
+        Ok(())
+    }
+
     pub async fn host_by_cert(&self, cert_sha256: &str) -> Result<Option<HostRecord>> {
         let row = sqlx::query(&format!("{HOST_SELECT} WHERE cert_sha256 = $1"))
             .bind(cert_sha256)

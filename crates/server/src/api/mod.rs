@@ -123,6 +123,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/uploads/{id}/files/{index}", put(upload::put_file))
         .route("/v1/uploads/{id}/commit", post(upload::commit))
         .route("/v1/host/wipe", get(wipe::list).post(wipe::confirm))
+        .route("/v1/host/renew", post(access::renew_host))
         .route("/v1/audit/key", get(audit::key))
         .route("/v1/audit/checkpoint", get(audit::latest).post(audit::sign))
         .route("/v1/audit/checkpoints", get(audit::checkpoints))
