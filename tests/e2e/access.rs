@@ -80,22 +80,22 @@ fn roles_are_kept_apart() {
         (
             &world.alice,
             vec!["grant", "acme/m", "--to", "bob"],
-            "may not grant",
+            "only a vendor admin of acme grants access",
         ),
         (
             &world.alice,
             vec!["upload", src, "acme/m"],
-            "may not upload",
+            "only a vendor admin of acme uploads a model; what you made",
         ),
         (
             &world.alice,
             vec!["vendor", "create", "x"],
-            "may not create-vendor",
+            "only the service's operator creates vendors",
         ),
         (
             &world.alice,
             vec!["token", "create", "--role", "operator", "--name", "me"],
-            "may not create-token",
+            "only the service's operator issues, lists and revokes tokens: ask them; to replace your own token, run `custody token rotate`",
         ),
         // Another vendor's admin may not even see acme: what a missing vendor gets.
         (
@@ -121,7 +121,7 @@ fn roles_are_kept_apart() {
         (
             &auditor,
             vec!["grant", "acme/m", "--to", "bob"],
-            "may not grant",
+            "only a vendor admin of acme grants access",
         ),
         (
             &s.operator,
@@ -131,7 +131,7 @@ fn roles_are_kept_apart() {
         (
             &world.admin,
             vec!["token", "create", "--role", "committer", "--name", "x"],
-            "may not create-token",
+            "only the service's operator issues, lists and revokes tokens: ask them; to replace your own token, run `custody token rotate`",
         ),
         (
             "0123abcd.deadbeef",

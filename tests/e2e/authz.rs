@@ -306,7 +306,7 @@ fn authorization_matrix() {
         // --- grants, exclusions, settings: vendor admins of their own vendor only
         row("alice", NoHost, "POST", "/v1/models/acme/m/grants", 403)
             .body(json!({ "user": "eve" }))
-            .says("a committer may not grant"),
+            .says("only a vendor admin of acme grants access"),
         row("auditor", NoHost, "POST", "/v1/models/acme/m/grants", 403)
             .body(json!({ "user": "eve" })),
         row(

@@ -502,6 +502,78 @@ fn refused_committers_get_gated_repo_errors_with_the_reason() {
     );
 }
 
+/// The `hf` command prints its own fixed text for a gated or missing repository ("Access
+/// denied. Model 'acme/m' requires approval."); custody's reason reaches it as a server
+/// warning it prints (issue 19), and the refused download leaves no weights behind.
+#[test]
+fn the_hf_command_prints_custodys_reason_for_a_refusal() {
+    let world = World::new();
+    let src = tempfile::tempdir().unwrap();
+    write_model(src.path(), 1 << 20);
+    world.upload(src.path(), "acme/m");
+    grant(&world, "acme/m", "alice");
+    let agent = Agent::start(&world.server, world.server.host.as_ref());
+    world.server.ok(
+        &world.admin,
+        &["embargo", "acme/m", "--not-before", "2099-01-01T00:00:00Z"],
+    );
+    let hf = Hf::new(&agent.url, &world.alice);
+    let dest = tempfile::tempdir().unwrap();
+    let local = dest.path().join("m");
+    let run = hf.hf(&["download", "acme/m", "--local-dir", local.to_str().unwrap()]);
+    assert!(!run.success, "{}", run.stdout);
+    assert!(
+        run.stderr.contains(
+            "custody: this model is under embargo: its weights may not be fetched yet; \
+             the embargo lifts at 2099-01-01T00:00:00Z"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        list_files(&local).iter().all(|p| p.starts_with(".cache")),
+        "{:?}",
+        list_files(&local)
+    );
+
+    // Straight at the server, without the agent: the reason names the host settings.
+    let mut direct = Hf::new(&world.server.url, &world.alice);
+    direct.ca = Some(world.server.ca.clone());
+    world
+        .server
+        .ok(&world.admin, &["embargo", "acme/m", "--clear"]);
+    let run = direct.hf(&["download", "acme/m", "config.json"]);
+    assert!(!run.success, "{}", run.stdout);
+    assert!(
+        run.stderr
+            .contains("custody: fetching weights requires an exclusive host")
+            && run.stderr.contains("CUSTODY_HOST_CERT"),
+        "{}",
+        run.stderr
+    );
+
+    // A deleted model: the client says "not found", custody says it was deleted.
+    world
+        .server
+        .ok(&world.admin, &["delete", "acme/m", "--yes"]);
+    let run = hf.hf(&["download", "acme/m", "config.json"]);
+    assert!(!run.success, "{}", run.stdout);
+    assert!(
+        run.stderr
+            .contains("custody: acme/m has been deleted; its weights can never be read again"),
+        "{}",
+        run.stderr
+    );
+    // A file the client probes for and does not find is no refusal: no warning.
+    let (status, headers) = raw(
+        &world.server,
+        &format!("{}/api/models/acme/nosuch", world.server.url),
+        Some(&world.alice),
+    );
+    assert_eq!(status, 404);
+    assert!(headers.get("x-hf-warning").is_none(), "{headers:?}");
+}
+
 #[test]
 fn missing_files_unknown_models_and_bad_tokens_raise_the_hub_errors() {
     let world = World::new();

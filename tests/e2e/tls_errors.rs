@@ -22,6 +22,34 @@ fn tls_failures_name_their_cause_and_what_to_set() {
         refused.stderr
     );
 
+    // The server says so too, at warn level, with the reason (issue 19: not only at debug).
+    wait_for(10, "the refused handshake in the server log", || {
+        s.log().contains("TLS handshake refused")
+    });
+    let log = s.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("TLS handshake refused"))
+        .unwrap();
+    assert!(line.contains("WARN") && line.contains("reason"), "{line}");
+    assert!(!log.contains(world.alice.split_once('.').unwrap().1));
+
+    // A client that does not trust the server's certificate: refused on the client's side,
+    // logged on the server's.
+    let before = s.log().matches("TLS handshake refused").count();
+    let mut wrong_ca = std::process::Command::new(BIN);
+    wrong_ca
+        .args(["ls"])
+        .env("CUSTODY_SERVER", &s.url)
+        .env("CUSTODY_TOKEN", &world.alice)
+        .env("CUSTODY_CA", &other.ca)
+        .env_remove("CUSTODY_HOST_CERT")
+        .env_remove("CUSTODY_HOST_KEY");
+    assert!(!Run::from(wrong_ca.output().unwrap()).success);
+    wait_for(10, "the second refused handshake in the server log", || {
+        s.log().matches("TLS handshake refused").count() > before
+    });
+
     // A stopped server still reads as one.
     let url = other.url.clone();
     drop(other);

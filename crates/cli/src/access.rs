@@ -43,8 +43,10 @@ pub enum AccessCommand {
     Revoke {
         /// VENDOR/MODEL
         model: String,
+        /// The user whose direct grant ends
         #[arg(long, conflicts_with = "group", required_unless_present = "group")]
         from: Option<String>,
+        /// The vendor's group whose grant ends (its members keep any grant of their own)
         #[arg(long)]
         group: Option<String>,
     },
@@ -52,22 +54,27 @@ pub enum AccessCommand {
     Exclude {
         /// VENDOR or VENDOR/MODEL
         target: String,
+        /// The user to exclude
         user: String,
         /// Lift the exclusion instead
         #[arg(long)]
         remove: bool,
     },
     /// List a vendor's exclusions (vendor admin)
-    Exclusions { vendor: String },
+    Exclusions {
+        /// The vendor
+        vendor: String,
+    },
     /// Set or clear a model's embargo window for weights (vendor admin); a window that opens
     /// earlier or closes later waits for approval under the two-person rule
     Embargo {
         /// VENDOR/MODEL
         model: String,
-        /// No fetch before this time (RFC 3339, e.g. 2026-12-01T00:00:00Z, or Unix seconds)
-        #[arg(long, required_unless_present = "clear")]
+        /// No fetch before this time (RFC 3339, e.g. 2026-12-01T00:00:00Z, or Unix seconds);
+        /// given alone, the window's closing time stays as it is
+        #[arg(long, required_unless_present_any = ["not_after", "clear"])]
         not_before: Option<String>,
-        /// No fetch from this time on
+        /// No fetch from this time on; given alone, the window's opening time stays as it is
         #[arg(long)]
         not_after: Option<String>,
         /// Remove the window (weights may be fetched at any time)
@@ -76,15 +83,29 @@ pub enum AccessCommand {
     },
     /// Require two people of the vendor for every change that widens access or schedules
     /// destruction (on|off; turning it off waits for a second person)
-    TwoPerson { vendor: String, setting: OnOff },
+    TwoPerson {
+        /// The vendor
+        vendor: String,
+        /// on or off
+        setting: OnOff,
+    },
     /// Requests of a vendor waiting for its admins' approval
-    Pending { vendor: String },
+    Pending {
+        /// The vendor
+        vendor: String,
+    },
     /// Approve a pending request of your vendor (vendor admin; never your own, nor one about
     /// you)
-    Approve { id: String },
+    Approve {
+        /// The request's id (custody pending VENDOR lists them)
+        id: String,
+    },
     /// End a pending request without carrying it out: reject one of your vendor's (vendor
     /// admin), or cancel your own
-    Reject { id: String },
+    Reject {
+        /// The request's id (custody pending VENDOR lists them)
+        id: String,
+    },
     /// Everything that decides who receives a model's weights: grants, exclusions, groups,
     /// host groups and hosts, embargo, delete-after, the two-person rule, pending requests
     Access {
@@ -136,11 +157,18 @@ pub async fn run(command: AccessCommand, global: &Global, out: &Output) -> anyho
             not_after,
             clear: _,
         } => {
-            let window = SetEmbargo {
+            let repo = RepoRef::parse(&model)?;
+            let mut window = SetEmbargo {
                 not_before: not_before.as_deref().map(parse_time).transpose()?,
                 not_after: not_after.as_deref().map(parse_time).transpose()?,
             };
-            embargo(client, &RepoRef::parse(&model)?, &window, out).await
+            // One bound given: the other stays (only --clear removes a window).
+            if window.not_before.is_none() != window.not_after.is_none() {
+                let view: ModelAccess = client.get(&format!("/v1/models/{repo}/access")).await?;
+                window.not_before = window.not_before.or(view.embargo.not_before);
+                window.not_after = window.not_after.or(view.embargo.not_after);
+            }
+            embargo(client, &repo, &window, out).await
         }
         AccessCommand::TwoPerson { vendor, setting } => {
             let on = matches!(setting, OnOff::On);

@@ -63,12 +63,18 @@ pub enum OnlineCommand {
     },
     /// Print the consistency proof between two tree sizes
     Consistency {
+        /// The earlier tree size
         old: u64,
         /// Default: the latest checkpoint's size
         new: Option<u64>,
     },
     /// Print entries FROM..TO as JSON lines, exactly as stored
-    Entries { from: u64, to: u64 },
+    Entries {
+        /// First sequence number
+        from: u64,
+        /// Last sequence number
+        to: u64,
+    },
     /// Export the log as a bundle directory for offline verification
     Export(ExportArgs),
 }
@@ -876,6 +882,7 @@ pub enum WebhookCommand {
     /// Send the vendor's fetches, refusals, grants and deletions to an HTTPS receiver (on a
     /// host the operator allows); prints the signing secret, once
     Set {
+        /// The vendor whose events are sent
         vendor: String,
         /// `https://…`
         url: String,
@@ -885,9 +892,15 @@ pub enum WebhookCommand {
         receiver_ca: Option<PathBuf>,
     },
     /// Where the events go, how far delivery got, the last error
-    Show { vendor: String },
+    Show {
+        /// The vendor
+        vendor: String,
+    },
     /// Stop sending
-    Remove { vendor: String },
+    Remove {
+        /// The vendor
+        vendor: String,
+    },
 }
 
 pub async fn webhook(command: WebhookCommand, global: &Global, out: &Output) -> anyhow::Result<()> {

@@ -7,12 +7,14 @@ use clap::Subcommand;
 use types::{RepoRef, VendorName};
 use wire::Empty;
 use wire::access::Outcome;
-use wire::deletion::{DeleteAfter, DeleteAfterSet, DeletionStarted, DeletionStatus, ServiceKey};
+use wire::deletion::{
+    DeleteAfter, DeleteAfterSet, DeletionList, DeletionStarted, DeletionStatus, ServiceKey,
+};
 
 use crate::Global;
 use crate::args::{opaque_id, parse_time, rfc3339};
 use crate::client::Client;
-use crate::output::Output;
+use crate::output::{Output, lines};
 
 #[derive(Subcommand)]
 pub enum DeleteCommand {
@@ -23,6 +25,7 @@ pub enum DeleteCommand {
         /// VENDOR/MODEL
         #[arg(required_unless_present = "vendor", conflicts_with = "vendor")]
         model: Option<String>,
+        /// Every model of this vendor instead of one model
         #[arg(long)]
         vendor: Option<String>,
         /// Wait until the certificate is issued and write it to this file
@@ -37,14 +40,23 @@ pub enum DeleteCommand {
     DeleteAfter {
         /// VENDOR/MODEL
         model: String,
+        /// When: RFC 3339 (2027-01-01T00:00:00Z) or Unix seconds; `none` clears it
         at: String,
     },
     /// The public key deletion certificates are signed with (hex): what verify-certificate
     /// takes as --service-key
     ServiceKey,
+    /// A vendor's deletions, newest first: id, model, state, when requested and certified
+    /// (vendor admin, auditor, operator)
+    Deletions {
+        /// The vendor
+        vendor: String,
+    },
     /// Show a deletion's progress; write its certificate once issued
     Deletion {
+        /// The deletion's id (from custody delete, or custody deletions VENDOR)
         id: String,
+        /// Write the certificate to this file once issued
         #[arg(long)]
         certificate_out: Option<PathBuf>,
         /// With --certificate-out: wait (up to 10 minutes) until the certificate is issued
@@ -97,6 +109,13 @@ pub async fn run(command: DeleteCommand, global: &Global, out: &Output) -> anyho
         DeleteCommand::ServiceKey => {
             let key: ServiceKey = client.get("/v1/service-key").await?;
             out.result(&key, || key.service_key.clone())
+        }
+        DeleteCommand::Deletions { vendor } => {
+            let vendor = VendorName::parse(&vendor)?;
+            let list: DeletionList = client
+                .get(&format!("/v1/vendors/{vendor}/deletions"))
+                .await?;
+            out.result(&list, || deletions_text(&list))
         }
         DeleteCommand::Deletion {
             id,
@@ -305,4 +324,31 @@ fn write_certificate(certificate: &serde_json::Value, file: &Path) -> anyhow::Re
     let mut text = serde_json::to_string_pretty(certificate)?;
     text.push('\n');
     std::fs::write(file, text).with_context(|| format!("writing {}", file.display()))
+}
+
+/// `ID  TARGET  STATE  requested T by WHO  certified T`, one line per deletion.
+fn deletions_text(list: &DeletionList) -> String {
+    if list.deletions.is_empty() {
+        return format!("no deletions of {}", list.vendor);
+    }
+    lines(&list.deletions, |d| {
+        let target = d
+            .model
+            .clone()
+            .unwrap_or_else(|| format!("{} (every model)", list.vendor));
+        let mut line = format!(
+            "{}  {target}  {}  requested {} by {}",
+            d.deletion,
+            d.state,
+            rfc3339(d.requested_at),
+            d.requested_by
+        );
+        if let Some(t) = d.certified_at {
+            line.push_str(&format!("  certified {}", rfc3339(t)));
+        }
+        if let Some(e) = &d.last_error {
+            line.push_str(&format!("  (retrying: {e})"));
+        }
+        line
+    })
 }

@@ -20,7 +20,7 @@ use wire::models::{FileEntry, RevisionFiles};
 use crate::Global;
 use crate::client::{Client, encode_path};
 use crate::output::Output;
-use crate::upload::progress;
+use crate::upload::{progress, skip_ahead};
 use crate::wipe::{self, FetchRecord};
 
 /// Suffix of a download in progress. Nothing with it is ever a finished file.
@@ -28,10 +28,16 @@ const PARTIAL_SUFFIX: &str = ".custody-partial";
 
 #[derive(Args)]
 pub struct FetchArgs {
-    /// VENDOR/MODEL or VENDOR/MODEL@COMMIT
+    /// VENDOR/MODEL or VENDOR/MODEL@COMMIT (default: the newest revision, main)
     model: String,
+    /// Folder to write the revision's files into (created 0700 if missing). Files already
+    /// there with the right size and SHA-256 are kept, not downloaded again
     #[arg(long)]
     out: PathBuf,
+    /// Remove files in the folder that are not part of this revision (left from another
+    /// revision, for example); without it they are left in place and listed
+    #[arg(long)]
+    delete_extra: bool,
 }
 
 /// What `custody fetch --json` prints.
@@ -41,6 +47,12 @@ pub struct Fetched {
     pub commit: CommitId,
     pub files: Vec<FileEntry>,
     pub bytes_received: u64,
+    /// Files that were already complete (size and SHA-256 checked) and were not downloaded.
+    pub already_complete: Vec<RepoPath>,
+    /// Files in the folder that are not part of this revision (relative paths), left there.
+    pub extra: Vec<String>,
+    /// Such files removed (`--delete-extra`).
+    pub removed: Vec<String>,
 }
 
 pub async fn run(args: FetchArgs, global: &Global, out: &Output) -> anyhow::Result<()> {
@@ -51,16 +63,86 @@ pub async fn run(args: FetchArgs, global: &Global, out: &Output) -> anyhow::Resu
     let repo = RepoRef::parse(name)?;
     let client = Client::from_settings(global)?;
     let record = wipe::fetch_record(global, &client)?;
-    let done = fetch(&client, &repo, rev, &args.out, record.as_ref(), out).await?;
+    let mut done = fetch(&client, &repo, rev, &args.out, record.as_ref(), out).await?;
+    let manifest: std::collections::BTreeSet<&str> =
+        done.files.iter().map(|f| f.path.as_str()).collect();
+    let extra: Vec<String> = local_files(&args.out)?
+        .into_iter()
+        .filter(|p| !manifest.contains(p.as_str()))
+        .collect();
+    if args.delete_extra {
+        for path in &extra {
+            // The name itself (a link is removed, never followed).
+            let local = args.out.join(path);
+            std::fs::remove_file(&local)
+                .with_context(|| format!("removing {}", local.display()))?;
+        }
+        done.removed = extra;
+    } else {
+        done.extra = extra;
+    }
     out.result(&done, || {
-        format!(
+        let mut text = Vec::new();
+        if !done.already_complete.is_empty() {
+            text.push(format!(
+                "{} files already complete (size and SHA-256 match), not downloaded again",
+                done.already_complete.len()
+            ));
+        }
+        text.push(format!(
             "fetched {} files of {}@{} into {}",
-            done.files.len(),
+            done.files.len() - done.already_complete.len(),
             repo,
             done.commit,
             args.out.display()
-        )
+        ));
+        if !done.removed.is_empty() {
+            text.push(format!(
+                "removed {} files not in this revision: {}",
+                done.removed.len(),
+                done.removed.join(", ")
+            ));
+        }
+        if !done.extra.is_empty() {
+            text.push(format!(
+                "{} files in {} are not in this revision (--delete-extra removes them): {}",
+                done.extra.len(),
+                args.out.display(),
+                done.extra.join(", ")
+            ));
+        }
+        text.join("\n")
     })
+}
+
+/// Every file below `dir` (relative, `/`-separated), not following links, except the Hugging
+/// Face client's `.cache` folder (it names the copy for `custody wipe`).
+fn local_files(dir: &Path) -> anyhow::Result<Vec<String>> {
+    fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) -> anyhow::Result<()> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let relative = format!("{prefix}{name}");
+            if relative == ".cache" {
+                continue;
+            }
+            if entry.file_type()?.is_dir() {
+                walk(&entry.path(), &format!("{relative}/"), out)?;
+            } else {
+                out.push(relative);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, "", &mut out)?;
+    out.sort();
+    Ok(out)
 }
 
 fn local_path(out: &Path, path: &RepoPath) -> PathBuf {
@@ -92,6 +174,7 @@ pub async fn fetch(
     let total: u64 = files.iter().map(|f| f.size).sum();
     let bar = progress(total, out, "fetching");
     let mut bytes_received = 0;
+    let mut already_complete = Vec::new();
     for file in &files {
         let local = local_path(out_dir, &file.path);
         // Folders 0700, created without going through a link someone planted.
@@ -99,6 +182,11 @@ pub async fn fetch(
             .parent()
             .unwrap_or(std::path::Path::new(""));
         crate::private::create_dirs(out_dir, folder)?;
+        if is_complete(&local, file).await {
+            skip_ahead(&bar, file.size);
+            already_complete.push(file.path.clone());
+            continue;
+        }
         bytes_received += download(client, repo, &commit, file, &local, &bar).await?;
     }
     bar.finish_and_clear();
@@ -107,7 +195,24 @@ pub async fn fetch(
         commit,
         files,
         bytes_received,
+        already_complete,
+        extra: Vec::new(),
+        removed: Vec::new(),
     })
+}
+
+/// Whether `local` already is `file`: a private regular file of ours (see `private`) with
+/// the published size and SHA-256.
+async fn is_complete(local: &Path, file: &FileEntry) -> bool {
+    let Some(handle) = crate::private::open_own(local) else {
+        return false;
+    };
+    if handle.metadata().map(|m| m.len()).ok() != Some(file.size) {
+        return false;
+    }
+    hash_file(handle)
+        .await
+        .is_ok_and(|digest| digest == file.sha256)
 }
 
 /// Files from this size on are fetched as parallel ranges, resumably.
@@ -203,7 +308,13 @@ async fn download_ranges(
     out.set_len(file.size)?;
     let out = std::sync::Arc::new(out);
     let ranges = file.size.div_ceil(RANGE_LEN);
-    bar.inc(state.done.len() as u64 * RANGE_LEN);
+    // Ranges already here are off the bar (the last one may be short).
+    let resumed: u64 = state
+        .done
+        .iter()
+        .map(|i| (i * RANGE_LEN + RANGE_LEN).min(file.size) - i * RANGE_LEN)
+        .sum();
+    skip_ahead(bar, resumed);
     let todo: Vec<u64> = (0..ranges).filter(|i| !state.done.contains(i)).collect();
     let mut received = 0;
     let mut fetches = futures::stream::iter(todo)
@@ -290,10 +401,21 @@ async fn save_state(path: &Path, state: &RangeState) -> anyhow::Result<()> {
 
 /// Hashes the finished file and compares it with the manifest.
 async fn verify_file(path: &Path, file: &FileEntry) -> anyhow::Result<()> {
-    let path = path.to_owned();
+    let digest = hash_file(std::fs::File::open(path)?).await?;
+    if digest != file.sha256 {
+        bail!(
+            "{}: integrity check failed: sha256 is {digest}, expected {}",
+            file.path,
+            file.sha256
+        );
+    }
+    Ok(())
+}
+
+/// The SHA-256 of an open file, read on a blocking thread.
+async fn hash_file(mut input: std::fs::File) -> anyhow::Result<Sha256Hex> {
     let digest = tokio::task::spawn_blocking(move || -> std::io::Result<[u8; 32]> {
         use std::io::Read;
-        let mut input = std::fs::File::open(&path)?;
         let mut hasher = crypto::hash::Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
         loop {
@@ -305,15 +427,7 @@ async fn verify_file(path: &Path, file: &FileEntry) -> anyhow::Result<()> {
         }
     })
     .await??;
-    let digest = Sha256Hex::from_bytes(&digest);
-    if digest != file.sha256 {
-        bail!(
-            "{}: integrity check failed: sha256 is {digest}, expected {}",
-            file.path,
-            file.sha256
-        );
-    }
-    Ok(())
+    Ok(Sha256Hex::from_bytes(&digest))
 }
 
 async fn download_to(

@@ -17,16 +17,21 @@ pub enum GroupCommand {
     Add {
         /// VENDOR/GROUP
         group: String,
+        /// The user (a name a token was issued for)
         user: String,
     },
     /// Remove a user from a vendor's group
     Rm {
         /// VENDOR/GROUP
         group: String,
+        /// The user (a name a token was issued for)
         user: String,
     },
     /// List a vendor's groups and their members
-    Ls { vendor: String },
+    Ls {
+        /// The vendor
+        vendor: String,
+    },
 }
 
 /// `VENDOR/GROUP`.

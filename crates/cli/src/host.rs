@@ -11,7 +11,7 @@ use types::{HostGroupName, HostName, RepoRef, VendorName};
 use wire::Empty;
 use wire::access::{
     AllowHostGroup, ApproveHost, EnrollHost, HostApproval, HostEnrolled, HostGroupChanged,
-    HostList, HostRevoked, Outcome, VendorHostList,
+    HostList, HostRevoked, Outcome, RenewHost, VendorHostList,
 };
 
 use crate::Global;
@@ -33,37 +33,60 @@ pub enum HostCommand {
     Enroll {
         /// The host's signing request (host.csr)
         csr: PathBuf,
+        /// The host's name (normally the one its request names; a difference is warned about)
         #[arg(long)]
         name: String,
+        /// The host group it joins: vendors allow host groups for their models
         #[arg(long)]
         group: String,
         /// Where to write the certificate (give it to the host as CUSTODY_HOST_CERT)
         #[arg(long)]
         out: PathBuf,
     },
+    /// On the host, before its certificate expires: a new key and certificate for the same
+    /// enrollment (vendors' approvals stay), authenticated by the current certificate
+    /// (CUSTODY_HOST_CERT, CUSTODY_HOST_KEY), which both files then replace. Restart the
+    /// agent afterwards
+    Renew,
     /// Revoke a host: refused from its next request on (operator)
-    Revoke { name: String },
+    Revoke {
+        /// The host's name
+        name: String,
+    },
     /// List enrolled hosts (operator), or with --vendor the hosts in the vendor's allowed
     /// groups and whether it approved each (vendor admin)
     Ls {
+        /// The vendor whose allowed hosts to list
         #[arg(long)]
         vendor: Option<String>,
     },
     /// Let a host's enrollment hold the vendor's weights (vendor admin): the operator enrolls
     /// hosts, the vendor decides which of them it trusts
-    Approve { vendor: String, host: String },
+    Approve {
+        /// The vendor
+        vendor: String,
+        /// The host's name
+        host: String,
+    },
     /// Withdraw the vendor's approval of a host (vendor admin)
-    Unapprove { vendor: String, host: String },
+    Unapprove {
+        /// The vendor
+        vendor: String,
+        /// The host's name
+        host: String,
+    },
     /// Let a host group's hosts receive a model's weights (vendor admin)
     Allow {
         /// VENDOR/MODEL
         model: String,
+        /// The host group
         group: String,
     },
     /// Withdraw a host group from a model (vendor admin)
     Disallow {
         /// VENDOR/MODEL
         model: String,
+        /// The host group
         group: String,
     },
 }
@@ -79,6 +102,7 @@ pub async fn run(command: HostCommand, global: &Global, out: &Output) -> anyhow:
             group,
             out: cert_out,
         } => enroll(&client()?, &csr, &name, &group, &cert_out, out).await,
+        HostCommand::Renew => renew(global, out).await,
         HostCommand::Revoke { name } => revoke(&client()?, &name, out).await,
         HostCommand::Ls { vendor: None } => list(&client()?, out).await,
         HostCommand::Ls {
@@ -216,6 +240,16 @@ async fn enroll(
 ) -> anyhow::Result<()> {
     let (name, group) = (HostName::parse(name)?, HostGroupName::parse(group)?);
     let csr = std::fs::read_to_string(csr).with_context(|| format!("reading {}", csr.display()))?;
+    // The request names the host it was made for: enrolling it under another name is allowed
+    // (the certificate carries --name) but usually a mix-up of two hosts' files.
+    let requested = crypto::host_ca::csr_host_name(&csr)?;
+    if let Some(requested) = requested.as_deref().filter(|r| *r != name.as_str()) {
+        eprintln!(
+            "custody: warning: the signing request was made for host {requested}, but it is \
+             being enrolled as {name}: check that this is that host's host.csr (the \
+             certificate names {name})"
+        );
+    }
     let request = EnrollHost {
         name: name.to_string(),
         group: group.to_string(),
@@ -229,6 +263,63 @@ async fn enroll(
             cert_out.display()
         )
     })
+}
+
+/// `custody host renew`: the new key is written beside the old one before asking, and both
+/// files are replaced only once the new certificate arrived, so a failure leaves the host
+/// with the certificate that still works.
+async fn renew(global: &Global, out: &Output) -> anyhow::Result<()> {
+    let (Some(cert_path), Some(key_path)) = (&global.host_cert, &global.host_key) else {
+        anyhow::bail!(
+            "renewal runs on the host, with its current certificate: set CUSTODY_HOST_CERT and \
+             CUSTODY_HOST_KEY"
+        );
+    };
+    let current = std::fs::read_to_string(cert_path)
+        .with_context(|| format!("reading {}", cert_path.display()))?;
+    let name = crypto::host_ca::cert_host_name(&current)?
+        .with_context(|| format!("{} names no host", cert_path.display()))?;
+    let name = HostName::parse(&name)?;
+    let (key_pem, csr) = crypto::host_ca::host_key_and_csr(name.as_str())?;
+    let new_key = beside(key_path, "new");
+    let new_cert = beside(cert_path, "new");
+    for stale in [&new_key, &new_cert] {
+        // Left by a renewal that failed: never used.
+        let _ = std::fs::remove_file(stale);
+    }
+    write_new(&new_key, key_pem.as_bytes(), 0o600)?;
+    let renewed: Result<HostEnrolled, _> = Client::for_host(global)?
+        .post("/v1/host/renew", &RenewHost { csr })
+        .await;
+    let renewed = match renewed {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_file(&new_key);
+            return Err(e);
+        }
+    };
+    write_new(&new_cert, renewed.certificate.as_bytes(), 0o644)?;
+    std::fs::rename(&new_key, key_path)
+        .with_context(|| format!("replacing {}", key_path.display()))?;
+    std::fs::rename(&new_cert, cert_path)
+        .with_context(|| format!("replacing {}", cert_path.display()))?;
+    out.result(&renewed, || {
+        format!(
+            "renewed host {name}: new certificate valid until {} in {} (key {}); the old one no \
+             longer counts: restart the agent",
+            crate::args::rfc3339(renewed.not_after),
+            cert_path.display(),
+            key_path.display()
+        )
+    })
+}
+
+/// `path` with `.suffix` added to its name.
+fn beside(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".");
+    name.push(suffix);
+    PathBuf::from(name)
 }
 
 /// Writes a file that must not exist yet, with `mode`, durably.

@@ -83,6 +83,9 @@ struct Global {
 enum Command {
     /// Run the server (HTTPS only)
     Server(server::ServerArgs),
+    /// On the server machine, when no operator token is left: write a new single-use
+    /// operator bootstrap token to a file (mode 0600), recorded in the audit log
+    RecoverOperator(server::RecoverArgs),
     /// Make the service identity once, for several server instances (see `identity_dir`)
     Init(init::InitArgs),
     /// Manage vendors (operator)
@@ -138,8 +141,63 @@ enum Command {
     Witness(witness::WitnessArgs),
 }
 
+/// The client settings of [`Global`] (all but `--json`).
+const CLIENT_FLAGS: [&str; 6] = [
+    "server",
+    "token",
+    "ca",
+    "host_cert",
+    "host_key",
+    "host_state",
+];
+
+/// Whether the command line runs a command that talks to no server (`server`, `init`,
+/// `recover-operator`, `policy`, `verify-certificate`, `audit verify`, `host csr`, or help
+/// about one): its help then leaves the client settings out.
+fn offline(args: &[String]) -> bool {
+    let words: Vec<&str> = args
+        .iter()
+        .skip(1)
+        .map(String::as_str)
+        .filter(|a| !a.starts_with('-') && *a != "help")
+        .take(2)
+        .collect();
+    match words.as_slice() {
+        [first, ..]
+            if [
+                "server",
+                "init",
+                "recover-operator",
+                "policy",
+                "verify-certificate",
+            ]
+            .contains(first) =>
+        {
+            true
+        }
+        ["audit", "verify"] | ["host", "csr"] => true,
+        _ => false,
+    }
+}
+
+/// The command line; see [`offline`].
+fn parse() -> Cli {
+    let args: Vec<String> = std::env::args().collect();
+    let mut command = <Cli as clap::CommandFactory>::command();
+    if offline(&args) {
+        for flag in CLIENT_FLAGS {
+            command = command.mut_arg(flag, |a| a.hide(true));
+        }
+    }
+    let matches = command.get_matches_from(&args);
+    match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    }
+}
+
 fn main() -> ExitCode {
-    let Cli { global, command } = Cli::parse();
+    let Cli { global, command } = parse();
     let out = Output::new(global.json);
     let (global, out) = (&global, &out);
     match command {
@@ -147,6 +205,7 @@ fn main() -> ExitCode {
             server::limit_malloc_arenas();
             block_on(out, server::run(args))
         }
+        Command::RecoverOperator(args) => block_on(out, server::recover(args, out)),
         Command::Init(args) => finish(out, init::run(&args, out)),
         Command::Vendor(command) => block_on(out, vendor::run(command, global, out)),
         Command::Token(command) => block_on(out, token::run(command, global, out)),
@@ -203,5 +262,60 @@ fn finish(out: &Output, result: anyhow::Result<()>) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic, reason = "tests fail loudly")]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn client_settings_are_left_out_of_offline_commands_only() {
+        let line = |s: &str| -> Vec<String> { s.split(' ').map(str::to_owned).collect() };
+        for command in [
+            "custody server --data-dir d",
+            "custody --json policy validate",
+            "custody help verify-certificate",
+            "custody audit verify b --log-key k",
+            "custody host csr --name h --out d",
+            "custody recover-operator --help",
+        ] {
+            assert!(super::offline(&line(command)), "{command}");
+        }
+        for command in [
+            "custody fetch acme/m --out d",
+            "custody audit export --out d",
+            "custody host enroll f",
+            "custody help",
+            "custody",
+        ] {
+            assert!(!super::offline(&line(command)), "{command}");
+        }
+    }
+
+    /// Every argument of every command says what it is in `--help` (issue 19).
+    #[test]
+    fn every_argument_is_described() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "custody", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "arguments without a description: {missing:#?}"
+        );
     }
 }

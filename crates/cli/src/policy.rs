@@ -12,7 +12,10 @@ use crate::output::Output;
 #[derive(Subcommand)]
 pub enum PolicyCommand {
     /// Validate a policy directory (default: ./policies)
-    Validate { dir: Option<PathBuf> },
+    Validate {
+        /// The folder with schema.cedarschema and *.cedar files
+        dir: Option<PathBuf>,
+    },
 }
 
 /// What `custody policy validate --json` prints.
@@ -20,7 +23,10 @@ pub enum PolicyCommand {
 struct Validated {
     dir: PathBuf,
     valid: bool,
-    summary: String,
+    /// Policy files read, in order.
+    files: Vec<String>,
+    /// Policy ids, in file order.
+    policies: Vec<String>,
 }
 
 pub fn run(command: PolicyCommand, out: &Output) -> anyhow::Result<()> {
@@ -29,16 +35,22 @@ pub fn run(command: PolicyCommand, out: &Output) -> anyhow::Result<()> {
             let dir = dir.unwrap_or_else(|| PathBuf::from("policies"));
             let summary = policy::validate(&dir)
                 .with_context(|| format!("{} is not a valid policy set", dir.display()))?;
-            let summary = format!("{summary:?}");
-            let human = format!("{}: valid ({summary})", dir.display());
-            out.result(
-                &Validated {
-                    dir,
-                    valid: true,
-                    summary,
-                },
-                || human,
-            )
+            let validated = Validated {
+                dir,
+                valid: true,
+                files: summary.files,
+                policies: summary.policies.iter().map(|p| (*p).to_owned()).collect(),
+            };
+            out.result(&validated, || {
+                let mut text = vec![format!(
+                    "{}: valid (schema.cedarschema and {}): {} policies",
+                    validated.dir.display(),
+                    validated.files.join(", "),
+                    validated.policies.len()
+                )];
+                text.extend(validated.policies.iter().map(|p| format!("  {p}")));
+                text.join("\n")
+            })
         }
     }
 }

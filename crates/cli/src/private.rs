@@ -110,6 +110,21 @@ pub fn reopen_own(path: &Path) -> anyhow::Result<Option<File>> {
     }
 }
 
+/// Opens a finished file to check whether it can stay (a fetch into a folder that already
+/// has it): only a regular file of ours, with one link, that only we can read; `None`
+/// otherwise (the caller downloads it again, replacing it).
+pub fn open_own(path: &Path) -> Option<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    let ours = meta.uid() == rustix::process::geteuid().as_raw();
+    let private = meta.permissions().mode() & 0o077 == 0;
+    (meta.file_type().is_file() && ours && private && meta.nlink() == 1).then_some(file)
+}
+
 /// Reads a small file we wrote (resume state), refusing a link or one others could write.
 pub fn read_own(path: &Path) -> Option<Vec<u8>> {
     use std::io::Read;

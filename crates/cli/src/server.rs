@@ -57,21 +57,83 @@ pub fn limit_malloc_arenas() {
     }
 }
 
-pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
-    init_logging();
-    let mut config = match (&args.config, &args.data_dir) {
+/// The installation's configuration: the file, with the data directory and database flags
+/// over it.
+fn installation(
+    config: Option<&std::path::Path>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+) -> anyhow::Result<server::ServerConfig> {
+    let mut config = match (config, &data_dir) {
         (Some(path), _) => server::ServerConfig::from_toml_file(path)?,
         (None, Some(dir)) => server::ServerConfig::new(dir.clone()),
         (None, None) => anyhow::bail!("give --data-dir DIR or --config FILE"),
     };
-    if let Some(dir) = args.data_dir {
+    if let Some(dir) = data_dir {
         config.data_dir = dir;
     }
+    if let Some(url) = database_url {
+        config.database_url = Some(url);
+    }
+    Ok(config)
+}
+
+#[derive(Args)]
+pub struct RecoverArgs {
+    /// The server's data directory (as given to `custody server`)
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The server's TOML configuration file (as given to `custody server`)
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The server's database, when not in the data directory: sqlite://PATH or postgres://...
+    #[arg(long, env = "CUSTODY_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Where to write the token (default: the bootstrap token file of the installation); the
+    /// file must not exist yet
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// What `custody recover-operator --json` prints (never the token itself: it is in the file).
+#[derive(serde::Serialize)]
+struct RecoveredReport {
+    token_file: PathBuf,
+    token_id: String,
+    expires_at: String,
+}
+
+/// `custody recover-operator`: on the server machine, a new single-use operator bootstrap
+/// token when no operator token is left (see `server::recover_operator`).
+pub async fn recover(args: RecoverArgs, out: &crate::output::Output) -> anyhow::Result<()> {
+    let config = installation(args.config.as_deref(), args.data_dir, args.database_url)?;
+    let local_user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".to_owned());
+    let recovered = server::recover_operator(&config, args.out, &local_user).await?;
+    let expires_at = crate::args::rfc3339(recovered.expires_at);
+    let report = RecoveredReport {
+        token_file: recovered.path,
+        token_id: recovered.token_id,
+        expires_at,
+    };
+    out.result(&report, || {
+        format!(
+            "operator bootstrap token {} written to {} (readable by this user only; single \
+             use: it only creates a named operator token, with `custody token create --role \
+             operator --name NAME`; it expires at {}). The audit log records this recovery.",
+            report.token_id,
+            report.token_file.display(),
+            report.expires_at
+        )
+    })
+}
+
+pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    init_logging();
+    let mut config = installation(args.config.as_deref(), args.data_dir, args.database_url)?;
     if let Some(listen) = args.listen {
         config.listen = listen;
-    }
-    if let Some(url) = args.database_url {
-        config.database_url = Some(url);
     }
     if let Some(ttl) = args.upload_ttl_secs {
         config.upload_ttl_secs = ttl;

@@ -16,8 +16,12 @@ use crate::output::{Output, lines};
 pub enum TokenCommand {
     /// Create a token; it is printed once
     Create {
-        #[arg(long)]
+        /// What the holder may do: operator (runs the service), vendor-admin (one vendor's
+        /// models and access), committer (fetches what it is granted), auditor (reads one
+        /// vendor's record)
+        #[arg(long, value_parser = ["operator", "vendor-admin", "committer", "auditor"])]
         role: String,
+        /// The vendor a vendor-admin or auditor token belongs to
         #[arg(long)]
         vendor: Option<String>,
         /// Who the token is for (grants name this user)
@@ -31,7 +35,10 @@ pub enum TokenCommand {
     /// secrets)
     Ls,
     /// Revoke a token by id (the part before the dot)
-    Revoke { id: String },
+    Revoke {
+        /// The token's id: the part before the dot (custody token ls lists them)
+        id: String,
+    },
     /// Replace your own token by a new one that counts exactly where it did; the old one is
     /// revoked (run it once you received a token someone else saw, such as the operator)
     Rotate {
@@ -119,6 +126,23 @@ pub async fn whoami(global: &Global, out: &Output) -> anyhow::Result<()> {
         }
         if let Some(host) = &me.host {
             text.push(format!("from exclusive host {host}"));
+        }
+        if !me.grants.is_empty() {
+            text.push("grants (fetching also needs an allowed host and no embargo):".into());
+        }
+        for g in &me.grants {
+            let via = match &g.group {
+                Some(group) => format!("through group {group}"),
+                None => "granted to you".to_owned(),
+            };
+            let until = match g.expires_at {
+                Some(t) => format!(", until {}", args::rfc3339(t)),
+                None => String::new(),
+            };
+            text.push(format!("  {}  {via}{until}", g.model));
+        }
+        if me.grants.is_empty() && me.role == types::Role::Committer {
+            text.push("no grants: a vendor admin grants access (custody grant)".into());
         }
         text.join("\n")
     })

@@ -25,6 +25,7 @@ pub struct UploadArgs {
     dir: PathBuf,
     /// VENDOR/MODEL
     model: String,
+    /// A note on the revision, like a commit message
     #[arg(long, short, default_value = "")]
     message: String,
     /// Upload what you made from COMMIT of the same model (converted or quantized
@@ -77,6 +78,18 @@ pub fn progress(total: u64, out: &Output, what: &str) -> ProgressBar {
     }
     bar.set_message(what.to_owned());
     bar
+}
+
+/// Takes bytes that were there already (a resumed transfer, files already complete) off the
+/// bar: it counts only what this run transfers, so its rate and time left are about new bytes
+/// and it never passes 100%; it says "resuming".
+pub fn skip_ahead(bar: &ProgressBar, already_here: u64) {
+    if already_here == 0 {
+        return;
+    }
+    let length = bar.length().unwrap_or(0);
+    bar.set_length(length.saturating_sub(already_here));
+    bar.set_message("resuming");
 }
 
 /// Every regular file under `dir` (following symbolic links, as a Hugging Face cache snapshot
@@ -186,7 +199,9 @@ pub async fn upload(
                 .filter(|(_, o)| o.is_none())
                 .map(|(f, _)| f.size)
                 .sum::<u64>();
-        bar.set_position(stored);
+        if attempt == 0 {
+            skip_ahead(&bar, stored);
+        }
         let pending: Vec<(usize, &LocalFile, u64)> = files
             .iter()
             .enumerate()

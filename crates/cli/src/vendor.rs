@@ -11,7 +11,10 @@ use crate::output::{Output, lines};
 #[derive(Subcommand)]
 pub enum VendorCommand {
     /// Create a vendor
-    Create { name: String },
+    Create {
+        /// The vendor's name (lowercase letters, digits, dashes), as models name it
+        name: String,
+    },
     /// List vendors
     Ls,
 }

@@ -56,6 +56,35 @@ pub fn host_key_and_csr(host: &str) -> Result<(Zeroizing<String>, String), Crypt
     Ok((Zeroizing::new(key.serialize_pem()), csr_pem))
 }
 
+/// The name a signing request gives its host (its subject's common name), when it names one
+/// as text: the operator is warned when it differs from the name being enrolled.
+pub fn csr_host_name(csr_pem: &str) -> Result<Option<String>, CryptoError> {
+    let csr = CertificateSigningRequestParams::from_pem(csr_pem)
+        .map_err(|e| CryptoError::Tls(format!("not a valid certificate signing request: {e}")))?;
+    Ok(
+        match csr.params.distinguished_name.get(&DnType::CommonName) {
+            Some(rcgen::DnValue::Utf8String(s)) => Some(s.clone()),
+            Some(rcgen::DnValue::PrintableString(s)) => Some(s.as_str().to_owned()),
+            Some(rcgen::DnValue::Ia5String(s)) => Some(s.as_str().to_owned()),
+            _ => None,
+        },
+    )
+}
+
+/// The host a certificate names (its subject's common name), read from its PEM: `custody
+/// host renew` asks for a certificate under the same name.
+pub fn cert_host_name(cert_pem: &str) -> Result<Option<String>, CryptoError> {
+    let der = first_cert_der(cert_pem)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| CryptoError::Tls(format!("not a certificate: {e}")))?;
+    Ok(cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_owned))
+}
+
 /// A certificate the CA issued.
 pub struct IssuedHostCert {
     pub cert_pem: String,

@@ -20,7 +20,7 @@ use policy::{Action, Decision, Facts, Grant, HostFacts, ModelFacts, Principal, R
 use store::{HostRecord, ModelRecord, VendorRecord};
 
 use crate::App;
-use crate::error::ApiError;
+use crate::error::{ApiError, refusal_message};
 use crate::refusals::PeerSource;
 
 /// The SHA-256 (lowercase hex) of the client certificate of the connection, when the peer
@@ -454,16 +454,21 @@ pub(crate) async fn authorize(
     if decision.allowed {
         return Ok(decision);
     }
-    let visible = match facts {
-        Ok(mut facts) if !matches!(target, Target::Service) => {
-            facts.credential_counts = true;
-            app.policy.decide(&facts, Action::ReadMetadata).allowed
+    let visible = match &facts {
+        Ok(facts) if !matches!(target, Target::Service) => {
+            let mut as_user = facts.clone();
+            as_user.credential_counts = true;
+            app.policy.decide(&as_user, Action::ReadMetadata).allowed
         }
         Ok(_) => true,
         Err(_) => false,
     };
     if visible {
-        Err(ApiError::Denied(decision.reason))
+        Err(ApiError::Denied(refusal_message(
+            &decision,
+            action,
+            facts.as_ref().ok(),
+        )))
     } else {
         Err(target.not_found())
     }

@@ -4,6 +4,8 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use policy::{Action, Decision, Facts, ResourceFacts};
+use types::Role;
 use wire::ErrorCode;
 use wire::hub::HubErrorCode;
 
@@ -150,9 +152,10 @@ impl ApiError {
     }
 
     /// The Hub rendering: `X-Error-Code`, the reason in `X-Error-Message` (HEAD responses
-    /// have no body, so the header is the only way to tell the user why) and in the body as
-    /// `{"error": "..."}`. `commit` becomes `X-Repo-Commit`, which lets the client cache a
-    /// missing file as absent for that revision.
+    /// have no body, so the header is the only way to tell the user why), in the body as
+    /// `{"error": "..."}` (both end up in the Python client's exception text) and, for a
+    /// refusal, in `X-HF-Warning` (what the `hf` command prints). `commit` becomes
+    /// `X-Repo-Commit`, which lets the client cache a missing file as absent for that revision.
     pub(crate) fn into_hub_response(self, commit: Option<&str>) -> Response {
         let (status, code) = self.hub_status();
         let message = self.user_message();
@@ -167,6 +170,20 @@ impl ApiError {
         }
         if let Ok(v) = HeaderValue::from_str(&header_message) {
             headers.insert(wire::hub::ERROR_MESSAGE_HEADER, v);
+        }
+        // A refusal's reason, where the `hf` command prints it (it shows its own fixed text
+        // for a gated or missing repository); not for a missing file, which clients probe for.
+        let refusal = matches!(
+            self,
+            ApiError::Denied(_)
+                | ApiError::Deleted(_)
+                | ApiError::Unauthenticated(_)
+                | ApiError::RateLimited { .. }
+        );
+        if refusal
+            && let Ok(v) = HeaderValue::from_str(&format!("custody; custody: {header_message}"))
+        {
+            headers.insert(wire::hub::WARNING_HEADER, v);
         }
         if let Some(commit) = commit
             && let Ok(v) = HeaderValue::from_str(commit)
@@ -192,6 +209,131 @@ fn header_text(message: &str) -> String {
         .collect()
 }
 
+/// A refusal in plain words: who may do what was asked, and what to do instead. A denial a
+/// forbid decided reads that policy's `@reason` (`policies/forbids.cedar`), with the time an
+/// embargo window lifts or closed; a default denial (no permit matched) reads [`who_may`]. The
+/// machine code stays `forbidden` and the audit entry keeps the policy ids.
+pub(crate) fn refusal_message(
+    decision: &Decision,
+    action: Action,
+    facts: Option<&Facts>,
+) -> String {
+    let vendor = facts.and_then(|f| match &f.resource {
+        ResourceFacts::Service => None,
+        ResourceFacts::Vendor(v) => Some(v.name.as_str()),
+        ResourceFacts::Model(m) => Some(m.vendor.as_str()),
+    });
+    if decision.policies.is_empty() && decision.policy == "default-deny" {
+        let role = facts.map(|f| f.principal.role);
+        return who_may(action, role, vendor);
+    }
+    let mut message = decision.reason.clone();
+    let window = facts.and_then(|f| match &f.resource {
+        ResourceFacts::Model(m) => Some((m.not_before, m.not_after)),
+        _ => None,
+    });
+    if let Some((not_before, not_after)) = window {
+        let decided_by = |id: &str| decision.policies.iter().any(|p| p == id);
+        if let Some(t) = not_before.filter(|_| decided_by("embargo-not-yet")) {
+            message.push_str(&format!(
+                "; the embargo lifts at {}",
+                crate::approvals::rfc3339(t)
+            ));
+        }
+        if let Some(t) = not_after.filter(|_| decided_by("embargo-ended")) {
+            message.push_str(&format!("; it closed at {}", crate::approvals::rfc3339(t)));
+        }
+    }
+    message
+}
+
+/// Who may take `action`, and what the refused caller can do instead: the one table from a
+/// policy action to the words a person reads. It follows `policies/permits.cedar`.
+fn who_may(action: Action, role: Option<Role>, vendor: Option<&str>) -> String {
+    let admins = match vendor {
+        Some(v) => format!("a vendor admin of {v}"),
+        None => "the vendor's admins".to_owned(),
+    };
+    let operator = "the service's operator";
+    match action {
+        Action::CreateVendor => format!("only {operator} creates vendors: ask them to create it"),
+        Action::CreateToken => format!(
+            "only {operator} issues, lists and revokes tokens: ask them; to replace your own \
+             token, run `custody token rotate`"
+        ),
+        Action::ListVendors => format!(
+            "only {operator} lists every vendor: `custody ls VENDOR` lists a vendor's models \
+             you may see"
+        ),
+        Action::ReadMetadata => format!(
+            "only {admins}, its auditors, the operator and committers it granted access see \
+             this: ask {admins} for a grant"
+        ),
+        Action::Fetch => match role {
+            Some(Role::Committer) => format!(
+                "weights go only to committers holding a grant, on an approved exclusive host: \
+                 ask {admins} to grant you access (`custody grant`)"
+            ),
+            _ => format!(
+                "weights go only to committers {admins} granted access and to the vendor's \
+                 admins, on an approved exclusive host"
+            ),
+        },
+        Action::Upload => match role {
+            Some(Role::Committer) => format!(
+                "only {admins} uploads a model; what you made from a model you hold a grant on \
+                 goes up as a derived revision (`custody upload DIR VENDOR/MODEL \
+                 --derived-from COMMIT`)"
+            ),
+            _ => format!("only {admins} uploads models: ask one of them"),
+        },
+        Action::UploadDerived => format!(
+            "only {admins} and committers holding a grant on the model upload derived \
+             revisions: ask {admins} for a grant"
+        ),
+        Action::Grant => format!(
+            "only {admins} grants access to its models: ask one of them (`custody access \
+             VENDOR/MODEL` shows who holds access, for the vendor's admins, auditors and the \
+             operator)"
+        ),
+        Action::Revoke => format!("only {admins} revokes grants: ask one of them"),
+        Action::Exclude => format!(
+            "only {admins} excludes people from its models or lets them back: ask one of them"
+        ),
+        Action::RequestDeletion => {
+            format!("only {admins} or {operator} may ask for a deletion: ask one of them")
+        }
+        Action::Approve => format!(
+            "only {admins} approves or rejects the vendor's pending requests (never their own): \
+             ask another admin; you may cancel your own request with `custody reject ID`"
+        ),
+        Action::ExportAudit => format!(
+            "only {operator} exports the whole audit log; {admins} and its auditors export the \
+             vendor's part"
+        ),
+        Action::ManageHosts => match vendor {
+            Some(_) => format!(
+                "only {admins} approves hosts and allows host groups for its models: ask one of \
+                 them"
+            ),
+            None => format!("only {operator} enrolls and revokes hosts: ask them"),
+        },
+        Action::ManageGroups => {
+            format!("only {admins} manages the vendor's groups: ask one of them")
+        }
+        Action::Configure => format!(
+            "only {admins} sets embargoes, schedules and the two-person rule: ask one of them"
+        ),
+        Action::ReadDeletions => {
+            format!("only {admins}, its auditors and {operator} follow the vendor's deletions")
+        }
+        Action::ReadAccess => format!(
+            "only {admins}, its auditors and {operator} see who may receive a model; \
+             `custody whoami` shows your own standing"
+        ),
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status();
@@ -208,6 +350,13 @@ impl From<store::StoreError> for ApiError {
             store::StoreError::Conflict(m) => ApiError::Conflict(m),
             store::StoreError::Refused(m) => ApiError::Denied(m),
             store::StoreError::NotFound(what) => ApiError::NotFound(what.to_owned()),
+            store::StoreError::LastOperator => ApiError::Conflict(
+                "this is the last live operator token: revoking it would leave nobody able to \
+                 run the service. Create another operator token first (custody token create \
+                 --role operator --name NAME) and revoke this one with it; without any \
+                 operator token, run `custody recover-operator` on the server machine"
+                    .to_owned(),
+            ),
             store::StoreError::TooManyUploads { open, next_expiry } => {
                 let at = std::time::UNIX_EPOCH
                     + std::time::Duration::from_secs(u64::try_from(next_expiry).unwrap_or(0));

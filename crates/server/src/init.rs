@@ -431,6 +431,97 @@ async fn bootstrap_operator(
     Ok(Some((path, expires_at)))
 }
 
+/// What `custody recover-operator` made: where the token is, its id, when it expires.
+#[derive(Debug)]
+pub struct Recovered {
+    pub path: PathBuf,
+    pub token_id: String,
+    pub expires_at: i64,
+}
+
+/// Recovery when no operator can act (every operator token lost, expired or revoked): mints a
+/// new single-use operator bootstrap token, exactly like a first start's (it only creates a
+/// named operator token, and expires after `bootstrap_token_ttl_secs`), writes it to `out`
+/// (default: the bootstrap token file) as a new file of mode 0600, and records who made it
+/// (`local_user`) in the audit log, in the token's transaction. Run on the server machine:
+/// whoever can write the database controls the service anyway; this is the audited way.
+/// Refuses a database that holds no installation (a wrong path must not create one) and a
+/// file that is already there.
+pub async fn recover_operator(
+    config: &crate::ServerConfig,
+    out: Option<PathBuf>,
+    local_user: &str,
+) -> anyhow::Result<Recovered> {
+    let url = config.database_url();
+    if let Some(file) = sqlite_file(&url)
+        && !file.exists()
+    {
+        bail!(
+            "no database at {}: give the installation's --data-dir or --config",
+            file.display()
+        );
+    }
+    let store = Store::connect(&url)
+        .await
+        .context("opening the metadata database")?;
+    if !store.is_in_use().await? {
+        bail!(
+            "this database holds no installation yet: start the server; its first start writes \
+             the bootstrap token"
+        );
+    }
+    anyhow::ensure!(
+        config.bootstrap_token_ttl_secs > 0,
+        "bootstrap_token_ttl_secs must be positive"
+    );
+    let path = out.unwrap_or_else(|| config.bootstrap_token_file());
+    if std::fs::symlink_metadata(&path).is_ok() {
+        bail!(
+            "{} is already there: use the token in it, or remove it and run this again",
+            path.display()
+        );
+    }
+    let id = crypto::token::random_id()?;
+    let secret = crypto::token::TokenSecret::generate()?;
+    write_secret_file(&path, &format!("{id}.{}\n", secret.expose_secret()))?;
+    let expires_at = crate::auth::store_now().saturating_add(config.bootstrap_token_ttl_secs);
+    let user = UserName::parse("bootstrap-operator")?;
+    let issued = store
+        .issue_token(
+            &NewToken {
+                id: &id,
+                secret_hash: &secret.hash(),
+                role: Role::Operator,
+                vendor_id: None,
+                user: &user,
+                expires_at: Some(expires_at),
+                created_by: "system",
+                bootstrap: true,
+                consumes: None,
+            },
+            &crypto::token::random_id()?,
+            0,
+            audit::Entry::new(format!("local:{local_user}"), "operator.recover", "service")
+                .with_detail(format!(
+                    "operator bootstrap token {id} made on the server machine by local user \
+                     {local_user} (custody recover-operator), single use, written to {}, \
+                     expires at {}",
+                    path.display(),
+                    crate::approvals::rfc3339(expires_at)
+                )),
+        )
+        .await;
+    if let Err(e) = issued {
+        let _ = std::fs::remove_file(&path);
+        return Err(e.into());
+    }
+    Ok(Recovered {
+        path,
+        token_id: id,
+        expires_at,
+    })
+}
+
 /// Writes `text` to a new file at `path` that only its owner can read: created exclusively
 /// (`O_EXCL`: never through a planted link, never over another file) with mode 0600, and
 /// synced. A file already there is left over from a first start that did not finish (the

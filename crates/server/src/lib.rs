@@ -42,6 +42,7 @@ use store::Store;
 use tokio::net::TcpListener;
 
 pub use config::ServerConfig;
+pub use init::{Recovered, recover_operator};
 pub use service_identity::{IdentityPaths, init_identity};
 
 /// Shared state of all handlers.

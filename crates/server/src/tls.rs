@@ -292,6 +292,42 @@ fn log_join(done: Result<(), tokio::task::JoinError>) {
     }
 }
 
+/// Refused and timed-out handshakes are logged (an operator looking for why a host or client
+/// cannot connect finds the reason), but at most [`HandshakeLog::PER_MINUTE`] a minute, so a
+/// flood of them cannot flood the log; the next line logged says how many were left out.
+struct HandshakeLog {
+    minute: std::sync::atomic::AtomicU64,
+    in_minute: std::sync::atomic::AtomicU64,
+    unlogged: std::sync::atomic::AtomicU64,
+}
+
+static HANDSHAKE_LOG: HandshakeLog = HandshakeLog {
+    minute: std::sync::atomic::AtomicU64::new(0),
+    in_minute: std::sync::atomic::AtomicU64::new(0),
+    unlogged: std::sync::atomic::AtomicU64::new(0),
+};
+
+impl HandshakeLog {
+    const PER_MINUTE: u64 = 30;
+
+    /// Whether to log this one: `Some(n)` with the number left out since the last logged.
+    fn admit(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let minute = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() / 60);
+        if self.minute.swap(minute, Relaxed) != minute {
+            self.in_minute.store(0, Relaxed);
+        }
+        if self.in_minute.fetch_add(1, Relaxed) < Self::PER_MINUTE {
+            Some(self.unlogged.swap(0, Relaxed))
+        } else {
+            self.unlogged.fetch_add(1, Relaxed);
+            None
+        }
+    }
+}
+
 /// One connection, from TLS handshake to close.
 async fn connection(
     tcp: TcpStream,
@@ -314,11 +350,16 @@ async fn connection(
     let stream = match handshake {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            // rustls's reason (an alert, an unknown issuer, a protocol error) carries no secret.
+            if let Some(unlogged) = HANDSHAKE_LOG.admit() {
+                tracing::warn!(%peer, reason = %e, unlogged, "TLS handshake refused");
+            }
             return;
         }
         Err(_) => {
-            tracing::debug!(%peer, "TLS handshake timed out");
+            if let Some(unlogged) = HANDSHAKE_LOG.admit() {
+                tracing::info!(%peer, unlogged, "TLS handshake timed out");
+            }
             return;
         }
     };

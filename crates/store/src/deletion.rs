@@ -144,6 +144,17 @@ impl Store {
         row.as_ref().map(deletion_from_row).transpose()
     }
 
+    /// A vendor's deletions, newest first.
+    pub async fn deletions_of_vendor(&self, vendor_id: &str) -> Result<Vec<DeletionRecord>> {
+        let rows = sqlx::query(&format!(
+            "{DELETION_SELECT} WHERE vendor_id = $1 ORDER BY requested_at DESC, id"
+        ))
+        .bind(vendor_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(deletion_from_row).collect()
+    }
+
     /// Ids of the deletions not yet certified, oldest first: what the runner resumes. Only
     /// ids: a row that does not read back (a state the database should have refused) then
     /// fails alone, as its own deletion's error, instead of hiding every other deletion.

@@ -51,6 +51,15 @@ pub struct GrantRecord {
     pub expires_at: Option<i64>,
 }
 
+/// A grant a user holds on a live model, directly (`group: None`) or through a group of the
+/// model's vendor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldGrant {
+    pub model_id: String,
+    pub group: Option<GroupName>,
+    pub expires_at: Option<i64>,
+}
+
 /// The access facts of one model for one user, read in one go per request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AccessFacts {
@@ -120,6 +129,42 @@ fn opt_i64(row: &sqlx::any::AnyRow, col: &str) -> Result<Option<i64>> {
 }
 
 impl Store {
+    /// The unexpired grants `user` holds on models not deleted, direct and through groups,
+    /// by model id: what "my grants" shows (each still decided by the policy when used).
+    pub async fn grants_held(&self, user: &UserName, now: i64) -> Result<Vec<HeldGrant>> {
+        let rows = sqlx::query(
+            "SELECT g.model_id, NULL AS group_name, g.expires_at FROM grants g \
+             JOIN models m ON m.id = g.model_id \
+             WHERE g.user_name = $1 AND m.deleted_at IS NULL \
+             AND (g.expires_at IS NULL OR g.expires_at > $2) \
+             UNION ALL \
+             SELECT gg.model_id, gg.group_name, gg.expires_at FROM group_grants gg \
+             JOIN models m ON m.id = gg.model_id \
+             JOIN group_members gm ON gm.group_name = gg.group_name \
+             AND gm.vendor_id = m.vendor_id \
+             WHERE gm.user_name = $1 AND m.deleted_at IS NULL \
+             AND (gg.expires_at IS NULL OR gg.expires_at > $2) \
+             ORDER BY 1, 2",
+        )
+        .bind(user.as_str())
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let group = r
+                    .try_get::<Option<String>, _>("group_name")?
+                    .map(|g| GroupName::parse(&g).map_err(|e| corrupt(e.to_string())))
+                    .transpose()?;
+                Ok(HeldGrant {
+                    model_id: r.try_get("model_id")?,
+                    group,
+                    expires_at: r.try_get("expires_at")?,
+                })
+            })
+            .collect()
+    }
+
     // ----- groups (each belongs to a vendor) -----------------------------------------------
 
     /// Adds `user` to the vendor's group `group`, and files endorsement requests for their
@@ -578,6 +623,37 @@ impl Store {
     }
 
     /// The host whose certificate has this SHA-256, revoked or not.
+    /// Gives a live enrollment a new certificate in place of `old_sha256` (renewal before
+    /// expiry): same id, so the vendors' approvals stay; the old certificate stops counting.
+    /// A revoked host, or a certificate replaced meanwhile, is a conflict.
+    pub async fn renew_host(
+        &self,
+        id: &str,
+        old_sha256: &str,
+        new_sha256: &str,
+        not_after: i64,
+        entry: audit::Entry,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "UPDATE hosts SET cert_sha256 = $1, not_after = $2 \
+             WHERE id = $3 AND cert_sha256 = $4 AND revoked_at IS NULL",
+        )
+        .bind(new_sha256)
+        .bind(not_after)
+        .bind(id)
+        .bind(old_sha256)
+        .execute(tx.conn())
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::Conflict(
+                "this host's enrollment was revoked or renewed meanwhile".into(),
+            ));
+        }
+        tx.commit(entry).await?;
+        Ok(())
+    }
+
     pub async fn host_by_cert(&self, cert_sha256: &str) -> Result<Option<HostRecord>> {
         let row = sqlx::query(&format!("{HOST_SELECT} WHERE cert_sha256 = $1"))
             .bind(cert_sha256)

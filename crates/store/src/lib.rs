@@ -65,6 +65,9 @@ pub enum StoreError {
     Refused(String),
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// Revoking this token would leave no live operator token.
+    #[error("the last live operator token may not be revoked")]
+    LastOperator,
     /// The creator already has `open` upload sessions open, the most allowed; the first of
     /// them expires at `next_expiry` (Unix seconds).
     #[error("{open} upload sessions are open, the most allowed")]

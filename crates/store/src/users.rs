@@ -441,8 +441,38 @@ impl Store {
             .collect()
     }
 
+    /// Revokes a token, unless it is the last live operator token (a named one: the
+    /// bootstrap token does not count): revoking that would leave nobody to run the service,
+    /// so it is refused with [`StoreError::LastOperator`] and nothing changes. Audited
+    /// transactions run one at a time (each claims the audit sequence first), so two revokes
+    /// cannot each see the other's token as the one left.
     pub async fn revoke_token(&self, id: &str, entry: audit::Entry) -> Result<()> {
         let mut tx = self.begin().await?;
+        let at = now();
+        let live_operator = sqlx::query(
+            "SELECT COUNT(*) AS n FROM tokens WHERE id = $1 AND role = 'operator' \
+             AND bootstrap = 0 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)",
+        )
+        .bind(id)
+        .bind(at)
+        .fetch_one(tx.conn())
+        .await?
+        .try_get::<i64, _>("n")?;
+        if live_operator > 0 {
+            let others = sqlx::query(
+                "SELECT COUNT(*) AS n FROM tokens WHERE id <> $1 AND role = 'operator' \
+                 AND bootstrap = 0 AND revoked_at IS NULL \
+                 AND (expires_at IS NULL OR expires_at > $2)",
+            )
+            .bind(id)
+            .bind(at)
+            .fetch_one(tx.conn())
+            .await?
+            .try_get::<i64, _>("n")?;
+            if others == 0 {
+                return Err(StoreError::LastOperator);
+            }
+        }
         let done =
             sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
                 .bind(now())

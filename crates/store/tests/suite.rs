@@ -57,6 +57,7 @@ suite!(
     upload_progress_survives_and_expires,
     open_uploads_are_capped_per_creator,
     a_bootstrap_token_issues_one_token_only,
+    the_last_live_operator_token_stays,
 );
 
 fn entry(action: &str) -> audit::Entry {
@@ -1119,4 +1120,62 @@ async fn a_bootstrap_token_issues_one_token_only(store: Store) {
         )
         .await;
     assert!(matches!(refused, Err(StoreError::Refused(_))));
+}
+
+/// Revoking operator tokens all at once, each the next one's: at least one live operator
+/// token is always left, and a refusal writes no entry.
+async fn the_last_live_operator_token_stays(store: Store) {
+    let ids: Vec<String> = (0..5).map(|i| format!("0{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        issue(&store, id, Role::Operator, None, &format!("ops-{i}")).await;
+    }
+    // Expired and bootstrap tokens do not count as someone who can act.
+    let boot = UserName::parse("bootstrap-operator").unwrap();
+    store
+        .issue_token(
+            &NewToken {
+                id: "b0",
+                secret_hash: &[1u8; 32],
+                role: Role::Operator,
+                vendor_id: None,
+                user: &boot,
+                expires_at: Some(4_000_000_000),
+                created_by: "system",
+                bootstrap: true,
+                consumes: None,
+            },
+            "u-b0",
+            604_800,
+            entry("token.create"),
+        )
+        .await
+        .unwrap();
+    let tasks: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let store = store.clone();
+            let id = id.clone();
+            tokio::spawn(async move { store.revoke_token(&id, entry("token.revoke")).await })
+        })
+        .collect();
+    let mut revoked = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => revoked += 1,
+            Err(StoreError::LastOperator) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(revoked, 4);
+    let mut live = 0;
+    for id in &ids {
+        live += usize::from(store.token(id).await.unwrap().unwrap().revoked_at.is_none());
+    }
+    assert_eq!(live, 1);
+    let revokes = audit_actions(&store)
+        .await
+        .iter()
+        .filter(|a| *a == "token.revoke")
+        .count();
+    assert_eq!(revokes, 4, "a refused revoke wrote an entry");
 }

@@ -16,7 +16,15 @@ pub struct EnrollHost {
     pub csr: String,
 }
 
-/// `POST /v1/hosts` (201).
+/// `POST /v1/host/renew`, authenticated by the host's current certificate: a new signing
+/// request for the same host name (a new key is better).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewHost {
+    pub csr: String,
+}
+
+/// `POST /v1/hosts` (201); also the answer to `POST /v1/host/renew`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostEnrolled {
     pub name: HostName,

@@ -1,7 +1,7 @@
 //! Operator routes: vendors (`/v1/vendors`) and tokens (`/v1/tokens`).
 
 use serde::{Deserialize, Serialize};
-use types::{HostName, Role, UserName, VendorName};
+use types::{GroupName, HostName, Role, UserName, VendorName};
 
 /// `POST /v1/vendors`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +90,20 @@ pub struct WhoAmI {
     pub awaiting: Vec<Awaiting>,
     /// The exclusive host the request came through, if it presented a certificate.
     pub host: Option<HostName>,
+    /// The models the person may see through a live grant, and how (a committer's "my
+    /// grants"): fetching also needs an allowed host and an open embargo window.
+    #[serde(default)]
+    pub grants: Vec<HeldGrant>,
+}
+
+/// One grant the caller holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldGrant {
+    /// `VENDOR/MODEL`.
+    pub model: String,
+    /// The vendor's group the grant names; `None`: granted to the person directly.
+    pub group: Option<GroupName>,
+    pub expires_at: Option<i64>,
 }
 
 /// `GET /v1/users` (operator): every person, by name.

@@ -86,3 +86,24 @@ pub struct DeleteAfterSet {
     pub model: String,
     pub delete_after: Option<i64>,
 }
+
+/// `GET /v1/vendors/{vendor}/deletions`: a vendor's deletions, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletionList {
+    pub vendor: VendorName,
+    pub deletions: Vec<DeletionSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletionSummary {
+    pub deletion: String,
+    /// The model (`VENDOR/MODEL`), or `None` for every model of the vendor.
+    pub model: Option<String>,
+    pub state: String,
+    pub requested_by: String,
+    pub requested_at: i64,
+    /// When the certificate was issued.
+    pub certified_at: Option<i64>,
+    /// Why the last attempt at the current step failed, while it is retried.
+    pub last_error: Option<String>,
+}

@@ -94,6 +94,10 @@ pub struct HubError {
 pub const ERROR_CODE_HEADER: &str = "x-error-code";
 /// Header carrying a Hub error's reason (HEAD responses have no body).
 pub const ERROR_MESSAGE_HEADER: &str = "x-error-message";
+/// Header with a warning the client prints whatever error it raises (`topic; message`;
+/// `huggingface_hub` logs each topic's first one): the `hf` command shows a refused
+/// download only as "requires approval" or "not found", so custody's reason travels here.
+pub const WARNING_HEADER: &str = "x-hf-warning";
 /// Header naming the revision a response (or a missing file) belongs to.
 pub const REPO_COMMIT_HEADER: &str = "x-repo-commit";
 /// Header with a file's size on a HEAD of `resolve`.

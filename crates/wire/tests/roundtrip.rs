@@ -215,11 +215,25 @@ fn admin_bodies() {
                 pending: "p2".into(),
             }],
             host: Some(name("gpu1")),
+            grants: vec![
+                HeldGrant {
+                    model: "acme/m".into(),
+                    group: None,
+                    expires_at: Some(7),
+                },
+                HeldGrant {
+                    model: "acme/n".into(),
+                    group: Some(name("team")),
+                    expires_at: None,
+                },
+            ],
         },
         json!({ "user": "bob", "user_id": "u1", "role": "committer", "vendor": null,
                 "token_id": "ab12", "expires_at": null, "all_vendors": false,
                 "endorsed_by": ["acme"], "awaiting": [{ "vendor": "globex", "pending": "p2" }],
-                "host": "gpu1" }),
+                "host": "gpu1", "grants": [
+                    { "model": "acme/m", "group": null, "expires_at": 7 },
+                    { "model": "acme/n", "group": "team", "expires_at": null }] }),
     );
     check(
         UserList {
@@ -246,6 +260,8 @@ fn access_bodies() {
         },
         json!({ "name": "gpu1", "group": "lab", "csr": "PEM" }),
     );
+    check(RenewHost { csr: "PEM".into() }, json!({ "csr": "PEM" }));
+    refused::<RenewHost>(json!({ "csr": "PEM", "name": "other" }), "unknown field");
     refused::<EnrollHost>(
         json!({ "name": "gpu1", "group": "lab", "csr": "PEM", "admin": true }),
         "unknown field",
@@ -771,6 +787,23 @@ fn deletion_bodies() {
     check(
         pending,
         json!({ "deletion": "d1", "state": "pending-approval", "message": "waits" }),
+    );
+    check(
+        DeletionList {
+            vendor: name("acme"),
+            deletions: vec![DeletionSummary {
+                deletion: "d1".into(),
+                model: Some("acme/m".into()),
+                state: "certified".into(),
+                requested_by: "vendor-admin:a".into(),
+                requested_at: 5,
+                certified_at: Some(9),
+                last_error: None,
+            }],
+        },
+        json!({ "vendor": "acme", "deletions": [{ "deletion": "d1", "model": "acme/m",
+                "state": "certified", "requested_by": "vendor-admin:a", "requested_at": 5,
+                "certified_at": 9, "last_error": null }] }),
     );
     check(
         DeletionStatus {

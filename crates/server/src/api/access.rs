@@ -18,12 +18,13 @@ use wire::access::{
     AddMember, AllowHostGroup, Approval, ApproveHost, Embargo, EmbargoWindow, EnrollHost, Exclude,
     Excluded, Exclusion, ExclusionList, ExclusionQuery, Filed, GroupMember, GroupMembers,
     HostApproval, HostEnrolled, HostGroupChanged, HostInfo, HostList, HostRevoked, MemberAdded,
-    MemberRemoved, ModelAccess, ModelHostGroups, Outcome, PendingList, PendingRequest, SetEmbargo,
-    Unexcluded, VendorHost, VendorHostList, VendorSettings, VendorSettingsChanged,
+    MemberRemoved, ModelAccess, ModelHostGroups, Outcome, PendingList, PendingRequest, RenewHost,
+    SetEmbargo, Unexcluded, VendorHost, VendorHostList, VendorSettings, VendorSettingsChanged,
 };
 
 use super::json_body;
 use super::models::{authorize_model, load_model, vendor_of};
+use super::wipe::HostCaller;
 use crate::App;
 use crate::approvals::{self, Change};
 use crate::auth::{Caller, Target, authorize, policy_ids, store_now};
@@ -96,6 +97,81 @@ pub(crate) async fn enroll_host(
             not_after: issued.not_after,
         }),
     ))
+}
+
+/// `POST /v1/host/renew`: an enrolled, unrevoked host renews its own certificate before it
+/// expires, authenticated by that certificate ([`HostCaller`]); the request must name the
+/// same host. Signed exactly as at enrollment; the enrollment (and every vendor's approval
+/// of it) stays, and the old certificate stops counting.
+pub(crate) async fn renew_host(
+    State(app): State<Arc<App>>,
+    caller: HostCaller,
+    body: Result<Json<RenewHost>, JsonRejection>,
+) -> Result<Json<HostEnrolled>, ApiError> {
+    let host = caller.host.clone();
+    if host.revoked_at.is_some() {
+        let entry = caller
+            .entry("host.renew", "service")
+            .with_outcome(audit::Outcome::Denied)
+            .with_detail("a revoked host may not renew its certificate");
+        app.store.record(entry).await?;
+        return Err(ApiError::Denied(format!(
+            "host {} has been revoked: it may not renew its certificate; the operator enrolls \
+             it again (custody host enroll) if it should come back",
+            host.name
+        )));
+    }
+    let request = json_body(body)?;
+    if request.csr.len() > 64 * 1024 {
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidCsr,
+            "the signing request is too large",
+        ));
+    }
+    let named = crypto::host_ca::csr_host_name(&request.csr)
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidCsr, e.to_string()))?;
+    if named.as_deref() != Some(host.name.as_str()) {
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidCsr,
+            format!(
+                "the signing request names host {}, but this certificate is host {}'s",
+                named.as_deref().unwrap_or("(none)"),
+                host.name
+            ),
+        ));
+    }
+    let issued = crypto::host_ca::sign_host_csr(
+        &app.host_ca.cert_pem,
+        &app.host_ca.key_pem,
+        &request.csr,
+        host.name.as_str(),
+        store_now(),
+    )
+    .map_err(|e| ApiError::bad_request(ErrorCode::InvalidCsr, e.to_string()))?;
+    let entry = caller.entry("host.renew", "service").with_detail(format!(
+        "host {} certificate sha256 {} replaced by {}, valid until {}",
+        host.name,
+        host.cert_sha256,
+        issued.sha256,
+        crate::approvals::rfc3339(issued.not_after)
+    ));
+    app.store
+        .renew_host(
+            &host.id,
+            &host.cert_sha256,
+            &issued.sha256,
+            issued.not_after,
+            entry,
+        )
+        .await?;
+    Ok(Json(HostEnrolled {
+        name: host.name,
+        group: host.group,
+        certificate: issued.cert_pem,
+        ca: app.host_ca.cert_pem.clone(),
+        cert_sha256: issued.sha256,
+        not_after: issued.not_after,
+    }))
 }
 
 pub(crate) async fn list_hosts(

@@ -11,8 +11,8 @@ use store::NewToken;
 use types::{Role, UserName, VendorName};
 use wire::ErrorCode;
 use wire::admin::{
-    Awaiting, CreateToken, CreateVendor, RotateToken, TokenCreated, TokenInfo, TokenList,
-    TokenRevoked, UserInfo, UserList, VendorCreated, VendorList, WhoAmI,
+    Awaiting, CreateToken, CreateVendor, HeldGrant, RotateToken, TokenCreated, TokenInfo,
+    TokenList, TokenRevoked, UserInfo, UserList, VendorCreated, VendorList, WhoAmI,
 };
 
 use super::json_body;
@@ -240,7 +240,33 @@ pub(crate) async fn whoami(
             Some(crate::auth::CallerHost::Enrolled(h)) => Some(h.name.clone()),
             _ => None,
         },
+        grants: held_grants(&app, &caller).await?,
     }))
+}
+
+/// The grants the caller holds on models it may see (an exclusion hides the model, as it
+/// does everywhere else).
+async fn held_grants(app: &App, caller: &Caller) -> Result<Vec<HeldGrant>, ApiError> {
+    let mut out = Vec::new();
+    for grant in app
+        .store
+        .grants_held(&caller.principal.user, store_now())
+        .await?
+    {
+        let Some(model) = app.store.model_by_id(&grant.model_id).await? else {
+            continue;
+        };
+        if !allowed(app, caller, Action::ReadMetadata, Target::Model(&model)).await {
+            continue;
+        }
+        out.push(HeldGrant {
+            model: format!("{}/{}", model.vendor, model.name),
+            group: grant.group,
+            expires_at: grant.expires_at,
+        });
+    }
+    out.sort_by(|a, b| (&a.model, &a.group).cmp(&(&b.model, &b.group)));
+    Ok(out)
 }
 
 /// Every person the service knows (operator).

@@ -11,7 +11,8 @@ use store::{PendingAction, VendorRecord};
 use wire::ErrorCode;
 use wire::access::Outcome;
 use wire::deletion::{
-    DeleteAfter, DeleteAfterSet, DeletionStarted, DeletionStatus, HostWipe, ServiceKey,
+    DeleteAfter, DeleteAfterSet, DeletionList, DeletionStarted, DeletionStatus, DeletionSummary,
+    HostWipe, ServiceKey,
 };
 
 use super::access::{filed_response, load_vendor};
@@ -172,6 +173,47 @@ pub(crate) async fn status(
         last_error: deletion.last_error,
         retry_at: deletion.retry_at,
         wipes,
+    }))
+}
+
+/// `GET /v1/vendors/{vendor}/deletions`: the vendor's deletions, newest first, for whoever
+/// may follow them (the vendor's admins and auditors, the operator).
+pub(crate) async fn list(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(vendor): Path<String>,
+) -> Result<Json<DeletionList>, ApiError> {
+    let vendor = load_vendor(&app, &vendor).await?;
+    authorize(
+        &app,
+        &caller,
+        Action::ReadDeletions,
+        Target::Vendor(&vendor),
+    )
+    .await?;
+    let mut deletions = Vec::new();
+    for d in app.store.deletions_of_vendor(&vendor.id).await? {
+        let model = match &d.model_id {
+            Some(id) => Some(match app.store.model_by_id(id).await? {
+                Some(m) => format!("{}/{}", m.vendor, m.name),
+                None => id.clone(),
+            }),
+            None => None,
+        };
+        let certified = d.state == store::DeletionState::Certified;
+        deletions.push(DeletionSummary {
+            deletion: d.id,
+            model,
+            state: d.state.to_string(),
+            requested_by: d.requested_by,
+            requested_at: d.requested_at,
+            certified_at: d.completed_at.filter(|_| certified),
+            last_error: d.last_error,
+        });
+    }
+    Ok(Json(DeletionList {
+        vendor: vendor.name,
+        deletions,
     }))
 }
 

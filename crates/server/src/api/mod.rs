@@ -96,6 +96,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         )
         .route("/v1/vendors/{vendor}/delete", post(deletion::delete_vendor))
         .route("/v1/deletions/{id}", get(deletion::status))
+        .route("/v1/vendors/{vendor}/deletions", get(deletion::list))
         .route("/v1/service-key", get(deletion::service_key))
         .route(
             "/v1/models/{vendor}/{model}/host-groups",
@@ -131,6 +132,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/uploads/{id}/files/{index}", put(upload::put_file))
         .route("/v1/uploads/{id}/commit", post(upload::commit))
         .route("/v1/host/wipe", get(wipe::list).post(wipe::confirm))
+        .route("/v1/host/renew", post(access::renew_host))
         .route("/v1/audit/key", get(audit::key))
         .route("/v1/audit/checkpoint", get(audit::latest).post(audit::sign))
         .route("/v1/audit/checkpoints", get(audit::checkpoints))

@@ -34,7 +34,7 @@ pub(crate) struct HostCaller {
 }
 
 impl HostCaller {
-    fn entry(&self, action: &str, resource: impl Into<String>) -> audit::Entry {
+    pub(crate) fn entry(&self, action: &str, resource: impl Into<String>) -> audit::Entry {
         let mut entry = audit::Entry::new(format!("host:{}", self.host.name), action, resource)
             .with_request_id(&self.request_id);
         entry.host = Some(self.host.name.to_string());
