@@ -761,13 +761,7 @@ pub struct ActivityArgs {
 /// log index, to check it against the vendor's export.
 pub async fn activity(args: &ActivityArgs, global: &Global, out: &Output) -> anyhow::Result<()> {
     let client = &Client::from_settings(global)?;
-    let (vendor, model) = match args.target.split_once('/') {
-        Some((v, m)) => (
-            types::VendorName::parse(v)?,
-            Some(types::ModelName::parse(m)?),
-        ),
-        None => (types::VendorName::parse(&args.target)?, None),
-    };
+    let (vendor, model) = vendor_and_model(&args.target)?;
     let mut query = wire::audit::ActivityQuery {
         model: model.map(|m| m.to_string()),
         since: args.since.clone(),
@@ -804,6 +798,17 @@ pub async fn activity(args: &ActivityArgs, global: &Global, out: &Output) -> any
     })
 }
 
+/// `VENDOR` or `VENDOR/MODEL`.
+fn vendor_and_model(target: &str) -> anyhow::Result<(types::VendorName, Option<types::ModelName>)> {
+    Ok(match target.split_once('/') {
+        Some((v, m)) => (
+            types::VendorName::parse(v)?,
+            Some(types::ModelName::parse(m)?),
+        ),
+        None => (types::VendorName::parse(target)?, None),
+    })
+}
+
 fn event_line(e: &wire::audit::ActivityEvent) -> String {
     let mut line = format!(
         "{:>6}  {}  {:<8} {:<22} {}  by {}",
@@ -836,13 +841,7 @@ pub struct WatchArgs {
 /// `--json`, one JSON event per line), until interrupted.
 pub async fn watch(args: &WatchArgs, global: &Global, out: &Output) -> anyhow::Result<()> {
     let client = &Client::from_settings(global)?;
-    let (vendor, model) = match args.target.split_once('/') {
-        Some((v, m)) => (
-            types::VendorName::parse(v)?,
-            Some(types::ModelName::parse(m)?),
-        ),
-        None => (types::VendorName::parse(&args.target)?, None),
-    };
+    let (vendor, model) = vendor_and_model(&args.target)?;
     let mut query = wire::audit::ActivityQuery {
         model: model.map(|m| m.to_string()),
         since: None,

@@ -147,7 +147,7 @@ impl Store {
     /// A vendor's deletions, newest first.
     pub async fn deletions_of_vendor(&self, vendor_id: &str) -> Result<Vec<DeletionRecord>> {
         let rows = sqlx::query(&format!(
-            "{DELETION_SELECT} WHERE vendor_id = $1 ORDER BY requested_at DESC, id"
+            "{DELETION_SELECT} WHERE d.vendor_id = $1 ORDER BY d.requested_at DESC, d.id"
         ))
         .bind(vendor_id)
         .fetch_all(&self.pool)
