@@ -704,3 +704,53 @@ fn a_webhook_receives_signed_events_and_retries_until_the_receiver_answers() {
     let run = server.custody(&world.admin, &["webhook", "show", "acme"]);
     assert!(!run.success);
 }
+
+#[test]
+fn the_audit_logs_own_resource_names_are_not_vendor_names_and_idle_polls_record_nothing() {
+    let world = World::new();
+    let server = &world.server;
+    // An entry's vendor is read off its resource: the service's own resources stay unclaimed.
+    for reserved in ["service", "keys", "unknown", "deletion", "model"] {
+        let run = server.custody(&server.operator, &["vendor", "create", reserved]);
+        assert!(!run.success, "{reserved}");
+        assert!(run.stderr.contains("reserved"), "{}", run.stderr);
+    }
+    // Two long polls that find nothing (from beyond the end of the log) add no entry.
+    let key = log_key(server);
+    let (_t, before) = crate::audit::export(server, None);
+    for _ in 0..2 {
+        let (status, body) = server.api(
+            &world.admin,
+            "GET",
+            "/v1/vendors/acme/activity?from=999999&wait=1",
+            None,
+        );
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["events"].as_array().unwrap().len(), 0);
+    }
+    let (_t, after) = crate::audit::export(server, None);
+    assert_eq!(verify(&after, &key, &[]).0, 0);
+    let polls = |bundle: &Path| {
+        crate::audit::entries(bundle)
+            .iter()
+            .filter(|e| {
+                e["action"] == "audit.read"
+                    && e["detail"]
+                        .as_str()
+                        .is_some_and(|d| d.starts_with("activity of"))
+            })
+            .count()
+    };
+    assert_eq!(polls(&before), 0);
+    assert_eq!(polls(&after), 0);
+    // A poll that returns events is recorded.
+    let (status, _) = server.api(
+        &world.admin,
+        "GET",
+        "/v1/vendors/acme/activity?wait=1",
+        None,
+    );
+    assert_eq!(status, 200);
+    let (_t, last) = crate::audit::export(server, None);
+    assert_eq!(polls(&last), 1);
+}
