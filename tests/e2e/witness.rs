@@ -382,3 +382,44 @@ fn with_two_witnesses_and_one_down_a_quorum_of_one_passes_and_two_fails() {
     assert_eq!(code, 1, "{report}");
     assert!(report.contains("missing: witness.test/down"), "{report}");
 }
+
+/// A client that opens a connection and trickles half a request is cut at the witness's
+/// header-read timeout (10 s), and others are served meanwhile.
+#[test]
+fn a_witness_cuts_a_request_held_half_sent_and_serves_others_meanwhile() {
+    let (log_key, _, _data) = log_key_of_new_server();
+    let witness = Witness::start(&log_key, "slow-witness");
+    let addr = witness.url.trim_start_matches("http://").to_owned();
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    write!(slow, "POST /add-checkpoint HTTP/1.1\r\nHost: {addr}\r\n").unwrap();
+    let started = std::time::Instant::now();
+    // Meanwhile the witness answers its monitoring route (nothing cosigned yet: 404).
+    let mut other = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        other,
+        "GET /{}/checkpoint HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n",
+        hex::encode(crypto::hash::sha256(
+            log_key.split('+').next().unwrap().as_bytes()
+        ))
+    )
+    .unwrap();
+    let mut answer = String::new();
+    other.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    // The half-sent request is cut: the read ends (closed, or a 408), well before 30 s.
+    slow.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let read = slow.read_to_end(&mut rest);
+    let waited = started.elapsed();
+    assert!(read.is_ok(), "the connection was not closed: {read:?}");
+    assert!(
+        waited >= std::time::Duration::from_secs(9) && waited < std::time::Duration::from_secs(25),
+        "cut after {waited:?}"
+    );
+    let text = String::from_utf8_lossy(&rest);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+}

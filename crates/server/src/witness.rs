@@ -1,6 +1,7 @@
 //! `custody witness`: a C2SP tlog-witness for one custody audit log, run by a vendor or a third
 //! party. The checks and formats are pure (`audit::witness`); this module serves them over
-//! HTTP and keeps the state on disk.
+//! HTTP (bounded: a connection cap, one request per connection, header and exchange
+//! timeouts) and keeps the state on disk.
 //!
 //! Routes (the submission and monitoring prefixes are both the root):
 //!
@@ -29,6 +30,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use audit::checkpoint::{self, VerifierKey};
@@ -199,10 +201,75 @@ pub async fn run_witness(
         .route("/{origin_hash}/checkpoint", get(latest))
         .with_state(witness);
     on_started(&started);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(crate::tls::termination_signal())
-        .await?;
+    serve_bounded(listener, router, crate::tls::termination_signal()).await;
     Ok(())
+}
+
+/// Connections the witness holds at once; more are closed as they arrive.
+const MAX_CONNECTIONS: usize = 256;
+/// A request head must arrive within this, and a whole exchange within [`EXCHANGE_TIMEOUT`].
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
+/// At shutdown, exchanges in flight get this long to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Serves `router` over plain HTTP/1.1, one request per connection, with the bounds above: a
+/// witness faces whoever reaches its port, and a client that opens connections and sends
+/// nothing (or trickles a request) must not wear it out.
+async fn serve_bounded(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => {
+                let (tcp, peer) = match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    tracing::debug!(%peer, "connection refused: at the connection cap");
+                    continue;
+                };
+                let router = router.clone();
+                connections.spawn(async move {
+                    let _slot = slot;
+                    let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                        let router = router.clone();
+                        async move {
+                            match tower::ServiceExt::oneshot(router, request.map(Body::new)).await {
+                                Ok(response) => Ok::<_, std::convert::Infallible>(response),
+                                Err(never) => match never {},
+                            }
+                        }
+                    });
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(HEADER_READ_TIMEOUT)
+                        .keep_alive(false)
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+                    if tokio::time::timeout(EXCHANGE_TIMEOUT, conn).await.is_err() {
+                        tracing::debug!(%peer, "exchange cut: it took too long");
+                    }
+                });
+            }
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response {
