@@ -498,7 +498,8 @@ fn watch_follows_a_vendors_events_as_they_happen_and_resumes_from_an_index() {
 }
 
 /// A local HTTPS receiver (Python's standard library), started by the test: it answers 200
-/// and writes each request's headers and body as one JSON line to `log`.
+/// (307 to `/hook` for `/redirect`) and writes each request's path, headers and body as one
+/// JSON line to `log`.
 struct Receiver {
     child: std::process::Child,
     log: PathBuf,
@@ -511,9 +512,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers["content-length"]))
         with open(log, "a") as f:
-            f.write(json.dumps({"headers": {k.lower(): v for k, v in self.headers.items()},
+            f.write(json.dumps({"path": self.path,
+                                "headers": {k.lower(): v for k, v in self.headers.items()},
                                 "body": body.decode()}) + "\n")
-        self.send_response(200)
+        if self.path == "/redirect":
+            self.send_response(307)
+            self.send_header("location", "/hook")
+        else:
+            self.send_response(200)
         self.end_headers()
     def log_message(self, *args):
         pass
@@ -587,6 +593,10 @@ fn a_webhook_receives_signed_events_and_retries_until_the_receiver_answers() {
     for (token, bad) in [
         (&world.admin, format!("http://127.0.0.1:{port}/hook")),
         (&world.admin, "https://169.254.169.254/latest".to_owned()),
+        (
+            &world.admin,
+            format!("https://user:pw@127.0.0.1:{port}/hook"),
+        ),
         (&world.alice, url.clone()),
     ] {
         let run = server.custody(token, &["webhook", "set", "acme", &bad]);
@@ -700,6 +710,36 @@ fn a_webhook_receives_signed_events_and_retries_until_the_receiver_answers() {
         .collect();
     assert!(deliveries.iter().any(|e| e["outcome"] == "failed"));
     assert!(deliveries.iter().any(|e| e["outcome"] == "ok"));
+
+    // A receiver that redirects is a failed delivery: the redirect is not followed.
+    let delivered = receiver.received().len();
+    server.ok(
+        &world.admin,
+        &[
+            "webhook",
+            "set",
+            "acme",
+            &format!("https://127.0.0.1:{port}/redirect"),
+            "--receiver-ca",
+            receiver_dir.join("ca.pem").to_str().unwrap(),
+        ],
+    );
+    server.ok(&world.admin, &["revoke", "acme/llama-9", "--from", "alice"]);
+    wait_for(30, "a refused redirect", || {
+        let shown = server.ok(&world.admin, &["--json", "webhook", "show", "acme"]);
+        let shown: Value = serde_json::from_str(shown.trim()).unwrap();
+        shown["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("HTTP 307"))
+    });
+    let after = receiver.received();
+    assert!(after.len() > delivered);
+    assert!(
+        after[delivered..].iter().all(|r| r["path"] == "/redirect"),
+        "the redirect was followed: {:?}",
+        &after[delivered..]
+    );
+
     server.ok(&world.admin, &["webhook", "remove", "acme"]);
     let run = server.custody(&world.admin, &["webhook", "show", "acme"]);
     assert!(!run.success);

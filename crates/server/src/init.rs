@@ -397,37 +397,13 @@ async fn bootstrap_operator(
         config.bootstrap_token_ttl_secs > 0,
         "bootstrap_token_ttl_secs must be positive"
     );
-    let id = crypto::token::random_id()?;
-    let secret = crypto::token::TokenSecret::generate()?;
     let path = config.bootstrap_token_file();
-    write_secret_file(&path, &format!("{id}.{}\n", secret.expose_secret()))?;
-    let expires_at = crate::auth::store_now().saturating_add(config.bootstrap_token_ttl_secs);
-    let user = UserName::parse("bootstrap-operator")?;
-    let issued = store
-        .issue_token(
-            &NewToken {
-                id: &id,
-                secret_hash: &secret.hash(),
-                role: Role::Operator,
-                vendor_id: None,
-                user: &user,
-                expires_at: Some(expires_at),
-                created_by: "system",
-                bootstrap: true,
-                consumes: None,
-            },
-            &crypto::token::random_id()?,
-            0,
-            audit::Entry::new("system", "token.create", "service").with_detail(format!(
-                "operator bootstrap token {id}, single use, expires at {expires_at}"
-            )),
-        )
-        .await;
-    if let Err(e) = issued {
-        // A token that was never stored must not be left where it looks usable.
-        let _ = std::fs::remove_file(&path);
-        return Err(e.into());
-    }
+    let (_, expires_at) = issue_bootstrap_token(store, config, &path, |id, expires_at| {
+        audit::Entry::new("system", "token.create", "service").with_detail(format!(
+            "operator bootstrap token {id}, single use, expires at {expires_at}"
+        ))
+    })
+    .await?;
     Ok(Some((path, expires_at)))
 }
 
@@ -481,9 +457,37 @@ pub async fn recover_operator(
             path.display()
         );
     }
+    let (id, expires_at) = issue_bootstrap_token(&store, config, &path, |id, expires_at| {
+        audit::Entry::new(format!("local:{local_user}"), "operator.recover", "service").with_detail(
+            format!(
+                "operator bootstrap token {id} made on the server machine by local user \
+                 {local_user} (custody recover-operator), single use, written to {}, \
+                 expires at {}",
+                path.display(),
+                crate::approvals::rfc3339(expires_at)
+            ),
+        )
+    })
+    .await?;
+    Ok(Recovered {
+        path,
+        token_id: id,
+        expires_at,
+    })
+}
+
+/// Writes a new single-use operator bootstrap token to `path` (0600) and stores its hash with
+/// `entry(id, expires_at)`; returns its id and expiry. A token that was never stored is not
+/// left where it looks usable.
+async fn issue_bootstrap_token(
+    store: &Store,
+    config: &crate::ServerConfig,
+    path: &Path,
+    entry: impl FnOnce(&str, i64) -> audit::Entry,
+) -> anyhow::Result<(String, i64)> {
     let id = crypto::token::random_id()?;
     let secret = crypto::token::TokenSecret::generate()?;
-    write_secret_file(&path, &format!("{id}.{}\n", secret.expose_secret()))?;
+    write_secret_file(path, &format!("{id}.{}\n", secret.expose_secret()))?;
     let expires_at = crate::auth::store_now().saturating_add(config.bootstrap_token_ttl_secs);
     let user = UserName::parse("bootstrap-operator")?;
     let issued = store
@@ -501,25 +505,14 @@ pub async fn recover_operator(
             },
             &crypto::token::random_id()?,
             0,
-            audit::Entry::new(format!("local:{local_user}"), "operator.recover", "service")
-                .with_detail(format!(
-                    "operator bootstrap token {id} made on the server machine by local user \
-                     {local_user} (custody recover-operator), single use, written to {}, \
-                     expires at {}",
-                    path.display(),
-                    crate::approvals::rfc3339(expires_at)
-                )),
+            entry(&id, expires_at),
         )
         .await;
     if let Err(e) = issued {
-        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(path);
         return Err(e.into());
     }
-    Ok(Recovered {
-        path,
-        token_id: id,
-        expires_at,
-    })
+    Ok((id, expires_at))
 }
 
 /// Writes `text` to a new file at `path` that only its owner can read: created exclusively
