@@ -142,7 +142,19 @@ async fn fill(store: &Store, n: u64, writers: usize) -> anyhow::Result<f64> {
 
 async fn sqlite(dir: &std::path::Path, name: &str) -> anyhow::Result<Store> {
     let url = format!("sqlite://{}?mode=rwc", dir.join(name).display());
-    Ok(Store::connect(&url).await?)
+    open(&url).await
+}
+
+/// The store, with the vendor its entries concern (so every leaf carries acme's tag, as in
+/// a real log: an HMAC per entry and the vendor's key read in each appending transaction).
+async fn open(url: &str) -> anyhow::Result<Store> {
+    let store = Store::connect(url).await?;
+    let acme = types::VendorName::parse("acme")?;
+    if store.vendor(&acme).await?.is_none() {
+        let entry = audit::Entry::new("system", "vendor.create", "acme");
+        store.create_vendor("v-acme", &acme, entry).await?;
+    }
+    Ok(store)
 }
 
 struct Row {
@@ -222,7 +234,7 @@ async fn bench(args: AuditArgs) -> anyhow::Result<()> {
         };
         for (id, writers) in [("A3", 1usize), ("A4", 64)] {
             eprintln!("custody-bench: PostgreSQL appends, {writers} writer(s)");
-            let store = Store::connect(&url).await?;
+            let store = open(&url).await?;
             let a = appends(&store, writers, args.secs).await?;
             rows.push(append_row(
                 id,

@@ -262,6 +262,11 @@ fn downloads(
             cert.to_str().context("path")?,
         ],
     )?;
+    // The operator enrolls the host; the vendor approves it for its weights.
+    ok(
+        cli(bin, cluster, &admin),
+        &["host", "approve", "acme", "bench-host"],
+    )?;
     ok(
         cli(bin, cluster, &admin),
         &["upload", model.to_str().context("path")?, "acme/bench"],
