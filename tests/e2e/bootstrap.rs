@@ -118,7 +118,7 @@ fn an_unused_bootstrap_token_expires() {
     .unwrap();
     let server = TestServer::start_unclaimed(data, &["--config", config.to_str().unwrap()], &[]);
     let bootstrap = server.bootstrap_token().unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(2500));
+    server.advance_clock(5);
     let run = server.custody(
         &bootstrap,
         &["token", "create", "--role", "operator", "--name", "late"],

@@ -336,6 +336,58 @@ fn a_crash_at_any_step_is_finished_at_restart() {
     }
 }
 
+/// The test hooks (failpoints, the movable clock) exist only in test builds: the custody
+/// binary built without them (`cargo build -p cli`, as the release is; tests/run builds it and
+/// names it in CUSTODY_BIN_WITHOUT_TEST_HOOKS) ignores their variables. The same variables
+/// make the test build crash or move its clock (the crash tests above, `advance_clock`).
+#[test]
+fn a_custody_binary_built_without_test_hooks_ignores_their_variables() {
+    let bin = std::env::var_os("CUSTODY_BIN_WITHOUT_TEST_HOOKS").expect(
+        "CUSTODY_BIN_WITHOUT_TEST_HOOKS names the custody binary built without test hooks: \
+         run the tests with tests/run, which builds it",
+    );
+    let server = TestServer::start_binary(
+        Path::new(&bin),
+        tempfile::tempdir().unwrap(),
+        &[],
+        &[
+            (
+                "CUSTODY_FAILPOINT_DELETION",
+                "keys_destroyed,epoch_destroyed,objects_deleted,checked,certified",
+            ),
+            ("CUSTODY_FAILPOINT_BACKGROUND", "checkpoints"),
+        ],
+    )
+    .claimed();
+    let world = World::on(server);
+    let brief = world
+        .server
+        .ok(
+            &world.server.operator,
+            &[
+                "token",
+                "create",
+                "--role",
+                "operator",
+                "--name",
+                "brief",
+                "--expires-in",
+                "1h",
+            ],
+        )
+        .trim()
+        .to_owned();
+    world.server.advance_clock(7_200);
+    world.server.ok(&brief, &["vendor", "ls"]);
+
+    model_with_weights(&world, "acme/gone", 21);
+    let id = request_deletion(&world, "acme/gone");
+    wait_done(&world.server, &world.admin, &id);
+    let _ = verified_certificate(&world, &id);
+    let World { mut server, .. } = world;
+    assert!(!server.try_exited(), "the server stopped at a failpoint");
+}
+
 #[test]
 fn a_vendor_deletion_waits_for_a_second_admin_and_covers_every_model() {
     let world = World::new();
@@ -392,17 +444,21 @@ fn a_model_is_shredded_by_itself_at_its_delete_after_time() {
         .server
         .custody(&world.admin, &["delete-after", "acme/timed", "1"]);
     assert!(!past.success, "a time in the past was accepted");
-    let soon = (std::time::SystemTime::now() + Duration::from_secs(2))
+    let tomorrow = (std::time::SystemTime::now() + Duration::from_secs(86_400))
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
         .to_string();
     world
         .server
-        .ok(&world.admin, &["delete-after", "acme/timed", &soon]);
+        .ok(&world.admin, &["delete-after", "acme/timed", &tomorrow]);
     let (run, _) = fetch(&world, "acme/timed");
     assert!(run.success, "{}", run.stderr);
-    // The runner wakes at least every 10 seconds.
+    world.server.advance_clock(3_600);
+    let (run, _) = fetch(&world, "acme/timed");
+    assert!(run.success, "shredded 23 hours early: {}", run.stderr);
+    // A day later by the server's clock; the runner wakes at least every few seconds.
+    world.server.advance_clock(86_400);
     wait_for(60, "the scheduled deletion", || {
         !fetch(&world, "acme/timed").0.success
     });

@@ -107,7 +107,7 @@ fn recover_operator_makes_a_private_single_use_token_and_is_audited() {
         .trim()
         .to_owned();
     server.ok(&short, &["token", "revoke", id_of(&server.operator)]);
-    std::thread::sleep(std::time::Duration::from_millis(2500));
+    server.advance_clock(5);
     let run = server.custody(&short, &["vendor", "ls"]);
     assert!(!run.success, "the expired token still works");
 

@@ -53,11 +53,14 @@ impl TestServer {
 
     /// Like [`TestServer::start_with`], with extra environment variables for the server.
     pub fn start_env(data: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> TestServer {
-        let mut server = TestServer::start_unclaimed(data, extra, env);
-        // A first start wrote the single-use bootstrap token to a file: it makes the operator
-        // token the tests use, as the README's quickstart does.
-        if let Some(bootstrap) = server.bootstrap_token() {
-            server.operator = server
+        TestServer::start_unclaimed(data, extra, env).claimed()
+    }
+
+    /// A first start wrote the single-use bootstrap token to a file: it makes the operator
+    /// token the tests use, as the README's quickstart does.
+    pub fn claimed(mut self) -> TestServer {
+        if let Some(bootstrap) = self.bootstrap_token() {
+            self.operator = self
                 .ok(
                     &bootstrap,
                     &["token", "create", "--role", "operator", "--name", OPERATOR],
@@ -65,7 +68,7 @@ impl TestServer {
                 .trim()
                 .to_owned();
         }
-        server
+        self
     }
 
     /// Starts a server and leaves its bootstrap token (if it wrote one) unused: `operator` is
@@ -75,17 +78,30 @@ impl TestServer {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> TestServer {
+        TestServer::start_binary(Path::new(BIN), data, extra, env)
+    }
+
+    /// Starts the server of another custody binary (`bin`) and leaves its bootstrap token
+    /// unused, as [`TestServer::start_unclaimed`] does.
+    pub fn start_binary(
+        bin: &Path,
+        data: tempfile::TempDir,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> TestServer {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(data.path().join("server.log"))
             .unwrap();
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(bin)
             .arg("server")
             .arg("--data-dir")
             .arg(data.path().join("custody"))
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
+            // The server's clock, moved by `advance_clock` (a test hook: test builds only).
+            .env("CUSTODY_TEST_CLOCK_FILE", data.path().join("clock-offset"))
             .envs(env.iter().copied())
             .env(
                 "CUSTODY_LOG",
@@ -155,6 +171,12 @@ impl TestServer {
 
     pub fn data_dir(&self) -> PathBuf {
         self.data.path().join("custody")
+    }
+
+    /// Moves the server's clock `secs` forward (every decision that depends on the time reads
+    /// it: expiries, embargoes, `delete_after`), instead of sleeping.
+    pub fn advance_clock(&self, secs: i64) {
+        advance_clock_file(&self.data.path().join("clock-offset"), secs);
     }
 
     pub fn pid(&self) -> u32 {
@@ -615,4 +637,16 @@ pub fn wait_for(secs: u64, what: &str, mut ready: impl FnMut() -> bool) {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// Adds `secs` to the offset in a server's clock file (`CUSTODY_TEST_CLOCK_FILE`), replacing
+/// the file whole so the server never reads half of it.
+pub fn advance_clock_file(path: &Path, secs: i64) {
+    let now: i64 = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0);
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, (now + secs).to_string()).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
 }

@@ -548,7 +548,7 @@ fn an_expired_request_cannot_be_approved() {
     );
     assert_eq!(status, 202, "{body}");
     let id = pending_id(&body);
-    std::thread::sleep(Duration::from_millis(2500));
+    s.advance_clock(5);
     let listed = s.ok(&admin2, &["pending", "acme"]);
     assert!(listed.contains("expired"), "{listed}");
     let late = s.custody(&admin2, &["approve", &id]);

@@ -205,7 +205,8 @@ async fn grant(
     let request = GrantRequest {
         user,
         group,
-        expires_at: expires_in.map(|d| args::now().saturating_add(d.secs())),
+        expires_at: None,
+        expires_in_secs: expires_in.map(|d| d.secs()),
     };
     let granted: GrantResponse = client
         .post(&format!("/v1/models/{repo}/grants"), &request)

@@ -55,13 +55,6 @@ pub fn rfc3339(secs: i64) -> String {
 }
 
 /// Now, in Unix seconds.
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 /// An id the server made (a pending request, a token, a deletion): hex, checked before it
 /// becomes part of a URL path.
 pub fn opaque_id(id: &str) -> anyhow::Result<&str> {

@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use certificate::{Report, Status, Verdict};
 use clap::Args;
-use deletion::{Report, Status, Verdict};
 use serde::Serialize;
 
 use crate::output::Output;
@@ -73,13 +73,14 @@ fn unusable(out: &Output, message: String) -> ExitCode {
 
 pub fn run(args: &VerifyArgs, out: &Output) -> ExitCode {
     let service = match key_text(&args.service_key)
-        .and_then(|t| deletion::parse_service_key(&t).map_err(|e| format!("--service-key: {e}")))
+        .and_then(|t| certificate::parse_service_key(&t).map_err(|e| format!("--service-key: {e}")))
     {
         Ok(key) => key,
         Err(e) => return unusable(out, e),
     };
     let log = match args.log_key.as_deref().map(|k| {
-        key_text(k).and_then(|t| deletion::parse_log_key(&t).map_err(|e| format!("--log-key: {e}")))
+        key_text(k)
+            .and_then(|t| certificate::parse_log_key(&t).map_err(|e| format!("--log-key: {e}")))
     }) {
         None => None,
         Some(Ok(key)) => Some(key),
@@ -90,9 +91,9 @@ pub fn run(args: &VerifyArgs, out: &Output) -> ExitCode {
         Err(e) => return unusable(out, format!("reading {}: {e}", args.file.display())),
     };
     let report = match args.witnesses.for_certificate() {
-        Ok(None) => deletion::verify(&bytes, &service, log.as_ref()),
+        Ok(None) => certificate::verify(&bytes, &service, log.as_ref()),
         Ok(Some((keys, min))) => {
-            deletion::verify_witnessed(&bytes, &service, log.as_ref(), &keys, min)
+            certificate::verify_witnessed(&bytes, &service, log.as_ref(), &keys, min)
         }
         Err(e) => return unusable(out, e),
     };
@@ -148,7 +149,7 @@ fn human(report: &Report) -> String {
                 host.host, host.files
             ));
         }
-        if report.status(deletion::CheckName::CheckpointSignature) == Some(Status::Skipped) {
+        if report.status(certificate::CheckName::CheckpointSignature) == Some(Status::Skipped) {
             text.push_str(
                 "note: without --log-key, the audit checkpoint is trusted on the service's \
                  word alone\n",

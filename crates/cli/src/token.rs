@@ -172,12 +172,11 @@ async fn create(client: &Client, request: &CreateToken, out: &Output) -> anyhow:
 
 async fn list(client: &Client, out: &Output) -> anyhow::Result<()> {
     let list: TokenList = client.get("/v1/tokens").await?;
-    let now = args::now();
     out.result(&list, || {
         lines(&list.tokens, |t: &TokenInfo| {
             let state = if t.revoked_at.is_some() {
                 "revoked"
-            } else if t.expires_at.is_some_and(|e| e <= now) {
+            } else if t.expired {
                 "expired"
             } else {
                 "active"

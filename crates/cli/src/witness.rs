@@ -110,7 +110,7 @@ impl Requirement {
             .map_err(|e| format!("checkpoint: {e}"))
     }
 
-    /// The keys and quorum for `deletion::verify_witnessed`.
+    /// The keys and quorum for `certificate::verify_witnessed`.
     pub fn for_certificate(&self) -> Result<Option<(Vec<CosignerKey>, usize)>, String> {
         self.parsed()
     }

@@ -29,6 +29,8 @@
 #![forbid(unsafe_code)]
 
 pub mod age_file;
+/// Only with the `bench` feature, which only the benchmark crate turns on.
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod hash;
 pub mod host_ca;

@@ -18,9 +18,9 @@
 
 use store::{NewPending, PendingAction};
 
-use crate::App;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::state::App;
 
 /// What a change does to the vendor's weights.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -114,7 +114,11 @@ pub(crate) async fn file(
         Some(detail) => format!("{detail}; {pending}"),
         None => pending,
     });
-    let expires_at = crate::auth::store_now().saturating_add(app.config.pending_ttl_secs);
+    let expires_at = app
+        .store
+        .clock()
+        .now()
+        .saturating_add(app.config.pending_ttl_secs);
     app.store
         .create_pending(
             &NewPending {

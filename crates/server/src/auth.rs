@@ -19,9 +19,9 @@ use crypto::token::TokenSecret;
 use policy::{Action, Decision, Facts, Grant, HostFacts, ModelFacts, Principal, ResourceFacts};
 use store::{HostRecord, ModelRecord, VendorRecord};
 
-use crate::App;
 use crate::error::{ApiError, refusal_message};
 use crate::refusals::PeerSource;
+use crate::state::App;
 
 /// The SHA-256 (lowercase hex) of the client certificate of the connection, when the peer
 /// presented one that chains to the host CA. Set by the accept loop.
@@ -154,7 +154,7 @@ impl FromRequestParts<Arc<App>> for Caller {
                     .extensions
                     .get::<PeerSource>()
                     .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |s| s.0);
-                let verdict = app.refusals.note(source, reason, store_now());
+                let verdict = app.refusals.note(source, reason, app.store.clock().now());
                 tracing::debug!(%request_id, %source, reason, "authentication refused");
                 if verdict.record {
                     tracing::info!(%request_id, %source, reason, "authentication refused (further refusals from this source are counted, not logged, for a minute)");
@@ -217,7 +217,7 @@ async fn authenticate(parts: &Parts, app: &App) -> Result<(Principal, Credential
     if !crypto::token::verify(&secret, &record.secret_hash) {
         return Err(INVALID);
     }
-    let now = store_now();
+    let now = app.store.clock().now();
     if record.revoked_at.is_some() || record.expires_at.is_some_and(|t| t <= now) {
         return Err(INVALID);
     }
@@ -234,13 +234,6 @@ async fn authenticate(parts: &Parts, app: &App) -> Result<(Principal, Credential
             bootstrap: record.bootstrap,
         },
     ))
-}
-
-pub(crate) fn store_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// What a request acts on.
@@ -277,7 +270,7 @@ async fn gather_facts(app: &App, caller: &Caller, target: Target<'_>) -> Result<
         credential: &caller.credential,
         host: caller.host.as_ref(),
     };
-    Ok(request_facts(&app.store, &asking, target, store_now()).await?)
+    Ok(request_facts(&app.store, &asking, target, app.store.clock().now()).await?)
 }
 
 /// Who asks, as the facts of a decision need it.

@@ -5,7 +5,7 @@
 //!
 //! | job | lease | what |
 //! |---|---|---|
-//! | deletions | `deletions` | the shred state machine and the `delete_after` scheduler (`deletion.rs`) |
+//! | deletions | `deletions` | the deletion service: the shred state machine and the `delete_after` scheduler (`deletion` crate) |
 //! | checkpoints | `checkpoints` | signing audit checkpoints when the log grew (`checkpointer.rs`) |
 //! | upload sweep | `upload-sweep` | expiring abandoned uploads (`sweep.rs`) |
 //! | webhooks | `webhooks` | sending vendors' events to their webhooks (`webhooks.rs`) |
@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use store::Fence;
 use tokio::task::{Id, JoinSet};
 
-use crate::App;
+use crate::state::App;
 
 /// How long a lease lives after its last renewal.
 pub(crate) const LEASE_TTL: Duration = Duration::from_secs(10);
@@ -96,7 +96,9 @@ pub(crate) fn start(app: Arc<App>) -> Supervisor {
     };
     supervisor.spawn(
         "deletions",
-        leased(app.clone(), "deletions", crate::deletion::work),
+        leased(app.clone(), "deletions", |app: Arc<App>, fence| {
+            app.deletion.clone().work(fence)
+        }),
     );
     supervisor.spawn(
         "checkpoints",
@@ -115,8 +117,10 @@ pub(crate) fn start(app: Arc<App>) -> Supervisor {
     supervisor
 }
 
-/// A test hook: `CUSTODY_FAILPOINT_BACKGROUND=LEASE` makes that job panic once it holds its
-/// lease, to prove that the server does not run on without it.
+/// A test hook, compiled only with the `test-hooks` feature (never the release binary):
+/// `CUSTODY_FAILPOINT_BACKGROUND=LEASE` makes that job panic once it holds its lease, to prove
+/// that the server does not run on without it.
+#[cfg(feature = "test-hooks")]
 fn failpoint(lease: &str) {
     if std::env::var("CUSTODY_FAILPOINT_BACKGROUND").is_ok_and(|l| l == lease) {
         #[allow(clippy::panic, reason = "the failpoint's whole point")]
@@ -125,6 +129,9 @@ fn failpoint(lease: &str) {
         }
     }
 }
+
+#[cfg(not(feature = "test-hooks"))]
+fn failpoint(_lease: &str) {}
 
 /// Keeps trying to take `lease`; while it holds it, runs `job` (which never returns) and
 /// renews the lease, and stops the job when the lease is lost.

@@ -29,7 +29,7 @@ use crypto::sign::SigningKey;
 use store::Store;
 use zeroize::Zeroizing;
 
-use crate::App;
+use crate::state::App;
 
 pub(crate) const KEY_FILE: &str = "audit-log.key";
 /// The copy of the last checkpoint signed, beside root key files (and, before the copy moved

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use blobstore::{BlobStore, FsBackend};
-use deletion::RootPlacement;
+use certificate::RootPlacement;
 use shred::{EpochLedger, KeyHierarchy, RootProvider};
 use store::{NewToken, Store};
 use types::{Role, UserName};
@@ -27,7 +27,7 @@ pub(crate) struct Prepared {
     pub tls: Arc<rustls::ServerConfig>,
     pub fingerprint: String,
     pub host_ca: crate::service_identity::HostCa,
-    pub service_key: crate::certificate::ServiceKey,
+    pub service_key: crate::service_key::ServiceKey,
     pub policy: Arc<policy::PolicyEngine>,
     pub checkpointer: Checkpointer,
     pub cert_path: PathBuf,
@@ -488,7 +488,10 @@ async fn issue_bootstrap_token(
     let id = crypto::token::random_id()?;
     let secret = crypto::token::TokenSecret::generate()?;
     write_secret_file(path, &format!("{id}.{}\n", secret.expose_secret()))?;
-    let expires_at = crate::auth::store_now().saturating_add(config.bootstrap_token_ttl_secs);
+    let expires_at = store
+        .clock()
+        .now()
+        .saturating_add(config.bootstrap_token_ttl_secs);
     let user = UserName::parse("bootstrap-operator")?;
     let issued = store
         .issue_token(

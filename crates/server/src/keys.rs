@@ -8,8 +8,8 @@
 use shred::{KeyError, WrappedModelKey};
 use store::{ModelRecord, NewModel, StoreError};
 
-use crate::App;
 use crate::error::ApiError;
+use crate::state::App;
 
 /// Attempts before giving up on a model creation that keeps meeting rotations.
 const ATTEMPTS: usize = 5;

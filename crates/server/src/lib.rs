@@ -16,17 +16,21 @@
 
 mod api;
 mod approvals;
+#[cfg(feature = "bench")]
 pub mod auth;
+#[cfg(not(feature = "bench"))]
+mod auth;
 mod background;
-mod certificate;
 mod checkpointer;
-pub mod config;
-mod deletion;
+mod config;
 mod error;
 mod init;
 mod keys;
+mod notary;
 mod refusals;
 mod service_identity;
+mod service_key;
+mod state;
 mod suggest;
 mod sweep;
 mod tls;
@@ -36,42 +40,13 @@ mod witnesses;
 
 use std::sync::Arc;
 
-use blobstore::BlobStore;
-use shred::KeyHierarchy;
-use store::Store;
 use tokio::net::TcpListener;
+
+use crate::state::App;
 
 pub use config::ServerConfig;
 pub use init::{Recovered, recover_operator};
 pub use service_identity::{IdentityPaths, init_identity};
-
-/// Shared state of all handlers.
-pub(crate) struct App {
-    pub store: Store,
-    pub blobs: BlobStore,
-    pub keys: KeyHierarchy,
-    pub config: ServerConfig,
-    pub policy: Arc<policy::PolicyEngine>,
-    pub host_ca: service_identity::HostCa,
-    /// Wakes this instance's deletion runner when a deletion is requested or approved here.
-    pub deletions: Arc<tokio::sync::Notify>,
-    /// Signs the audit log's checkpoints.
-    pub checkpointer: checkpointer::Checkpointer,
-    /// Signs deletion certificates.
-    pub service_key: certificate::ServiceKey,
-    /// The audit log's witnesses, and the client that submits checkpoints to them.
-    pub witnesses: witnesses::Witnesses,
-    /// Where the root of trust is, as certificates state it.
-    pub placement: ::deletion::RootPlacement,
-    /// The budget of upload part buffers (`limits.max_upload_buffer_bytes`), in KiB.
-    pub upload_buffers: Arc<tokio::sync::Semaphore>,
-    /// Refused authentication of this instance, counted per source and minute.
-    pub refusals: refusals::Refusals,
-    /// This process, as lease holders are named: random, new at every start.
-    pub instance: String,
-    /// One server per SQLite database: held until the process ends.
-    _instance_lock: Option<std::fs::File>,
-}
 
 /// What start-up reports to the operator, printed by the CLI.
 pub struct Started {
@@ -118,18 +93,37 @@ pub async fn run(config: ServerConfig, on_started: impl FnOnce(&Started)) -> any
             .unwrap_or(usize::MAX)
             .min(tokio::sync::Semaphore::MAX_PERMITS),
     ));
+    let keys = Arc::new(prepared.keys);
+    let checkpointer = Arc::new(prepared.checkpointer);
+    let witnesses = Arc::new(witnesses);
+    let notary = notary::AuditNotary {
+        store: prepared.store.clone(),
+        checkpointer: checkpointer.clone(),
+        witnesses: witnesses.clone(),
+    };
+    let deletion = Arc::new(deletion::Service::new(
+        prepared.store.clone(),
+        keys.clone(),
+        prepared.blobs.clone(),
+        prepared.placement,
+        config
+            .hostnames
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "custody".into()),
+        prepared.service_key.key,
+        Arc::new(notary),
+    ));
     let app = Arc::new(App {
         store: prepared.store,
         blobs: prepared.blobs,
-        keys: prepared.keys,
+        keys,
         config,
         policy: prepared.policy,
         host_ca: prepared.host_ca,
-        deletions: Arc::new(tokio::sync::Notify::new()),
-        checkpointer: prepared.checkpointer,
-        service_key: prepared.service_key,
+        deletion,
+        checkpointer,
         witnesses,
-        placement: prepared.placement,
         refusals,
         upload_buffers,
         instance,

@@ -212,11 +212,11 @@ fn roll(state: &mut State, now: i64) {
 }
 
 /// Writes closed windows' entries every [`FLUSH_EVERY`]. Never returns (a supervised job).
-pub(crate) async fn work(app: std::sync::Arc<crate::App>) {
+pub(crate) async fn work(app: std::sync::Arc<crate::state::App>) {
     let mut pending: Vec<audit::Entry> = Vec::new();
     loop {
         tokio::time::sleep(FLUSH_EVERY).await;
-        pending.extend(app.refusals.take(crate::auth::store_now(), false));
+        pending.extend(app.refusals.take(app.store.clock().now(), false));
         if let Err(e) = write(&app, &mut pending).await {
             tracing::warn!(error = %e, waiting = pending.len(), "could not record aggregated refusals; will retry");
         }
@@ -224,13 +224,13 @@ pub(crate) async fn work(app: std::sync::Arc<crate::App>) {
 }
 
 /// At shutdown: writes every count still in memory.
-pub(crate) async fn flush(app: &crate::App) -> anyhow::Result<()> {
-    let mut pending = app.refusals.take(crate::auth::store_now(), true);
+pub(crate) async fn flush(app: &crate::state::App) -> anyhow::Result<()> {
+    let mut pending = app.refusals.take(app.store.clock().now(), true);
     write(app, &mut pending).await
 }
 
 /// Appends `pending` in order; what was written leaves it.
-async fn write(app: &crate::App, pending: &mut Vec<audit::Entry>) -> anyhow::Result<()> {
+async fn write(app: &crate::state::App, pending: &mut Vec<audit::Entry>) -> anyhow::Result<()> {
     while let Some(entry) = pending.first() {
         app.store.record(entry.clone()).await?;
         pending.remove(0);

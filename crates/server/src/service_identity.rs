@@ -18,8 +18,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use store::PinnedIdentity;
 
-use crate::certificate::ServiceKey;
 use crate::checkpointer::LogKey;
+use crate::service_key::ServiceKey;
 
 /// Where the identity's files are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +42,7 @@ impl IdentityPaths {
             host_ca_cert: tls.join("host-ca.pem"),
             host_ca_key: tls.join("host-ca.key"),
             log_key: keys.join(crate::checkpointer::KEY_FILE),
-            service_key: keys.join(crate::certificate::KEY_FILE),
+            service_key: keys.join(crate::service_key::KEY_FILE),
         }
     }
 

@@ -10,8 +10,8 @@
 use store::{UserRecord, VendorRecord};
 use types::{GroupName, HostGroupName, UserName};
 
-use crate::App;
 use crate::error::ApiError;
+use crate::state::App;
 
 /// The user named `user`, or the refusal that names the closest existing user.
 pub(crate) async fn known_user(app: &App, user: &UserName) -> Result<UserRecord, ApiError> {

@@ -8,8 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::App;
-use crate::auth::store_now;
+use crate::state::App;
 
 pub(crate) fn interval(upload_ttl_secs: i64) -> Duration {
     Duration::from_secs((upload_ttl_secs / 4).clamp(1, 60) as u64)
@@ -28,7 +27,7 @@ pub(crate) async fn work(app: Arc<App>, _fence: store::Fence) {
 }
 
 pub(crate) async fn sweep_once(app: &App) -> anyhow::Result<usize> {
-    let expired = app.store.expired_uploads(store_now()).await?;
+    let expired = app.store.expired_uploads(app.store.clock().now()).await?;
     for session in &expired {
         for file in &session.files {
             // Deleting the key removes a finished object and aborts unfinished uploads alike.

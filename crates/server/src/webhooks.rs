@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use reqwest::Url;
 
-use crate::App;
 use crate::config::WebhookConfig;
+use crate::state::App;
 
 /// Events per delivery.
 const BATCH: u64 = 100;
@@ -75,7 +75,7 @@ pub(crate) fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
 pub(crate) async fn work(app: Arc<App>, _fence: store::Fence) {
     loop {
         tokio::time::sleep(ROUND).await;
-        let due = match app.store.due_webhooks(crate::auth::store_now()).await {
+        let due = match app.store.due_webhooks(app.store.clock().now()).await {
             Ok(due) => due,
             Err(e) => {
                 tracing::warn!(error = %e, "reading webhooks failed; will retry");
@@ -150,7 +150,7 @@ async fn deliver(app: &App, hook: &store::Webhook) -> anyhow::Result<()> {
             app.store
                 .webhook_failed(
                     &hook.vendor_id,
-                    crate::auth::store_now() + wait,
+                    app.store.clock().now() + wait,
                     &why,
                     entry(audit::Outcome::Failed, detail),
                 )
@@ -164,7 +164,7 @@ async fn deliver(app: &App, hook: &store::Webhook) -> anyhow::Result<()> {
 async fn send(app: &App, hook: &store::Webhook, body: &[u8]) -> Result<u16, String> {
     let url = check_url(&app.config.webhooks, &hook.url)?;
     let client = client(hook.ca_pem.as_deref())?;
-    let timestamp = crate::auth::store_now();
+    let timestamp = app.store.clock().now();
     let response = client
         .post(url)
         .header("content-type", "application/json")

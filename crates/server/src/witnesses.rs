@@ -22,8 +22,6 @@ use crate::config::ServerConfig;
 
 /// One request to one witness may take this long.
 const SUBMIT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Between two rounds while a certificate waits for its quorum.
-pub(crate) const QUORUM_POLL: Duration = Duration::from_millis(500);
 /// The largest witness answer read.
 const MAX_ANSWER_BYTES: usize = 16 << 10;
 

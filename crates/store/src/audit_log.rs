@@ -27,7 +27,7 @@ use sqlx::{AnyConnection, AnyPool, Row};
 use tokio::sync::oneshot;
 
 use crate::convert::{db_int, get_uint, uint};
-use crate::{Result, Store, StoreError, corrupt, now};
+use crate::{Result, Store, StoreError, corrupt};
 
 /// Most entries in one group commit.
 const MAX_BATCH: usize = 4096;
@@ -616,7 +616,7 @@ impl Store {
         .bind(db_int(size)?)
         .bind(root.to_vec())
         .bind(note)
-        .bind(now())
+        .bind(self.clock.now())
         .execute(&self.pool)
         .await?;
         Ok(())

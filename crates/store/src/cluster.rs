@@ -16,7 +16,7 @@
 
 use sqlx::{Any, Row, Transaction};
 
-use crate::{Dialect, Result, Store, StoreError, now};
+use crate::{Dialect, Result, Store, StoreError};
 
 pub use shred::Fence;
 
@@ -259,7 +259,7 @@ impl Store {
             )
             .bind(&p.kind)
             .bind(&p.fingerprint)
-            .bind(now())
+            .bind(self.clock.now())
             .execute(tx.conn())
             .await?;
         }

@@ -13,7 +13,7 @@ use sqlx::Row;
 use types::{CommitId, HostName, RepoPath};
 
 use crate::convert::get_uint;
-use crate::{Result, Store, StoreError, corrupt, now};
+use crate::{Result, Store, StoreError, corrupt};
 
 /// What one fetch served to an enrolled host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,7 +100,7 @@ impl Store {
                      WHERE host_id = $3 AND model_id = $4 AND commit_id = $5 AND path = $6",
                 )
                 .bind(before.saturating_add(served).min(cap))
-                .bind(now())
+                .bind(self.clock.now())
                 .bind(&copy.host_id)
                 .bind(&copy.model_id)
                 .bind(copy.commit.as_str())
@@ -118,7 +118,7 @@ impl Store {
                 .bind(copy.commit.as_str())
                 .bind(copy.path.as_str())
                 .bind(served.min(cap))
-                .bind(now())
+                .bind(self.clock.now())
                 .execute(tx.conn())
                 .await?;
             }
@@ -262,7 +262,7 @@ impl Store {
             .bind(&deletion_id)
             .bind(host_id)
             .bind(model_id)
-            .bind(now())
+            .bind(self.clock.now())
             .bind(i64::try_from(files).unwrap_or(i64::MAX))
             .execute(tx.conn())
             .await?;

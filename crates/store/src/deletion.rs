@@ -5,7 +5,7 @@
 use sqlx::Row;
 
 use crate::keys::{check_fence, current_epoch_shared};
-use crate::{Fence, Result, Store, StoreError, corrupt, now};
+use crate::{Fence, Result, Store, StoreError, corrupt};
 
 /// The states of a deletion, in order (`Ord` follows it). A deletion only moves forward.
 ///
@@ -128,6 +128,7 @@ impl Store {
             model_id,
             requested_by,
             approved_by,
+            self.clock.now(),
         )
         .await?;
         tx.commit(entry).await?;
@@ -336,7 +337,7 @@ impl Store {
         .await?;
         sqlx::query("UPDATE deletions SET certificate = $1, completed_at = $2 WHERE id = $3")
             .bind(certificate)
-            .bind(now())
+            .bind(self.clock.now())
             .bind(id)
             .execute(tx.conn())
             .await?;
@@ -425,8 +426,9 @@ pub(crate) async fn insert_deletion(
     model_id: Option<&str>,
     requested_by: &str,
     approved_by: Option<&str>,
+    now: i64,
 ) -> Result<()> {
-    let t = now();
+    let t = now;
     sqlx::query(
         "INSERT INTO deletions (id, vendor_id, model_id, state, requested_by, approved_by, \
          requested_at, work) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",

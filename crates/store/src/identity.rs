@@ -8,7 +8,7 @@
 use sqlx::Row;
 use types::{GroupName, HostGroupName, HostName, UserName};
 
-use crate::{Result, Store, StoreError, corrupt, now};
+use crate::{Result, Store, StoreError, corrupt};
 
 /// Who a grant names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,8 +179,17 @@ impl Store {
         entry: audit::Entry,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
-        insert_group_member(tx.conn(), vendor_id, group, user, added_by).await?;
-        Store::request_endorsements_in(tx.conn(), vendor_id, user, follow_up).await?;
+        insert_group_member(
+            tx.conn(),
+            vendor_id,
+            group,
+            user,
+            added_by,
+            self.clock.now(),
+        )
+        .await?;
+        Store::request_endorsements_in(tx.conn(), vendor_id, user, follow_up, self.clock.now())
+            .await?;
         tx.commit(entry).await?;
         Ok(())
     }
@@ -258,9 +267,18 @@ impl Store {
         entry: audit::Entry,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
-        insert_grant(tx.conn(), model_id, to, granted_by, expires_at).await?;
+        insert_grant(
+            tx.conn(),
+            model_id,
+            to,
+            granted_by,
+            expires_at,
+            self.clock.now(),
+        )
+        .await?;
         if let Grantee::User(user) = to {
-            Store::request_endorsements_in(tx.conn(), vendor_id, user, follow_up).await?;
+            Store::request_endorsements_in(tx.conn(), vendor_id, user, follow_up, self.clock.now())
+                .await?;
         }
         tx.commit(entry).await?;
         Ok(())
@@ -447,7 +465,7 @@ impl Store {
         .bind(model)
         .bind(user.as_str())
         .bind(created_by)
-        .bind(now())
+        .bind(self.clock.now())
         .execute(tx.conn())
         .await?;
         tx.commit(entry).await?;
@@ -542,7 +560,7 @@ impl Store {
         entry: audit::Entry,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
-        insert_host_group(tx.conn(), model_id, group, added_by).await?;
+        insert_host_group(tx.conn(), model_id, group, added_by, self.clock.now()).await?;
         tx.commit(entry).await?;
         Ok(())
     }
@@ -599,7 +617,7 @@ impl Store {
         .bind(host.cert_sha256)
         .bind(host.not_after)
         .bind(host.enrolled_by)
-        .bind(now())
+        .bind(self.clock.now())
         .execute(tx.conn())
         .await?;
         tx.commit(entry).await?;
@@ -611,7 +629,7 @@ impl Store {
         let mut tx = self.begin().await?;
         let done =
             sqlx::query("UPDATE hosts SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL")
-                .bind(now())
+                .bind(self.clock.now())
                 .bind(name.as_str())
                 .execute(tx.conn())
                 .await?;
@@ -691,7 +709,7 @@ impl Store {
         entry: audit::Entry,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
-        insert_vendor_host(tx.conn(), vendor_id, host_id, approved_by).await?;
+        insert_vendor_host(tx.conn(), vendor_id, host_id, approved_by, self.clock.now()).await?;
         tx.commit(entry).await?;
         Ok(())
     }
@@ -745,6 +763,7 @@ pub(crate) async fn insert_group_member(
     group: &GroupName,
     user: &UserName,
     added_by: &str,
+    now: i64,
 ) -> Result<()> {
     sqlx::query(
         "DELETE FROM group_members WHERE vendor_id = $1 AND group_name = $2 AND user_name = $3",
@@ -762,7 +781,7 @@ pub(crate) async fn insert_group_member(
     .bind(group.as_str())
     .bind(user.as_str())
     .bind(added_by)
-    .bind(now())
+    .bind(now)
     .execute(conn)
     .await?;
     Ok(())
@@ -805,6 +824,7 @@ pub(crate) async fn insert_host_group(
     model_id: &str,
     group: &HostGroupName,
     added_by: &str,
+    now: i64,
 ) -> Result<()> {
     sqlx::query("DELETE FROM model_host_groups WHERE model_id = $1 AND host_group = $2")
         .bind(model_id)
@@ -818,7 +838,7 @@ pub(crate) async fn insert_host_group(
     .bind(model_id)
     .bind(group.as_str())
     .bind(added_by)
-    .bind(now())
+    .bind(now)
     .execute(conn)
     .await?;
     Ok(())
@@ -829,6 +849,7 @@ pub(crate) async fn insert_vendor_host(
     vendor_id: &str,
     host_id: &str,
     approved_by: &str,
+    now: i64,
 ) -> Result<()> {
     sqlx::query("DELETE FROM vendor_hosts WHERE vendor_id = $1 AND host_id = $2")
         .bind(vendor_id)
@@ -842,7 +863,7 @@ pub(crate) async fn insert_vendor_host(
     .bind(vendor_id)
     .bind(host_id)
     .bind(approved_by)
-    .bind(now())
+    .bind(now)
     .execute(conn)
     .await?;
     Ok(())
@@ -883,6 +904,7 @@ pub(crate) async fn insert_grant(
     to: &Grantee,
     granted_by: &str,
     expires_at: Option<i64>,
+    now: i64,
 ) -> Result<()> {
     delete_grant(conn, model_id, to).await?;
     let (table, column, name) = grant_table(to);
@@ -893,7 +915,7 @@ pub(crate) async fn insert_grant(
     .bind(model_id)
     .bind(name)
     .bind(granted_by)
-    .bind(now())
+    .bind(now)
     .bind(expires_at)
     .execute(conn)
     .await?;

@@ -22,7 +22,7 @@ use shred::{
 use sqlx::Row;
 
 use crate::convert::{db_int, get_uint};
-use crate::{Dialect, Result, Store, StoreError, corrupt, now};
+use crate::{Dialect, Result, Store, StoreError, corrupt};
 
 /// ` FOR SHARE` on PostgreSQL; SQLite has no row locks (its write lock orders writers).
 pub(crate) fn for_share(dialect: Dialect) -> &'static str {
@@ -203,7 +203,7 @@ impl Store {
             .bind(db_int(epoch)?)
             .bind(kind.as_str())
             .bind(attempt)
-            .bind(now())
+            .bind(self.clock.now())
             .execute(tx.conn())
             .await?;
             bump_generation(tx.conn()).await?;
@@ -295,7 +295,7 @@ impl Store {
             "UPDATE key_epochs SET state = 'destroyed', wrapped_key = NULL, destroyed_at = $1 \
              WHERE epoch = $2 AND state = 'destroying'",
         )
-        .bind(now())
+        .bind(self.clock.now())
         .bind(db_int(epoch)?)
         .execute(tx.conn())
         .await?
@@ -438,7 +438,7 @@ impl Store {
             .bind(r.root.as_ref().map(|root| root.as_str().to_owned()))
             .bind(r.wrapped.clone())
             .bind(r.state.as_str())
-            .bind(now())
+            .bind(self.clock.now())
             .execute(tx.conn())
             .await?;
         }

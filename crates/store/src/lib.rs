@@ -17,6 +17,7 @@
 )]
 
 mod audit_log;
+mod clock;
 mod cluster;
 mod convert;
 mod copies;
@@ -32,13 +33,13 @@ mod webhooks;
 mod witnesses;
 
 use std::str::FromStr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor, Row};
 use types::{CommitId, ModelName, ObjectId, RepoPath, Sha256Hex, VendorName};
 
 pub use audit_log::StoredCheckpoint;
+pub use clock::Clock;
 pub use cluster::*;
 pub use copies::*;
 pub use deletion::*;
@@ -99,13 +100,8 @@ pub struct Store {
     dialect: Dialect,
     /// Group commit of stand-alone audit entries ([`Store::record`]).
     appender: std::sync::Arc<audit_log::Appender>,
-}
-
-pub(crate) fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    /// The time every decision reads ([`Clock`]); shared with the server.
+    clock: Clock,
 }
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
@@ -155,9 +151,15 @@ impl Store {
             pool,
             dialect,
             appender: Default::default(),
+            clock: Clock::system(),
         };
         store.give_vendors_audit_tag_keys().await?;
         Ok(store)
+    }
+
+    /// The clock of every time-dependent decision; clones share it.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -199,7 +201,7 @@ impl Store {
         )
         .bind(id)
         .bind(name.as_str())
-        .bind(now())
+        .bind(self.clock.now())
         .bind(key.expose_bytes().to_vec())
         .bind(convert::db_int(tx.seq())?)
         .execute(tx.conn())
@@ -313,7 +315,7 @@ impl Store {
         .bind(model.name.as_str())
         .bind(convert::db_int(model.key_epoch)?)
         .bind(model.wrapped_key.to_vec())
-        .bind(now())
+        .bind(self.clock.now())
         .execute(tx.conn())
         .await?;
         tx.commit(entry).await?;
@@ -343,7 +345,7 @@ impl Store {
              WHERE created_by = $1 AND expires_at > $2",
         )
         .bind(upload.created_by)
-        .bind(now())
+        .bind(self.clock.now())
         .fetch_one(tx.conn())
         .await?;
         let count = convert::get_uint(&open, "open")?;
@@ -362,7 +364,7 @@ impl Store {
         .bind(upload.model_id)
         .bind(upload.created_by)
         .bind(upload.message)
-        .bind(now())
+        .bind(self.clock.now())
         .bind(upload.expires_at)
         .bind(upload.manifest_digest)
         .bind(derived_from.map(CommitId::as_str))
@@ -454,7 +456,7 @@ impl Store {
         .bind(convert::db_int(file.size)?)
         .bind(file.sha256.as_str())
         .bind(convert::db_int(stored_size)?)
-        .bind(now())
+        .bind(self.clock.now())
         .bind(git_blob_id)
         .execute(&mut *tx)
         .await?;
@@ -644,7 +646,7 @@ impl Store {
         .bind(seq)
         .bind(&upload.message)
         .bind(&upload.created_by)
-        .bind(now())
+        .bind(self.clock.now())
         .bind(upload.derived_from.as_ref().map(CommitId::as_str))
         .execute(tx.conn())
         .await?;

@@ -11,7 +11,7 @@ use sqlx::Row;
 use types::{GroupName, HostGroupName, UserName};
 
 use crate::identity::{Grantee, insert_grant};
-use crate::{Result, Store, StoreError, corrupt, now};
+use crate::{Result, Store, StoreError, corrupt};
 
 /// Version of the JSON payload stored with a request. Rows from before versioning (no `v`)
 /// hold the same fields.
@@ -290,6 +290,7 @@ pub enum Approved {
 pub(crate) async fn insert_pending(
     conn: &mut sqlx::AnyConnection,
     p: &NewPending<'_>,
+    now: i64,
 ) -> Result<()> {
     sqlx::query(
         "INSERT INTO pending_requests \
@@ -306,7 +307,7 @@ pub(crate) async fn insert_pending(
     .bind(p.requester_id)
     .bind(p.subject_id)
     .bind(p.approvals_needed.max(1))
-    .bind(now())
+    .bind(now)
     .bind(p.expires_at)
     .execute(conn)
     .await?;
@@ -400,7 +401,7 @@ impl Store {
         entry: audit::Entry,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
-        insert_pending(tx.conn(), request).await?;
+        insert_pending(tx.conn(), request, self.clock.now()).await?;
         tx.commit(entry).await?;
         Ok(())
     }
@@ -465,7 +466,7 @@ impl Store {
         )
         .bind(state)
         .bind(actor)
-        .bind(now())
+        .bind(self.clock.now())
         .bind(id)
         .execute(&mut *conn)
         .await?
@@ -496,7 +497,7 @@ impl Store {
         let mut tx = self.begin().await?;
         let conn = tx.conn();
         let mut record = pending_in(conn, id).await?;
-        let at = now();
+        let at = self.clock.now();
         if record.state != "pending" {
             return Err(StoreError::Conflict(format!(
                 "request {id} is already {}",
@@ -569,7 +570,7 @@ impl Store {
                     "request {id} was decided meanwhile"
                 )));
             }
-            carry_out(conn, &record).await?;
+            carry_out(conn, &record, self.clock.now()).await?;
             record.state = "approved".into();
             Approved::Done
         };
@@ -580,7 +581,7 @@ impl Store {
 }
 
 /// Does what an approved request asked for, inside the approving transaction.
-async fn carry_out(conn: &mut sqlx::AnyConnection, record: &PendingRecord) -> Result<()> {
+async fn carry_out(conn: &mut sqlx::AnyConnection, record: &PendingRecord, now: i64) -> Result<()> {
     let vendor_id = record.vendor_id.as_str();
     let approvers = record.approvers();
     match &record.action {
@@ -589,9 +590,10 @@ async fn carry_out(conn: &mut sqlx::AnyConnection, record: &PendingRecord) -> Re
             to,
             expires_at,
         } => {
-            insert_grant(conn, model_id, to, &record.requested_by, *expires_at).await?;
+            insert_grant(conn, model_id, to, &record.requested_by, *expires_at, now).await?;
             if let Grantee::User(user) = to {
-                Store::request_endorsements_in(conn, vendor_id, user, &record.follow_up()).await?;
+                Store::request_endorsements_in(conn, vendor_id, user, &record.follow_up(), now)
+                    .await?;
             }
         }
         PendingAction::DisableTwoPerson => {
@@ -610,6 +612,7 @@ async fn carry_out(conn: &mut sqlx::AnyConnection, record: &PendingRecord) -> Re
                 model_id.as_deref(),
                 &record.requested_by,
                 Some(&approvers),
+                now,
             )
             .await?;
         }
@@ -624,10 +627,11 @@ async fn carry_out(conn: &mut sqlx::AnyConnection, record: &PendingRecord) -> Re
             crate::identity::update_embargo(conn, model_id, *not_before, *not_after).await?;
         }
         PendingAction::AllowHostGroup { model_id, group } => {
-            crate::identity::insert_host_group(conn, model_id, group, &record.requested_by).await?;
+            crate::identity::insert_host_group(conn, model_id, group, &record.requested_by, now)
+                .await?;
         }
         PendingAction::ApproveHost { host_id } => {
-            crate::identity::insert_vendor_host(conn, vendor_id, host_id, &approvers).await?;
+            crate::identity::insert_vendor_host(conn, vendor_id, host_id, &approvers, now).await?;
         }
         PendingAction::DeleteAfter { model_id, at } => {
             crate::deletion::update_delete_after(
@@ -646,9 +650,10 @@ async fn carry_out(conn: &mut sqlx::AnyConnection, record: &PendingRecord) -> Re
                 group,
                 user,
                 &record.requested_by,
+                now,
             )
             .await?;
-            Store::request_endorsements_in(conn, vendor_id, user, &record.follow_up()).await?;
+            Store::request_endorsements_in(conn, vendor_id, user, &record.follow_up(), now).await?;
         }
         PendingAction::EndorseCredential { token_id } => {
             crate::users::endorse(
@@ -656,6 +661,7 @@ async fn carry_out(conn: &mut sqlx::AnyConnection, record: &PendingRecord) -> Re
                 token_id,
                 vendor_id,
                 &format!("approved by {approvers}"),
+                now,
             )
             .await?;
         }

@@ -17,7 +17,7 @@
 use sqlx::Row;
 use types::{Role, UserName, VendorName};
 
-use crate::{Result, Store, StoreError, corrupt, now};
+use crate::{Result, Store, StoreError, corrupt};
 
 /// A stored token: only the SHA-256 of its secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,7 +159,7 @@ impl Store {
             let revoked = sqlx::query(
                 "UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND bootstrap = 1 AND revoked_at IS NULL",
             )
-            .bind(now())
+            .bind(self.clock.now())
             .bind(bootstrap)
             .execute(&mut *conn)
             .await?;
@@ -183,7 +183,7 @@ impl Store {
                 .bind(new_user_id)
                 .bind(token.user.as_str())
                 .bind(token.created_by)
-                .bind(now())
+                .bind(self.clock.now())
                 .execute(&mut *conn)
                 .await?;
                 (new_user_id.to_owned(), true)
@@ -209,7 +209,7 @@ impl Store {
         .bind(&user_id)
         .bind(i64::from(all_vendors))
         .bind(token.created_by)
-        .bind(now())
+        .bind(self.clock.now())
         .bind(token.expires_at)
         .bind(i64::from(token.bootstrap))
         .execute(&mut *conn)
@@ -235,6 +235,7 @@ impl Store {
                     token.id,
                     vendor_id,
                     "issued before the vendor had an admin",
+                    self.clock.now(),
                 )
                 .await?;
                 issued.endorsed_for.push(vendor_id.to_owned());
@@ -269,8 +270,9 @@ impl Store {
                     requester_id: None,
                     subject_id: Some(&user_id),
                     approvals_needed: needed,
-                    expires_at: now().saturating_add(pending_ttl_secs),
+                    expires_at: self.clock.now().saturating_add(pending_ttl_secs),
                 },
+                self.clock.now(),
             )
             .await?;
             issued.awaiting.push((vendor_id, id));
@@ -316,7 +318,7 @@ impl Store {
              WHERE p.kind = 'endorse-credential' AND p.state = 'pending' AND p.expires_at > $1 \
              ORDER BY v.name",
         )
-        .bind(now())
+        .bind(self.clock.now())
         .fetch_all(&self.pool)
         .await?;
         let mut awaiting = Vec::new();
@@ -360,7 +362,7 @@ impl Store {
         let conn = tx.conn();
         let done =
             sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-                .bind(now())
+                .bind(self.clock.now())
                 .bind(old_id)
                 .execute(&mut *conn)
                 .await?;
@@ -375,7 +377,7 @@ impl Store {
         )
         .bind(new_id)
         .bind(secret_hash.to_vec())
-        .bind(now())
+        .bind(self.clock.now())
         .bind(expires_at)
         .bind(old_id)
         .execute(&mut *conn)
@@ -386,7 +388,7 @@ impl Store {
              WHERE token_id = $3",
         )
         .bind(new_id)
-        .bind(now())
+        .bind(self.clock.now())
         .bind(old_id)
         .execute(&mut *conn)
         .await?;
@@ -448,7 +450,7 @@ impl Store {
     /// cannot each see the other's token as the one left.
     pub async fn revoke_token(&self, id: &str, entry: audit::Entry) -> Result<()> {
         let mut tx = self.begin().await?;
-        let at = now();
+        let at = self.clock.now();
         let live_operator = sqlx::query(
             "SELECT COUNT(*) AS n FROM tokens WHERE id = $1 AND role = 'operator' \
              AND bootstrap = 0 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)",
@@ -475,7 +477,7 @@ impl Store {
         }
         let done =
             sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-                .bind(now())
+                .bind(self.clock.now())
                 .bind(id)
                 .execute(tx.conn())
                 .await?;
@@ -494,6 +496,7 @@ impl Store {
         vendor_id: &str,
         user: &UserName,
         follow_up: &crate::FollowUp,
+        now: i64,
     ) -> Result<Vec<String>> {
         let rows = sqlx::query(
             "SELECT t.id, t.user_id FROM tokens t WHERE t.user_name = $1 AND t.all_vendors = 0 \
@@ -526,8 +529,9 @@ impl Store {
                     requester_id: None,
                     subject_id: user_id.as_deref(),
                     approvals_needed: follow_up.approvals_needed,
-                    expires_at: now().saturating_add(follow_up.ttl_secs),
+                    expires_at: now.saturating_add(follow_up.ttl_secs),
                 },
+                now,
             )
             .await?;
             filed.push(id);
@@ -550,6 +554,7 @@ pub(crate) async fn endorse(
     token_id: &str,
     vendor_id: &str,
     how: &str,
+    now: i64,
 ) -> Result<()> {
     sqlx::query("DELETE FROM token_endorsements WHERE token_id = $1 AND vendor_id = $2")
         .bind(token_id)
@@ -562,7 +567,7 @@ pub(crate) async fn endorse(
     .bind(token_id)
     .bind(vendor_id)
     .bind(how)
-    .bind(now())
+    .bind(now)
     .execute(&mut *conn)
     .await?;
     Ok(())

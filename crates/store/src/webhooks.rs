@@ -5,7 +5,7 @@ use sqlx::Row;
 use zeroize::Zeroizing;
 
 use crate::convert::{db_int, get_uint};
-use crate::{Result, Store, StoreError, now};
+use crate::{Result, Store, StoreError};
 
 /// A vendor's webhook. Not `Debug`: it holds the signing secret.
 pub struct Webhook {
@@ -68,7 +68,7 @@ impl Store {
         .bind(ca_pem)
         .bind(from)
         .bind(created_by)
-        .bind(now())
+        .bind(self.clock.now())
         .execute(tx.conn())
         .await?;
         tx.commit(entry).await?;

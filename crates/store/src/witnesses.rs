@@ -6,7 +6,7 @@
 use sqlx::Row;
 
 use crate::convert::{db_int, get_uint};
-use crate::{Result, Store, now};
+use crate::{Result, Store};
 
 /// What the log knows of one witness.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +32,7 @@ impl Store {
         .bind(db_int(size)?)
         .bind(witness)
         .bind(line)
-        .bind(now())
+        .bind(self.clock.now())
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -43,7 +43,7 @@ impl Store {
         )
         .bind(witness)
         .bind(db_int(size)?)
-        .bind(now())
+        .bind(self.clock.now())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -59,7 +59,7 @@ impl Store {
         )
         .bind(witness)
         .bind(error)
-        .bind(now())
+        .bind(self.clock.now())
         .execute(&self.pool)
         .await?;
         Ok(())

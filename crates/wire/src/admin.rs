@@ -145,6 +145,9 @@ pub struct TokenInfo {
     pub all_vendors: bool,
     #[serde(default)]
     pub endorsed_by: Vec<VendorName>,
+    /// Past `expires_at` by the server's clock.
+    #[serde(default)]
+    pub expired: bool,
 }
 
 /// `POST /v1/tokens/{id}/revoke`.

@@ -93,6 +93,10 @@ pub struct GrantRequest {
     /// Unix seconds; the grant stops counting at this time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
+    /// Instead of `expires_at`: seconds from now, by the server's clock (the CLI sends this, so
+    /// a client's clock never decides).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_secs: Option<i64>,
 }
 
 /// `POST .../grants`: 201 [`Granted`], or 202 [`GrantPending`] under the vendor's two-person

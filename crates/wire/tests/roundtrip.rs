@@ -185,12 +185,14 @@ fn admin_bodies() {
                 created_by: "operator:op".into(),
                 all_vendors: false,
                 endorsed_by: vec![name("acme")],
+                expired: false,
             }],
         },
         json!({ "tokens": [{ "id": "ab12", "role": "auditor", "vendor": "acme", "name": "carol",
                              "created_at": 1, "expires_at": null, "revoked_at": 2,
                              "user_id": "u1", "created_by": "operator:op",
-                             "all_vendors": false, "endorsed_by": ["acme"] }] }),
+                             "all_vendors": false, "endorsed_by": ["acme"],
+                             "expired": false }] }),
     );
     check(
         TokenRevoked {
@@ -654,14 +656,25 @@ fn model_bodies() {
             user: Some("bob".into()),
             group: None,
             expires_at: Some(9),
+            expires_in_secs: None,
         },
         json!({ "user": "bob", "expires_at": 9 }),
+    );
+    check(
+        GrantRequest {
+            user: Some("bob".into()),
+            group: None,
+            expires_at: None,
+            expires_in_secs: Some(3600),
+        },
+        json!({ "user": "bob", "expires_in_secs": 3600 }),
     );
     check(
         GrantRequest {
             user: None,
             group: Some("team".into()),
             expires_at: None,
+            expires_in_secs: None,
         },
         json!({ "group": "team" }),
     );

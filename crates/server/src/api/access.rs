@@ -25,10 +25,10 @@ use wire::access::{
 use super::json_body;
 use super::models::{authorize_model, load_model, vendor_of};
 use super::wipe::HostCaller;
-use crate::App;
 use crate::approvals::{self, Change};
-use crate::auth::{Caller, Target, authorize, policy_ids, store_now};
+use crate::auth::{Caller, Target, authorize, policy_ids};
 use crate::error::ApiError;
+use crate::state::App;
 use crate::suggest;
 
 pub(crate) async fn load_vendor(app: &App, name: &str) -> Result<VendorRecord, ApiError> {
@@ -63,7 +63,7 @@ pub(crate) async fn enroll_host(
         &app.host_ca.key_pem,
         &request.csr,
         name.as_str(),
-        store_now(),
+        app.store.clock().now(),
     )
     .map_err(|e| ApiError::bad_request(ErrorCode::InvalidCsr, e.to_string()))?;
     let entry = caller
@@ -145,7 +145,7 @@ pub(crate) async fn renew_host(
         &app.host_ca.key_pem,
         &request.csr,
         host.name.as_str(),
-        store_now(),
+        app.store.clock().now(),
     )
     .map_err(|e| ApiError::bad_request(ErrorCode::InvalidCsr, e.to_string()))?;
     let entry = caller.entry("host.renew", "service").with_detail(format!(
@@ -748,7 +748,7 @@ async fn pending_request(app: &App, p: PendingRecord) -> Result<PendingRequest, 
             }
         }
     };
-    let expired = p.expired(store_now());
+    let expired = p.expired(app.store.clock().now());
     let approved_by = (p.state == "approved").then(|| p.approvers());
     Ok(PendingRequest {
         model,
@@ -937,7 +937,7 @@ pub(crate) async fn approve(
         Err(e) => return Err(e.into()),
     };
     if outcome == Approved::Done && matches!(record.action, PendingAction::Delete { .. }) {
-        app.deletions.notify_one();
+        app.deletion.wake();
     }
     Ok(Json(pending_request(&app, record).await?))
 }

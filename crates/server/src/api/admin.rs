@@ -16,9 +16,9 @@ use wire::admin::{
 };
 
 use super::json_body;
-use crate::App;
-use crate::auth::{Caller, Target, allowed, authorize, policy_ids, store_now};
+use crate::auth::{Caller, Target, allowed, authorize, policy_ids};
 use crate::error::ApiError;
+use crate::state::App;
 
 pub(crate) async fn create_vendor(
     State(app): State<Arc<App>>,
@@ -105,7 +105,7 @@ pub(crate) async fn create_token(
         ),
         (_, None) => None,
     };
-    let expires_at = expiry(body.expires_in_secs)?;
+    let expires_at = expiry(body.expires_in_secs, app.store.clock().now())?;
     let id = crypto::token::random_id()?;
     let secret = crypto::token::TokenSecret::generate()?;
     let entry = caller
@@ -180,7 +180,7 @@ pub(crate) async fn rotate_token(
     body: Result<Json<RotateToken>, JsonRejection>,
 ) -> Result<(StatusCode, Json<TokenCreated>), ApiError> {
     let body = json_body(body)?;
-    let expires_at = expiry(body.expires_in_secs)?;
+    let expires_at = expiry(body.expires_in_secs, app.store.clock().now())?;
     let old = caller.credential.token_id.clone();
     let id = crypto::token::random_id()?;
     let secret = crypto::token::TokenSecret::generate()?;
@@ -250,7 +250,7 @@ async fn held_grants(app: &App, caller: &Caller) -> Result<Vec<HeldGrant>, ApiEr
     let mut out = Vec::new();
     for grant in app
         .store
-        .grants_held(&caller.principal.user, store_now())
+        .grants_held(&caller.principal.user, app.store.clock().now())
         .await?
     {
         let Some(model) = app.store.model_by_id(&grant.model_id).await? else {
@@ -291,13 +291,13 @@ pub(crate) async fn list_users(
 }
 
 /// `expires_in_secs` as an expiry time; refused unless in the future.
-fn expiry(expires_in_secs: Option<i64>) -> Result<Option<i64>, ApiError> {
+fn expiry(expires_in_secs: Option<i64>, now: i64) -> Result<Option<i64>, ApiError> {
     match expires_in_secs {
         Some(s) if s <= 0 => Err(ApiError::bad_request(
             ErrorCode::InvalidExpiry,
             "expiry must be in the future",
         )),
-        Some(s) => Ok(Some(store_now().saturating_add(s))),
+        Some(s) => Ok(Some(now.saturating_add(s))),
         None => Ok(None),
     }
 }
@@ -307,6 +307,7 @@ pub(crate) async fn list_tokens(
     caller: Caller,
 ) -> Result<Json<TokenList>, ApiError> {
     authorize(&app, &caller, Action::CreateToken, Target::Service).await?;
+    let now = app.store.clock().now();
     let tokens = app
         .store
         .tokens()
@@ -324,6 +325,7 @@ pub(crate) async fn list_tokens(
             created_by: t.created_by,
             all_vendors: t.all_vendors,
             endorsed_by: t.endorsed_by,
+            expired: t.expires_at.is_some_and(|e| e <= now),
         })
         .collect();
     Ok(Json(TokenList { tokens }))

@@ -32,10 +32,10 @@ use wire::audit::{
     VendorAuditKey, VendorScopeQuery, WitnessStatus,
 };
 
-use crate::App;
 use crate::api::access::load_vendor;
 use crate::auth::{Caller, Target, authorize, policy_ids};
 use crate::error::ApiError;
+use crate::state::App;
 use crate::witnesses::Witnesses;
 
 /// Most entries per request (an export pages through the log).

@@ -18,10 +18,10 @@ use wire::deletion::{
 use super::access::{filed_response, load_vendor};
 use super::json_body;
 use super::models::{authorize_model, load_model, vendor_of};
-use crate::App;
 use crate::approvals::{self, Change};
-use crate::auth::{Caller, Target, authorize, policy_ids, store_now};
+use crate::auth::{Caller, Target, authorize, policy_ids};
 use crate::error::ApiError;
+use crate::state::App;
 
 /// Starts a deletion, or files it as pending under the vendor's two-person rule (see
 /// [`crate::approvals`]: two of the vendor's people must agree).
@@ -63,7 +63,7 @@ async fn request(
         .store
         .start_deletion(&id, &vendor.id, model_id, &caller.actor(), None, entry)
         .await?;
-    app.deletions.notify_one();
+    app.deletion.wake();
     Ok((
         StatusCode::ACCEPTED,
         Json(DeletionStarted {
@@ -147,7 +147,7 @@ pub(crate) async fn status(
     // Hosts the signed certificate shows as confirmed: a confirmation it does not show came
     // after it was issued.
     let in_certificate: Option<Vec<String>> = deletion.certificate.as_deref().map(|c| {
-        serde_json::from_str::<::deletion::CertificateFile>(c)
+        serde_json::from_str::<::certificate::CertificateFile>(c)
             .map(|f| {
                 f.certificate
                     .deletion
@@ -262,7 +262,7 @@ async fn current_wipes(
 /// --service-key`). Public, but only for authenticated callers, like everything else.
 pub(crate) async fn service_key(State(app): State<Arc<App>>, _caller: Caller) -> Json<ServiceKey> {
     Json(ServiceKey {
-        service_key: app.service_key.public_hex(),
+        service_key: app.deletion.service_key_hex(),
     })
 }
 
@@ -278,7 +278,7 @@ pub(crate) async fn set_delete_after(
     let found = load_model(&app, &vendor, &model).await?;
     let decision = authorize_model(&app, &caller, Action::RequestDeletion, &found).await?;
     let at = json_body(body)?.at;
-    if at.is_some_and(|t| t <= store_now()) {
+    if at.is_some_and(|t| t <= app.store.clock().now()) {
         return Err(ApiError::bad_request(
             ErrorCode::InvalidTime,
             "delete_after must be in the future; to delete now, use `custody delete`",

@@ -17,9 +17,9 @@ use types::RepoPath;
 use wire::ErrorCode;
 
 use super::models::{Found, authorize_model, load_model, resolve_revision};
-use crate::App;
 use crate::auth::{Caller, CallerHost};
 use crate::error::ApiError;
+use crate::state::App;
 
 /// The one byte range a `Range` header asks for, clipped to the file; `None` for the whole
 /// file. Unparseable or multi-range headers are ignored (served whole), as RFC 9110 allows.

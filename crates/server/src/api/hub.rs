@@ -38,9 +38,9 @@ use wire::hub::{ModelInfo, Sibling, SiblingLfs, TreeEntry, TreeLfs};
 
 use super::fetch::{find_file, header_value, open_file, serve_file};
 use super::models::{Found, authorize_model, load_model, resolve_revision};
-use crate::App;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::state::App;
 
 /// Files this large or larger are presented as LFS files (the Hub refuses plain Git files
 /// above 10 MiB).

@@ -20,8 +20,8 @@ use axum::Router;
 use axum::extract::rejection::JsonRejection;
 use axum::routing::{delete, get, post, put};
 
-use crate::App;
 use crate::error::ApiError;
+use crate::state::App;
 
 pub(crate) fn router(app: Arc<App>) -> Router {
     Router::new()

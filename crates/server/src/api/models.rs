@@ -17,10 +17,10 @@ use wire::models::{
 };
 
 use super::json_body;
-use crate::App;
 use crate::approvals::{self, Change};
-use crate::auth::{Caller, Target, allowed, authorize, policy_ids, store_now};
+use crate::auth::{Caller, Target, allowed, authorize, policy_ids};
 use crate::error::ApiError;
+use crate::state::App;
 use crate::suggest;
 
 /// A model found by name, with its display name `vendor/model`.
@@ -249,15 +249,26 @@ pub(crate) async fn grant(
             None
         }
     };
-    if let Some(t) = request.expires_at
-        && t <= store_now()
+    let now = app.store.clock().now();
+    let expires_at = match (request.expires_at, request.expires_in_secs) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                ErrorCode::InvalidExpiry,
+                "give a grant's expiry as expires_at or expires_in_secs, not both",
+            ));
+        }
+        (at, None) => at,
+        (None, Some(secs)) => Some(now.saturating_add(secs)),
+    };
+    if let Some(t) = expires_at
+        && t <= now
     {
         return Err(ApiError::bad_request(
             ErrorCode::InvalidExpiry,
             "a grant's expiry must be in the future",
         ));
     }
-    let detail = match request.expires_at {
+    let detail = match expires_at {
         Some(t) => format!("to {} until {t}", to.to_tagged()),
         None => format!("to {}", to.to_tagged()),
     };
@@ -270,7 +281,7 @@ pub(crate) async fn grant(
         let action = PendingAction::Grant {
             model_id: found.record.id.clone(),
             to,
-            expires_at: request.expires_at,
+            expires_at,
         };
         let filed = approvals::file(
             &app,
@@ -304,7 +315,7 @@ pub(crate) async fn grant(
             &found.record.id,
             &to,
             &caller.actor(),
-            request.expires_at,
+            expires_at,
             &follow_up,
             entry,
         )
@@ -314,7 +325,7 @@ pub(crate) async fn grant(
         Json(GrantResponse::Granted(Granted {
             model: found.name,
             to: to.to_tagged(),
-            expires_at: request.expires_at,
+            expires_at,
         })),
     ))
 }

@@ -24,10 +24,10 @@ use wire::upload::{Committed, PutQuery, SessionFile, UploadRequest};
 
 use super::json_body;
 use super::models::{authorize_model, load_model};
-use crate::App;
-use crate::auth::{Caller, Target, authorize, policy_ids, store_now};
+use crate::auth::{Caller, Target, authorize, policy_ids};
 use crate::config::Limits;
 use crate::error::ApiError;
+use crate::state::App;
 
 const MAX_MESSAGE_LEN: usize = 4096;
 
@@ -268,7 +268,12 @@ pub(crate) async fn begin(
     // The same user sending the same manifest again continues where the last run stopped.
     if let Some(session) = app
         .store
-        .find_upload(&model_record.id, &caller.actor(), &digest, store_now())
+        .find_upload(
+            &model_record.id,
+            &caller.actor(),
+            &digest,
+            app.store.clock().now(),
+        )
         .await?
     {
         return Ok((StatusCode::OK, Json(session_body(&name, &session))));
@@ -306,7 +311,7 @@ pub(crate) async fn begin(
                 model_id: &model_record.id,
                 created_by: &caller.actor(),
                 message: &request.message,
-                expires_at: store_now() + app.config.upload_ttl_secs,
+                expires_at: app.store.clock().now() + app.config.upload_ttl_secs,
                 files: &records,
                 max_open_by_creator: app.config.limits.max_open_uploads_per_user,
             },
@@ -354,7 +359,7 @@ async fn owned_session(
     } else {
         authorize(app, caller, Action::Upload, Target::Vendor(&vendor_record)).await?
     };
-    if session.expires_at <= store_now() {
+    if session.expires_at <= app.store.clock().now() {
         return Err(ApiError::Conflict(format!(
             "upload {id} has expired; start the upload again"
         )));

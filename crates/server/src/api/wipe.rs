@@ -23,9 +23,9 @@ use wire::ErrorCode;
 use wire::wipe::{ConfirmWipe, DeletedFile, DeletedModel, WipeConfirmed, WipeList};
 
 use super::json_body;
-use crate::App;
 use crate::auth::PeerCertificate;
 use crate::error::ApiError;
+use crate::state::App;
 
 /// A request authenticated by an enrolled host's client certificate alone (revoked or not).
 pub(crate) struct HostCaller {

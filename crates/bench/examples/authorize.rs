@@ -1,6 +1,6 @@
 //! What one authorization costs the server, with many grants and exclusions in the database.
 //!
-//! `cargo run --release -p server --example authorize_bench`
+//! `cargo run --release -p bench --example authorize`
 //!
 //! A SQLite store holds one model with 10,000 direct grants, 1,000 exclusions (model and
 //! vendor level) and 100 group grants. Each row times, per request, what `auth::authorize`

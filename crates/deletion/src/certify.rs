@@ -1,5 +1,5 @@
 //! The last step of a deletion: the signed, offline-verifiable certificate (format and
-//! verification in the `deletion` crate).
+//! verification in the `certificate` crate).
 //!
 //! Order matters: the certificate's facts are hashed into an audit entry
 //! (`deletion.certify`, naming the certificate id and that hash), a checkpoint covering the
@@ -8,66 +8,15 @@
 //! key alone cannot make a certificate the log vouches for. A crash in between repeats the
 //! step (another entry, another checkpoint); the stored certificate is the one that verified.
 
-use std::path::Path;
-
-use anyhow::{Context, bail};
-use crypto::sign::SigningKey;
-use deletion::{
+use certificate::{
     AuditEvidence, DestroyedKey, HostCopy, KeyKind, Method, ModelRecord, ObjectRecord, PostCheck,
     RootProviderRecord, Scope,
 };
 use store::DeletionRecord;
-use zeroize::Zeroizing;
 
-use crate::App;
-use crate::deletion::{DeletionError, RootKindName, Work, parse_work};
-
-pub(crate) const KEY_FILE: &str = "service-signing.key";
-/// `service-signing.key`: this magic, a version byte, then the PKCS#8 v2 document.
-const KEY_MAGIC: &[u8] = b"custody-service-key";
-const KEY_VERSION: u8 = 1;
-
-/// The service's certificate signing key (Ed25519), in the key store. No `Debug`.
-pub(crate) struct ServiceKey {
-    key: SigningKey,
-}
-
-impl ServiceKey {
-    /// Makes a new service key at `path` (which must not exist).
-    pub(crate) fn create(path: &Path) -> anyhow::Result<ServiceKey> {
-        let (key, pkcs8) = SigningKey::generate()?;
-        let mut bytes = Zeroizing::new(Vec::with_capacity(KEY_MAGIC.len() + 1 + pkcs8.len()));
-        bytes.extend_from_slice(KEY_MAGIC);
-        bytes.push(KEY_VERSION);
-        bytes.extend_from_slice(&pkcs8);
-        crate::checkpointer::write_new_file(path, &bytes)?;
-        tracing::info!("created the service's certificate signing key");
-        Ok(ServiceKey { key })
-    }
-
-    /// Loads the service key at `path`.
-    pub(crate) fn load(path: &Path) -> anyhow::Result<ServiceKey> {
-        let bytes = Zeroizing::new(
-            std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
-        );
-        let Some(rest) = bytes.strip_prefix(KEY_MAGIC) else {
-            bail!("{} is not a custody service key", path.display());
-        };
-        match rest.split_first() {
-            Some((&KEY_VERSION, pkcs8)) => Ok(ServiceKey {
-                key: SigningKey::from_pkcs8(pkcs8)
-                    .with_context(|| format!("{} holds no usable key", path.display()))?,
-            }),
-            Some((v, _)) => bail!("{}: unsupported key file version {v}", path.display()),
-            None => bail!("{} is truncated", path.display()),
-        }
-    }
-
-    /// The public key as `custody verify-certificate --service-key` reads it (hex).
-    pub(crate) fn public_hex(&self) -> String {
-        hex::encode(self.key.public_key().as_bytes())
-    }
-}
+use crate::machine::parse_work;
+use crate::work::{RootKindName, Work};
+use crate::{DeletionError, QUORUM_POLL, Service};
 
 #[derive(Default)]
 struct HostHeld {
@@ -98,10 +47,10 @@ fn failed(e: impl std::fmt::Display) -> DeletionError {
 
 /// Gathers the facts of a finished deletion.
 async fn facts(
-    app: &App,
+    app: &Service,
     d: &DeletionRecord,
     work: &Work,
-) -> Result<deletion::Deletion, DeletionError> {
+) -> Result<certificate::Deletion, DeletionError> {
     let vendor = app
         .store
         .vendor_by_id(&d.vendor_id)
@@ -180,14 +129,9 @@ async fn facts(
         RootKindName::File => None,
     };
     let (_, description) = app.keys.root_provider();
-    Ok(deletion::Deletion {
+    Ok(certificate::Deletion {
         certificate_id: d.id.clone(),
-        service: app
-            .config
-            .hostnames
-            .first()
-            .cloned()
-            .unwrap_or_else(|| "custody".into()),
+        service: app.name.clone(),
         scope: if d.model_id.is_some() {
             Scope::Model
         } else {
@@ -220,7 +164,7 @@ async fn facts(
             .map(str::to_owned)
             .collect(),
         requested_at: rfc3339(d.requested_at),
-        completed_at: rfc3339(crate::auth::store_now()),
+        completed_at: rfc3339(app.store.clock().now()),
         post_checks: work
             .post_checks
             .iter()
@@ -230,21 +174,21 @@ async fn facts(
                 detail: c.detail.clone(),
             })
             .collect(),
-        residual_risk: deletion::residual_risk(&app.placement, kms_date),
+        residual_risk: certificate::residual_risk(&app.placement, kms_date),
     })
 }
 
 pub(crate) async fn certify(
-    app: &App,
+    app: &Service,
     d: &DeletionRecord,
     fence: &store::Fence,
 ) -> Result<store::DeletionState, DeletionError> {
     let work = parse_work(d)?;
     let facts = facts(app, d, &work).await?;
-    let entry = audit::Entry::new("system", deletion::AUDIT_ACTION, facts.audit_resource())
+    let entry = audit::Entry::new("system", certificate::AUDIT_ACTION, facts.audit_resource())
         .with_detail(facts.audit_detail().map_err(failed)?);
     let seq = app.store.record(entry).await?;
-    let signed = app.checkpointer.sign(&app.store).await.map_err(failed)?;
+    let signed = app.notary.sign().await.map_err(failed)?;
     let size = signed.checkpoint.size;
     if size <= seq {
         return Err(failed(
@@ -254,38 +198,37 @@ pub(crate) async fn certify(
     // The witnesses' cosignatures travel in the checkpoint's note (signed-note signature
     // lines, which every verifier of the log's signature ignores). Bounded wait for the
     // quorum; without it, the certificate is issued anyway and says less.
-    let (note, witnessed) = if app.witnesses.is_empty() {
-        (signed.note.clone(), None)
-    } else {
-        let deadline = tokio::time::Instant::now() + app.witnesses.wait;
-        let mut told = false;
-        let (note, quorum) = loop {
-            let (note, quorum) = app
-                .witnesses
-                .round(&app.store, &signed.checkpoint, &signed.note)
-                .await
-                .map_err(|e| failed(format!("{e:#}")))?;
-            if quorum.met() || tokio::time::Instant::now() >= deadline {
-                break (note, quorum);
-            }
-            if !told {
-                let why = format!(
-                    "waiting up to {}s for witness cosignatures: {quorum}",
-                    app.witnesses.wait.as_secs()
+    let (note, witnessed) = match app.notary.witness_wait() {
+        None => (signed.note.clone(), None),
+        Some(wait) => {
+            let deadline = tokio::time::Instant::now() + wait;
+            let mut told = false;
+            let cosigned = loop {
+                let cosigned = app.notary.cosign(&signed).await.map_err(failed)?;
+                if cosigned.quorum_met || tokio::time::Instant::now() >= deadline {
+                    break cosigned;
+                }
+                if !told {
+                    let why = format!(
+                        "waiting up to {}s for witness cosignatures: {}",
+                        wait.as_secs(),
+                        cosigned.quorum
+                    );
+                    tracing::warn!(deletion = %d.id, "{why}");
+                    app.store.deletion_note(&d.id, &why, Some(fence)).await?;
+                    told = true;
+                }
+                tokio::time::sleep(QUORUM_POLL).await;
+            };
+            if !cosigned.quorum_met {
+                tracing::error!(
+                    deletion = %d.id,
+                    "issuing the certificate WITHOUT the witness quorum: {}",
+                    cosigned.quorum
                 );
-                tracing::warn!(deletion = %d.id, "{why}");
-                app.store.deletion_note(&d.id, &why, Some(fence)).await?;
-                told = true;
             }
-            tokio::time::sleep(crate::witnesses::QUORUM_POLL).await;
-        };
-        if !quorum.met() {
-            tracing::error!(
-                deletion = %d.id,
-                "issuing the certificate WITHOUT the witness quorum: {quorum}"
-            );
+            (cosigned.note, Some(cosigned.quorum))
         }
-        (note, Some(quorum))
     };
     let (_, proof) = app.store.audit_inclusion_proof(seq, size).await?;
     let entries = app.store.audit_entries_tagged(seq, seq + 1).await?;
@@ -294,7 +237,7 @@ pub(crate) async fn certify(
         .ok_or_else(|| failed("the deletion's audit entry is missing"))?;
     let evidence =
         AuditEvidence::new(&entry.bytes, &entry.tag, seq, size, &proof, &note).map_err(failed)?;
-    let certificate = deletion::issue(facts, evidence, &app.service_key.key).map_err(failed)?;
+    let certificate = certificate::issue(facts, evidence, &app.signer).map_err(failed)?;
     let text = String::from_utf8(certificate).map_err(failed)?;
     app.store
         .certify_deletion(

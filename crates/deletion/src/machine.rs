@@ -28,7 +28,7 @@
 //! Each arrow is a compare-and-set of the state in the same transaction as its audit entry,
 //! and each step is idempotent, so a crash anywhere resumes where it stopped and repeats at
 //! most the interrupted step. The runner is a singleton across instances: it runs under the
-//! `deletions` lease (`background.rs`), and every write it makes (state moves, the key ledger)
+//! `deletions` lease (the server's background layer), and every write it makes (state moves, the key ledger)
 //! is fenced by the lease's token, so a runner that lost its lease changes nothing.
 //!
 //! Deletions fail independently. Each pass first takes every due deletion through key
@@ -45,33 +45,12 @@
 //! than the current one, E included. So a deletion never depends on another's progress, and
 //! after any key step only the current epoch wraps live keys.
 
-mod work;
-
-use std::sync::Arc;
-
 use shred::WrappedModelKey;
 use store::{DeletionRecord, DeletionState, Fence, Rewrapped};
 use types::ObjectId;
 
-use crate::App;
-use crate::auth::store_now;
-pub(crate) use work::{
-    PostCheck, RootDestroyed, RootKindName, Work, WorkError, WorkModel, WorkObject,
-};
-
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum DeletionError {
-    #[error("store: {0}")]
-    Store(#[from] store::StoreError),
-    #[error("keys: {0}")]
-    Keys(#[from] shred::KeyError),
-    #[error("storage: {0}")]
-    Blob(#[from] blobstore::BlobError),
-    #[error("{0}")]
-    Work(#[from] WorkError),
-    #[error("{0}")]
-    Other(String),
-}
+use crate::work::{PostCheck, RootDestroyed, Work, WorkModel, WorkObject};
+use crate::{DeletionError, Service};
 
 /// The state after which a deletion's keys are destroyed: reached for every deletion before
 /// any goes further.
@@ -82,9 +61,11 @@ const POLL: std::time::Duration = std::time::Duration::from_secs(3);
 const BACKOFF_FIRST_SECS: i64 = 5;
 const BACKOFF_MAX_SECS: i64 = 300;
 
-/// A test hook: `CUSTODY_FAILPOINT_DELETION=STATE[,STATE...]` kills the process (SIGKILL, as
+/// A test hook, compiled only with the `failpoints` feature (test builds; never the release
+/// binary): `CUSTODY_FAILPOINT_DELETION=STATE[,STATE...]` kills the process (SIGKILL, as
 /// `kill -9` would: no clean-up, no lease released) right after a deletion reaches one of the
 /// states, to prove that a restart, or another instance, completes the work.
+#[cfg(feature = "failpoints")]
 fn failpoint(state: DeletionState) {
     let state = state.as_str();
     if std::env::var("CUSTODY_FAILPOINT_DELETION").is_ok_and(|s| s.split(',').any(|s| s == state)) {
@@ -95,6 +76,9 @@ fn failpoint(state: DeletionState) {
         std::process::exit(86);
     }
 }
+
+#[cfg(not(feature = "failpoints"))]
+fn failpoint(_state: DeletionState) {}
 
 impl DeletionError {
     /// The runner's lease was taken over: not this deletion's failure.
@@ -122,14 +106,14 @@ pub(crate) fn parse_work(d: &DeletionRecord) -> Result<Work, DeletionError> {
 /// The deletion runner and `delete_after` scheduler, while this instance holds the
 /// `deletions` lease: resumes unfinished deletions, then wakes on local requests and every
 /// few seconds (requests on other instances, `delete_after` times). Never returns.
-pub(crate) async fn work(app: Arc<App>, fence: Fence) {
+pub(crate) async fn work(app: &Service, fence: &Fence) {
     loop {
-        if let Err(e) = start_due(&app).await {
+        if let Err(e) = start_due(app).await {
             tracing::error!(error = %e, "starting scheduled deletions failed; will retry");
         }
-        run_pass(&app, &fence).await;
+        run_pass(app, fence).await;
         tokio::select! {
-            () = app.deletions.notified() => {}
+            () = app.wake.notified() => {}
             () = tokio::time::sleep(POLL) => {}
         }
     }
@@ -137,8 +121,12 @@ pub(crate) async fn work(app: Arc<App>, fence: Fence) {
 
 /// Starts the deletion of every model whose `delete_after` has come. The deletion names who
 /// scheduled it (and who approved that, under the two-person rule), never "system".
-async fn start_due(app: &App) -> Result<(), DeletionError> {
-    for due in app.store.models_due_for_deletion(store_now()).await? {
+async fn start_due(app: &Service) -> Result<(), DeletionError> {
+    for due in app
+        .store
+        .models_due_for_deletion(app.store.clock().now())
+        .await?
+    {
         let id = crypto::token::random_id().map_err(|e| DeletionError::Other(e.to_string()))?;
         let entry = audit::Entry::new(
             due.scheduled_by.as_str(),
@@ -164,7 +152,7 @@ async fn start_due(app: &App) -> Result<(), DeletionError> {
 
 /// One pass over the due deletions: every one through key destruction first, then every one
 /// to its certificate. A failure stays with its deletion.
-pub(crate) async fn run_pass(app: &App, fence: &Fence) {
+async fn run_pass(app: &Service, fence: &Fence) {
     let due = match app.store.unfinished_deletions().await {
         Ok(deletions) => deletions,
         Err(e) => {
@@ -179,7 +167,7 @@ pub(crate) async fn run_pass(app: &App, fence: &Fence) {
     }
 }
 
-async fn drive_or_record(app: &App, fence: &Fence, id: &str, until: DeletionState) {
+async fn drive_or_record(app: &Service, fence: &Fence, id: &str, until: DeletionState) {
     let Err(e) = drive(app, fence, id, until).await else {
         return;
     };
@@ -207,7 +195,7 @@ async fn drive_or_record(app: &App, fence: &Fence, id: &str, until: DeletionStat
     );
     if let Err(e) = app
         .store
-        .deletion_failed(id, &error, store_now() + backoff, Some(fence))
+        .deletion_failed(id, &error, app.store.clock().now() + backoff, Some(fence))
         .await
     {
         tracing::error!(deletion = %id, error = %e, "recording the deletion's failure failed");
@@ -216,7 +204,7 @@ async fn drive_or_record(app: &App, fence: &Fence, id: &str, until: DeletionStat
 
 /// Takes deletion `id` step by step until it reaches `until` (unless it waits for a retry).
 async fn drive(
-    app: &App,
+    app: &Service,
     fence: &Fence,
     id: &str,
     until: DeletionState,
@@ -227,7 +215,7 @@ async fn drive(
             .deletion(id)
             .await?
             .ok_or_else(|| DeletionError::Other(format!("deletion {id} vanished")))?;
-        if d.state >= until || d.retry_at.is_some_and(|at| at > store_now()) {
+        if d.state >= until || d.retry_at.is_some_and(|at| at > app.store.clock().now()) {
             return Ok(());
         }
         let next = match d.state {
@@ -235,7 +223,7 @@ async fn drive(
             DeletionState::KeysDestroyed => destroy_epoch(app, &d, fence).await?,
             DeletionState::EpochDestroyed => delete_objects(app, &d, fence).await?,
             DeletionState::ObjectsDeleted => post_check(app, &d, fence).await?,
-            DeletionState::Checked => crate::certificate::certify(app, &d, fence).await?,
+            DeletionState::Checked => crate::certify::certify(app, &d, fence).await?,
             // Done (`until` is never later than this).
             DeletionState::Certified => return Ok(()),
         };
@@ -247,7 +235,7 @@ async fn drive(
 /// Records what the deletion covers, then makes sure a newer epoch than the one wrapping the
 /// deleted keys is current, and erases the keys while re-wrapping every other one.
 async fn destroy_keys(
-    app: &App,
+    app: &Service,
     d: &DeletionRecord,
     fence: &Fence,
 ) -> Result<DeletionState, DeletionError> {
@@ -372,7 +360,7 @@ async fn destroy_keys(
 /// Destroys every epoch older than the current one: the one that wrapped the deleted keys,
 /// and any an interrupted deletion left behind.
 async fn destroy_epoch(
-    app: &App,
+    app: &Service,
     d: &DeletionRecord,
     fence: &Fence,
 ) -> Result<DeletionState, DeletionError> {
@@ -433,7 +421,7 @@ async fn destroy_epoch(
 }
 
 async fn delete_objects(
-    app: &App,
+    app: &Service,
     d: &DeletionRecord,
     fence: &Fence,
 ) -> Result<DeletionState, DeletionError> {
@@ -472,7 +460,7 @@ async fn delete_objects(
 /// the authority itself (the database, storage, the root of trust, the epoch ledger), never
 /// this instance's cache or the work record alone.
 async fn post_check(
-    app: &App,
+    app: &Service,
     d: &DeletionRecord,
     fence: &Fence,
 ) -> Result<DeletionState, DeletionError> {
@@ -524,7 +512,7 @@ fn check(name: &str, problems: Vec<String>, passed: String) -> PostCheck {
 /// with this deletion, and every stored object of those models. (A record edited to leave a
 /// model out would otherwise be certified without it.)
 async fn check_scope(
-    app: &App,
+    app: &Service,
     d: &DeletionRecord,
     work: &Work,
 ) -> Result<PostCheck, DeletionError> {
@@ -567,7 +555,7 @@ async fn check_scope(
     ))
 }
 
-async fn check_storage(app: &App, work: &Work) -> Result<PostCheck, DeletionError> {
+async fn check_storage(app: &Service, work: &Work) -> Result<PostCheck, DeletionError> {
     let mut still_stored = Vec::new();
     for o in &work.objects {
         let id = ObjectId::parse(&o.id).map_err(|e| DeletionError::Other(e.to_string()))?;
@@ -585,7 +573,7 @@ async fn check_storage(app: &App, work: &Work) -> Result<PostCheck, DeletionErro
 /// Every root of the deletion's epoch and of every older one is gone, as the root of trust
 /// reports it now (file absent; KMS key pending deletion), and the ledger erased those epochs'
 /// wrapped keys.
-async fn check_roots(app: &App, work: &Work) -> PostCheck {
+async fn check_roots(app: &Service, work: &Work) -> PostCheck {
     const NAME: &str = "root_of_trust_reports_roots_destroyed";
     let mut problems = Vec::new();
     let mut asked = 0usize;
@@ -644,7 +632,7 @@ async fn check_roots(app: &App, work: &Work) -> PostCheck {
 
 /// Every recorded wrapped model key is tried against every epoch whose key still exists in
 /// the ledger (opened through the root of trust): none may open.
-async fn check_wrapped_keys(app: &App, work: &Work) -> PostCheck {
+async fn check_wrapped_keys(app: &Service, work: &Work) -> PostCheck {
     const NAME: &str = "retained_ciphertext_does_not_decrypt";
     let mut problems = Vec::new();
     let mut recorded = Vec::new();

@@ -2,7 +2,7 @@
 //! panic, and a verdict must agree with its checks.
 #![no_main]
 
-use deletion::{Status, Verdict, parse_log_key, parse_service_key, verify};
+use certificate::{Status, Verdict, parse_log_key, parse_service_key, verify};
 use libfuzzer_sys::fuzz_target;
 
 const SERVICE: &str = include_str!("../../tests/vectors/service.vkey");

@@ -117,7 +117,7 @@ impl RootDestroyed {
 
 /// Why a work record cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum WorkError {
+pub enum WorkError {
     #[error("the work record does not decode: {0}")]
     Decode(String),
     #[error("the work record has no version")]

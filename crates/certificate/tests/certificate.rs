@@ -12,12 +12,12 @@ use audit::checkpoint::{self, Checkpoint, VerifierKey};
 use audit::merkle::{self, MemoryTreeStore};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use crypto::sign::SigningKey;
-use deletion::{
+use certificate::{
     AUDIT_ACTION, AuditEvidence, Certificate, CertificateFile, CheckName, Deletion, KeyKind, Scope,
     Signature, Status, Verdict, issue, key_id, parse_log_key, parse_service_key, signed_message,
     verify,
 };
+use crypto::sign::SigningKey;
 use serde_json::Value;
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors");
@@ -367,8 +367,8 @@ impl Log {
 /// Signs whatever it is given, as a holder of the service key could: no self-check.
 fn sign_raw(keys: &Keys, deletion: Deletion, audit: AuditEvidence) -> Vec<u8> {
     let certificate = Certificate {
-        format: deletion::FORMAT.into(),
-        version: deletion::VERSION,
+        format: certificate::FORMAT.into(),
+        version: certificate::VERSION,
         deletion,
         audit,
     };
@@ -563,7 +563,7 @@ fn a_vendor_deletion_names_the_vendor_in_its_entry() {
     second.name = "other-model".into();
     second.model_id = "77aa".into();
     d.models.push(second);
-    d.destroyed_keys.push(deletion::DestroyedKey {
+    d.destroyed_keys.push(certificate::DestroyedKey {
         kind: KeyKind::ModelKey,
         id: "77aa".into(),
         epoch: 3,
