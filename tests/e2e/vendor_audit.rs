@@ -699,17 +699,23 @@ fn a_webhook_receives_signed_events_and_retries_until_the_receiver_answers() {
         "uploads are not what a webhook carries: {events:?}"
     );
 
-    // The delivery is in the log; removing the webhook stops it.
-    let text = server.ok(&world.admin, &["--json", "activity", "acme"]);
-    let activity: Value = serde_json::from_str(text.trim()).unwrap();
-    let deliveries: Vec<_> = activity["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["action"] == "webhook.deliver")
-        .collect();
-    assert!(deliveries.iter().any(|e| e["outcome"] == "failed"));
-    assert!(deliveries.iter().any(|e| e["outcome"] == "ok"));
+    // The delivery is in the log (written once the receiver has answered, so a moment after
+    // it received the events); removing the webhook stops it.
+    let outcomes = || -> Vec<Value> {
+        let text = server.ok(&world.admin, &["--json", "activity", "acme"]);
+        let activity: Value = serde_json::from_str(text.trim()).unwrap();
+        activity["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "webhook.deliver")
+            .map(|e| e["outcome"].clone())
+            .collect()
+    };
+    wait_for(20, "the successful delivery's entry", || {
+        outcomes().iter().any(|o| o == "ok")
+    });
+    assert!(outcomes().iter().any(|o| o == "failed"));
 
     // A receiver that redirects is a failed delivery: the redirect is not followed.
     let delivered = receiver.received().len();

@@ -18,8 +18,7 @@
 //!   the same walk works everywhere. It needs `s3:ListBucketVersions`, `s3:DeleteObjectVersion`,
 //!   `s3:ListBucketMultipartUploads` and `s3:AbortMultipartUpload`; Object Lock or MFA delete
 //!   make it fail loudly rather than leave a version behind quietly.
-//! * **TLS on ring.** The SDK's default HTTPS client compiles rustls with aws-lc; the workspace
-//!   keeps rustls on ring (see `crypto::tls`), so the client is built with rustls' ring provider.
+//! * **TLS on ring**, credentials and region: the shared set-up of the `cloud` crate.
 //! * Keys are checked to be opaque hex ids like the filesystem backend's, then get the
 //!   configured prefix. S3 makes its own upload ids; they are passed through unchecked.
 
@@ -27,14 +26,11 @@ use std::fmt;
 
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::{
-    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
-};
+use aws_sdk_s3::config::{BehaviorVersion, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::RequestId;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Part};
-use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 
@@ -66,32 +62,8 @@ pub struct S3Config {
     pub prefix: String,
 }
 
-/// A secret access key. Its `Debug` prints `***`, so a logged config shows no secret.
-#[derive(Clone, Deserialize)]
-#[serde(transparent)]
-pub struct S3Secret(String);
-
-impl S3Secret {
-    pub fn new(secret: impl Into<String>) -> Self {
-        S3Secret(secret.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<String> for S3Secret {
-    fn from(secret: String) -> Self {
-        S3Secret(secret)
-    }
-}
-
-impl fmt::Debug for S3Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
+/// A secret access key (`cloud::Secret`): its `Debug` prints `***`.
+pub type S3Secret = cloud::Secret;
 
 /// Objects in one bucket, under one key prefix.
 #[derive(Clone)]
@@ -130,32 +102,14 @@ impl S3Backend {
                 "s3 configuration needs a bucket and a region".into(),
             ));
         }
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(Provider::Rustls(CryptoMode::Ring))
-            .build_https();
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(config.region.clone()))
-            .http_client(http);
-        match (&config.access_key_id, &config.secret_access_key) {
-            (Some(id), Some(secret)) => {
-                loader = loader.credentials_provider(Credentials::new(
-                    id,
-                    secret.expose(),
-                    None,
-                    None,
-                    "custody-config",
-                ));
-            }
-            (None, None) => {}
-            _ => {
-                return Err(BlobError::Backend(
-                    "s3 configuration: give access_key_id and secret_access_key together, or \
-                     neither to use the standard AWS credential chain"
-                        .into(),
-                ));
-            }
-        }
-        let shared = loader.load().await;
+        let shared = cloud::sdk_config(
+            "s3",
+            &config.region,
+            config.access_key_id.as_deref(),
+            config.secret_access_key.as_ref(),
+        )
+        .await
+        .map_err(BlobError::Backend)?;
         let mut s3 = aws_sdk_s3::config::Builder::from(&shared)
             .behavior_version(BehaviorVersion::latest())
             .force_path_style(config.force_path_style)

@@ -61,13 +61,7 @@ pub async fn run(args: AgentArgs, global: &Global) -> anyhow::Result<()> {
     }
     // Weight bytes reach only enrolled exclusive hosts: without the host's certificate every
     // relayed request would be refused, so an agent without one is a mistake to say at once.
-    if global.host_cert.is_none() || global.host_key.is_none() {
-        bail!(
-            "the agent relays for an enrolled exclusive host and needs its certificate: set \
-             CUSTODY_HOST_CERT and CUSTODY_HOST_KEY (made by `custody host csr` and the \
-             operator's `custody host enroll`)"
-        );
-    }
+    crate::client::require_host_identity(global, "the agent")?;
     let server = server_url(global)?;
     let url =
         reqwest::Url::parse(server).with_context(|| format!("invalid server URL {server}"))?;

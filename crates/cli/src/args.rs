@@ -63,3 +63,14 @@ pub fn opaque_id(id: &str) -> anyhow::Result<&str> {
     }
     Ok(id)
 }
+
+/// A key given inline, or the content of the file it names (`--log-key`, `--service-key`,
+/// `--vendor-key`, `--witness-key`).
+pub fn key_text(arg: &str) -> Result<String, String> {
+    let path = std::path::Path::new(arg);
+    if path.is_file() {
+        return std::fs::read_to_string(path)
+            .map_err(|e| format!("reading key file {}: {e}", path.display()));
+    }
+    Ok(arg.to_owned())
+}

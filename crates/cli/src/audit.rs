@@ -31,6 +31,7 @@ use wire::audit::{
 };
 
 use crate::Global;
+use crate::args::key_text;
 use crate::client::Client;
 use crate::output::{Output, lines};
 
@@ -502,16 +503,6 @@ fn unusable(out: &Output, message: String) -> ExitCode {
         eprintln!("custody: cannot verify: {message}");
     }
     ExitCode::from(UNUSABLE)
-}
-
-/// A key given inline, or the content of the file it names.
-fn key_text(arg: &str) -> Result<String, String> {
-    let path = Path::new(arg);
-    if path.is_file() {
-        return std::fs::read_to_string(path)
-            .map_err(|e| format!("reading key file {}: {e}", path.display()));
-    }
-    Ok(arg.to_owned())
 }
 
 /// Reads every file under `dir` (relative `/` paths), decrypting `.age` files.

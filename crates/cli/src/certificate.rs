@@ -4,13 +4,14 @@
 //! crate decides, and the exit code says what it decided: 0 valid, 1 invalid, 2 unusable
 //! input (unreadable file, not a certificate, a key that does not parse).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use certificate::{Report, Status, Verdict};
 use clap::Args;
 use serde::Serialize;
 
+use crate::args::key_text;
 use crate::output::Output;
 
 #[derive(Args)]
@@ -31,16 +32,6 @@ pub struct VerifyArgs {
 }
 
 const UNUSABLE: u8 = 2;
-
-/// A key given inline, or the content of the file it names.
-fn key_text(arg: &str) -> Result<String, String> {
-    let path = Path::new(arg);
-    if path.is_file() {
-        return std::fs::read_to_string(path)
-            .map_err(|e| format!("reading key file {}: {e}", path.display()));
-    }
-    Ok(arg.to_owned())
-}
 
 /// What `--json` prints for input that cannot be verified at all.
 #[derive(Serialize)]

@@ -62,11 +62,7 @@ impl Client {
     /// A client that authenticates with the exclusive host's certificate alone, sending no
     /// token (`custody wipe`). Fails unless the host certificate and key are configured.
     pub fn for_host(global: &Global) -> anyhow::Result<Client> {
-        if global.host_cert.is_none() {
-            bail!(
-                "this command runs on an exclusive host: set CUSTODY_HOST_CERT and CUSTODY_HOST_KEY"
-            );
-        }
+        require_host_identity(global, "this command")?;
         Client::build(global, None)
     }
 
@@ -205,6 +201,19 @@ pub fn tls_config(global: &Global) -> anyhow::Result<rustls::ClientConfig> {
             .context("the host certificate and key do not form a usable identity")?,
         None => builder.with_no_client_auth(),
     })
+}
+
+/// For what acts as the exclusive host (`custody wipe`, the agent): without the host's
+/// certificate every request would be refused, so its absence is said at once.
+pub fn require_host_identity(global: &Global, who: &str) -> anyhow::Result<()> {
+    if global.host_cert.is_none() || global.host_key.is_none() {
+        bail!(
+            "{who} runs on an enrolled exclusive host and needs its certificate: set \
+             CUSTODY_HOST_CERT and CUSTODY_HOST_KEY (made by `custody host csr` and the \
+             operator's `custody host enroll`)"
+        );
+    }
+    Ok(())
 }
 
 /// The exclusive host's client certificate chain and key, when both are configured

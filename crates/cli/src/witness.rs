@@ -3,13 +3,14 @@
 //! `--min-witnesses` for `custody audit verify` and `custody verify-certificate`.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use audit::checkpoint::VerifierKey;
 use audit::witness::{self, CosignerKey, Quorum};
 use clap::Args;
 
+use crate::args::key_text;
 use crate::output::init_logging;
 
 #[derive(Args)]
@@ -27,16 +28,6 @@ pub struct WitnessArgs {
     /// This witness's name, used when its key is made (default: custody-witness/<random>)
     #[arg(long)]
     name: Option<String>,
-}
-
-/// A key given inline, or the content of the file it names.
-fn key_text(arg: &str) -> Result<String, String> {
-    let path = Path::new(arg);
-    if path.is_file() {
-        return std::fs::read_to_string(path)
-            .map_err(|e| format!("reading key file {}: {e}", path.display()));
-    }
-    Ok(arg.to_owned())
 }
 
 pub async fn run(args: WitnessArgs) -> anyhow::Result<()> {

@@ -23,14 +23,12 @@ use std::fmt;
 
 use async_trait::async_trait;
 use aws_sdk_kms::Client;
-use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_kms::config::BehaviorVersion;
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::{Blob, DateTime, DateTimeFormat};
 use aws_sdk_kms::types::{KeySpec, KeyState, KeyUsageType, Tag};
-use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use crypto::SecretKey;
 use serde::Deserialize;
-use zeroize::Zeroizing;
 
 use crate::{KeyError, RootDestruction, RootKind, RootProvider, RootRef, RootStatus};
 
@@ -74,32 +72,8 @@ impl KmsConfig {
     }
 }
 
-/// A secret access key. Its `Debug` prints `***`.
-#[derive(Clone, Deserialize)]
-#[serde(from = "String")]
-pub struct KmsSecret(Zeroizing<String>);
-
-impl From<String> for KmsSecret {
-    fn from(secret: String) -> Self {
-        KmsSecret(Zeroizing::new(secret))
-    }
-}
-
-impl KmsSecret {
-    pub fn new(secret: impl Into<String>) -> Self {
-        KmsSecret(Zeroizing::new(secret.into()))
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for KmsSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
+/// A secret access key (`cloud::Secret`): its `Debug` prints `***`.
+pub type KmsSecret = cloud::Secret;
 
 /// One KMS key per epoch, in one account and region.
 pub struct KmsRoot {
@@ -151,32 +125,14 @@ impl KmsRoot {
                 "kms pending_window_days must be between 7 and 30".into(),
             ));
         }
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(Provider::Rustls(CryptoMode::Ring))
-            .build_https();
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(config.region.clone()))
-            .http_client(http);
-        match (&config.access_key_id, &config.secret_access_key) {
-            (Some(id), Some(secret)) => {
-                loader = loader.credentials_provider(Credentials::new(
-                    id,
-                    secret.expose(),
-                    None,
-                    None,
-                    "custody-config",
-                ));
-            }
-            (None, None) => {}
-            _ => {
-                return Err(KeyError::Provider(
-                    "kms configuration: give access_key_id and secret_access_key together, or \
-                     neither to use the standard AWS credential chain"
-                        .into(),
-                ));
-            }
-        }
-        let shared = loader.load().await;
+        let shared = cloud::sdk_config(
+            "kms",
+            &config.region,
+            config.access_key_id.as_deref(),
+            config.secret_access_key.as_ref(),
+        )
+        .await
+        .map_err(KeyError::Provider)?;
         let mut kms =
             aws_sdk_kms::config::Builder::from(&shared).behavior_version(BehaviorVersion::latest());
         if let Some(url) = &config.endpoint_url {

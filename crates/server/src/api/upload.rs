@@ -170,6 +170,9 @@ fn session_body(name: &str, session: &UploadSession) -> wire::upload::UploadSess
     }
 }
 
+/// `POST /v1/models/{vendor}/{model}/uploads`: opens an upload session (201), or hands back
+/// the caller's unfinished one for the same manifest (200), creating the model on its first
+/// upload.
 pub(crate) async fn begin(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -184,46 +187,13 @@ pub(crate) async fn begin(
         .vendor(&vendor)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("vendor {vendor}")))?;
-    // Derived uploads are decided on the model (committers with a grant may make them), the
-    // others on the vendor. An unreadable body is decided as an ordinary upload and then
-    // refused as a bad request.
+    // An unreadable body is decided as an ordinary upload and then refused as a bad request.
     let wants_derived = body
         .as_ref()
         .ok()
         .and_then(|Json(r)| r.derived_from.clone());
-    let (decision, derived) = match wants_derived {
-        None => (
-            authorize(
-                &app,
-                &caller,
-                Action::Upload,
-                Target::Vendor(&vendor_record),
-            )
-            .await?,
-            None,
-        ),
-        Some(from) => {
-            let found = load_model(&app, vendor.as_str(), model.as_str()).await?;
-            let decision = authorize_model(&app, &caller, Action::UploadDerived, &found).await?;
-            if found.record.deleted_at.is_some() {
-                return Err(ApiError::Deleted(format!("model {name} has been deleted")));
-            }
-            let commit = CommitId::parse(&from)
-                .map_err(|e| ApiError::bad_request(ErrorCode::InvalidDerivedFrom, e.to_string()))?;
-            if app
-                .store
-                .revision(&found.record.id, &commit)
-                .await?
-                .is_none()
-            {
-                return Err(ApiError::bad_request(
-                    ErrorCode::InvalidDerivedFrom,
-                    format!("{commit} is not a revision of {name}"),
-                ));
-            }
-            (decision, Some((found.record, commit)))
-        }
-    };
+    let (decision, derived) =
+        decide_upload(&app, &caller, &vendor_record, &name, wants_derived).await?;
     let request = json_body(body)?;
     let files = validate_manifest(&request, &app.config.limits)?;
     let digest = manifest_digest(
@@ -231,38 +201,9 @@ pub(crate) async fn begin(
         &files,
         derived.as_ref().map(|(_, commit)| commit),
     );
-
-    let existing = match &derived {
-        Some((record, _)) => Some(record.clone()),
-        None => app.store.model(&vendor, &model).await?,
-    };
-    let model_record = match existing {
-        // A deleted model's name stays taken (its record and certificate remain); its key
-        // is gone, so nothing can be added to it.
-        Some(m) if m.deleted_at.is_some() => {
-            return Err(ApiError::Deleted(format!(
-                "model {name} has been deleted; upload under a new name"
-            )));
-        }
-        Some(m) => m,
-        None => {
-            let id = crypto::token::random_id()?;
-            let entry = caller
-                .entry("model.create", name.as_str())
-                .with_decision(true, &policy_ids(&decision));
-            // Committed only under the current key epoch (made again if a rotation wins).
-            let created =
-                crate::keys::create_model(&app, &id, &vendor_record.id, &model, entry).await?;
-            match created {
-                // Lost a race with a concurrent first upload: use the winner's model.
-                Ok(()) | Err(store::StoreError::Conflict(_)) => app
-                    .store
-                    .model(&vendor, &model)
-                    .await?
-                    .ok_or_else(|| ApiError::Internal("model vanished after creation".into()))?,
-                Err(e) => return Err(e.into()),
-            }
-        }
+    let model_record = match &derived {
+        Some((record, _)) => record.clone(),
+        None => model_to_upload_to(&app, &caller, &decision, &vendor_record, &model).await?,
     };
 
     // The same user sending the same manifest again continues where the last run stopped.
@@ -278,7 +219,111 @@ pub(crate) async fn begin(
     {
         return Ok((StatusCode::OK, Json(session_body(&name, &session))));
     }
+    let session = open_session(
+        &app,
+        &caller,
+        &decision,
+        &name,
+        &model_record,
+        &request,
+        &files,
+        &digest,
+        derived.as_ref().map(|(_, c)| c),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(session_body(&name, &session))))
+}
 
+/// Derived uploads (a committer's conversion of a revision) are decided on the model, which
+/// must exist, be alive and hold that revision; the others on the vendor.
+async fn decide_upload(
+    app: &App,
+    caller: &Caller,
+    vendor_record: &store::VendorRecord,
+    name: &str,
+    wants_derived: Option<String>,
+) -> Result<(policy::Decision, Option<(store::ModelRecord, CommitId)>), ApiError> {
+    let Some(from) = wants_derived else {
+        let decision =
+            authorize(app, caller, Action::Upload, Target::Vendor(vendor_record)).await?;
+        return Ok((decision, None));
+    };
+    let (vendor, model) = name.split_once('/').unwrap_or((name, ""));
+    let found = load_model(app, vendor, model).await?;
+    let decision = authorize_model(app, caller, Action::UploadDerived, &found).await?;
+    if found.record.deleted_at.is_some() {
+        return Err(ApiError::Deleted(format!("model {name} has been deleted")));
+    }
+    let commit = CommitId::parse(&from)
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidDerivedFrom, e.to_string()))?;
+    if app
+        .store
+        .revision(&found.record.id, &commit)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidDerivedFrom,
+            format!("{commit} is not a revision of {name}"),
+        ));
+    }
+    Ok((decision, Some((found.record, commit))))
+}
+
+/// The model an ordinary upload goes to, made on its first upload (under the current key
+/// epoch). A deleted model's name stays taken: its key is gone, so nothing can be added.
+async fn model_to_upload_to(
+    app: &App,
+    caller: &Caller,
+    decision: &policy::Decision,
+    vendor_record: &store::VendorRecord,
+    model: &ModelName,
+) -> Result<store::ModelRecord, ApiError> {
+    let vendor = &vendor_record.name;
+    let name = format!("{vendor}/{model}");
+    match app.store.model(vendor, model).await? {
+        Some(m) if m.deleted_at.is_some() => Err(ApiError::Deleted(format!(
+            "model {name} has been deleted; upload under a new name"
+        ))),
+        Some(m) => Ok(m),
+        None => {
+            let id = crypto::token::random_id()?;
+            let entry = caller
+                .entry("model.create", name.as_str())
+                .with_decision(true, &policy_ids(decision));
+            // Committed only under the current key epoch (made again if a rotation wins).
+            let created =
+                crate::keys::create_model(app, &id, &vendor_record.id, model, entry).await?;
+            match created {
+                // Lost a race with a concurrent first upload: use the winner's model.
+                Ok(()) | Err(store::StoreError::Conflict(_)) => app
+                    .store
+                    .model(vendor, model)
+                    .await?
+                    .ok_or_else(|| ApiError::Internal("model vanished after creation".into())),
+                Err(e) => Err(e.into()),
+            }
+        }
+    }
+}
+
+/// Opens a new session for the manifest's files, each to be stored under a fresh object id,
+/// in the transaction of its `upload.begin` entry.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site; the parts of one request"
+)]
+async fn open_session(
+    app: &App,
+    caller: &Caller,
+    decision: &policy::Decision,
+    name: &str,
+    model_record: &store::ModelRecord,
+    request: &UploadRequest,
+    files: &[(RepoPath, u64, Sha256Hex)],
+    digest: &str,
+    derived_from: Option<&CommitId>,
+) -> Result<UploadSession, ApiError> {
     let upload_id = hex::encode(crypto::random_bytes::<16>()?);
     let records = files
         .iter()
@@ -293,21 +338,20 @@ pub(crate) async fn begin(
         .collect::<Result<Vec<_>, crypto::CryptoError>>()?;
     let total: u64 = records.iter().map(|f| f.size).sum();
     let entry = caller
-        .entry("upload.begin", name.as_str())
-        .with_decision(true, &policy_ids(&decision))
+        .entry("upload.begin", name)
+        .with_decision(true, &policy_ids(decision))
         .with_detail(format!(
             "upload {upload_id}: {} files, {total} bytes{}",
             records.len(),
-            derived
-                .as_ref()
-                .map(|(_, c)| format!(", derived from {c}"))
+            derived_from
+                .map(|c| format!(", derived from {c}"))
                 .unwrap_or_default()
         ));
     app.store
         .create_upload_from(
             &NewUpload {
                 id: &upload_id,
-                manifest_digest: &digest,
+                manifest_digest: digest,
                 model_id: &model_record.id,
                 created_by: &caller.actor(),
                 message: &request.message,
@@ -315,16 +359,14 @@ pub(crate) async fn begin(
                 files: &records,
                 max_open_by_creator: app.config.limits.max_open_uploads_per_user,
             },
-            derived.as_ref().map(|(_, c)| c),
+            derived_from,
             entry,
         )
         .await?;
-    let session = app
-        .store
+    app.store
         .upload(&upload_id)
         .await?
-        .ok_or_else(|| ApiError::Internal("new upload session vanished".into()))?;
-    Ok((StatusCode::CREATED, Json(session_body(&name, &session))))
+        .ok_or_else(|| ApiError::Internal("new upload session vanished".into()))
 }
 
 /// Loads an upload session for its owner, re-checking the right to upload.
