@@ -18,6 +18,7 @@ mod api;
 mod approvals;
 pub mod auth;
 mod background;
+mod budgets;
 mod certificate;
 mod checkpointer;
 pub mod config;
@@ -67,6 +68,8 @@ pub(crate) struct App {
     pub upload_buffers: Arc<tokio::sync::Semaphore>,
     /// Refused authentication of this instance, counted per source and minute.
     pub refusals: refusals::Refusals,
+    /// Fetches this instance refused for a model's egress budget, counted per minute.
+    pub budget_refusals: budgets::BudgetRefusals,
     /// This process, as lease holders are named: random, new at every start.
     pub instance: String,
     /// One server per SQLite database: held until the process ends.
@@ -131,6 +134,7 @@ pub async fn run(config: ServerConfig, on_started: impl FnOnce(&Started)) -> any
         witnesses,
         placement: prepared.placement,
         refusals,
+        budget_refusals: Default::default(),
         upload_buffers,
         instance,
         _instance_lock: prepared.instance_lock,
@@ -152,6 +156,7 @@ pub async fn run(config: ServerConfig, on_started: impl FnOnce(&Started)) -> any
     // Refusals counted but not yet written, then entries of requests whose clients went
     // away, may still be waiting.
     refusals::flush(&app).await?;
+    app.budget_refusals.flush(&app.store).await?;
     app.store.flush_audit().await?;
     tracing::info!("stopped");
     Ok(())

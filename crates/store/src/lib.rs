@@ -17,6 +17,7 @@
 )]
 
 mod audit_log;
+mod budgets;
 mod cluster;
 mod convert;
 mod copies;
@@ -39,6 +40,7 @@ use sqlx::{AnyPool, Executor, Row};
 use types::{CommitId, ModelName, ObjectId, RepoPath, Sha256Hex, VendorName};
 
 pub use audit_log::StoredCheckpoint;
+pub use budgets::*;
 pub use cluster::*;
 pub use copies::*;
 pub use deletion::*;

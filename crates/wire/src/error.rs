@@ -81,6 +81,9 @@ error_codes! {
     RangeNotSatisfiable = "range_not_satisfiable",
     /// Too many refused requests from this source; retry after `Retry-After` seconds (429).
     RateLimited = "rate_limited",
+    /// A fetch beyond the model's egress budget; the message says which limit and when it
+    /// frees up, `Retry-After` the seconds until then when that is known (429).
+    BudgetExceeded = "budget_exceeded",
     /// The server failed; its log has the details (500).
     Internal = "internal",
     // --- bad requests (400), by what was wrong ---------------------------------------------

@@ -735,6 +735,9 @@ async fn pending_request(app: &App, p: PendingRecord) -> Result<PendingRequest, 
         PendingAction::AddGroupMember { group, user } => {
             wire::access::PendingAction::AddGroupMember { group, user }
         }
+        PendingAction::Budget { budget, .. } => wire::access::PendingAction::Budget {
+            budget: budget.as_ref().map(super::budget::to_wire),
+        },
         PendingAction::EndorseCredential { token_id } => {
             let token = app
                 .store
