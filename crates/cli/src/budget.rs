@@ -3,7 +3,7 @@
 //! limit, `--clear` the whole budget). A change that lets more leave waits for approval under
 //! the vendor's two-person rule.
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Args;
 use types::RepoRef;
 use wire::access::Outcome;
@@ -139,11 +139,14 @@ pub async fn run(args: BudgetArgs, global: &Global, out: &Output) -> anyhow::Res
     let budget = if args.clear {
         None
     } else {
-        let current: BudgetView = client
-            .get(&path)
-            .await
-            .context("reading the current budget to change it")?;
-        let mut b = current.budget.unwrap_or(Budget {
+        // Who may not read the budget may not set it either: the server's refusal of the
+        // change itself says so, so the change goes ahead from an empty budget.
+        let current = match client.get::<BudgetView>(&path).await {
+            Ok(view) => view.budget,
+            Err(e) if refused(&e) => None,
+            Err(e) => return Err(e.context("reading the current budget to change it")),
+        };
+        let mut b = current.unwrap_or(Budget {
             window_secs: DEFAULT_WINDOW_SECS,
             per_host: None,
             per_user: None,
@@ -175,6 +178,12 @@ pub async fn run(args: BudgetArgs, global: &Global, out: &Output) -> anyhow::Res
         Outcome::Filed(f) => filed(&format!("the new egress budget of {repo}"), f),
         Outcome::Done(view) => show(view),
     })
+}
+
+/// Whether the server refused the caller (rather than failed).
+fn refused(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<crate::client::ServerError>()
+        .is_some_and(|s| s.status == reqwest::StatusCode::FORBIDDEN)
 }
 
 fn bytes(n: u64) -> String {
