@@ -345,3 +345,52 @@ fn raising_a_budget_waits_for_a_second_admin_and_lowering_applies_at_once() {
         "{events:#?}"
     );
 }
+
+/// A fetch holds its concurrency slot while its body flows, and gives it back when it ends;
+/// the second fetch in the meantime is told to retry shortly.
+#[test]
+fn a_host_runs_no_more_fetches_at_once_than_its_budget_allows() {
+    let world = World::new();
+    let s = &world.server;
+    // Large enough that the transfer cannot finish into socket buffers unread.
+    let len: usize = 48 << 20;
+    let model = model_of(&world, "m", len as u64);
+    s.ok(
+        &world.admin,
+        &["budget", &model, "--per-host-concurrency", "1"],
+    );
+    let url = format!(
+        "{}/v1/models/{model}/revisions/main/files/weights.bin",
+        s.url
+    );
+    runtime().block_on(async {
+        let client = https_client_on(&s.ca, s.host.as_ref());
+        let get = || client.get(&url).bearer_auth(&world.alice).send();
+        // The first response's body is not read yet: the fetch is still running.
+        let first = get().await.unwrap();
+        assert_eq!(first.status(), 200);
+        let second = get().await.unwrap();
+        assert_eq!(second.status(), 429);
+        assert_eq!(second.headers()["retry-after"], "2");
+        let body: Value = second.json().await.unwrap();
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(
+                "host gpu-01 already runs as many fetches of acme/m at once as its budget \
+                 allows (1)"
+            ),
+            "{message}"
+        );
+        assert_eq!(first.bytes().await.unwrap().len(), len);
+        // Released when the body ended (on another task: give it a moment).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let again = get().await.unwrap();
+            if again.status() == 200 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the slot was never given back");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}

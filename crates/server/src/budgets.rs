@@ -199,8 +199,8 @@ pub(crate) fn refusal_message(exceeded: &Exceeded, model: &str, host: &str, now:
              the approval of a host that no longer needs it (`custody host unapprove`)"
         ),
         Exceeded::Concurrency { limit, .. } => format!(
-            "egress budget exceeded: host {host} already runs {limit} fetches of {model}, the \
-             most its budget allows at once; retry when one of them ends"
+            "egress budget exceeded: host {host} already runs as many fetches of {model} at \
+             once as its budget allows ({limit}); retry when one of them ends"
         ),
     }
 }
