@@ -16,6 +16,9 @@
 //! Rows are kept for the window or a week, whichever is longer, so a longer window set later
 //! counts what was served before it.
 //!
+//! Sums are cast to BIGINT: PostgreSQL sums BIGINT as NUMERIC, which sqlx's `Any` driver
+//! cannot read.
+//!
 //! Fetches in flight hold a lease row (`fetch_leases`) when the model has a concurrency
 //! limit; the server renews it while the transfer runs and deletes it when the transfer ends.
 //! A crashed server's leases expire on their own. The leases are bookkeeping under the
@@ -260,7 +263,7 @@ pub(crate) async fn write_budget(
 /// The size of the model's newest (non-derived) revision, in bytes.
 async fn model_size_in(conn: &mut sqlx::AnyConnection, model_id: &str) -> Result<u64> {
     let row = sqlx::query(
-        "SELECT COALESCE(SUM(f.size), 0) AS size FROM revision_files f WHERE f.commit_id = \
+        "SELECT CAST(COALESCE(SUM(f.size), 0) AS BIGINT) AS size FROM revision_files f WHERE f.commit_id = \
          (SELECT commit_id FROM revisions WHERE model_id = $1 AND derived_from IS NULL \
           ORDER BY seq DESC LIMIT 1)",
     )
@@ -295,7 +298,7 @@ async fn used_in(
     since: i64,
 ) -> Result<u64> {
     let row = sqlx::query(&format!(
-        "SELECT COALESCE(SUM(bytes), 0) AS used FROM egress_use \
+        "SELECT CAST(COALESCE(SUM(bytes), 0) AS BIGINT) AS used FROM egress_use \
          WHERE model_id = $1 AND {} = $2 AND bucket_end > $3",
         over.column()
     ))
@@ -322,7 +325,7 @@ async fn frees_at(
         return Ok(None);
     }
     let rows = sqlx::query(&format!(
-        "SELECT bucket_end, SUM(bytes) AS bytes FROM egress_use \
+        "SELECT bucket_end, CAST(SUM(bytes) AS BIGINT) AS bytes FROM egress_use \
          WHERE model_id = $1 AND {} = $2 AND bucket_end > $3 \
          GROUP BY bucket_end ORDER BY bucket_end",
         over.column()
@@ -541,7 +544,7 @@ impl Store {
         let since = at.saturating_sub(budget.window());
         let hosts = named_counts(
             &mut conn,
-            "SELECT h.name AS name, SUM(u.bytes) AS n FROM egress_use u \
+            "SELECT h.name AS name, CAST(SUM(u.bytes) AS BIGINT) AS n FROM egress_use u \
              JOIN hosts h ON h.id = u.host_id \
              WHERE u.model_id = $1 AND u.bucket_end > $2 GROUP BY h.name ORDER BY h.name",
             model_id,
@@ -550,7 +553,7 @@ impl Store {
         .await?;
         let users = named_counts(
             &mut conn,
-            "SELECT p.name AS name, SUM(u.bytes) AS n FROM egress_use u \
+            "SELECT p.name AS name, CAST(SUM(u.bytes) AS BIGINT) AS n FROM egress_use u \
              JOIN users p ON p.id = u.user_id \
              WHERE u.model_id = $1 AND u.bucket_end > $2 GROUP BY p.name ORDER BY p.name",
             model_id,
