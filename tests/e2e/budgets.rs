@@ -305,6 +305,38 @@ fn raising_a_budget_waits_for_a_second_admin_and_lowering_applies_at_once() {
     s.ok(&bob, &["approve", &pending]);
     assert_eq!(budget_view(&world, &model)["budget"]["max_hosts"], 5);
 
+    // Limits the database cannot hold, and windows of nothing or over a month, are refused.
+    for (budget, why) in [
+        (
+            serde_json::json!({ "window_secs": 60, "per_host": { "bytes": u64::MAX },
+                "per_user": null, "max_hosts": null, "per_host_concurrency": null }),
+            "invalid_request",
+        ),
+        (
+            serde_json::json!({ "window_secs": 0, "per_host": null, "per_user": null,
+                "max_hosts": 1, "per_host_concurrency": null }),
+            "invalid_window",
+        ),
+        (
+            serde_json::json!({ "window_secs": 40 * 86_400, "per_host": null, "per_user": null,
+                "max_hosts": 1, "per_host_concurrency": null }),
+            "invalid_window",
+        ),
+    ] {
+        let (status, body) = s.api(
+            &world.admin,
+            "PUT",
+            &format!("/v1/models/{model}/budget"),
+            Some(serde_json::json!({ "budget": budget })),
+        );
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some(why)),
+            "{body}"
+        );
+    }
+    assert_eq!(budget_view(&world, &model)["budget"]["max_hosts"], 5);
+
     // A committer (with a grant) and an auditor may not set one; the refusal is recorded.
     for who in [&world.alice, &auditor] {
         let refused = s.custody(who, &["budget", &model, "--per-host", "10x"]);
@@ -347,13 +379,14 @@ fn raising_a_budget_waits_for_a_second_admin_and_lowering_applies_at_once() {
 }
 
 /// A fetch holds its concurrency slot while its body flows, and gives it back when it ends;
-/// the second fetch in the meantime is told to retry shortly.
+/// the second fetch in the meantime is told to retry shortly, which `custody fetch` does.
 #[test]
 fn a_host_runs_no_more_fetches_at_once_than_its_budget_allows() {
     let world = World::new();
     let s = &world.server;
-    // Large enough that the transfer cannot finish into socket buffers unread.
-    let len: usize = 48 << 20;
+    // Large enough that the transfer cannot finish into socket buffers unread, and that
+    // `custody fetch` asks for it as four ranges at once.
+    let len: usize = 64 << 20;
     let model = model_of(&world, "m", len as u64);
     s.ok(
         &world.admin,
@@ -373,6 +406,7 @@ fn a_host_runs_no_more_fetches_at_once_than_its_budget_allows() {
         assert_eq!(second.status(), 429);
         assert_eq!(second.headers()["retry-after"], "2");
         let body: Value = second.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "too_many_fetches");
         let message = body["error"]["message"].as_str().unwrap();
         assert!(
             message.contains(
@@ -393,4 +427,7 @@ fn a_host_runs_no_more_fetches_at_once_than_its_budget_allows() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
+    // The CLI's parallel ranges take turns instead of failing: it waits as told.
+    let fetched = fetch_to(&world, None, &model);
+    assert!(fetched.success, "{}", fetched.stderr);
 }

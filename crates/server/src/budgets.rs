@@ -81,6 +81,7 @@ pub(crate) async fn admit(
             Err(ApiError::BudgetExceeded {
                 message,
                 retry_after: retry_after(&exceeded, now),
+                busy: matches!(exceeded, Exceeded::Concurrency { .. }),
             })
         }
     }

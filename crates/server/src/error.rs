@@ -53,11 +53,13 @@ pub(crate) enum ApiError {
     #[error("{message}")]
     RateLimited { message: String, retry_after: u64 },
     /// A fetch beyond the model's egress budget (`budgets.rs`): 429, with `Retry-After` when
-    /// the time the budget frees up is known.
+    /// the time the budget frees up is known. `busy`: only the host's concurrency limit, which
+    /// frees up as soon as one of its fetches ends (its own code, so clients retry just that).
     #[error("{message}")]
     BudgetExceeded {
         message: String,
         retry_after: Option<u64>,
+        busy: bool,
     },
     /// Details go to the server log only; the client gets a request id to quote.
     #[error("internal error")]
@@ -94,8 +96,11 @@ impl ApiError {
             ),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooLarge),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
-            ApiError::BudgetExceeded { .. } => {
+            ApiError::BudgetExceeded { busy: false, .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, ErrorCode::BudgetExceeded)
+            }
+            ApiError::BudgetExceeded { busy: true, .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, ErrorCode::TooManyFetches)
             }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         }

@@ -78,6 +78,7 @@ fn error_codes_have_a_frozen_string_form() {
         (ErrorCode::TooManyUploads, "too_many_uploads"),
         (ErrorCode::RateLimited, "rate_limited"),
         (ErrorCode::BudgetExceeded, "budget_exceeded"),
+        (ErrorCode::TooManyFetches, "too_many_fetches"),
         (ErrorCode::TooLarge, "too_large"),
         (ErrorCode::SizeMismatch, "size_mismatch"),
         (ErrorCode::DigestMismatch, "digest_mismatch"),

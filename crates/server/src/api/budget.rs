@@ -49,6 +49,23 @@ fn from_wire(b: &wire::budget::Budget) -> Result<Budget, ApiError> {
             ),
         ));
     }
+    // Every number is stored as the databases' signed integer.
+    let numbers = [
+        b.per_host.map(limit_number),
+        b.per_user.map(limit_number),
+        b.max_hosts,
+        b.per_host_concurrency,
+    ];
+    if numbers
+        .into_iter()
+        .flatten()
+        .any(|n| i64::try_from(n).is_err())
+    {
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidRequest,
+            "a budget's limits must be at most 9223372036854775807",
+        ));
+    }
     let limit = |l: Option<wire::budget::ByteLimit>| {
         l.map(|l| match l {
             wire::budget::ByteLimit::Bytes(b) => ByteLimit::Bytes(b),
@@ -62,6 +79,12 @@ fn from_wire(b: &wire::budget::Budget) -> Result<Budget, ApiError> {
         max_hosts: b.max_hosts,
         per_host_concurrency: b.per_host_concurrency,
     })
+}
+
+fn limit_number(l: wire::budget::ByteLimit) -> u64 {
+    match l {
+        wire::budget::ByteLimit::Bytes(n) | wire::budget::ByteLimit::ModelSizeMilli(n) => n,
+    }
 }
 
 /// Whether `new` lets more of a model of `model_size` bytes leave than `old` at some point:
