@@ -20,7 +20,7 @@ ALTER TABLE key_epochs ADD CONSTRAINT key_epochs_state_known
 ALTER TABLE pending_requests ADD CONSTRAINT pending_requests_kind_known CHECK (kind IN (
     'grant', 'delete', 'disable-two-person', 'unexclude', 'embargo',
     'allow-host-group', 'approve-host', 'delete-after',
-    'add-group-member', 'endorse-credential'));
+    'add-group-member', 'endorse-credential', 'budget'));
 ALTER TABLE pending_requests ADD CONSTRAINT pending_requests_state_known
     CHECK (state IN ('pending', 'approved', 'rejected', 'cancelled'));
 ALTER TABLE pending_requests ADD CONSTRAINT pending_requests_model_id_fkey

@@ -144,7 +144,7 @@ CREATE TABLE pending_requests (
     kind             TEXT NOT NULL CONSTRAINT pending_requests_kind_known CHECK (kind IN (
                          'grant', 'delete', 'disable-two-person', 'unexclude', 'embargo',
                          'allow-host-group', 'approve-host', 'delete-after',
-                         'add-group-member', 'endorse-credential')),
+                         'add-group-member', 'endorse-credential', 'budget')),
     payload          TEXT NOT NULL,
     requested_by     TEXT NOT NULL,
     created_at       BIGINT NOT NULL,

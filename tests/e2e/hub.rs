@@ -1439,3 +1439,39 @@ fn the_agent_refuses_to_start_without_a_host_certificate() {
         "{stderr}"
     );
 }
+
+/// A fetch beyond the model's egress budget (issue 17) is 429: the client retries it a few
+/// times (a budget that frees up only in an hour sends no `Retry-After` to the Hub API, so the
+/// client does not sleep through it) and then shows custody's reason, with when it frees up.
+#[test]
+fn the_client_shows_why_an_egress_budget_refused_a_download() {
+    let world = World::new();
+    let src = tempfile::tempdir().unwrap();
+    write_model(src.path(), 1 << 20);
+    world.upload(src.path(), "acme/m");
+    grant(&world, "acme/m", "alice");
+    world.server.ok(
+        &world.admin,
+        &["budget", "acme/m", "--per-host", "1x", "--window", "1h"],
+    );
+    let agent = Agent::start(&world.server, world.server.host.as_ref());
+    assert!(ok_path(&Hf::new(&agent.url, &world.alice).py(&["snapshot", "acme/m"])).is_dir());
+    let fresh = Hf::new(&agent.url, &world.alice);
+    let message = client_error(
+        &fresh.py(&["download", "acme/m", "config.json"]),
+        "HfHubHTTPError",
+    );
+    assert!(
+        message.contains("egress budget exceeded: host gpu-01 has received")
+            && message.contains("it frees up at"),
+        "{message}"
+    );
+    let run = fresh.hf(&["download", "acme/m", "config.json"]);
+    assert!(!run.success, "{}", run.stdout);
+    assert!(
+        run.stderr
+            .contains("custody: egress budget exceeded: host gpu-01 has received"),
+        "{}",
+        run.stderr
+    );
+}

@@ -17,6 +17,7 @@ mod access;
 mod audit;
 mod authz;
 mod bootstrap;
+mod budgets;
 mod cluster;
 mod deletion;
 mod deletion_failures;

@@ -69,7 +69,8 @@ fn refusals_say_who_may_and_what_to_do_instead() {
     let said = refused(s, None, &world.alice, &["embargo", "acme/m", "--clear"]);
     assert!(
         said.contains(
-            "only a vendor admin of acme sets embargoes, schedules and the two-person rule"
+            "only a vendor admin of acme sets embargoes, egress budgets, schedules and the \
+             two-person rule"
         ),
         "{said}"
     );

@@ -377,6 +377,13 @@ fn request_text(p: &PendingRequest) -> String {
             user,
             role,
         } => format!("let {user}'s {role} token {token_id} count here"),
+        PendingAction::Budget { budget } => match budget {
+            Some(b) => format!(
+                "set the egress budget of {on}: {}",
+                crate::budget::summary(b)
+            ),
+            None => format!("remove the egress budget of {on} (nothing limited)"),
+        },
     }
 }
 

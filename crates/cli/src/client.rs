@@ -29,6 +29,8 @@ pub struct ServerError {
     pub status: StatusCode,
     pub code: ErrorCode,
     pub message: String,
+    /// `Retry-After`, in seconds, when the server sent one.
+    pub retry_after: Option<u64>,
 }
 
 impl std::fmt::Display for ServerError {
@@ -107,20 +109,56 @@ impl Client {
             return Ok(response);
         }
         let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
         let bytes = response.bytes().await.unwrap_or_default();
         let error = match serde_json::from_slice::<wire::ErrorBody>(&bytes) {
             Ok(body) => ServerError {
                 status,
+                retry_after,
                 code: body.error.code,
                 message: body.error.message,
             },
             Err(_) => ServerError {
                 status,
+                retry_after,
                 code: ErrorCode::Unknown,
                 message: "the server gave no reason".to_owned(),
             },
         };
         Err(error.into())
+    }
+
+    /// Sends the request `make` builds, and again while the host runs as many fetches of the
+    /// model as its egress budget allows (`too_many_fetches`: one ends in a moment). Any other
+    /// refusal, a spent byte budget included, is the caller's error with the server's reason.
+    pub async fn send_within_budget(
+        &self,
+        make: impl Fn() -> RequestBuilder,
+    ) -> anyhow::Result<Response> {
+        const SHORT_WAIT_SECS: u64 = 10;
+        const GIVE_UP_AFTER: std::time::Duration = std::time::Duration::from_secs(300);
+        let started = std::time::Instant::now();
+        loop {
+            let error = match self.send(make()).await {
+                Ok(response) => return Ok(response),
+                Err(e) => e,
+            };
+            let wait = error
+                .downcast_ref::<ServerError>()
+                .filter(|s| s.code == ErrorCode::TooManyFetches)
+                .and_then(|s| s.retry_after)
+                .filter(|secs| *secs <= SHORT_WAIT_SECS);
+            match wait {
+                Some(secs) if started.elapsed() < GIVE_UP_AFTER => {
+                    tokio::time::sleep(std::time::Duration::from_secs(secs)).await;
+                }
+                _ => return Err(error),
+            }
+        }
     }
 
     /// Sends a request and reads the answer as a `T`.

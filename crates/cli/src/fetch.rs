@@ -349,11 +349,11 @@ async fn fetch_range(
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<()> {
     let response = client
-        .send(
+        .send_within_budget(|| {
             client
                 .request(Method::GET, url)
-                .header(reqwest::header::RANGE, format!("bytes={start}-{}", end - 1)),
-        )
+                .header(reqwest::header::RANGE, format!("bytes={start}-{}", end - 1))
+        })
         .await
         .with_context(|| format!("fetching {}", file.path))?;
     if response.status() != reqwest::StatusCode::PARTIAL_CONTENT {
@@ -438,7 +438,7 @@ async fn download_to(
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<()> {
     let response = client
-        .send(client.request(Method::GET, url))
+        .send_within_budget(|| client.request(Method::GET, url))
         .await
         .with_context(|| format!("fetching {}", file.path))?;
     let mut out = tokio::fs::File::from_std(crate::private::create_new(partial)?);

@@ -14,6 +14,7 @@ mod access;
 mod agent;
 mod args;
 mod audit;
+mod budget;
 mod certificate;
 mod client;
 mod delete;
@@ -102,6 +103,9 @@ enum Command {
     Ls(models::LsArgs),
     /// Download a revision's files, verifying each file's SHA-256
     Fetch(fetch::FetchArgs),
+    /// Show a model's egress budget and its use, or set it (vendor admin): bytes per host and
+    /// per person per window, how many hosts may hold it, fetches per host at once
+    Budget(budget::BudgetArgs),
     #[command(flatten)]
     Access(access::AccessCommand),
     /// A vendor's user groups (vendor admin): grants may name a group
@@ -213,6 +217,7 @@ fn main() -> ExitCode {
         Command::Upload(args) => block_on(out, upload::run(args, global, out)),
         Command::Ls(args) => block_on(out, models::run(args, global, out)),
         Command::Fetch(args) => block_on(out, fetch::run(args, global, out)),
+        Command::Budget(args) => block_on(out, budget::run(args, global, out)),
         Command::Access(command) => block_on(out, access::run(command, global, out)),
         Command::Group(command) => block_on(out, group::run(command, global, out)),
         Command::Host(command) => block_on(out, host::run(command, global, out)),

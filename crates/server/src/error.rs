@@ -52,6 +52,15 @@ pub(crate) enum ApiError {
     /// Too many refused requests from this source: answered 429 with `Retry-After`.
     #[error("{message}")]
     RateLimited { message: String, retry_after: u64 },
+    /// A fetch beyond the model's egress budget (`budgets.rs`): 429, with `Retry-After` when
+    /// the time the budget frees up is known. `busy`: only the host's concurrency limit, which
+    /// frees up as soon as one of its fetches ends (its own code, so clients retry just that).
+    #[error("{message}")]
+    BudgetExceeded {
+        message: String,
+        retry_after: Option<u64>,
+        busy: bool,
+    },
     /// Details go to the server log only; the client gets a request id to quote.
     #[error("internal error")]
     Internal(String),
@@ -87,6 +96,12 @@ impl ApiError {
             ),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooLarge),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
+            ApiError::BudgetExceeded { busy: false, .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, ErrorCode::BudgetExceeded)
+            }
+            ApiError::BudgetExceeded { busy: true, .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, ErrorCode::TooManyFetches)
+            }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         }
     }
@@ -116,11 +131,15 @@ impl ApiError {
         {
             response.headers_mut().insert("content-range", v);
         }
-        if let ApiError::RateLimited { retry_after, .. } = self {
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                HeaderValue::from(*retry_after),
-            );
+        let retry_after = match self {
+            ApiError::RateLimited { retry_after, .. } => Some(*retry_after),
+            ApiError::BudgetExceeded { retry_after, .. } => *retry_after,
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
         }
     }
 
@@ -179,6 +198,7 @@ impl ApiError {
                 | ApiError::Deleted(_)
                 | ApiError::Unauthenticated(_)
                 | ApiError::RateLimited { .. }
+                | ApiError::BudgetExceeded { .. }
         );
         if refusal
             && let Ok(v) = HeaderValue::from_str(&format!("custody; custody: {header_message}"))
@@ -191,9 +211,28 @@ impl ApiError {
             headers.insert(wire::hub::REPO_COMMIT_HEADER, v);
         }
         self.add_headers(&mut response);
+        // huggingface_hub sleeps through `Retry-After` (plus a second) before each of its five
+        // retries of a 429 and shows the reason only after the last: a budget that frees up
+        // in hours would hang `hf download` for days, silently. So the Hub gets `Retry-After`
+        // only for a short wait, which the client then rides out; for a longer one it gives
+        // up after its own short backoff and shows the reason, which names the time.
+        if let ApiError::BudgetExceeded {
+            retry_after: Some(secs),
+            ..
+        } = &self
+            && *secs > HUB_RETRY_AFTER_MAX_SECS
+        {
+            response
+                .headers_mut()
+                .remove(axum::http::header::RETRY_AFTER);
+        }
         response
     }
 }
+
+/// The longest `Retry-After` the Hub API sends with a budget refusal (see
+/// [`ApiError::into_hub_response`]).
+pub(crate) const HUB_RETRY_AFTER_MAX_SECS: u64 = 30;
 
 /// `message` as a header value: visible ASCII, with common typographic marks replaced.
 fn header_text(message: &str) -> String {
@@ -322,7 +361,8 @@ fn who_may(action: Action, role: Option<Role>, vendor: Option<&str>) -> String {
             format!("only {admins} manages the vendor's groups: ask one of them")
         }
         Action::Configure => format!(
-            "only {admins} sets embargoes, schedules and the two-person rule: ask one of them"
+            "only {admins} sets embargoes, egress budgets, schedules and the two-person rule: \
+             ask one of them"
         ),
         Action::ReadDeletions => {
             format!("only {admins}, its auditors and {operator} follow the vendor's deletions")

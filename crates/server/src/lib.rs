@@ -21,6 +21,7 @@ pub mod auth;
 #[cfg(not(feature = "bench"))]
 mod auth;
 mod background;
+mod budgets;
 mod checkpointer;
 mod config;
 mod error;
@@ -125,6 +126,7 @@ pub async fn run(config: ServerConfig, on_started: impl FnOnce(&Started)) -> any
         checkpointer,
         witnesses,
         refusals,
+        budget_refusals: Default::default(),
         upload_buffers,
         instance,
         _instance_lock: prepared.instance_lock,
@@ -146,6 +148,7 @@ pub async fn run(config: ServerConfig, on_started: impl FnOnce(&Started)) -> any
     // Refusals counted but not yet written, then entries of requests whose clients went
     // away, may still be waiting.
     refusals::flush(&app).await?;
+    app.budget_refusals.flush(&app.store).await?;
     app.store.flush_audit().await?;
     tracing::info!("stopped");
     Ok(())

@@ -31,6 +31,8 @@ pub(crate) struct App {
     pub upload_buffers: Arc<tokio::sync::Semaphore>,
     /// Refused authentication of this instance, counted per source and minute.
     pub refusals: Refusals,
+    /// Fetches this instance refused for a model's egress budget, counted per minute.
+    pub budget_refusals: crate::budgets::BudgetRefusals,
     /// This process, as lease holders are named: random, new at every start.
     pub instance: String,
     /// One server per SQLite database: held until the process ends.

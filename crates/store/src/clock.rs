@@ -29,13 +29,18 @@ impl Clock {
 
     /// Unix seconds.
     pub fn now(&self) -> i64 {
-        let system = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
-        system
+        Clock::system_now()
             .saturating_add(self.offset_secs.load(Ordering::Relaxed))
             .saturating_add(hook::offset_secs())
+    }
+
+    /// The system's time, never moved: only for what others check against their own system
+    /// clock, such as the validity of a certificate (TLS stacks check it against theirs).
+    pub fn system_now() -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            .unwrap_or(0)
     }
 
     /// Moves this clock (and every clone of it) `secs` forward. Time never runs backwards: a

@@ -76,53 +76,63 @@ fn host_from(r: &sqlx::any::AnyRow) -> Result<HostName> {
     HostName::parse(r.try_get("host_name")?).map_err(corrupt)
 }
 
+/// Adds what a fetch served to the host's copy of the file, inside the fetch's transaction.
+pub(crate) async fn add_copy(
+    conn: &mut sqlx::AnyConnection,
+    copy: &HostCopy,
+    now: i64,
+) -> Result<()> {
+    let existing = sqlx::query(
+        "SELECT bytes FROM host_copies \
+             WHERE host_id = $1 AND model_id = $2 AND commit_id = $3 AND path = $4",
+    )
+    .bind(&copy.host_id)
+    .bind(&copy.model_id)
+    .bind(copy.commit.as_str())
+    .bind(copy.path.as_str())
+    .fetch_optional(&mut *conn)
+    .await?;
+    let cap = i64::try_from(copy.file_size).unwrap_or(i64::MAX);
+    let served = i64::try_from(copy.bytes).unwrap_or(i64::MAX);
+    match existing {
+        Some(row) => {
+            let before: i64 = row.try_get("bytes")?;
+            sqlx::query(
+                "UPDATE host_copies SET bytes = $1, fetched_at = $2 \
+                     WHERE host_id = $3 AND model_id = $4 AND commit_id = $5 AND path = $6",
+            )
+            .bind(before.saturating_add(served).min(cap))
+            .bind(now)
+            .bind(&copy.host_id)
+            .bind(&copy.model_id)
+            .bind(copy.commit.as_str())
+            .bind(copy.path.as_str())
+            .execute(&mut *conn)
+            .await?;
+        }
+        None => {
+            sqlx::query(
+                "INSERT INTO host_copies (host_id, model_id, commit_id, path, bytes, fetched_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&copy.host_id)
+            .bind(&copy.model_id)
+            .bind(copy.commit.as_str())
+            .bind(copy.path.as_str())
+            .bind(served.min(cap))
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
 impl Store {
     /// Records a fetch's audit entry and, in the same transaction, the copy it gave the host.
     pub async fn record_fetch(&self, entry: audit::Entry, copy: &HostCopy) -> Result<u64> {
         let mut tx = self.begin().await?;
-        let existing = sqlx::query(
-            "SELECT bytes FROM host_copies \
-             WHERE host_id = $1 AND model_id = $2 AND commit_id = $3 AND path = $4",
-        )
-        .bind(&copy.host_id)
-        .bind(&copy.model_id)
-        .bind(copy.commit.as_str())
-        .bind(copy.path.as_str())
-        .fetch_optional(tx.conn())
-        .await?;
-        let cap = i64::try_from(copy.file_size).unwrap_or(i64::MAX);
-        let served = i64::try_from(copy.bytes).unwrap_or(i64::MAX);
-        match existing {
-            Some(row) => {
-                let before: i64 = row.try_get("bytes")?;
-                sqlx::query(
-                    "UPDATE host_copies SET bytes = $1, fetched_at = $2 \
-                     WHERE host_id = $3 AND model_id = $4 AND commit_id = $5 AND path = $6",
-                )
-                .bind(before.saturating_add(served).min(cap))
-                .bind(self.clock.now())
-                .bind(&copy.host_id)
-                .bind(&copy.model_id)
-                .bind(copy.commit.as_str())
-                .bind(copy.path.as_str())
-                .execute(tx.conn())
-                .await?;
-            }
-            None => {
-                sqlx::query(
-                    "INSERT INTO host_copies (host_id, model_id, commit_id, path, bytes, fetched_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(&copy.host_id)
-                .bind(&copy.model_id)
-                .bind(copy.commit.as_str())
-                .bind(copy.path.as_str())
-                .bind(served.min(cap))
-                .bind(self.clock.now())
-                .execute(tx.conn())
-                .await?;
-            }
-        }
+        add_copy(tx.conn(), copy, self.clock.now()).await?;
         tx.commit(entry).await
     }
 

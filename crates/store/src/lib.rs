@@ -17,6 +17,7 @@
 )]
 
 mod audit_log;
+mod budgets;
 mod clock;
 mod cluster;
 mod convert;
@@ -40,6 +41,7 @@ use sqlx::{AnyPool, Executor, Row};
 use types::{CommitId, ModelName, ObjectId, RepoPath, Sha256Hex, VendorName};
 
 pub use audit_log::StoredCheckpoint;
+pub use budgets::*;
 pub use clock::Clock;
 pub use cluster::*;
 pub use copies::*;

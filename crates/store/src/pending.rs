@@ -63,6 +63,11 @@ pub enum PendingAction {
     EndorseCredential {
         token_id: String,
     },
+    /// A model's egress budget that lets more leave than the current one (`None`: removed).
+    Budget {
+        model_id: String,
+        budget: Option<crate::Budget>,
+    },
 }
 
 impl PendingAction {
@@ -79,6 +84,7 @@ impl PendingAction {
             PendingAction::DeleteAfter { .. } => "delete-after",
             PendingAction::AddGroupMember { .. } => "add-group-member",
             PendingAction::EndorseCredential { .. } => "endorse-credential",
+            PendingAction::Budget { .. } => "budget",
         }
     }
 
@@ -87,7 +93,8 @@ impl PendingAction {
             PendingAction::Grant { model_id, .. }
             | PendingAction::Embargo { model_id, .. }
             | PendingAction::AllowHostGroup { model_id, .. }
-            | PendingAction::DeleteAfter { model_id, .. } => Some(model_id),
+            | PendingAction::DeleteAfter { model_id, .. }
+            | PendingAction::Budget { model_id, .. } => Some(model_id),
             PendingAction::Delete { model_id } | PendingAction::Unexclude { model_id, .. } => {
                 model_id.as_deref()
             }
@@ -118,6 +125,9 @@ impl PendingAction {
             }
             PendingAction::EndorseCredential { token_id } => {
                 serde_json::json!({ "token_id": token_id })
+            }
+            PendingAction::Budget { budget, .. } => {
+                serde_json::json!({ "budget": budget.as_ref().map(crate::budgets::to_payload) })
             }
             PendingAction::Delete { .. } | PendingAction::DisableTwoPerson => {
                 serde_json::json!({})
@@ -192,6 +202,18 @@ impl PendingAction {
             },
             "endorse-credential" => PendingAction::EndorseCredential {
                 token_id: text("token_id")?,
+            },
+            "budget" => PendingAction::Budget {
+                model_id: model()?,
+                budget: match v.get("budget") {
+                    None => {
+                        return Err(StoreError::Corrupt(
+                            "pending budget request without budget".into(),
+                        ));
+                    }
+                    Some(serde_json::Value::Null) => None,
+                    Some(b) => Some(crate::budgets::from_payload(b)?),
+                },
             },
             other => return Err(StoreError::Corrupt(format!("pending kind {other:?}"))),
         })
@@ -654,6 +676,16 @@ async fn carry_out(conn: &mut sqlx::AnyConnection, record: &PendingRecord, now: 
             )
             .await?;
             Store::request_endorsements_in(conn, vendor_id, user, &record.follow_up(), now).await?;
+        }
+        PendingAction::Budget { model_id, budget } => {
+            crate::budgets::write_budget(
+                conn,
+                model_id,
+                budget.as_ref(),
+                &record.requested_by,
+                now,
+            )
+            .await?;
         }
         PendingAction::EndorseCredential { token_id } => {
             crate::users::endorse(

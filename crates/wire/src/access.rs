@@ -281,6 +281,10 @@ pub enum PendingAction {
         user: UserName,
         role: types::Role,
     },
+    /// A model's egress budget that lets more leave than the current one (`None`: removed).
+    Budget {
+        budget: Option<crate::budget::Budget>,
+    },
 }
 
 impl PendingAction {
@@ -297,6 +301,7 @@ impl PendingAction {
             PendingAction::DeleteAfter { .. } => "delete-after",
             PendingAction::AddGroupMember { .. } => "add-group-member",
             PendingAction::EndorseCredential { .. } => "endorse-credential",
+            PendingAction::Budget { .. } => "budget",
         }
     }
 }

@@ -81,6 +81,12 @@ error_codes! {
     RangeNotSatisfiable = "range_not_satisfiable",
     /// Too many refused requests from this source; retry after `Retry-After` seconds (429).
     RateLimited = "rate_limited",
+    /// A fetch beyond the model's egress budget; the message says which limit and when it
+    /// frees up, `Retry-After` the seconds until then when that is known (429).
+    BudgetExceeded = "budget_exceeded",
+    /// The host runs as many fetches of the model at once as its egress budget allows: retry
+    /// after `Retry-After` seconds, when one has likely ended (429).
+    TooManyFetches = "too_many_fetches",
     /// The server failed; its log has the details (500).
     Internal = "internal",
     // --- bad requests (400), by what was wrong ---------------------------------------------

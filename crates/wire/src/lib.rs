@@ -36,6 +36,7 @@
 pub mod access;
 pub mod admin;
 pub mod audit;
+pub mod budget;
 pub mod deletion;
 mod error;
 pub mod hub;

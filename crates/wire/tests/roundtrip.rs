@@ -77,6 +77,8 @@ fn error_codes_have_a_frozen_string_form() {
         (ErrorCode::UploadTooLarge, "upload_too_large"),
         (ErrorCode::TooManyUploads, "too_many_uploads"),
         (ErrorCode::RateLimited, "rate_limited"),
+        (ErrorCode::BudgetExceeded, "budget_exceeded"),
+        (ErrorCode::TooManyFetches, "too_many_fetches"),
         (ErrorCode::TooLarge, "too_large"),
         (ErrorCode::SizeMismatch, "size_mismatch"),
         (ErrorCode::DigestMismatch, "digest_mismatch"),
@@ -460,6 +462,11 @@ fn access_bodies() {
             },
             "embargo",
             json!({ "kind": "embargo", "not_before": null, "not_after": 7 }),
+        ),
+        (
+            PendingAction::Budget { budget: None },
+            "budget",
+            json!({ "kind": "budget", "budget": null }),
         ),
         (
             PendingAction::AllowHostGroup { group: name("gpu") },
@@ -1097,4 +1104,70 @@ fn hub_bodies_keep_the_hubs_names() {
         assert!(HubErrorCode::ALL.contains(&code));
         assert_eq!(code.as_str(), text);
     }
+}
+
+#[test]
+fn budget_bodies() {
+    use wire::budget::{Budget, BudgetView, ByteLimit, InFlight, SetBudget, Use};
+    let budget = Budget {
+        window_secs: 86_400,
+        per_host: Some(ByteLimit::ModelSizeMilli(2000)),
+        per_user: Some(ByteLimit::Bytes(1 << 30)),
+        max_hosts: Some(3),
+        per_host_concurrency: None,
+    };
+    let budget_json = json!({
+        "window_secs": 86_400,
+        "per_host": { "model_size_milli": 2000 },
+        "per_user": { "bytes": 1u64 << 30 },
+        "max_hosts": 3,
+        "per_host_concurrency": null,
+    });
+    check(
+        SetBudget {
+            budget: Some(budget),
+        },
+        json!({ "budget": budget_json }),
+    );
+    check(SetBudget { budget: None }, json!({ "budget": null }));
+    refused::<SetBudget>(
+        json!({ "budget": { "window_secs": 1, "per_host": { "bytes": 1, "model_size_milli": 2 },
+            "per_user": null, "max_hosts": null, "per_host_concurrency": null } }),
+        "",
+    );
+    refused::<SetBudget>(
+        json!({ "budget": { "window_secs": 1, "per_hosts": null } }),
+        "unknown field `per_hosts`",
+    );
+    check(
+        BudgetView {
+            model: "acme/m".into(),
+            budget: Some(budget),
+            set_by: Some("vendor-admin:ada".into()),
+            set_at: Some(5),
+            model_size: 1000,
+            hosts: vec![Use {
+                name: "gpu-01".into(),
+                bytes: 10,
+                limit: Some(2000),
+            }],
+            users: vec![],
+            holding_hosts: vec!["gpu-01".into()],
+            in_flight: vec![InFlight {
+                host: "gpu-01".into(),
+                fetches: 1,
+            }],
+        },
+        json!({
+            "model": "acme/m",
+            "budget": budget_json,
+            "set_by": "vendor-admin:ada",
+            "set_at": 5,
+            "model_size": 1000,
+            "hosts": [{ "name": "gpu-01", "bytes": 10, "limit": 2000 }],
+            "users": [],
+            "holding_hosts": ["gpu-01"],
+            "in_flight": [{ "host": "gpu-01", "fetches": 1 }],
+        }),
+    );
 }

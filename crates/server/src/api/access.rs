@@ -63,7 +63,8 @@ pub(crate) async fn enroll_host(
         &app.host_ca.key_pem,
         &request.csr,
         name.as_str(),
-        app.store.clock().now(),
+        // Dated by the system clock, which TLS stacks check it against.
+        store::Clock::system_now(),
     )
     .map_err(|e| ApiError::bad_request(ErrorCode::InvalidCsr, e.to_string()))?;
     let entry = caller
@@ -145,7 +146,8 @@ pub(crate) async fn renew_host(
         &app.host_ca.key_pem,
         &request.csr,
         host.name.as_str(),
-        app.store.clock().now(),
+        // Dated by the system clock, which TLS stacks check it against.
+        store::Clock::system_now(),
     )
     .map_err(|e| ApiError::bad_request(ErrorCode::InvalidCsr, e.to_string()))?;
     let entry = caller.entry("host.renew", "service").with_detail(format!(
@@ -735,6 +737,9 @@ async fn pending_request(app: &App, p: PendingRecord) -> Result<PendingRequest, 
         PendingAction::AddGroupMember { group, user } => {
             wire::access::PendingAction::AddGroupMember { group, user }
         }
+        PendingAction::Budget { budget, .. } => wire::access::PendingAction::Budget {
+            budget: budget.as_ref().map(super::budget::to_wire),
+        },
         PendingAction::EndorseCredential { token_id } => {
             let token = app
                 .store

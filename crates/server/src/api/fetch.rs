@@ -181,6 +181,7 @@ pub(crate) async fn serve_file(
     // Bytes that reach an enrolled host are a copy a deletion must account for: recorded with
     // the fetch's entry, in one transaction, before the first byte leaves (a transfer cut
     // short still counts as served). Fetches without an enrolled host are refused earlier.
+    let mut lease = None;
     match &caller.host {
         Some(CallerHost::Enrolled(host)) => {
             let copy = store::HostCopy {
@@ -191,7 +192,8 @@ pub(crate) async fn serve_file(
                 bytes: end - start,
                 file_size: file.size,
             };
-            app.store.record_fetch(entry, &copy).await?;
+            // Within the model's egress budget, or refused (429) with nothing served.
+            lease = crate::budgets::admit(app, caller, &found.name, &copy, entry).await?;
         }
         _ => {
             app.store.record(entry).await?;
@@ -200,6 +202,8 @@ pub(crate) async fn serve_file(
 
     let request_id = caller.request_id.clone();
     let rest = stream.map(move |chunk| {
+        // The concurrency slot (if any) is held until the body is done or dropped.
+        let _held = &lease;
         chunk.map_err(|e| {
             // Headers are gone: all that is left is to cut the connection, so the client
             // sees a short body and its digest check fails.

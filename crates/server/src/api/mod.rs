@@ -5,6 +5,7 @@
 mod access;
 mod admin;
 mod audit;
+mod budget;
 mod deletion;
 mod fetch;
 mod hub;
@@ -109,6 +110,10 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route(
             "/v1/models/{vendor}/{model}/embargo",
             put(access::set_embargo),
+        )
+        .route(
+            "/v1/models/{vendor}/{model}/budget",
+            get(budget::show).put(budget::set),
         )
         .route("/v1/models", get(models::list))
         .route("/v1/models/{vendor}/{model}", get(models::info))
