@@ -18,13 +18,17 @@ mod api;
 mod approvals;
 pub mod auth;
 mod background;
+mod cert_reload;
 mod certificate;
 mod checkpointer;
 pub mod config;
 mod deletion;
 mod error;
+mod health;
 mod init;
 mod keys;
+mod logging;
+mod metrics;
 mod refusals;
 mod service_identity;
 mod suggest;
@@ -36,6 +40,7 @@ mod witnesses;
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use blobstore::BlobStore;
 use shred::KeyHierarchy;
 use store::Store;
@@ -69,6 +74,8 @@ pub(crate) struct App {
     pub refusals: refusals::Refusals,
     /// This process, as lease holders are named: random, new at every start.
     pub instance: String,
+    /// `/readyz`'s last answer (`health`).
+    pub readiness: health::Readiness,
     /// One server per SQLite database: held until the process ends.
     _instance_lock: Option<std::fs::File>,
 }
@@ -76,6 +83,8 @@ pub(crate) struct App {
 /// What start-up reports to the operator, printed by the CLI.
 pub struct Started {
     pub listen: std::net::SocketAddr,
+    /// Where `GET /metrics` is served (plain HTTP), unless metrics are off.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     pub cert_path: std::path::PathBuf,
     pub fingerprint: String,
     /// On the first start of an empty installation: the file the operator bootstrap token was
@@ -93,13 +102,25 @@ pub struct Started {
 /// connections.
 pub async fn run(config: ServerConfig, on_started: impl FnOnce(&Started)) -> anyhow::Result<()> {
     let witnesses = witnesses::Witnesses::from_config(&config)?;
+    // Ports first: a second server on a busy port must fail before it creates anything.
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let metrics_listener = metrics::bind(&config.metrics).await?;
+    if metrics_listener.is_some() {
+        // Before start-up's own audit entries, so they are counted too.
+        metrics::install()?;
+    }
     let prepared = init::prepare(&config).await?;
-    let listener = TcpListener::bind(config.listen).await?;
     let instance = format!("{}-{}", std::process::id(), crypto::token::random_id()?);
     let mut notices = prepared.notices;
     notices.push(format!("instance {instance}"));
     let started = Started {
         listen: listener.local_addr()?,
+        metrics_listen: metrics_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?,
         cert_path: prepared.cert_path.clone(),
         fingerprint: prepared.fingerprint.clone(),
         bootstrap_token: prepared.bootstrap_token,
@@ -133,10 +154,26 @@ pub async fn run(config: ServerConfig, on_started: impl FnOnce(&Started)) -> any
         refusals,
         upload_buffers,
         instance,
+        readiness: health::Readiness::default(),
         _instance_lock: prepared.instance_lock,
     });
     let background = background::start(app.clone());
     let router = api::router(app.clone());
+    let (metrics_stop, metrics_stopping) = tokio::sync::watch::channel(false);
+    let metrics_server = match metrics_listener {
+        Some(listener) => {
+            let mut stopping = metrics_stopping;
+            let stopped = async move {
+                let _ = stopping.wait_for(|stop| *stop).await;
+            };
+            Some(tokio::spawn(metrics::serve(listener, app.clone(), stopped)))
+        }
+        None => None,
+    };
+    let reload = match prepared.reloadable_cert {
+        Some(cert) => tokio::spawn(cert.watch(app.config.tls_reload_check_secs)),
+        None => tokio::spawn(cert_reload::ignore_hangups()),
+    };
     on_started(&started);
     let limits = app.config.limits.clone();
     tokio::select! {
@@ -148,6 +185,15 @@ pub async fn run(config: ServerConfig, on_started: impl FnOnce(&Started)) -> any
             tls::termination_signal(),
         ) => served?,
         failure = background.failure() => return Err(failure),
+    }
+    reload.abort();
+    let _ = metrics_stop.send(true);
+    if let Some(server) = metrics_server {
+        match server.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "the metrics listener failed"),
+            Err(e) => tracing::warn!(error = %e, "the metrics listener failed"),
+            Ok(Ok(())) => {}
+        }
     }
     // Refusals counted but not yet written, then entries of requests whose clients went
     // away, may still be waiting.
