@@ -670,6 +670,44 @@ fn fresh_certificate(server: &TestServer) -> Vec<u8> {
     Watcher::new(server).certificate()
 }
 
+/// Writes a certificate for 127.0.0.1 that expired yesterday, and its key.
+fn expired_pair(cert: &Path, key: &Path) {
+    let venv = match std::env::var_os("CUSTODY_TEST_VENV") {
+        Some(v) if !v.is_empty() => PathBuf::from(v),
+        _ => repo_root().join(".venv"),
+    };
+    let script = r#"
+import datetime, ipaddress, sys
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+key = ec.generate_private_key(ec.SECP256R1())
+name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+now = datetime.datetime.now(datetime.timezone.utc)
+cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+    .public_key(key.public_key()).serial_number(x509.random_serial_number())
+    .not_valid_before(now - datetime.timedelta(days=30))
+    .not_valid_after(now - datetime.timedelta(days=1))
+    .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+    .sign(key, hashes.SHA256()))
+open(sys.argv[2], "wb").write(key.private_bytes(serialization.Encoding.PEM,
+    serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+open(sys.argv[1], "wb").write(cert.public_bytes(serialization.Encoding.PEM))
+"#;
+    let output = Command::new(venv.join("bin/python"))
+        .args(["-c", script])
+        .arg(cert)
+        .arg(key)
+        .output()
+        .unwrap_or_else(|e| panic!("no Python in {} (tests/run makes it): {e}", venv.display()));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 fn hangup(server: &TestServer) {
     let status = Command::new("kill")
         .args(["-HUP", &server.pid().to_string()])
@@ -746,6 +784,21 @@ fn sighup_reloads_the_certificate_and_a_bad_one_is_refused_keeping_the_old() {
         server.log().matches("new TLS certificate refused").count() > refusals
     });
     assert_eq!(fresh_certificate(&server), pairs.der("b"));
+
+    // An expired certificate with its own key: the same (made by Python's cryptography, which
+    // moto brings into the test venv).
+    expired_pair(&pairs.path("served.crt"), &pairs.path("served.key"));
+    let refusals = server.log().matches("new TLS certificate refused").count();
+    hangup(&server);
+    wait_for(10, "the third refusal", || {
+        server.log().matches("new TLS certificate refused").count() > refusals
+    });
+    assert!(
+        server.log().contains("is not valid now"),
+        "{}",
+        server.log()
+    );
+    assert_eq!(fresh_certificate(&server), pairs.der("b"));
     assert!(!server.try_exited(), "SIGHUP stopped the server");
     // The refusals are counted for the alert rule.
     let text = scrape(&server.metrics_url().unwrap());
@@ -754,7 +807,7 @@ fn sighup_reloads_the_certificate_and_a_bad_one_is_refused_keeping_the_old() {
             &text,
             "custody_tls_certificate_reloads_total{result=\"refused\"}"
         ),
-        2.0
+        3.0
     );
 }
 
@@ -925,4 +978,35 @@ fn completions_and_man_pages_come_from_the_command_definitions() {
     }
     let server_page = std::fs::read_to_string(pages.join("custody-server.1")).unwrap();
     assert!(server_page.contains("log\\-format"), "{server_page}");
+}
+
+#[test]
+fn a_database_migrated_by_a_newer_custody_is_refused_by_an_older_one() {
+    let server = TestServer::start();
+    server.ok(&server.operator, &["vendor", "create", "acme"]);
+    let data = server.stop();
+    // What a newer version's first start leaves: a migration this binary does not know.
+    let db = data.path().join("custody/db/custody.sqlite");
+    let status = Command::new("sqlite3")
+        .arg(&db)
+        .arg(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (99990, 'from a newer custody', 1, X'00', 0);",
+        )
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (code, stderr) = failed_start(&[
+        "--data-dir",
+        data.path().join("custody").to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("opening the metadata database") && stderr.contains("99990"),
+        "{stderr}"
+    );
 }
