@@ -189,10 +189,12 @@ pub async fn run(config: ServerConfig, on_started: impl FnOnce(&Started)) -> any
     reload.abort();
     let _ = metrics_stop.send(true);
     if let Some(server) = metrics_server {
-        match server.await {
+        // A scrape in progress may finish; a stuck one does not hold the stop.
+        match tokio::time::timeout(std::time::Duration::from_secs(5), server).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the metrics listener failed"),
             Ok(Err(e)) => tracing::warn!(error = %e, "the metrics listener failed"),
-            Err(e) => tracing::warn!(error = %e, "the metrics listener failed"),
-            Ok(Ok(())) => {}
+            Ok(Ok(Ok(()))) => {}
+            Err(_) => tracing::warn!("the metrics listener did not close in 5 s; leaving it"),
         }
     }
     // Refusals counted but not yet written, then entries of requests whose clients went
