@@ -553,7 +553,13 @@ fn invalid_policies_stop_the_server_with_the_validator_message() {
     let output = std::process::Command::new(BIN)
         .args(["server", "--data-dir"])
         .arg(dir.path().join("data"))
-        .args(["--listen", "127.0.0.1:0", "--policy-dir"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--policy-dir",
+        ])
         .arg(&policies)
         .output()
         .unwrap();

@@ -258,7 +258,7 @@ fn a_shredded_model_is_gone_for_good_even_from_backups() {
     )
     .unwrap();
     let output = std::process::Command::new(BIN)
-        .args(["server", "--config"])
+        .args(["server", "--metrics-listen", "127.0.0.1:0", "--config"])
         .arg(&config)
         .stdin(std::process::Stdio::null())
         .output()

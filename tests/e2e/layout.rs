@@ -62,7 +62,7 @@ fn residual_risk(world: &World, id: &str) -> String {
 fn refused_start(args: &[&str]) -> String {
     let mut child = Command::new(BIN)
         .arg("server")
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -260,7 +260,7 @@ fn a_failing_background_job_stops_the_server() {
         .arg("server")
         .arg("--data-dir")
         .arg(data.path().join("custody"))
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
         .env("CUSTODY_FAILPOINT_BACKGROUND", "checkpoints")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

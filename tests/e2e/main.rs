@@ -29,6 +29,7 @@ mod layout;
 mod limits;
 mod mistakes;
 mod my_view;
+mod operations;
 mod operator_recovery;
 mod plain_words;
 mod ranges;

@@ -98,7 +98,7 @@ impl TestServer {
             .arg("server")
             .arg("--data-dir")
             .arg(data.path().join("custody"))
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
             .args(extra)
             // The server's clock, moved by `advance_clock` (a test hook: test builds only).
             .env("CUSTODY_TEST_CLOCK_FILE", data.path().join("clock-offset"))
@@ -167,6 +167,13 @@ impl TestServer {
     pub fn bootstrap_token(&self) -> Option<String> {
         let path = self.bootstrap_token_file()?;
         Some(std::fs::read_to_string(path).ok()?.trim().to_owned())
+    }
+
+    /// Where the server serves its metrics, as its stdout names it (`None`: metrics off).
+    pub fn metrics_url(&self) -> Option<String> {
+        self.stdout
+            .iter()
+            .find_map(|l| l.strip_prefix("custody: metrics on ").map(str::to_owned))
     }
 
     pub fn data_dir(&self) -> PathBuf {

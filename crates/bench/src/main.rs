@@ -219,7 +219,7 @@ fn start_custody(
     cmd.arg("server")
         .arg("--data-dir")
         .arg(data)
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
         .env("CUSTODY_LOG", "info");
     let server = Server::start(cmd, "custody: listening on ", log)?;
     let ca = data.join("tls/cert.pem");

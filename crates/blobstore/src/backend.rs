@@ -46,6 +46,9 @@ pub trait Backend: Send + Sync + 'static {
     /// The stored length, or `None` when there is no such object.
     async fn size(&self, key: &str) -> Result<Option<u64>, BlobError>;
     async fn delete(&self, key: &str) -> Result<(), BlobError>;
+    /// Whether the storage answers now (the server's readiness check): the directory tree is
+    /// there, the bucket answers. Reads nothing, writes nothing.
+    async fn probe(&self) -> Result<(), BlobError>;
 }
 
 /// Keys (and the filesystem backend's upload ids) are lowercase hex made by custody; every

@@ -55,6 +55,22 @@ impl Backend for FsBackend {
         "filesystem"
     }
 
+    async fn probe(&self) -> Result<(), BlobError> {
+        let dirs = ["objects", "uploads", "tmp"].map(|sub| self.root.join(sub));
+        blocking(move || {
+            for dir in dirs {
+                if !std::fs::metadata(&dir)?.is_dir() {
+                    return Err(BlobError::Backend(format!(
+                        "{} is not a directory",
+                        dir.display()
+                    )));
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn create_upload(&self, key: &str) -> Result<String, BlobError> {
         let upload_id = hex::encode(crypto::random_bytes::<16>()?);
         let dir = self.upload_dir(key, &upload_id)?;

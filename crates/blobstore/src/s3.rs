@@ -353,6 +353,18 @@ impl Backend for S3Backend {
         "s3"
     }
 
+    async fn probe(&self) -> Result<(), BlobError> {
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                BlobError::Backend(format!("s3 bucket {:?}: {}", self.bucket, describe(&e)))
+            })
+    }
+
     async fn create_upload(&self, key: &str) -> Result<String, BlobError> {
         let name = self.object_name(key)?;
         let out = self

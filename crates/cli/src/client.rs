@@ -68,6 +68,23 @@ impl Client {
         Client::build(global, None)
     }
 
+    /// A client that sends no credential at all (`custody health`).
+    pub fn unauthenticated(global: &Global) -> anyhow::Result<Client> {
+        Client::build(global, None)
+    }
+
+    /// The status of an unauthenticated `GET path` (health routes).
+    pub async fn probe(&self, path: &str) -> anyhow::Result<u16> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .timeout(std::time::Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", unreachable_reason(&e, &self.base)))?;
+        Ok(response.status().as_u16())
+    }
+
     fn build(global: &Global, auth: Option<HeaderValue>) -> anyhow::Result<Client> {
         let server = server_url(global)?;
         if !server.starts_with("https://") {

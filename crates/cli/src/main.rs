@@ -23,6 +23,7 @@ mod group;
 mod host;
 mod init;
 mod models;
+mod ops;
 mod output;
 mod policy;
 mod private;
@@ -143,6 +144,13 @@ enum Command {
     /// Run a witness of an audit log (C2SP tlog-witness): it cosigns each checkpoint that
     /// extends the last one it cosigned and refuses a rolled-back or forked log
     Witness(witness::WitnessArgs),
+    /// Ask a server whether it is up (/healthz) or ready (/readyz); exit 0 yes, 1 no. No
+    /// token needed
+    Health(ops::HealthArgs),
+    /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell)
+    Completions(ops::CompletionsArgs),
+    /// Print the man page custody(1), or write every command's page into a directory
+    Man(ops::ManArgs),
 }
 
 /// The client settings of [`Global`] (all but `--json`).
@@ -174,6 +182,8 @@ fn offline(args: &[String]) -> bool {
                 "recover-operator",
                 "policy",
                 "verify-certificate",
+                "completions",
+                "man",
             ]
             .contains(first) =>
         {
@@ -235,7 +245,15 @@ fn main() -> ExitCode {
         Command::VerifyCertificate(args) => certificate::run(&args, out),
         Command::Wipe(args) => block_on(out, wipe::run(args, global, out)),
         Command::Witness(args) => block_on(out, witness::run(args)),
+        Command::Health(args) => block_on(out, ops::health(&args, global)),
+        Command::Completions(args) => finish(out, ops::completions(&args, clap_command())),
+        Command::Man(args) => finish(out, ops::man(&args, clap_command())),
     }
+}
+
+/// The whole command tree, as `--help` shows it (for completions and man pages).
+fn clap_command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }
 
 /// Runs a command on an async runtime and reports how it ended.

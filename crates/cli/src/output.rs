@@ -83,11 +83,29 @@ pub fn lines<T>(items: &[T], line: impl Fn(&T) -> String) -> String {
 
 /// Logs to stderr, filtered by `CUSTODY_LOG` (default `info`): for the long-running commands.
 pub fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CUSTODY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging_as(false);
+}
+
+/// Like [`init_logging`]; `json`: one JSON object a line (timestamp, level, target, the
+/// event's fields flattened, and the request span's fields under `span`), for log pipelines.
+/// Text has colour only when stderr is a terminal (and `NO_COLOR` is not set), so files and
+/// the journal get plain text.
+pub fn init_logging_as(json: bool) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CUSTODY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        builder.with_ansi(colour).init();
+    }
 }

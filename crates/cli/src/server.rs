@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
-use crate::output::init_logging;
+use crate::output::init_logging_as;
 
 #[derive(Args)]
 pub struct ServerArgs {
@@ -31,6 +31,15 @@ pub struct ServerArgs {
     /// Seconds a request waiting for a vendor's approval stays open (default: 7 days)
     #[arg(long)]
     pending_ttl_secs: Option<i64>,
+    /// Log format on stderr: text (for people) or json (one object a line, for pipelines)
+    #[arg(long, value_parser = ["text", "json"])]
+    log_format: Option<String>,
+    /// Address of the Prometheus metrics listener, plain HTTP (default 127.0.0.1:9464)
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+    /// Serve no metrics (no second listener; wins over --metrics-listen)
+    #[arg(long)]
+    no_metrics: bool,
 }
 
 /// glibc's allocator gives each thread that allocates its own arena (up to 8 per core) and
@@ -130,8 +139,18 @@ pub async fn recover(args: RecoverArgs, out: &crate::output::Output) -> anyhow::
 }
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
-    init_logging();
     let mut config = installation(args.config.as_deref(), args.data_dir, args.database_url)?;
+    if let Some(format) = &args.log_format {
+        config.log_format = format.parse().map_err(anyhow::Error::msg)?;
+    }
+    init_logging_as(config.log_format == server::LogFormat::Json);
+    if let Some(listen) = args.metrics_listen {
+        config.metrics.listen = listen;
+        config.metrics.enabled = true;
+    }
+    if args.no_metrics {
+        config.metrics.enabled = false;
+    }
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
@@ -173,6 +192,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
                 path.display(),
                 humantime::format_rfc3339_seconds(at)
             );
+        }
+        if let Some(metrics) = started.metrics_listen {
+            let _ = writeln!(stdout, "custody: metrics on http://{metrics}/metrics");
         }
         let _ = writeln!(stdout, "custody: listening on https://{}", started.listen);
         let _ = stdout.flush();

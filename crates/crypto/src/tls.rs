@@ -82,6 +82,18 @@ pub fn fingerprint_sha256(cert_der: &[u8]) -> String {
     format!("SHA256:{}", hex.join(":"))
 }
 
+/// A DER certificate's validity window, `(not_before, not_after)` in Unix seconds: a renewed
+/// server certificate is checked with it before it replaces the one in use.
+pub fn cert_validity(cert_der: &[u8]) -> Result<(i64, i64), CryptoError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
+        .map_err(|e| CryptoError::Tls(format!("not a certificate: {e}")))?;
+    let validity = cert.validity();
+    Ok((
+        validity.not_before.timestamp(),
+        validity.not_after.timestamp(),
+    ))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {

@@ -106,15 +106,19 @@ impl Caller {
     }
 }
 
-fn request_id() -> String {
-    crypto::token::random_id().unwrap_or_else(|_| "unknown".into())
+/// The request's id, as the logging middleware chose it (taken from `x-request-id` or new).
+fn request_id(parts: &Parts) -> String {
+    parts
+        .extensions
+        .get::<Arc<crate::logging::RequestContext>>()
+        .map_or_else(crate::logging::new_request_id, |c| c.id.clone())
 }
 
 impl FromRequestParts<Arc<App>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
-        let request_id = request_id();
+        let request_id = request_id(parts);
         let host = match parts.extensions.get::<PeerCertificate>() {
             None => None,
             Some(PeerCertificate(sha)) => Some(match app.store.host_by_cert(sha).await? {
@@ -126,6 +130,12 @@ impl FromRequestParts<Arc<App>> for Caller {
         };
         match authenticate(parts, app).await {
             Ok((principal, credential)) => {
+                if let Some(context) = parts
+                    .extensions
+                    .get::<Arc<crate::logging::RequestContext>>()
+                {
+                    context.set_user(&credential.user_id);
+                }
                 let caller = Caller {
                     principal,
                     credential,
@@ -433,6 +443,7 @@ pub(crate) async fn authorize(
         errors = decision.errors.len(),
         "authorization decision"
     );
+    crate::metrics::authorization(decision.allowed, decision.policy);
     let record_now =
         !decision.allowed || matches!(action, Action::ReadMetadata | Action::ListVendors);
     if record_now {

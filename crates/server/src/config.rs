@@ -98,6 +98,61 @@ pub struct ServerConfig {
     pub witness_quorum: usize,
     #[serde(default = "default_witness_wait")]
     pub witness_wait_secs: u64,
+    /// Log lines on stderr: `text` (for people) or `json` (one object a line, for log
+    /// pipelines). Colour only when stderr is a terminal.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// Prometheus metrics on a listener of their own (`[metrics]`).
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// Seconds between checks of `tls_cert` and `tls_key` for a renewed certificate (SIGHUP
+    /// reloads at once). 0: only on SIGHUP.
+    #[serde(default = "default_tls_reload_check")]
+    pub tls_reload_check_secs: u64,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("unknown log format {other:?}: text or json")),
+        }
+    }
+}
+
+/// The metrics listener: plain HTTP serving `GET /metrics` in Prometheus's text format,
+/// nothing else. On by default, on loopback only: the figures are counts and ages, never
+/// names, but they say how busy the service is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
+    }
+}
+
+fn default_tls_reload_check() -> u64 {
+    10
 }
 
 /// Where vendors' webhooks may send. A webhook makes the server send requests out, so the
@@ -174,6 +229,9 @@ impl ServerConfig {
             witnesses: Vec::new(),
             witness_quorum: 0,
             witness_wait_secs: default_witness_wait(),
+            log_format: LogFormat::default(),
+            metrics: MetricsConfig::default(),
+            tls_reload_check_secs: default_tls_reload_check(),
         }
     }
 

@@ -418,13 +418,17 @@ impl From<blobstore::BlobError> for ApiError {
         match e {
             blobstore::BlobError::Integrity | blobstore::BlobError::NotFound(_) => {
                 // A missing object whose metadata exists is damage, not a user error.
+                crate::metrics::storage_error("integrity");
                 ApiError::Integrity
             }
             blobstore::BlobError::SizeMismatch { expected, actual } => ApiError::bad_request(
                 ErrorCode::SizeMismatch,
                 format!("received {actual} bytes, the manifest declared {expected}"),
             ),
-            other => ApiError::Internal(other.to_string()),
+            other => {
+                crate::metrics::storage_error("backend");
+                ApiError::Internal(other.to_string())
+            }
         }
     }
 }

@@ -26,6 +26,8 @@ pub(crate) struct Prepared {
     pub keys: KeyHierarchy,
     pub tls: Arc<rustls::ServerConfig>,
     pub fingerprint: String,
+    /// The certificate in use; `Some` when it is the operator's and may be reloaded.
+    pub reloadable_cert: Option<Arc<crate::cert_reload::ReloadableCert>>,
     pub host_ca: crate::service_identity::HostCa,
     pub service_key: crate::service_key::ServiceKey,
     pub policy: Arc<policy::PolicyEngine>,
@@ -126,6 +128,8 @@ pub(crate) async fn prepare(config: &crate::ServerConfig) -> anyhow::Result<Prep
     let ServiceIdentity {
         tls,
         tls_fingerprint,
+        tls_cert,
+        tls_is_custodys,
         host_ca,
         log_key,
         service_key,
@@ -186,6 +190,7 @@ pub(crate) async fn prepare(config: &crate::ServerConfig) -> anyhow::Result<Prep
         keys,
         tls,
         fingerprint: tls_fingerprint,
+        reloadable_cert: (!tls_is_custodys).then_some(tls_cert),
         host_ca,
         service_key,
         policy,

@@ -22,11 +22,15 @@ pub mod auth;
 mod auth;
 mod background;
 mod budgets;
+mod cert_reload;
 mod checkpointer;
 mod config;
 mod error;
+mod health;
 mod init;
 mod keys;
+mod logging;
+mod metrics;
 mod notary;
 mod refusals;
 mod service_identity;
@@ -41,17 +45,20 @@ mod witnesses;
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::state::App;
 
-pub use config::ServerConfig;
+pub use config::{LogFormat, ServerConfig};
 pub use init::{Recovered, recover_operator};
 pub use service_identity::{IdentityPaths, init_identity};
 
 /// What start-up reports to the operator, printed by the CLI.
 pub struct Started {
     pub listen: std::net::SocketAddr,
+    /// Where `GET /metrics` is served (plain HTTP), unless metrics are off.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     pub cert_path: std::path::PathBuf,
     pub fingerprint: String,
     /// On the first start of an empty installation: the file the operator bootstrap token was
@@ -69,13 +76,25 @@ pub struct Started {
 /// connections.
 pub async fn run(config: ServerConfig, on_started: impl FnOnce(&Started)) -> anyhow::Result<()> {
     let witnesses = witnesses::Witnesses::from_config(&config)?;
+    // Ports first: a second server on a busy port must fail before it creates anything.
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let metrics_listener = metrics::bind(&config.metrics).await?;
+    if metrics_listener.is_some() {
+        // Before start-up's own audit entries, so they are counted too.
+        metrics::install()?;
+    }
     let prepared = init::prepare(&config).await?;
-    let listener = TcpListener::bind(config.listen).await?;
     let instance = format!("{}-{}", std::process::id(), crypto::token::random_id()?);
     let mut notices = prepared.notices;
     notices.push(format!("instance {instance}"));
     let started = Started {
         listen: listener.local_addr()?,
+        metrics_listen: metrics_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?,
         cert_path: prepared.cert_path.clone(),
         fingerprint: prepared.fingerprint.clone(),
         bootstrap_token: prepared.bootstrap_token,
@@ -129,10 +148,26 @@ pub async fn run(config: ServerConfig, on_started: impl FnOnce(&Started)) -> any
         budget_refusals: Default::default(),
         upload_buffers,
         instance,
+        readiness: health::Readiness::default(),
         _instance_lock: prepared.instance_lock,
     });
     let background = background::start(app.clone());
     let router = api::router(app.clone());
+    let (metrics_stop, metrics_stopping) = tokio::sync::watch::channel(false);
+    let metrics_server = match metrics_listener {
+        Some(listener) => {
+            let mut stopping = metrics_stopping;
+            let stopped = async move {
+                let _ = stopping.wait_for(|stop| *stop).await;
+            };
+            Some(tokio::spawn(metrics::serve(listener, app.clone(), stopped)))
+        }
+        None => None,
+    };
+    let reload = match prepared.reloadable_cert {
+        Some(cert) => tokio::spawn(cert.watch(app.config.tls_reload_check_secs)),
+        None => tokio::spawn(cert_reload::ignore_hangups()),
+    };
     on_started(&started);
     let limits = app.config.limits.clone();
     tokio::select! {
@@ -144,6 +179,17 @@ pub async fn run(config: ServerConfig, on_started: impl FnOnce(&Started)) -> any
             tls::termination_signal(),
         ) => served?,
         failure = background.failure() => return Err(failure),
+    }
+    reload.abort();
+    let _ = metrics_stop.send(true);
+    if let Some(server) = metrics_server {
+        // A scrape in progress may finish; a stuck one does not hold the stop.
+        match tokio::time::timeout(std::time::Duration::from_secs(5), server).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the metrics listener failed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "the metrics listener failed"),
+            Ok(Ok(Ok(()))) => {}
+            Err(_) => tracing::warn!("the metrics listener did not close in 5 s; leaving it"),
+        }
     }
     // Refusals counted but not yet written, then entries of requests whose clients went
     // away, may still be waiting.

@@ -14,10 +14,11 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use rustls::ServerConfig as TlsConfig;
+use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use store::PinnedIdentity;
 
+use crate::cert_reload::ReloadableCert;
 use crate::checkpointer::LogKey;
 use crate::service_key::ServiceKey;
 
@@ -68,6 +69,8 @@ pub(crate) struct HostCa {
 pub(crate) struct ServiceIdentity {
     pub tls: Arc<TlsConfig>,
     pub tls_fingerprint: String,
+    /// The certificate handshakes use, reloadable when it is the operator's.
+    pub tls_cert: Arc<ReloadableCert>,
     pub host_ca: HostCa,
     pub log_key: LogKey,
     pub service_key: ServiceKey,
@@ -110,10 +113,11 @@ impl ServiceIdentity {
             }
         }
         let host_ca = load_host_ca(paths)?;
-        let (tls, tls_fingerprint) = load_tls(&paths.tls_cert, &paths.tls_key, &host_ca)?;
+        let (tls, tls_cert) = load_tls(&paths.tls_cert, &paths.tls_key, &host_ca)?;
         Ok(ServiceIdentity {
             tls,
-            tls_fingerprint,
+            tls_fingerprint: tls_cert.fingerprint(),
+            tls_cert,
             host_ca,
             log_key: LogKey::load(&paths.log_key, audit_origin)?,
             service_key: ServiceKey::load(&paths.service_key)?,
@@ -260,21 +264,12 @@ fn load_tls(
     cert_path: &Path,
     key_path: &Path,
     host_ca: &HostCa,
-) -> anyhow::Result<(Arc<TlsConfig>, String)> {
-    let certs = CertificateDer::pem_file_iter(cert_path)
-        .with_context(|| format!("reading {}", cert_path.display()))?
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("parsing {}", cert_path.display()))?;
-    let first = certs
-        .first()
-        .with_context(|| format!("{} holds no certificate", cert_path.display()))?;
-    let fingerprint = crypto::tls::fingerprint_sha256(first);
-    let key = PrivateKeyDer::from_pem_file(key_path)
-        .with_context(|| format!("reading the private key {}", key_path.display()))?;
+) -> anyhow::Result<(Arc<TlsConfig>, Arc<ReloadableCert>)> {
+    let cert = ReloadableCert::open(cert_path, key_path)?;
     let mut tls = TlsConfig::builder_with_provider(crypto::tls::provider())
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(client_verifier(host_ca)?)
-        .with_single_cert(certs, key)?;
+        .with_cert_resolver(cert.clone());
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok((Arc::new(tls), fingerprint))
+    Ok((Arc::new(tls), cert))
 }

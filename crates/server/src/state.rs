@@ -35,6 +35,8 @@ pub(crate) struct App {
     pub budget_refusals: crate::budgets::BudgetRefusals,
     /// This process, as lease holders are named: random, new at every start.
     pub instance: String,
+    /// `/readyz`'s last answer (`health`).
+    pub readiness: crate::health::Readiness,
     /// One server per SQLite database: held until the process ends.
     pub(crate) _instance_lock: Option<std::fs::File>,
 }

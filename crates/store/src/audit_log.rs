@@ -455,6 +455,7 @@ fn batch_failed(message: String) -> StoreError {
 /// One transaction: claims `entries.len()` sequence numbers, writes entries and tree. Returns
 /// the first sequence number.
 async fn commit_batch(pool: &AnyPool, mut entries: Vec<audit::Entry>) -> Result<u64> {
+    let started = std::time::Instant::now();
     let n = entries.len() as u64;
     let mut tx = pool.begin().await?;
     let row = sqlx::query(
@@ -472,7 +473,16 @@ async fn commit_batch(pool: &AnyPool, mut entries: Vec<audit::Entry>) -> Result<
     }
     append_entries(&mut tx, first, &entries).await?;
     tx.commit().await?;
+    observe_append(n, started);
     Ok(first)
+}
+
+/// Counts `entries` appended by one committed transaction and how long it took from its
+/// start to its commit (`server::metrics` describes and exports both).
+pub(crate) fn observe_append(entries: u64, started: std::time::Instant) {
+    metrics::counter!("custody_audit_entries_appended_total").increment(entries);
+    metrics::histogram!("custody_audit_append_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
 }
 
 impl Store {

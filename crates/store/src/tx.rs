@@ -44,10 +44,12 @@ impl AuditedTx {
     /// Writes the entry with this transaction's sequence number, appends it to the tree, and
     /// commits all of it.
     pub async fn commit(mut self, mut entry: audit::Entry) -> Result<u64> {
+        let started = std::time::Instant::now();
         entry.seq = self.seq;
         crate::audit_log::append_entries(&mut self.tx, self.seq, std::slice::from_ref(&entry))
             .await?;
         self.tx.commit().await?;
+        crate::audit_log::observe_append(1, started);
         Ok(self.seq)
     }
 }

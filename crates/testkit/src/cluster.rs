@@ -236,6 +236,7 @@ impl Cluster {
             .map_err(|e| format!("cannot open {}: {e}", log.display()))?;
         let mut child = Command::new(&self.bin)
             .arg("server")
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .arg("--config")
             .arg(config)
             .envs(env.iter().copied())

@@ -27,6 +27,8 @@ use crate::state::App;
 pub(crate) fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/v1/health", get(|| async { "ok" }))
+        .route("/healthz", get(crate::health::healthz))
+        .route("/readyz", get(crate::health::readyz))
         .route(
             "/v1/vendors",
             post(admin::create_vendor).get(admin::list_vendors),
@@ -149,7 +151,10 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/audit/proof/consistency", get(audit::consistency))
         .route("/v1/audit/edge", get(audit::edge))
         .merge(hub::routes())
+        // Sees the matched route template (`crate::logging`); the fallback is not a route.
+        .route_layer(axum::middleware::from_fn(crate::logging::route))
         .fallback(|| async { ApiError::NotFound("route".into()) })
+        .layer(axum::middleware::from_fn(crate::logging::observe))
         .with_state(app)
 }
 
