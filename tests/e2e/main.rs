@@ -21,6 +21,7 @@ mod budgets;
 mod cluster;
 mod deletion;
 mod deletion_failures;
+mod deploy;
 mod fetch_again;
 mod help;
 mod host_renewal;
