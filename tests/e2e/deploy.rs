@@ -170,16 +170,14 @@ fn the_image_holds_the_binary_alone_as_a_non_root_user() {
         "{user}"
     );
     assert!(
-        runtime
-            .iter()
-            .any(|l| *l == r#"ENTRYPOINT ["/usr/local/bin/custody"]"#),
+        runtime.contains(&r#"ENTRYPOINT ["/usr/local/bin/custody"]"#),
         "{runtime:?}"
     );
 
     let ldd = Command::new("ldd").arg(BIN).output().unwrap();
     let libraries = String::from_utf8_lossy(&ldd.stdout);
     for line in libraries.lines() {
-        let name = line.trim().split_whitespace().next().unwrap_or("");
+        let name = line.split_whitespace().next().unwrap_or("");
         assert!(
             name.starts_with("linux-vdso")
                 || name.contains("ld-linux")
