@@ -30,6 +30,7 @@ mod layout;
 mod limits;
 mod mistakes;
 mod my_view;
+mod openapi;
 mod operations;
 mod operator_recovery;
 mod plain_words;

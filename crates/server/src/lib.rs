@@ -36,6 +36,7 @@ mod keys;
 mod logging;
 mod metrics;
 mod notary;
+pub mod openapi;
 mod refusals;
 mod service_identity;
 mod service_key;

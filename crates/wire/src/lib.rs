@@ -49,5 +49,5 @@ pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 use serde::{Deserialize, Serialize};
 
 /// The body of a request that carries nothing (`{}`): approvals, revocations, commits.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Empty {}

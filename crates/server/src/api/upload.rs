@@ -173,6 +173,21 @@ fn session_body(name: &str, session: &UploadSession) -> wire::upload::UploadSess
 /// `POST /v1/models/{vendor}/{model}/uploads`: opens an upload session (201), or hands back
 /// the caller's unfinished one for the same manifest (200), creating the model on its first
 /// upload.
+#[utoipa::path(
+    post,
+    path = "/v1/models/{vendor}/{model}/uploads",
+    operation_id = "upload_begin",
+    tag = "upload",
+    params(("vendor" = String, Path, description = "vendor (see the route)"), ("model" = String, Path, description = "model (see the route)")),
+    request_body = UploadRequest,
+    responses(
+        (status = 200, description = "done", body = wire::upload::UploadSession),
+        (status = 201, description = "done", body = wire::upload::UploadSession),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn begin(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -409,6 +424,20 @@ async fn owned_session(
     Ok((session, model, decision.policy))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/uploads/{id}/files/{index}",
+    operation_id = "upload_put_file",
+    tag = "upload",
+    params(("id" = String, Path, description = "id (see the route)"), ("index" = String, Path, description = "index (see the route)"), PutQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses(
+        (status = 200, description = "done", body = FileEntry),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn put_file(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -803,6 +832,19 @@ impl PartPipeline {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/uploads/{id}/commit",
+    operation_id = "upload_commit",
+    tag = "upload",
+    params(("id" = String, Path, description = "id (see the route)")),
+    responses(
+        (status = 201, description = "done", body = Committed),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn commit(
     State(app): State<Arc<App>>,
     caller: Caller,
