@@ -9,6 +9,7 @@ mod budget;
 mod deletion;
 mod fetch;
 mod hub;
+mod hub_upload;
 mod models;
 mod upload;
 mod wipe;
@@ -151,6 +152,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/audit/proof/consistency", get(audit::consistency))
         .route("/v1/audit/edge", get(audit::edge))
         .merge(hub::routes())
+        .merge(hub_upload::routes())
         // Sees the matched route template (`crate::logging`); the fallback is not a route.
         .route_layer(axum::middleware::from_fn(crate::logging::route))
         .fallback(|| async { ApiError::NotFound("route".into()) })
