@@ -716,7 +716,22 @@ async fn lfs_put(
     request: Request,
 ) -> WriteResult<Response> {
     let (parts, body) = request.into_parts();
-    let staged = open_staged(&app, &parts, &session_id, &key, index).await?;
+    let staged = match open_staged(&app, &parts, &session_id, &key, index).await {
+        Ok(staged) => staged,
+        Err(error) => {
+            // Read (and drop) a chunk's worth first: answering before the body is read makes
+            // the client see a broken connection instead of the reason.
+            let mut stream = body.into_data_stream();
+            let mut read = 0usize;
+            while read <= REFUSED_BODY_DRAIN {
+                match stream.next().await {
+                    Some(Ok(chunk)) => read += chunk.len(),
+                    _ => break,
+                }
+            }
+            return Err(error.into());
+        }
+    };
     let upload_file = &staged.session.files[staged.index];
     let size = upload_file.file.size;
     let layout = PartLayout::new(size);
@@ -767,6 +782,10 @@ async fn lfs_put(
     response.headers_mut().insert(header::ETAG, part_etag(part));
     Ok(response)
 }
+
+/// How much of a refused PUT's body is read before the answer: one chunk of an object up to
+/// 78 GiB, and then some.
+const REFUSED_BODY_DRAIN: usize = 16 << 20;
 
 /// `stream` without its first `skip` bytes.
 fn skip_prefix(
