@@ -26,6 +26,7 @@ mod fetch_again;
 mod help;
 mod host_renewal;
 mod hub;
+mod hub_upload;
 mod layout;
 mod limits;
 mod mistakes;

@@ -40,6 +40,7 @@ pub mod budget;
 pub mod deletion;
 mod error;
 pub mod hub;
+pub mod hub_upload;
 pub mod models;
 pub mod upload;
 pub mod wipe;

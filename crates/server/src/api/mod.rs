@@ -9,6 +9,7 @@ mod budget;
 mod deletion;
 pub(crate) mod fetch;
 mod hub;
+mod hub_upload;
 mod models;
 mod upload;
 mod wipe;
@@ -102,6 +103,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
             get(fetch::file),
         )
         .merge(hub::routes())
+        .merge(hub_upload::routes())
         // Sees the matched route template (`crate::logging`); the fallback is not a route.
         .route_layer(axum::middleware::from_fn(crate::logging::route))
         .fallback(|| async { ApiError::NotFound("route".into()) })
