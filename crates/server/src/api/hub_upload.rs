@@ -929,6 +929,10 @@ struct Operations {
     lfs: Vec<(RepoPath, Sha256Hex, Option<u64>)>,
     deleted_files: Vec<String>,
     deleted_folders: Vec<String>,
+    /// The inline content's share of the budget of all uploads' buffers
+    /// (`limits.max_upload_buffer_bytes`, in KiB), held until the commit is done, so that
+    /// concurrent commits cannot together hold more in memory than that budget.
+    room: Vec<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// `POST /api/models/{ns}/{name}/commit/{rev}` (NDJSON): one revision, on `main`.
@@ -1004,6 +1008,7 @@ async fn read_commit_body(app: &App, body: Body) -> Result<Operations, ApiError>
                 &mut header_seen,
                 &mut inline_total,
                 max_inline,
+                &app.upload_buffers,
             )?;
         }
         if ended && !buf.is_empty() {
@@ -1014,6 +1019,7 @@ async fn read_commit_body(app: &App, body: Body) -> Result<Operations, ApiError>
                 &mut header_seen,
                 &mut inline_total,
                 max_inline,
+                &app.upload_buffers,
             )?;
         }
         if buf.len() > max_line {
@@ -1038,6 +1044,7 @@ fn take_line(
     header_seen: &mut bool,
     inline_total: &mut u64,
     max_inline: u64,
+    buffers: &std::sync::Arc<tokio::sync::Semaphore>,
 ) -> Result<(), ApiError> {
     let line = line.trim_ascii();
     if line.is_empty() {
@@ -1095,6 +1102,18 @@ fn take_line(
                      (half of limits.max_upload_buffer_bytes): split it into several commits"
                 )));
             }
+            let kib = u32::try_from(content.len().div_ceil(1024)).unwrap_or(u32::MAX);
+            let room =
+                buffers
+                    .clone()
+                    .try_acquire_many_owned(kib)
+                    .map_err(|_| ApiError::RateLimited {
+                        message: "the server's budget for upload buffers is in use by other \
+                              uploads: retry this commit in a few seconds"
+                            .into(),
+                        retry_after: 5,
+                    })?;
+            ops.room.push(room);
             let mut hasher = crypto::hash::Sha256::new();
             hasher.update(&content);
             ops.inline.push(Inline {
@@ -1320,13 +1339,82 @@ mod tests {
         }
     }
 
+    /// Inline content takes its room in the budget of all uploads' buffers and gives it back
+    /// when the commit is done: a commit that does not fit beside the others is told to retry.
+    #[test]
+    fn inline_content_holds_its_room_in_the_upload_buffer_budget() {
+        let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(3));
+        let file = |kib: usize| {
+            let content = base64::engine::general_purpose::STANDARD.encode(vec![b'x'; kib * 1024]);
+            format!(
+                r#"{{"key":"file","value":{{"path":"f{kib}","content":"{content}","encoding":"base64"}}}}"#
+            )
+        };
+        let header = r#"{"key":"header","value":{"summary":"s","description":""}}"#;
+        let mut first = Operations::default();
+        let (mut seen, mut total) = (false, 0);
+        for l in [header.to_owned(), file(2)] {
+            take_line(
+                l.as_bytes(),
+                &mut first,
+                &mut seen,
+                &mut total,
+                1 << 30,
+                &budget,
+            )
+            .unwrap();
+        }
+        assert_eq!(
+            budget.available_permits(),
+            1,
+            "2 KiB held by the first commit"
+        );
+        let mut second = Operations::default();
+        let (mut seen, mut total) = (false, 0);
+        take_line(
+            header.as_bytes(),
+            &mut second,
+            &mut seen,
+            &mut total,
+            1 << 30,
+            &budget,
+        )
+        .unwrap();
+        let refused = take_line(
+            file(2).as_bytes(),
+            &mut second,
+            &mut seen,
+            &mut total,
+            1 << 30,
+            &budget,
+        );
+        assert_eq!(refused.err().map(|e| e.status().0.as_u16()), Some(429));
+        drop(first);
+        assert_eq!(
+            budget.available_permits(),
+            3,
+            "given back when the commit is done"
+        );
+        take_line(
+            file(2).as_bytes(),
+            &mut second,
+            &mut seen,
+            &mut total,
+            1 << 30,
+            &budget,
+        )
+        .unwrap();
+    }
+
     #[test]
     fn commit_lines_follow_the_client() {
         let mut ops = Operations::default();
         let mut header = false;
         let mut total = 0;
+        let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(1024));
         let line = |s: &str, ops: &mut Operations, header: &mut bool, total: &mut u64| {
-            take_line(s.as_bytes(), ops, header, total, 1 << 20).map_err(|e| e.status().1.as_str())
+            take_line(s.as_bytes(), ops, header, total, 1 << 20, &budget)
+                .map_err(|e| e.status().1.as_str())
         };
         assert_eq!(
             line(
