@@ -10,8 +10,8 @@
 
 mod common;
 
-use store::{Budget, ByteLimit, EgressRequest, Exceeded, HostCopy, NewHost, NewModel, Store};
-use types::{CommitId, HostGroupName, HostName, ModelName, RepoPath, VendorName};
+use store::{Budget, ByteLimit, EgressRequest, Exceeded, HostCopy, Store};
+use types::{CommitId, RepoPath};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn on_sqlite() {
@@ -50,42 +50,7 @@ fn copy(bytes: u64) -> HostCopy {
 }
 
 async fn setup(store: &Store) {
-    store
-        .create_vendor(
-            "v1",
-            &VendorName::parse("acme").unwrap(),
-            audit::Entry::new("operator:t", "vendor.create", "acme"),
-        )
-        .await
-        .unwrap();
-    store
-        .create_model(
-            &NewModel {
-                id: "m1",
-                vendor_id: "v1",
-                name: &ModelName::parse("m").unwrap(),
-                key_epoch: 1,
-                wrapped_key: b"k",
-            },
-            audit::Entry::new("vendor-admin:a", "model.create", "acme/m"),
-        )
-        .await
-        .unwrap();
-    store
-        .enroll_host(
-            &NewHost {
-                id: "h1",
-                name: &HostName::parse("gpu-01").unwrap(),
-                group: &HostGroupName::parse("gpu").unwrap(),
-                cert_sha256: "h1",
-                not_after: 4_000_000_000,
-                enrolled_by: "operator:t",
-            },
-            entry("host.enroll"),
-        )
-        .await
-        .unwrap();
-    common::committed_revision(store, "m1", &CommitId::parse(&"ab".repeat(20)).unwrap()).await;
+    common::acme_model_on_hosts(store, &[("h1", "gpu-01")]).await;
 }
 
 /// Fires `n` fetches of `bytes` each, alternating between the two stores, all at once;

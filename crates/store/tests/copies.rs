@@ -8,8 +8,8 @@
 
 mod common;
 
-use store::{Confirmed, HostCopy, NewHost, NewModel, Store, StoreError};
-use types::{CommitId, HostGroupName, HostName, ModelName, RepoPath, VendorName};
+use store::{Confirmed, HostCopy, NewHost, Store, StoreError};
+use types::{CommitId, HostGroupName, HostName, RepoPath};
 
 async fn sqlite() -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -70,46 +70,11 @@ async fn audit_actions(store: &Store) -> Vec<String> {
 }
 
 async fn copies_and_confirmations(store: Store) {
-    let acme = VendorName::parse("acme").unwrap();
-    store
-        .create_vendor(
-            "v1",
-            &acme,
-            audit::Entry::new("operator:t", "vendor.create", "acme"),
-        )
-        .await
-        .unwrap();
-    store
-        .create_model(
-            &NewModel {
-                id: "m1",
-                vendor_id: "v1",
-                name: &ModelName::parse("m").unwrap(),
-                key_epoch: 1,
-                wrapped_key: b"k",
-            },
-            audit::Entry::new("vendor-admin:a", "model.create", "acme/m"),
-        )
-        .await
-        .unwrap();
-    for (id, name) in [("h1", "gpu-01"), ("h2", "gpu-02"), ("h3", "gpu-03")] {
-        store
-            .enroll_host(
-                &NewHost {
-                    id,
-                    name: &HostName::parse(name).unwrap(),
-                    group: &HostGroupName::parse("gpu").unwrap(),
-                    cert_sha256: id,
-                    not_after: 4_000_000_000,
-                    enrolled_by: "operator:t",
-                },
-                entry("host.enroll"),
-            )
-            .await
-            .unwrap();
-    }
-
-    common::committed_revision(&store, "m1", &CommitId::parse(&"ab".repeat(20)).unwrap()).await;
+    common::acme_model_on_hosts(
+        &store,
+        &[("h1", "gpu-01"), ("h2", "gpu-02"), ("h3", "gpu-03")],
+    )
+    .await;
 
     // Ranged fetches add up, capped at the file's size; each fetch writes its entry.
     store

@@ -1,8 +1,53 @@
 //! Shared by the store's test files: what the schema requires to exist before a row may point
 //! at it (foreign keys), made through the store's own methods.
 
-use store::{FileRecord, NewUpload, Store};
-use types::{CommitId, ObjectId, RepoPath, Sha256Hex};
+use store::{FileRecord, NewHost, NewModel, NewUpload, Store};
+use types::{
+    CommitId, HostGroupName, HostName, ModelName, ObjectId, RepoPath, Sha256Hex, VendorName,
+};
+
+/// Vendor `v1` (acme), its model `m1` (acme/m), the hosts `(id, name)` enrolled in group
+/// `gpu`, and a committed revision `abab…` of the model that fetches and copies can name.
+pub async fn acme_model_on_hosts(store: &Store, hosts: &[(&str, &str)]) {
+    store
+        .create_vendor(
+            "v1",
+            &VendorName::parse("acme").unwrap(),
+            audit::Entry::new("operator:t", "vendor.create", "acme"),
+        )
+        .await
+        .unwrap();
+    store
+        .create_model(
+            &NewModel {
+                id: "m1",
+                vendor_id: "v1",
+                name: &ModelName::parse("m").unwrap(),
+                key_epoch: 1,
+                wrapped_key: b"k",
+            },
+            audit::Entry::new("vendor-admin:a", "model.create", "acme/m"),
+        )
+        .await
+        .unwrap();
+    for (id, name) in hosts {
+        store
+            .enroll_host(
+                &NewHost {
+                    id,
+                    name: &HostName::parse(name).unwrap(),
+                    group: &HostGroupName::parse("gpu").unwrap(),
+                    cert_sha256: id,
+                    not_after: 4_000_000_000,
+                    enrolled_by: "operator:t",
+                },
+                audit::Entry::new("operator:t", "host.enroll", "service"),
+            )
+            .await
+            .unwrap();
+    }
+    committed_revision(store, "m1", &CommitId::parse(&"ab".repeat(20)).unwrap()).await;
+}
 
 /// Commits a one-file revision `commit` of `model_id` through an upload session, as an upload
 /// does, so host copies and fetches may name it.
