@@ -124,6 +124,16 @@ fn upload_folder_makes_revisions_that_fetch_and_snapshot_download_return_byte_id
         head(&world, "acme/llama-9").as_deref(),
         Some(first.as_str())
     );
+    // The LFS parts count as uploaded bytes in the metrics, as native uploads do.
+    let metrics = crate::operations::scrape(&world.server.metrics_url().unwrap());
+    let uploaded: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("custody_uploaded_bytes_total "))
+        .expect("the uploaded bytes are counted")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(uploaded >= (65 << 20) as f64, "{uploaded} bytes counted");
 
     // Committers fetch it like any model: `custody fetch`, and the Hugging Face client through
     // the agent, byte for byte.

@@ -31,7 +31,7 @@ fn get(ca: &Path, url: &str, request_id: Option<&str>) -> (u16, Option<String>, 
 }
 
 /// A plain HTTP GET of the metrics listener (`http://ADDR/metrics`).
-fn scrape(url: &str) -> String {
+pub(crate) fn scrape(url: &str) -> String {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").unwrap();
     let (addr, path) = rest.split_once('/').unwrap();

@@ -116,8 +116,12 @@ fn known_method(method: &axum::http::Method) -> &'static str {
         .unwrap_or("other")
 }
 
-/// Routes whose request body is an uploaded file.
-const UPLOAD_ROUTE: &str = "/v1/uploads/{id}/files/{index}";
+/// Routes whose request body is (part of) an uploaded file: the native upload, and a part of a
+/// Hub LFS upload (`api/hub_upload.rs`).
+const UPLOAD_ROUTES: [&str; 2] = [
+    "/v1/uploads/{id}/files/{index}",
+    "/api/lfs-upload/{session}/{key}/{index}/parts/{part}",
+];
 /// Routes whose response body is a stored file, and the API they belong to.
 const DOWNLOAD_ROUTES: [(&str, &str); 2] = [
     (
@@ -133,7 +137,7 @@ pub(crate) async fn route(matched: MatchedPath, request: Request, next: Next) ->
     if let Some(context) = request.extensions().get::<Arc<RequestContext>>() {
         let _ = context.route.set(route.clone());
     }
-    let request = if route == UPLOAD_ROUTE {
+    let request = if UPLOAD_ROUTES.contains(&route.as_str()) {
         let transfer = InFlight::start("upload");
         let bytes = metrics::counter!("custody_uploaded_bytes_total");
         request.map(|body| {
