@@ -592,7 +592,11 @@ fn a_shred_on_a_pkcs11_root_destroys_the_hsm_key_even_for_backups() {
     let kept = model_with_weights(&world, "acme/kept", 22);
     assert!(
         !world.server.data_dir().join("root").exists()
-            && !world.server.data_dir().with_file_name("custody.root").exists(),
+            && !world
+                .server
+                .data_dir()
+                .with_file_name("custody.root")
+                .exists(),
         "an HSM root writes no root key file"
     );
 
@@ -678,7 +682,13 @@ fn a_shred_on_a_pkcs11_root_destroys_the_hsm_key_even_for_backups() {
     .unwrap();
     let server = |config: &Path| {
         std::process::Command::new(BIN)
-            .args(["server", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .args([
+                "server",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
             .arg("--config")
             .arg(config)
             .envs(env.iter().copied())
@@ -690,7 +700,8 @@ fn a_shred_on_a_pkcs11_root_destroys_the_hsm_key_even_for_backups() {
     assert!(!output.status.success(), "a server opened the backup");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("root of trust of the current epoch 1") && stderr.contains("custody-root-1-"),
+        stderr.contains("root of trust of the current epoch 1")
+            && stderr.contains("custody-root-1-"),
         "{stderr}"
     );
 
@@ -702,9 +713,10 @@ fn a_shred_on_a_pkcs11_root_destroys_the_hsm_key_even_for_backups() {
         format!(
             "data_dir = {:?}\n{}",
             backup.path().join("custody"),
-            hsm.root_toml()
-                .unwrap()
-                .replace(hsm.pin_file().to_str().unwrap(), wrong_pin.to_str().unwrap())
+            hsm.root_toml().unwrap().replace(
+                hsm.pin_file().to_str().unwrap(),
+                wrong_pin.to_str().unwrap()
+            )
         ),
     )
     .unwrap();
