@@ -915,6 +915,16 @@ fn blocked_by(world: &World, id: &str, why: &str) -> String {
 /// Restarts a world whose server stopped at a failpoint, with `extra` flags, doing `meanwhile`
 /// while it is down.
 fn restart(world: World, extra: &[&str], meanwhile: impl FnOnce(&TestServer)) -> World {
+    restart_env(world, extra, &[], meanwhile)
+}
+
+/// [`restart`] with extra environment variables for the new server.
+fn restart_env(
+    world: World,
+    extra: &[&str],
+    env: &[(&str, &str)],
+    meanwhile: impl FnOnce(&TestServer),
+) -> World {
     let World {
         mut server,
         admin,
@@ -926,7 +936,7 @@ fn restart(world: World, extra: &[&str], meanwhile: impl FnOnce(&TestServer)) ->
     meanwhile(&server);
     let host = server.host.clone();
     let operator = server.operator.clone();
-    let mut server = TestServer::start_with(server.stop(), extra);
+    let mut server = TestServer::start_env(server.stop(), extra, env);
     server.host = host;
     server.operator = operator;
     World {
@@ -1081,6 +1091,104 @@ fn a_kms_key_whose_deletion_was_cancelled_blocks_the_certificate() {
             .starts_with("KMS key scheduled for deletion on 20"),
         "{root}"
     );
+}
+
+/// A backup of the HSM token taken before a deletion and restored after its key was destroyed
+/// brings the root back: the post-check asks the token, finds the key under the root's label,
+/// and holds the certificate back until it is gone again.
+#[test]
+fn an_hsm_token_backup_restored_blocks_the_certificate() {
+    let hsm = testkit::SoftHsm::new().unwrap();
+    let hsm_env = hsm.env();
+    let env: Vec<(&str, &str)> = hsm_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("custody.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n{}",
+            data.path().join("custody"),
+            hsm.root_toml().unwrap()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let extra = ["--config", config.as_str()];
+    let mut crash_env = env.clone();
+    crash_env.push(("CUSTODY_FAILPOINT_DELETION", "objects_deleted"));
+    let world = World::on(TestServer::start_env(data, &extra, &crash_env));
+    model_with_weights(&world, "acme/gone", 23);
+    let (label, _) = epoch_one(&world.server);
+    assert!(label.starts_with("custody-root-1-"), "{label}");
+    // The token's backup: one key, epoch 1's root.
+    let token_backup = tempfile::tempdir().unwrap();
+    copy_tree(&hsm.token_dir(), token_backup.path());
+    assert_eq!(objects(token_backup.path()).len(), 1);
+    let id = request_deletion(&world, "acme/gone");
+    let world = restart_env(world, &extra, &env, |_| {
+        copy_tree(token_backup.path(), &hsm.token_dir());
+    });
+    let error = blocked_by(&world, &id, "root_of_trust_reports_roots_destroyed");
+    assert!(
+        error.contains(&format!("HSM key {label} is still on token \"custody-test\"")),
+        "{error}"
+    );
+
+    // Destroyed again on the token (the restored key's object removed while the server is
+    // down), the retry passes.
+    let World {
+        server,
+        admin,
+        alice,
+    } = world;
+    let (host, operator) = (server.host.clone(), server.operator.clone());
+    let data = server.stop();
+    for object in objects(token_backup.path()) {
+        let name = object.strip_prefix(token_backup.path()).unwrap();
+        std::fs::remove_file(hsm.token_dir().join(name)).unwrap();
+    }
+    let mut server = TestServer::start_env(data, &extra, &env);
+    server.host = host;
+    server.operator = operator;
+    let world = World {
+        server,
+        admin,
+        alice,
+    };
+    wait_done(&world.server, &world.admin, &id);
+    let (cert, _) = verified_certificate(&world, &id);
+    let text = std::fs::read_to_string(cert).unwrap();
+    assert!(text.contains("C_DestroyObject"), "{text}");
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// The key objects SoftHSM2 keeps under `dir` (one file each, beside the token's own).
+fn objects(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for token in std::fs::read_dir(dir).unwrap() {
+        for entry in std::fs::read_dir(token.unwrap().path()).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if name.ends_with(".object") && name != "token.object" {
+                found.push(path);
+            }
+        }
+    }
+    found
 }
 
 /// An attacker with write access to the database edits a deletion's work record: an unknown
