@@ -1133,7 +1133,9 @@ fn an_hsm_token_backup_restored_blocks_the_certificate() {
     });
     let error = blocked_by(&world, &id, "root_of_trust_reports_roots_destroyed");
     assert!(
-        error.contains(&format!("HSM key {label} is still on token \"custody-test\"")),
+        error.contains(&format!(
+            "HSM key {label} is still on token \"custody-test\""
+        )),
         "{error}"
     );
 

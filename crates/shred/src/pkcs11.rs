@@ -28,12 +28,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
 use crypto::SecretKey;
+use cryptoki::context::Function;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, UserType};
+use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use serde::Deserialize;
@@ -263,9 +264,17 @@ impl Inner {
         )))
     }
 
-    /// Every secret key labelled `label` on the token.
+    /// Every secret key labelled `label` on the token. Asked only of a session logged in as the
+    /// user: a session that lost its login sees no private object, and an empty answer from it
+    /// would pass for "destroyed".
     fn find(&self, label: &str) -> Result<Vec<ObjectHandle>, KeyError> {
         self.with_session(|s| {
+            if s.get_session_info()?.session_state() != SessionState::RwUser {
+                return Err(CkError::Pkcs11(
+                    RvError::UserNotLoggedIn,
+                    Function::FindObjectsInit,
+                ));
+            }
             s.find_objects(&[
                 Attribute::Class(ObjectClass::SECRET_KEY),
                 Attribute::Label(label.as_bytes().to_vec()),

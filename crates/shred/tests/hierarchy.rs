@@ -1242,6 +1242,19 @@ async fn the_hsm_key_never_leaves_the_token() {
             provider.root_status(&root, 1).await.unwrap(),
             RootStatus::Present(_)
         ));
+        // Logged out (the login is the whole process's): a session without it sees no private
+        // key, and the provider must not take that for "gone". It logs in again and looks.
+        session.logout().unwrap();
+        assert!(
+            session
+                .find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)])
+                .unwrap()
+                .is_empty()
+        );
+        assert!(matches!(
+            provider.root_status(&root, 1).await.unwrap(),
+            RootStatus::Present(_)
+        ));
         // Destroying the root destroys every key under its label.
         provider.destroy_root(&root, 1).await.unwrap();
         assert!(matches!(
