@@ -17,7 +17,7 @@ use crate::support::*;
 // ----- harness -------------------------------------------------------------------------------
 
 /// `$CUSTODY_TEST_VENV`, else `.venv` at the workspace root (as testkit finds moto).
-fn venv() -> PathBuf {
+pub(crate) fn venv() -> PathBuf {
     let dir = match std::env::var_os("CUSTODY_TEST_VENV") {
         Some(v) if !v.is_empty() => PathBuf::from(v),
         _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv"),
@@ -30,21 +30,21 @@ fn venv() -> PathBuf {
     dir
 }
 
-fn script() -> PathBuf {
+pub(crate) fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/hub/hub_client.py")
 }
 
 /// A running `custody agent`.
-struct Agent {
+pub(crate) struct Agent {
     child: Child,
-    url: String,
+    pub(crate) url: String,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Agent {
     /// Starts the agent for `server`, presenting `host`'s certificate if given.
-    fn start(server: &TestServer, host: Option<&HostCert>) -> Agent {
+    pub(crate) fn start(server: &TestServer, host: Option<&HostCert>) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("agent.log");
         let mut command = Command::new(BIN);
@@ -134,16 +134,16 @@ impl Drop for Agent {
 }
 
 /// A committer's Hugging Face setup: an endpoint, a token and an empty cache.
-struct Hf {
-    endpoint: String,
-    token: String,
-    home: tempfile::TempDir,
+pub(crate) struct Hf {
+    pub(crate) endpoint: String,
+    pub(crate) token: String,
+    pub(crate) home: tempfile::TempDir,
     /// A CA file for an `https://` endpoint (Python's `SSL_CERT_FILE`).
-    ca: Option<PathBuf>,
+    pub(crate) ca: Option<PathBuf>,
 }
 
 impl Hf {
-    fn new(endpoint: &str, token: &str) -> Hf {
+    pub(crate) fn new(endpoint: &str, token: &str) -> Hf {
         Hf {
             endpoint: endpoint.to_owned(),
             token: token.to_owned(),
@@ -152,7 +152,7 @@ impl Hf {
         }
     }
 
-    fn command(&self, program: &Path) -> Command {
+    pub(crate) fn command(&self, program: &Path) -> Command {
         let mut c = Command::new(program);
         c.env("HF_ENDPOINT", &self.endpoint)
             .env("HF_TOKEN", &self.token)
@@ -184,7 +184,7 @@ impl Hf {
     }
 
     /// Runs `tests/hub/hub_client.py` and returns what it printed.
-    fn py(&self, args: &[&str]) -> Value {
+    pub(crate) fn py(&self, args: &[&str]) -> Value {
         let out = self
             .command(&venv().join("bin/python"))
             .arg(script())
@@ -201,7 +201,7 @@ impl Hf {
     }
 
     /// Runs the `hf` command.
-    fn hf(&self, args: &[&str]) -> Run {
+    pub(crate) fn hf(&self, args: &[&str]) -> Run {
         Run::from(
             self.command(&venv().join("bin/hf"))
                 .args(args)
@@ -212,7 +212,7 @@ impl Hf {
 }
 
 /// The path a successful client call returned; panics with the client's error otherwise.
-fn ok_path(v: &Value) -> PathBuf {
+pub(crate) fn ok_path(v: &Value) -> PathBuf {
     PathBuf::from(
         v["path"]
             .as_str()
@@ -221,7 +221,7 @@ fn ok_path(v: &Value) -> PathBuf {
 }
 
 /// Asserts the client raised `class` (or a subclass) and returns its message.
-fn client_error(v: &Value, class: &str) -> String {
+pub(crate) fn client_error(v: &Value, class: &str) -> String {
     let classes: Vec<&str> = v["classes"]
         .as_array()
         .unwrap_or_else(|| panic!("expected {class}, the client succeeded: {v:#}"))
@@ -234,7 +234,7 @@ fn client_error(v: &Value, class: &str) -> String {
 
 /// The client's message without the request id it quotes from `x-request-id` (each request has
 /// its own; README, "Operating custody").
-fn without_request_id(message: &str) -> String {
+pub(crate) fn without_request_id(message: &str) -> String {
     match message.split_once("(Request ID: ") {
         Some((before, rest)) => {
             let (id, after) = rest.split_once(')').unwrap();
@@ -248,14 +248,14 @@ fn without_request_id(message: &str) -> String {
     }
 }
 
-fn grant(world: &World, model: &str, user: &str) {
+pub(crate) fn grant(world: &World, model: &str, user: &str) {
     world
         .server
         .ok(&world.admin, &["grant", model, "--to", user]);
 }
 
 /// A model in Hugging Face layout: small files (nested too), and a large shard.
-fn write_model(dir: &Path, shard_len: u64) {
+pub(crate) fn write_model(dir: &Path, shard_len: u64) {
     std::fs::write(
         dir.join("config.json"),
         br#"{"architectures":["Tiny"],"hidden":8}"#,
@@ -282,7 +282,7 @@ fn write_model(dir: &Path, shard_len: u64) {
     .unwrap();
 }
 
-fn sha256_file(path: &Path) -> String {
+pub(crate) fn sha256_file(path: &Path) -> String {
     let mut h = crypto::hash::Sha256::new();
     let mut f = std::fs::File::open(path).unwrap();
     let mut buf = vec![0u8; 1 << 20];
@@ -311,7 +311,7 @@ fn model_files(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-fn assert_same_tree(got: &Path, want: &Path) {
+pub(crate) fn assert_same_tree(got: &Path, want: &Path) {
     assert_eq!(model_files(got), model_files(want));
     for f in model_files(want) {
         assert_same_file(&got.join(&f), &want.join(&f));

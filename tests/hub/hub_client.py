@@ -1,7 +1,8 @@
 """Drives the real huggingface_hub client for tests/e2e/hub.rs.
 
 Usage: hub_client.py COMMAND REPO [ARGS...]; the endpoint, token and cache come from the
-environment (HF_ENDPOINT, HF_TOKEN, HF_HOME), exactly as a committer would set them.
+environment (HF_ENDPOINT, HF_TOKEN, HF_HOME), exactly as a committer (or, for the upload
+commands, a vendor) would set them.
 Prints one JSON object: the result, or {"error": <class>, "classes": [<class and bases>],
 "status": <HTTP status or null>, "message": <text the user sees>}.
 """
@@ -10,7 +11,13 @@ import json
 import os
 import sys
 
-from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+from huggingface_hub import (
+    CommitOperationAdd,
+    CommitOperationDelete,
+    HfApi,
+    hf_hub_download,
+    snapshot_download,
+)
 from huggingface_hub.utils import build_hf_headers
 from huggingface_hub.utils._pagination import paginate
 
@@ -61,6 +68,40 @@ def run(command, repo, args):
         url = args[0]
         params = {"recursive": True, "expand": False, "limit": 2}
         return {"entries": [e["path"] for e in paginate(url, params=params, headers=build_hf_headers())]}
+    if command == "create":
+        # args: [strict] -- without it, exist_ok=True as vendors' scripts call it
+        url = api.create_repo(repo, private=True, exist_ok=not args)
+        return {"url": str(url), "repo_id": url.repo_id}
+    if command == "upload_folder":
+        info = api.upload_folder(repo_id=repo, folder_path=args[0], commit_message=args[1] if len(args) > 1 else None)
+        return {"commit": info.oid, "url": info.commit_url}
+    if command == "upload_file":
+        info = api.upload_file(path_or_fileobj=args[0], path_in_repo=args[1], repo_id=repo)
+        return {"commit": info.oid, "url": info.commit_url}
+    if command == "commit":
+        # args: add:PATH_IN_REPO:LOCAL_FILE, text:PATH_IN_REPO:CONTENT, delete:PATH,
+        # deletefolder:PATH, parent:SHA, message:TEXT
+        operations, parent, message = [], None, "a commit of several operations"
+        for arg in args:
+            kind, _, rest = arg.partition(":")
+            if kind == "add":
+                path, _, local = rest.partition(":")
+                operations.append(CommitOperationAdd(path_in_repo=path, path_or_fileobj=local))
+            elif kind == "text":
+                path, _, content = rest.partition(":")
+                operations.append(CommitOperationAdd(path_in_repo=path, path_or_fileobj=content.encode()))
+            elif kind == "delete":
+                operations.append(CommitOperationDelete(path_in_repo=rest))
+            elif kind == "deletefolder":
+                operations.append(CommitOperationDelete(path_in_repo=rest, is_folder=True))
+            elif kind == "parent":
+                parent = rest
+            elif kind == "message":
+                message = rest
+            else:
+                raise SystemExit(f"unknown operation {arg}")
+        info = api.create_commit(repo, operations, commit_message=message, parent_commit=parent)
+        return {"commit": info.oid, "url": info.commit_url}
     raise SystemExit(f"unknown command {command}")
 
 

@@ -151,6 +151,9 @@ enum Command {
     Completions(ops::CompletionsArgs),
     /// Print the man page custody(1), or write every command's page into a directory
     Man(ops::ManArgs),
+    /// Print the OpenAPI 3.1 description of the native API (as the server serves it at
+    /// /v1/openapi.json)
+    Openapi,
 }
 
 /// The client settings of [`Global`] (all but `--json`).
@@ -248,6 +251,7 @@ fn main() -> ExitCode {
         Command::Health(args) => block_on(out, ops::health(&args, global)),
         Command::Completions(args) => finish(out, ops::completions(&args, clap_command())),
         Command::Man(args) => finish(out, ops::man(&args, clap_command())),
+        Command::Openapi => finish(out, ops::openapi()),
     }
 }
 

@@ -35,6 +35,14 @@ pub struct HealthArgs {
     wait: u64,
 }
 
+/// `custody openapi`: the native API's OpenAPI description on stdout.
+pub fn openapi() -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{}", server::openapi::json()?)?;
+    Ok(())
+}
+
 /// `custody completions SHELL`: the completion script on stdout.
 pub fn completions(args: &CompletionsArgs, mut command: clap::Command) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();

@@ -1,4 +1,4 @@
-//! `custody verify-certificate`, run as the real binary on the deletion crate's test vectors:
+//! `custody verify-certificate`, run as the real binary on the certificate crate's test vectors:
 //! offline, no server. Exit codes: 0 valid, 1 invalid, 2 unusable input.
 #![allow(
     clippy::unwrap_used,
@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn vectors() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deletion/tests/vectors")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../certificate/tests/vectors")
 }
 
 fn key(name: &str) -> String {

@@ -107,7 +107,7 @@ impl Caller {
 }
 
 /// The request's id, as the logging middleware chose it (taken from `x-request-id` or new).
-fn request_id(parts: &Parts) -> String {
+pub(crate) fn request_id(parts: &Parts) -> String {
     parts
         .extensions
         .get::<Arc<crate::logging::RequestContext>>()
@@ -227,11 +227,15 @@ async fn authenticate(parts: &Parts, app: &App) -> Result<(Principal, Credential
     if !crypto::token::verify(&secret, &record.secret_hash) {
         return Err(INVALID);
     }
-    let now = app.store.clock().now();
+    live_credential(record, app.store.clock().now()).ok_or(INVALID)
+}
+
+/// The principal and credential of a token that is neither revoked nor expired.
+fn live_credential(record: store::TokenRecord, now: i64) -> Option<(Principal, Credential)> {
     if record.revoked_at.is_some() || record.expires_at.is_some_and(|t| t <= now) {
-        return Err(INVALID);
+        return None;
     }
-    Ok((
+    Some((
         Principal {
             user: record.user,
             role: record.role,
@@ -244,6 +248,37 @@ async fn authenticate(parts: &Parts, app: &App) -> Result<(Principal, Credential
             bootstrap: record.bootstrap,
         },
     ))
+}
+
+/// The caller a request acts for when it carries a capability instead of a token (the URLs
+/// the Hub upload API hands out, `api/hub_upload.rs`): the token that asked for them, as it
+/// stands now. A revoked or expired token, or the bootstrap token, is refused.
+pub(crate) async fn caller_for_token(
+    app: &App,
+    parts: &Parts,
+    token_id: &str,
+) -> Result<Caller, ApiError> {
+    let refused = || {
+        ApiError::Unauthenticated("the token these upload URLs were made for is no longer valid")
+    };
+    let record = app.store.token(token_id).await?.ok_or_else(refused)?;
+    let (principal, credential) =
+        live_credential(record, app.store.clock().now()).ok_or_else(refused)?;
+    if credential.bootstrap {
+        return Err(refused());
+    }
+    if let Some(context) = parts
+        .extensions
+        .get::<Arc<crate::logging::RequestContext>>()
+    {
+        context.set_user(&credential.user_id);
+    }
+    Ok(Caller {
+        principal,
+        credential,
+        request_id: request_id(parts),
+        host: None,
+    })
 }
 
 /// What a request acts on.

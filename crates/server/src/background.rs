@@ -10,8 +10,9 @@
 //! | upload sweep | `upload-sweep` | expiring abandoned uploads (`sweep.rs`) |
 //! | webhooks | `webhooks` | sending vendors' events to their webhooks (`webhooks.rs`) |
 //!
-//! A fifth runs on every instance, without a lease: writing the aggregated refusal counts
-//! of windows that closed (`refusals.rs`).
+//! Two more run on every instance, without a lease: writing the aggregated counts of refused
+//! authentications (`refusals.rs`) and of fetches refused for an egress budget
+//! (`budgets.rs`), for the minutes that closed.
 //!
 //! Every instance runs a keeper per job: it takes the lease when it is free or expired, runs
 //! the job while renewing the lease, and stops the job the moment a renewal fails or finds the
@@ -113,7 +114,8 @@ pub(crate) fn start(app: Arc<App>) -> Supervisor {
         leased(app.clone(), "webhooks", crate::webhooks::work),
     );
     // Per instance, no lease: each instance writes the refusals it counted.
-    supervisor.spawn("refusal counts", crate::refusals::work(app));
+    supervisor.spawn("refusal counts", crate::refusals::work(app.clone()));
+    supervisor.spawn("budget refusal counts", crate::budgets::work(app));
     supervisor
 }
 

@@ -11,7 +11,7 @@
 //! looping on a refused fetch therefore adds at most one entry a minute.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use store::{Admitted, EgressRequest, Exceeded, HostCopy, Store};
@@ -69,7 +69,6 @@ pub(crate) async fn admit(
                 model: model.to_owned(),
                 limit: limit_name(&exceeded),
             };
-            app.budget_refusals.start_writer(&app.store);
             if app.budget_refusals.note(key, now) {
                 let entry = caller
                     .entry("fetch", resource)
@@ -318,7 +317,6 @@ struct Windows {
 /// This instance's budget refusals, counted per minute.
 pub(crate) struct BudgetRefusals {
     windows: Arc<Mutex<Windows>>,
-    writer: Once,
 }
 
 impl Default for BudgetRefusals {
@@ -328,7 +326,23 @@ impl Default for BudgetRefusals {
                 current: Window::new(0),
                 closed: Vec::new(),
             })),
-            writer: Once::new(),
+        }
+    }
+}
+
+/// The background job (every instance, no lease, supervised by `background.rs`): writes the
+/// entries of the minutes that closed, every second. Never returns.
+pub(crate) async fn work(app: Arc<App>) {
+    let mut pending: Vec<audit::Entry> = Vec::new();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        pending.extend(take(
+            &app.budget_refusals.windows,
+            app.store.clock().now(),
+            false,
+        ));
+        if let Err(e) = write(&app.store, &mut pending).await {
+            tracing::warn!(error = %e, waiting = pending.len(), "could not record aggregated budget refusals; will retry");
         }
     }
 }
@@ -364,23 +378,6 @@ fn take(windows: &Mutex<Windows>, now: i64, everything: bool) -> Vec<audit::Entr
 }
 
 impl BudgetRefusals {
-    /// Starts (once) the task that writes closed windows' entries every second.
-    fn start_writer(&self, store: &Store) {
-        self.writer.call_once(|| {
-            let (windows, store) = (self.windows.clone(), store.clone());
-            tokio::spawn(async move {
-                let mut pending: Vec<audit::Entry> = Vec::new();
-                loop {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    pending.extend(take(&windows, store.clock().now(), false));
-                    if let Err(e) = write(&store, &mut pending).await {
-                        tracing::warn!(error = %e, waiting = pending.len(), "could not record aggregated budget refusals; will retry");
-                    }
-                }
-            });
-        });
-    }
-
     /// Counts one refusal; true when it is the first of its key in the window and must be
     /// recorded in full.
     pub(crate) fn note(&self, key: RefusalKey, now: i64) -> bool {

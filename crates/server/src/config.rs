@@ -460,7 +460,7 @@ mod tests {
         assert!(config.s3.is_some());
         assert!(matches!(
             config.root_config(),
-            shred::RootConfig::File { dir: Some(d) } if d == Path::new("/custody-root")
+            shred::RootConfig::File { dir: Some(d) } if d == Path::new("/var/lib/custody.root")
         ));
         let paths = config.identity_paths();
         assert_eq!(paths.log_key, PathBuf::from("/identity/keys/audit-log.key"));

@@ -176,7 +176,20 @@ impl ApiError {
     /// refusal, in `X-HF-Warning` (what the `hf` command prints). `commit` becomes
     /// `X-Repo-Commit`, which lets the client cache a missing file as absent for that revision.
     pub(crate) fn into_hub_response(self, commit: Option<&str>) -> Response {
+        self.hub_response(commit, false)
+    }
+
+    /// The Hub rendering for the write API (`api/hub_upload.rs`): as
+    /// [`ApiError::into_hub_response`], but a refusal is a plain 403 with the reason (the
+    /// client shows "403 Forbidden: <reason>"); `GatedRepo` would tell a vendor the model is
+    /// gated.
+    pub(crate) fn into_hub_write_response(self) -> Response {
+        self.hub_response(None, true)
+    }
+
+    fn hub_response(self, commit: Option<&str>, write: bool) -> Response {
         let (status, code) = self.hub_status();
+        let code = code.filter(|_| !(write && matches!(self, ApiError::Denied(_))));
         let message = self.user_message();
         let header_message = header_text(&message);
         let mut response = (status, Json(wire::hub::HubError { error: message })).into_response();

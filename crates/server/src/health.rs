@@ -21,10 +21,45 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long an answer is reused.
 const CACHE_FOR: Duration = Duration::from_secs(1);
 
+/// The process serves (the native API's own name for `/healthz`).
+#[utoipa::path(
+    get,
+    path = "/v1/health",
+    operation_id = "health_v1_health",
+    tag = "health",
+    responses(
+        (status = 200, description = "yes", body = String, content_type = "text/plain"),
+    ),
+)]
+pub(crate) async fn v1_health() -> &'static str {
+    "ok"
+}
+
+/// The process serves.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "health_healthz",
+    tag = "health",
+    responses(
+        (status = 200, description = "yes", body = String, content_type = "text/plain"),
+    ),
+)]
 pub(crate) async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// The database, the key hierarchy and the blob storage answer.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "health_readyz",
+    tag = "health",
+    responses(
+        (status = 200, description = "yes", body = String, content_type = "text/plain"),
+        (status = 503, description = "no", body = String, content_type = "text/plain"),
+    ),
+)]
 pub(crate) async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, &'static str) {
     if ready(&app).await {
         (StatusCode::OK, "ready\n")

@@ -1,9 +1,13 @@
 //! custody's HTTPS server.
 //!
-//! This is the only crate that knows HTTP. Handlers are thin: authenticate the bearer token,
-//! ask the policy crate for a decision, call the store and the blob store, and turn the
-//! result into JSON or a byte stream. Every error becomes a response in one place,
+//! This is the only crate that knows HTTP. Handlers (`api`) are thin: authenticate the bearer
+//! token, ask the policy crate for a decision, call the store and the blob store, and turn the
+//! result into a `wire` body or a byte stream. Every error becomes a response in one place,
 //! [`error::ApiError`], so a status code and its stable error code are decided once.
+//!
+//! Layers, imports running down only: `api` (routes) and `background` (supervised jobs under
+//! database leases, among them the `deletion` crate's runner) over `state` (the shared `App`),
+//! `auth`, `error` and the components (checkpointer, witnesses, keys, TLS).
 //!
 //! Start-up ([`init`]) creates the embedded default on an empty data directory: a SQLite
 //! database, a blob directory, the root of trust beside (never inside) the data directory,
@@ -32,6 +36,7 @@ mod keys;
 mod logging;
 mod metrics;
 mod notary;
+pub mod openapi;
 mod refusals;
 mod service_identity;
 mod service_key;

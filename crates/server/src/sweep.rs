@@ -30,6 +30,10 @@ pub(crate) async fn sweep_once(app: &App) -> anyhow::Result<usize> {
     let expired = app.store.expired_uploads(app.store.clock().now()).await?;
     for session in &expired {
         for file in &session.files {
+            // A staged object a Hub commit took into a revision is the revision's now.
+            if file.done && app.store.object_in_revision(&file.file.object_id).await? {
+                continue;
+            }
             // Deleting the key removes a finished object and aborts unfinished uploads alike.
             if file.done || file.backend_upload_id.is_some() {
                 app.blobs.delete(&file.file.object_id).await?;

@@ -21,52 +21,7 @@ impl Store {
         entry: audit::Entry,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
-        // Counted inside the transaction: its first write (the audit head) orders it after
-        // every other writer, so concurrent beginnings cannot both pass the cap.
-        let open = sqlx::query(
-            "SELECT COUNT(*) AS open, MIN(expires_at) AS next_expiry FROM upload_sessions \
-             WHERE created_by = $1 AND expires_at > $2",
-        )
-        .bind(upload.created_by)
-        .bind(self.clock.now())
-        .fetch_one(tx.conn())
-        .await?;
-        let count = convert::get_uint(&open, "open")?;
-        if count >= upload.max_open_by_creator {
-            let next_expiry: Option<i64> = open.try_get("next_expiry")?;
-            return Err(StoreError::TooManyUploads {
-                open: count,
-                next_expiry: next_expiry.unwrap_or(0),
-            });
-        }
-        sqlx::query(
-            "INSERT INTO upload_sessions (id, model_id, created_by, message, created_at, expires_at, manifest_digest, derived_from) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(upload.id)
-        .bind(upload.model_id)
-        .bind(upload.created_by)
-        .bind(upload.message)
-        .bind(self.clock.now())
-        .bind(upload.expires_at)
-        .bind(upload.manifest_digest)
-        .bind(derived_from.map(CommitId::as_str))
-        .execute(tx.conn())
-        .await?;
-        for (idx, f) in upload.files.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO upload_files (session_id, idx, path, size, sha256, object_id, done) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 0)",
-            )
-            .bind(upload.id)
-            .bind(convert::db_int(idx)?)
-            .bind(f.path.as_str())
-            .bind(convert::db_int(f.size)?)
-            .bind(f.sha256.as_str())
-            .bind(f.object_id.as_str())
-            .execute(tx.conn())
-            .await?;
-        }
+        insert_upload(&mut tx, self.clock.now(), upload, derived_from).await?;
         tx.commit(entry).await?;
         Ok(())
     }
@@ -296,10 +251,14 @@ impl Store {
     pub async fn drop_upload(&self, upload: &UploadSession, entry: audit::Entry) -> Result<()> {
         let mut tx = self.begin().await?;
         for f in upload.files.iter().filter(|f| f.done) {
-            sqlx::query("DELETE FROM objects WHERE id = $1")
-                .bind(f.file.object_id.as_str())
-                .execute(tx.conn())
-                .await?;
+            // An object a Hub commit took into a revision stays (`hub_uploads.rs`).
+            sqlx::query(
+                "DELETE FROM objects WHERE id = $1 \
+                 AND NOT EXISTS (SELECT 1 FROM revision_files WHERE object_id = $1)",
+            )
+            .bind(f.file.object_id.as_str())
+            .execute(tx.conn())
+            .await?;
         }
         delete_upload_rows(tx.conn(), &upload.id).await?;
         tx.commit(entry).await?;
@@ -351,7 +310,68 @@ impl Store {
     }
 }
 
-async fn delete_upload_rows(conn: &mut sqlx::AnyConnection, id: &str) -> Result<()> {
+/// Inserts a new session and its files in `tx`, refusing when the creator has as many open
+/// as one may.
+pub(crate) async fn insert_upload(
+    tx: &mut AuditedTx,
+    now: i64,
+    upload: &NewUpload<'_>,
+    derived_from: Option<&CommitId>,
+) -> Result<()> {
+    // Counted inside the transaction: its first write (the audit head) orders it after
+    // every other writer, so concurrent beginnings cannot both pass the cap.
+    let open = sqlx::query(
+        "SELECT COUNT(*) AS open, MIN(expires_at) AS next_expiry FROM upload_sessions \
+         WHERE created_by = $1 AND expires_at > $2",
+    )
+    .bind(upload.created_by)
+    .bind(now)
+    .fetch_one(tx.conn())
+    .await?;
+    let count = convert::get_uint(&open, "open")?;
+    if count >= upload.max_open_by_creator {
+        let next_expiry: Option<i64> = open.try_get("next_expiry")?;
+        return Err(StoreError::TooManyUploads {
+            open: count,
+            next_expiry: next_expiry.unwrap_or(0),
+        });
+    }
+    sqlx::query(
+        "INSERT INTO upload_sessions (id, model_id, created_by, message, created_at, expires_at, manifest_digest, derived_from) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(upload.id)
+    .bind(upload.model_id)
+    .bind(upload.created_by)
+    .bind(upload.message)
+    .bind(now)
+    .bind(upload.expires_at)
+    .bind(upload.manifest_digest)
+    .bind(derived_from.map(CommitId::as_str))
+    .execute(tx.conn())
+    .await?;
+    for (idx, f) in upload.files.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO upload_files (session_id, idx, path, size, sha256, object_id, done) \
+             VALUES ($1, $2, $3, $4, $5, $6, 0)",
+        )
+        .bind(upload.id)
+        .bind(convert::db_int(idx)?)
+        .bind(f.path.as_str())
+        .bind(convert::db_int(f.size)?)
+        .bind(f.sha256.as_str())
+        .bind(f.object_id.as_str())
+        .execute(tx.conn())
+        .await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn delete_upload_rows(conn: &mut sqlx::AnyConnection, id: &str) -> Result<()> {
+    sqlx::query("DELETE FROM hub_lfs_sessions WHERE session_id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
     sqlx::query("DELETE FROM upload_parts WHERE session_id = $1")
         .bind(id)
         .execute(&mut *conn)

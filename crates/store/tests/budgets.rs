@@ -8,6 +8,8 @@
     reason = "tests fail loudly"
 )]
 
+mod common;
+
 use store::{Budget, ByteLimit, EgressRequest, Exceeded, HostCopy, NewHost, NewModel, Store};
 use types::{CommitId, HostGroupName, HostName, ModelName, RepoPath, VendorName};
 
@@ -83,6 +85,7 @@ async fn setup(store: &Store) {
         )
         .await
         .unwrap();
+    common::committed_revision(store, "m1", &CommitId::parse(&"ab".repeat(20)).unwrap()).await;
 }
 
 /// Fires `n` fetches of `bytes` each, alternating between the two stores, all at once;

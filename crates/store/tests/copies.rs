@@ -6,6 +6,8 @@
     reason = "tests fail loudly"
 )]
 
+mod common;
+
 use store::{Confirmed, HostCopy, NewHost, NewModel, Store, StoreError};
 use types::{CommitId, HostGroupName, HostName, ModelName, RepoPath, VendorName};
 
@@ -106,6 +108,8 @@ async fn copies_and_confirmations(store: Store) {
             .await
             .unwrap();
     }
+
+    common::committed_revision(&store, "m1", &CommitId::parse(&"ab".repeat(20)).unwrap()).await;
 
     // Ranged fetches add up, capped at the file's size; each fetch writes its entry.
     store

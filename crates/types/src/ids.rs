@@ -62,6 +62,17 @@ macro_rules! hex_id {
                 Self::parse(&s).map_err(serde::de::Error::custom)
             }
         }
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                crate::string_schema(
+                    concat!("a ", $what, ": ", $expected),
+                    Some(concat!("^[0-9a-f]{", $len, "}$")),
+                )
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
     };
 }
 

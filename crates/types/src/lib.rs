@@ -58,3 +58,16 @@ pub enum NameError {
     #[error("unknown role {0:?} (expected operator, vendor-admin, committer or auditor)")]
     UnknownRole(String),
 }
+
+/// The OpenAPI schema of a validated string type: a string, with its rule in words and, where
+/// one states it exactly, a pattern. The value travels as a plain JSON string.
+pub(crate) fn string_schema(
+    description: &str,
+    pattern: Option<&str>,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .description(Some(description))
+        .pattern(pattern)
+        .into()
+}

@@ -75,6 +75,17 @@ macro_rules! simple_name {
                 Self::parse(&s).map_err(serde::de::Error::custom)
             }
         }
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                crate::string_schema(
+                    concat!("a ", $what, ": ASCII letters, digits, '-', '_' and '.', 1 to 96"),
+                    Some("^[A-Za-z0-9._-]{1,96}$"),
+                )
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
     };
 }
 
@@ -139,7 +150,7 @@ impl fmt::Display for RepoRef {
 }
 
 /// What a token holder is. The policy crate decides what each role may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
     Operator,

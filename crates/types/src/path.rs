@@ -68,6 +68,17 @@ impl<'de> Deserialize<'de> for RepoPath {
     }
 }
 
+impl utoipa::PartialSchema for RepoPath {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::string_schema(
+            "a file's path in a model: relative, '/'-separated, no '.', '..' or empty parts",
+            None,
+        )
+    }
+}
+
+impl utoipa::ToSchema for RepoPath {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

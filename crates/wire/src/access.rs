@@ -7,7 +7,7 @@ use types::{GroupName, HostGroupName, HostName, UserName, VendorName};
 // ----- hosts ---------------------------------------------------------------------------------
 
 /// `POST /v1/hosts`: sign a host's request into a client certificate and enroll the host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollHost {
     pub name: String,
@@ -18,14 +18,14 @@ pub struct EnrollHost {
 
 /// `POST /v1/host/renew`, authenticated by the host's current certificate: a new signing
 /// request for the same host name (a new key is better).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenewHost {
     pub csr: String,
 }
 
 /// `POST /v1/hosts` (201); also the answer to `POST /v1/host/renew`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HostEnrolled {
     pub name: HostName,
     pub group: HostGroupName,
@@ -39,12 +39,12 @@ pub struct HostEnrolled {
 }
 
 /// `GET /v1/hosts`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HostList {
     pub hosts: Vec<HostInfo>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HostInfo {
     /// The enrollment (a re-enrolled name is a new one).
     #[serde(default)]
@@ -58,7 +58,7 @@ pub struct HostInfo {
 }
 
 /// `POST /v1/hosts/{name}/revoke`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HostRevoked {
     pub name: HostName,
     pub revoked: bool,
@@ -67,14 +67,14 @@ pub struct HostRevoked {
 // ----- host groups of a model ----------------------------------------------------------------
 
 /// `POST /v1/models/{vendor}/{model}/host-groups`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AllowHostGroup {
     pub group: String,
 }
 
 /// `POST .../host-groups` (201) and `DELETE .../host-groups/{group}` (200).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HostGroupChanged {
     /// `vendor/model`.
     pub model: String,
@@ -82,7 +82,7 @@ pub struct HostGroupChanged {
 }
 
 /// `GET /v1/models/{vendor}/{model}/host-groups`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModelHostGroups {
     pub model: String,
     pub host_groups: Vec<HostGroupName>,
@@ -92,14 +92,14 @@ pub struct ModelHostGroups {
 
 /// `PUT /v1/models/{vendor}/{model}/embargo`: the window for bytes, in Unix seconds; each end
 /// optional, both absent clears it. Answered with the same fields and the model's name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetEmbargo {
     pub not_before: Option<i64>,
     pub not_after: Option<i64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Embargo {
     pub model: String,
     pub not_before: Option<i64>,
@@ -109,7 +109,7 @@ pub struct Embargo {
 // ----- exclusions ----------------------------------------------------------------------------
 
 /// `POST /v1/vendors/{vendor}/exclusions`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Exclude {
     pub user: String,
@@ -119,14 +119,25 @@ pub struct Exclude {
 }
 
 /// The query of `DELETE /v1/vendors/{vendor}/exclusions/{user}`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    utoipa::IntoParams,
+)]
+#[into_params(parameter_in = Query)]
 pub struct ExclusionQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
 }
 
 /// `POST .../exclusions` (201).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Excluded {
     pub excluded: UserName,
     /// `vendor` or `vendor/model`.
@@ -134,20 +145,20 @@ pub struct Excluded {
 }
 
 /// `DELETE .../exclusions/{user}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Unexcluded {
     pub unexcluded: UserName,
     pub from: String,
 }
 
 /// `GET /v1/vendors/{vendor}/exclusions`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExclusionList {
     pub vendor: VendorName,
     pub exclusions: Vec<Exclusion>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Exclusion {
     pub user: UserName,
     /// `None`: every model of the vendor.
@@ -158,7 +169,7 @@ pub struct Exclusion {
 // ----- the two-person rule -------------------------------------------------------------------
 
 /// `PUT /v1/vendors/{vendor}/settings`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VendorSettings {
     pub two_person: bool,
@@ -166,7 +177,7 @@ pub struct VendorSettings {
 
 /// `PUT /v1/vendors/{vendor}/settings`: 200 when set; 202 with `pending` when turning the
 /// rule off waits for a second admin (`two_person` is then still `true`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VendorSettingsChanged {
     pub vendor: VendorName,
     pub two_person: bool,
@@ -176,7 +187,7 @@ pub struct VendorSettingsChanged {
 
 /// A change that waits for approval instead of applying (202): the two-person rule, or a
 /// requester who is not the vendor's admin.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Filed {
     /// The pending request's id, for `POST /v1/pending/{id}/approve`.
     pub pending: String,
@@ -188,7 +199,7 @@ pub struct Filed {
 }
 
 /// The answer of a change that may wait: 202 [`Filed`], or the change's own body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Outcome<T> {
     // First: only a filed request has `pending` and `approvals_needed`.
@@ -197,7 +208,7 @@ pub enum Outcome<T> {
 }
 
 /// `GET /v1/vendors/{vendor}/pending`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PendingList {
     pub vendor: VendorName,
     pub pending: Vec<PendingRequest>,
@@ -205,7 +216,7 @@ pub struct PendingList {
 
 /// A request waiting for (or given) the vendor's approval; also the answer of
 /// `POST /v1/pending/{id}/approve`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PendingRequest {
     pub id: String,
     /// `vendor/model`, when the request concerns one model.
@@ -231,7 +242,7 @@ pub struct PendingRequest {
     pub expired: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Approval {
     /// `role:name`.
     pub by: String,
@@ -239,7 +250,7 @@ pub struct Approval {
 }
 
 /// What a pending request will do once approved.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum PendingAction {
     Grant {
@@ -309,7 +320,7 @@ impl PendingAction {
 // ----- hosts as a vendor sees them -------------------------------------------------------------
 
 /// `POST /v1/vendors/{vendor}/hosts`: approve a host's enrollment for the vendor's weights.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApproveHost {
     /// The host's name (its live enrollment is approved).
@@ -317,7 +328,7 @@ pub struct ApproveHost {
 }
 
 /// `POST /v1/vendors/{vendor}/hosts` (201) and `DELETE /v1/vendors/{vendor}/hosts/{host}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HostApproval {
     pub vendor: VendorName,
     pub host: HostName,
@@ -327,13 +338,13 @@ pub struct HostApproval {
 
 /// `GET /v1/vendors/{vendor}/hosts`: hosts in groups the vendor's models allow, and hosts it
 /// approved.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VendorHostList {
     pub vendor: VendorName,
     pub hosts: Vec<VendorHost>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VendorHost {
     pub id: String,
     pub name: HostName,
@@ -347,7 +358,7 @@ pub struct VendorHost {
 
 /// `GET /v1/models/{vendor}/{model}/access`: everything that decides who receives the model's
 /// weights (the vendor's admins and auditors, and the operator).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModelAccess {
     pub model: String,
     pub grants: Vec<crate::models::Grant>,
@@ -365,7 +376,7 @@ pub struct ModelAccess {
     pub pending: Vec<PendingRequest>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EmbargoWindow {
     pub not_before: Option<i64>,
     pub not_after: Option<i64>,
@@ -374,14 +385,14 @@ pub struct EmbargoWindow {
 // ----- a vendor's user groups ------------------------------------------------------------
 
 /// `POST /v1/vendors/{vendor}/groups/{group}/members`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddMember {
     pub user: String,
 }
 
 /// `POST .../members` (201).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MemberAdded {
     #[serde(default)]
     pub vendor: Option<VendorName>,
@@ -390,7 +401,7 @@ pub struct MemberAdded {
 }
 
 /// `DELETE /v1/vendors/{vendor}/groups/{group}/members/{user}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MemberRemoved {
     #[serde(default)]
     pub vendor: Option<VendorName>,
@@ -399,14 +410,14 @@ pub struct MemberRemoved {
 }
 
 /// `GET /v1/vendors/{vendor}/groups`: every membership of the vendor's groups, by group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GroupMembers {
     #[serde(default)]
     pub vendor: Option<VendorName>,
     pub members: Vec<GroupMember>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GroupMember {
     pub group: GroupName,
     pub user: UserName,

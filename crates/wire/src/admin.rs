@@ -4,25 +4,25 @@ use serde::{Deserialize, Serialize};
 use types::{GroupName, HostName, Role, UserName, VendorName};
 
 /// `POST /v1/vendors`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreateVendor {
     pub name: String,
 }
 
 /// `POST /v1/vendors` (201).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VendorCreated {
     pub name: VendorName,
 }
 
 /// `GET /v1/vendors`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VendorList {
     pub vendors: Vec<VendorName>,
 }
 
 /// `POST /v1/tokens`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreateToken {
     /// A [`Role`] in its kebab-case form.
     pub role: String,
@@ -36,7 +36,7 @@ pub struct CreateToken {
 }
 
 /// `POST /v1/tokens` and `POST /v1/tokens/rotate` (201). No `Debug`: it holds the secret.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenCreated {
     pub id: String,
     /// `ID.SECRET`, shown once; the server keeps only the secret's hash.
@@ -58,7 +58,7 @@ pub struct TokenCreated {
 }
 
 /// A credential waiting for a vendor's approval: the pending request to approve there.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Awaiting {
     pub vendor: VendorName,
     pub pending: String,
@@ -66,7 +66,7 @@ pub struct Awaiting {
 
 /// `POST /v1/tokens/rotate`: replace the presented token by a new one with the same standing
 /// (the presented one is revoked).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateToken {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -74,7 +74,7 @@ pub struct RotateToken {
 }
 
 /// `GET /v1/whoami`: who the presented token says you are, and where it counts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WhoAmI {
     pub user: UserName,
     pub user_id: String,
@@ -97,7 +97,7 @@ pub struct WhoAmI {
 }
 
 /// One grant the caller holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HeldGrant {
     /// `VENDOR/MODEL`.
     pub model: String,
@@ -107,12 +107,12 @@ pub struct HeldGrant {
 }
 
 /// `GET /v1/users` (operator): every person, by name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UserList {
     pub users: Vec<UserInfo>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UserInfo {
     pub id: String,
     pub name: UserName,
@@ -121,12 +121,12 @@ pub struct UserInfo {
 }
 
 /// `GET /v1/tokens`: every token, never a secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenList {
     pub tokens: Vec<TokenInfo>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenInfo {
     /// The part of the token before the dot.
     pub id: String,
@@ -151,7 +151,7 @@ pub struct TokenInfo {
 }
 
 /// `POST /v1/tokens/{id}/revoke`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenRevoked {
     pub id: String,
     pub revoked: bool,

@@ -15,7 +15,18 @@ pub const ENTRIES_FROM_HEADER: &str = "x-custody-audit-from";
 /// `?vendor=NAME` on any audit route: the log as that vendor's admins and auditors may see it.
 /// Entries of other vendors (and the service's own) then come as a line standing for the
 /// entry by hash (`audit::bundle::vendor_line`), and the reads are recorded as the vendor's.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    utoipa::IntoParams,
+)]
+#[into_params(parameter_in = Query)]
 pub struct VendorScopeQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vendor: Option<String>,
@@ -23,7 +34,7 @@ pub struct VendorScopeQuery {
 
 /// `GET /v1/audit/vendor-key?vendor=NAME`: the vendor's audit tag key (hex), which tells its
 /// leaves from others' (`audit::leaf`), and the entry that published its fingerprint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VendorAuditKey {
     pub vendor: String,
     pub tag_key: String,
@@ -33,7 +44,7 @@ pub struct VendorAuditKey {
 pub const ENTRIES_TO_HEADER: &str = "x-custody-audit-to";
 
 /// `GET /v1/audit/key`: the log's verifier key (C2SP vkey) and origin.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditKey {
     pub origin: String,
     pub key: String,
@@ -41,7 +52,7 @@ pub struct AuditKey {
 
 /// `GET /v1/audit/checkpoint`: the latest signed checkpoint, the log's size now, why the
 /// last signing attempt was refused, if it was, and the configured witnesses.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LatestCheckpoint {
     pub size: u64,
     pub root: String,
@@ -55,7 +66,7 @@ pub struct LatestCheckpoint {
 }
 
 /// One configured witness of the audit log, as the server knows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WitnessStatus {
     pub name: String,
     /// Its verifier key (`name+keyid+base64(0x04 || key)`).
@@ -69,7 +80,7 @@ pub struct WitnessStatus {
 
 /// `POST /v1/audit/checkpoint`: a checkpoint of the log as it is now (`new`), or the last one
 /// when nothing was added; the note carries the cosignatures witnesses gave it in one round.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SignedCheckpoint {
     pub size: u64,
     pub root: String,
@@ -78,12 +89,12 @@ pub struct SignedCheckpoint {
 }
 
 /// `GET /v1/audit/checkpoints?from=A&to=B`: signed checkpoints with A <= size <= B.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CheckpointList {
     pub checkpoints: Vec<Checkpoint>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Checkpoint {
     pub size: u64,
     pub root: String,
@@ -91,7 +102,18 @@ pub struct Checkpoint {
 }
 
 /// The query of the ranged routes (`checkpoints`, `entries`, `leaves`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    utoipa::IntoParams,
+)]
+#[into_params(parameter_in = Query)]
 pub struct RangeQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<u64>,
@@ -100,7 +122,10 @@ pub struct RangeQuery {
 }
 
 /// The query of `GET /v1/audit/proof/inclusion`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, utoipa::IntoParams,
+)]
+#[into_params(parameter_in = Query)]
 pub struct InclusionQuery {
     pub index: u64,
     /// Default: the latest checkpoint's size.
@@ -110,7 +135,7 @@ pub struct InclusionQuery {
 
 /// `GET /v1/audit/proof/inclusion`: entry `index`'s leaf hash and its inclusion proof in the
 /// tree of `size` entries, with the signed checkpoint of that size when there is one.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InclusionProof {
     pub index: u64,
     pub size: u64,
@@ -120,7 +145,10 @@ pub struct InclusionProof {
 }
 
 /// The query of `GET /v1/audit/proof/consistency`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, utoipa::IntoParams,
+)]
+#[into_params(parameter_in = Query)]
 pub struct ConsistencyQuery {
     pub old: u64,
     /// Default: the latest checkpoint's size.
@@ -129,7 +157,7 @@ pub struct ConsistencyQuery {
 }
 
 /// `GET /v1/audit/proof/consistency`: the proof from size `old` to `new`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConsistencyProof {
     pub old: u64,
     pub new: u64,
@@ -137,14 +165,17 @@ pub struct ConsistencyProof {
 }
 
 /// The query of `GET /v1/audit/edge`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, utoipa::IntoParams,
+)]
+#[into_params(parameter_in = Query)]
 pub struct EdgeQuery {
     pub size: u64,
 }
 
 /// `GET /v1/audit/edge?size=M`: the right edge of the tree of M entries, what an export
 /// since a checkpoint of size M continues from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TreeEdge {
     pub size: u64,
     pub edge: Vec<String>,
@@ -152,7 +183,18 @@ pub struct TreeEdge {
 
 /// `GET /v1/vendors/{vendor}/activity`: what happened to a vendor's models, read from the
 /// audit log (its admins and auditors).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    utoipa::IntoParams,
+)]
+#[into_params(parameter_in = Query)]
 pub struct ActivityQuery {
     /// Only this model's events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -172,7 +214,7 @@ pub struct ActivityQuery {
     pub wait: Option<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Activity {
     pub vendor: String,
     pub events: Vec<ActivityEvent>,
@@ -183,7 +225,7 @@ pub struct Activity {
 }
 
 /// One audit entry about the vendor, as a person reads it; `index` finds it in an export.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ActivityEvent {
     pub index: u64,
     pub time: String,
@@ -202,7 +244,7 @@ pub struct ActivityEvent {
 }
 
 /// `PUT /v1/vendors/{vendor}/webhook`: where the vendor's events go (its admins).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetWebhook {
     /// `https://…`, on a host the operator allows.
@@ -215,7 +257,7 @@ pub struct SetWebhook {
 /// A vendor's webhook. `secret` (hex) is given once, when the webhook is set: each delivery
 /// carries `X-Custody-Signature: v1=<hex HMAC-SHA256(secret, timestamp "." body)>` and
 /// `X-Custody-Timestamp: <Unix seconds>`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WebhookInfo {
     pub vendor: String,
     pub url: String,
@@ -228,7 +270,7 @@ pub struct WebhookInfo {
 }
 
 /// The body of a webhook delivery: the vendor's events, as the activity view shows them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WebhookDelivery {
     pub vendor: String,
     pub events: Vec<ActivityEvent>,

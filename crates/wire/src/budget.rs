@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// A byte limit: absolute, or a multiple of the model's size in thousandths (2000 = twice
 /// the size of the newest revision). JSON: `{"bytes": N}` or `{"model_size_milli": N}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum ByteLimit {
     Bytes(u64),
@@ -14,7 +14,7 @@ pub enum ByteLimit {
 }
 
 /// A model's budget; each limit `null` for none. The whole budget is replaced by a `PUT`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Budget {
     /// The rolling window of both byte limits, in seconds.
@@ -30,14 +30,14 @@ pub struct Budget {
 }
 
 /// `PUT /v1/models/{vendor}/{model}/budget`. `budget: null` removes the budget (unlimited).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetBudget {
     pub budget: Option<Budget>,
 }
 
 /// Bytes one host or person received in the window.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Use {
     /// A host's or a person's name.
     pub name: String,
@@ -47,7 +47,7 @@ pub struct Use {
 }
 
 /// A host's fetches of the model running now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InFlight {
     pub host: String,
     pub fetches: u64,
@@ -55,7 +55,7 @@ pub struct InFlight {
 
 /// A model's budget and its current use: `GET /v1/models/{vendor}/{model}/budget`, and the
 /// answer of a `PUT` that applied.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BudgetView {
     /// `vendor/model`.
     pub model: String,

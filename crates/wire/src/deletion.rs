@@ -7,7 +7,7 @@ use types::VendorName;
 /// `POST /v1/models/{vendor}/{model}/delete` and `POST /v1/vendors/{vendor}/delete` (202):
 /// the deletion started, or, under the two-person rule, filed as pending
 /// ([`DeletionStarted::PENDING_APPROVAL`], with a message).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeletionStarted {
     /// The deletion's id; under the two-person rule, the pending request's.
     pub deletion: String,
@@ -26,7 +26,7 @@ impl DeletionStarted {
 }
 
 /// `GET /v1/deletions/{id}`: a deletion's progress, and its certificate once issued.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeletionStatus {
     pub deletion: String,
     pub vendor: VendorName,
@@ -52,7 +52,7 @@ pub struct DeletionStatus {
 }
 
 /// One host enrollment's copies of one deleted model, and whether it confirmed their wipe.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HostWipe {
     pub host: HostName,
     /// The enrollment: a name enrolled again later is another host.
@@ -69,32 +69,32 @@ pub struct HostWipe {
 }
 
 /// `GET /v1/service-key`: the public key deletion certificates are signed with (hex).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ServiceKey {
     pub service_key: String,
 }
 
 /// `PUT /v1/models/{vendor}/{model}/delete-after`: Unix seconds; `null` clears it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteAfter {
     pub at: Option<i64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeleteAfterSet {
     pub model: String,
     pub delete_after: Option<i64>,
 }
 
 /// `GET /v1/vendors/{vendor}/deletions`: a vendor's deletions, newest first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeletionList {
     pub vendor: VendorName,
     pub deletions: Vec<DeletionSummary>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeletionSummary {
     pub deletion: String,
     /// The model (`VENDOR/MODEL`), or `None` for every model of the vendor.

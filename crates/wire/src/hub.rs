@@ -8,7 +8,7 @@ use types::{CommitId, VendorName};
 
 /// `GET /api/models/{ns}/{name}[/revision/{rev}]`. With `?blobs=true` each sibling carries
 /// its size, blob id and (for LFS files) LFS details.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModelInfo {
     /// `vendor/model`.
     pub id: String,
@@ -25,7 +25,7 @@ pub struct ModelInfo {
 }
 
 /// A file of a model, as model info lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Sibling {
     pub rfilename: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -37,7 +37,7 @@ pub struct Sibling {
     pub lfs: Option<SiblingLfs>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SiblingLfs {
     pub sha256: String,
     pub size: u64,
@@ -47,7 +47,7 @@ pub struct SiblingLfs {
 
 /// One entry of `GET /api/models/{ns}/{name}/tree/{rev}[/{path}]` (the body is a JSON array
 /// of them; the next page is named by a `Link: <...>; rel="next"` header).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum TreeEntry {
     File {
@@ -75,7 +75,7 @@ impl TreeEntry {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TreeLfs {
     /// SHA-256 (hex) of the content.
     pub oid: String,
@@ -85,7 +85,7 @@ pub struct TreeLfs {
 }
 
 /// The body of a Hub error: `{"error": "..."}` (the same reason is in `X-Error-Message`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HubError {
     pub error: String,
 }

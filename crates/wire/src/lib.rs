@@ -40,6 +40,7 @@ pub mod budget;
 pub mod deletion;
 mod error;
 pub mod hub;
+pub mod hub_upload;
 pub mod models;
 pub mod upload;
 pub mod wipe;
@@ -49,5 +50,5 @@ pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 use serde::{Deserialize, Serialize};
 
 /// The body of a request that carries nothing (`{}`): approvals, revocations, commits.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Empty {}

@@ -4,19 +4,30 @@ use serde::{Deserialize, Serialize};
 use types::{CommitId, RepoPath, Sha256Hex, UserName};
 
 /// The query of `GET /v1/models`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    utoipa::IntoParams,
+)]
+#[into_params(parameter_in = Query)]
 pub struct ModelListQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vendor: Option<String>,
 }
 
 /// `GET /v1/models`: the models the caller may see.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModelList {
     pub models: Vec<ModelSummary>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModelSummary {
     /// `vendor/model`.
     pub id: String,
@@ -29,7 +40,7 @@ pub struct ModelSummary {
 
 /// A deleted model's mark. Its deletion is named only to those who may read the vendor's
 /// deletions (the vendor's admins and auditors, the operator).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Deleted {
     /// When access ended (Unix seconds): the deletion request's transaction.
     pub at: i64,
@@ -41,7 +52,7 @@ pub struct Deleted {
 }
 
 /// `GET /v1/models/{vendor}/{model}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModelInfo {
     pub id: String,
     /// Oldest first.
@@ -50,7 +61,7 @@ pub struct ModelInfo {
     pub deleted: Option<Deleted>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Revision {
     pub commit: CommitId,
     pub seq: u64,
@@ -63,7 +74,7 @@ pub struct Revision {
 
 /// `GET /v1/models/{vendor}/{model}/revisions/{rev}`: a revision and its files. `rev` is
 /// `main` (or `latest`) for the newest, or a commit id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RevisionFiles {
     /// `vendor/model`.
     pub id: String,
@@ -73,7 +84,7 @@ pub struct RevisionFiles {
 }
 
 /// A file of a revision (also what an upload stored: `PUT /v1/uploads/{id}/files/{index}`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FileEntry {
     pub path: RepoPath,
     pub size: u64,
@@ -83,7 +94,7 @@ pub struct FileEntry {
 // ----- grants --------------------------------------------------------------------------------
 
 /// `POST /v1/models/{vendor}/{model}/grants`: name exactly one of a user or a group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GrantRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -101,7 +112,7 @@ pub struct GrantRequest {
 
 /// `POST .../grants`: 201 [`Granted`], or 202 [`GrantPending`] under the vendor's two-person
 /// rule (the grant waits for a second admin and gives no access until then).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum GrantResponse {
     // First: only this one has `pending`, so a granted body never reads as pending.
@@ -109,7 +120,7 @@ pub enum GrantResponse {
     Granted(Granted),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Granted {
     pub model: String,
     /// `user:NAME` or `group:NAME`.
@@ -117,7 +128,7 @@ pub struct Granted {
     pub expires_at: Option<i64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GrantPending {
     pub model: String,
     /// The pending request's id, for `POST /v1/pending/{id}/approve`.
@@ -132,7 +143,7 @@ pub struct GrantPending {
 }
 
 /// `GET /v1/models/{vendor}/{model}/grants`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GrantList {
     pub model: String,
     /// The users holding a direct grant.
@@ -141,7 +152,7 @@ pub struct GrantList {
     pub grants: Vec<Grant>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Grant {
     /// `user:NAME` or `group:NAME`.
     pub to: String,
@@ -151,14 +162,25 @@ pub struct Grant {
 
 /// The query of `DELETE /v1/models/{vendor}/{model}/grants/{name}`: `group=true` names a
 /// group's grant, otherwise a user's.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    utoipa::IntoParams,
+)]
+#[into_params(parameter_in = Query)]
 pub struct RevokeQuery {
     #[serde(default)]
     pub group: bool,
 }
 
 /// `DELETE .../grants/{name}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GrantRevoked {
     pub model: String,
     /// `user:NAME` or `group:NAME`.

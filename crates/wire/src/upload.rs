@@ -7,7 +7,7 @@ use types::{CommitId, RepoPath};
 
 /// `POST /v1/models/{vendor}/{model}/uploads`: the manifest, checked as a whole before any
 /// byte. Sending the same manifest again finds the open session.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UploadRequest {
     #[serde(default)]
     pub message: String,
@@ -18,7 +18,7 @@ pub struct UploadRequest {
     pub derived_from: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ManifestEntry {
     pub path: String,
     pub size: u64,
@@ -27,7 +27,7 @@ pub struct ManifestEntry {
 }
 
 /// `POST .../uploads`: 201 for a new session, 200 for the open one of the same manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UploadSession {
     pub upload_id: String,
     /// `vendor/model`.
@@ -36,7 +36,7 @@ pub struct UploadSession {
     pub files: Vec<SessionFile>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SessionFile {
     pub index: usize,
     pub path: RepoPath,
@@ -48,14 +48,25 @@ pub struct SessionFile {
 }
 
 /// The query of `PUT /v1/uploads/{id}/files/{index}`: the offset the body starts at.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    utoipa::IntoParams,
+)]
+#[into_params(parameter_in = Query)]
 pub struct PutQuery {
     #[serde(default)]
     pub offset: u64,
 }
 
 /// `POST /v1/uploads/{id}/commit` (201): the new revision.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Committed {
     pub model: String,
     pub commit: CommitId,

@@ -6,14 +6,14 @@ use types::{CommitId, HostName, RepoPath};
 
 /// `GET /v1/host/wipe`: the host's copies of deleted models, by model. Deletion ids are the
 /// vendor's business and never reach a host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WipeList {
     pub host: HostName,
     pub revoked: bool,
     pub models: Vec<DeletedModel>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeletedModel {
     /// `vendor/model`, as the host fetched it.
     pub model: String,
@@ -22,7 +22,7 @@ pub struct DeletedModel {
     pub files: Vec<DeletedFile>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeletedFile {
     pub commit: CommitId,
     pub path: RepoPath,
@@ -30,7 +30,7 @@ pub struct DeletedFile {
 }
 
 /// `POST /v1/host/wipe`: the host removed its copies of a deleted model.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfirmWipe {
     pub model_id: String,
@@ -42,7 +42,7 @@ pub struct ConfirmWipe {
     pub searched: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WipeConfirmed {
     pub host: HostName,
     pub model: String,

@@ -2,7 +2,7 @@
 json and `cryptography`): RFC 8785 canonical JSON, RFC 9162 Merkle tree and inclusion proof,
 a C2SP signed checkpoint, Ed25519 signatures. Fixed keys and times: the output never changes.
 
-    .venv/bin/python crates/deletion/tests/vectors/gen_vectors.py
+    .venv/bin/python crates/certificate/tests/vectors/gen_vectors.py
 
 Writes, next to this script: certificate.json, service.vkey, log.vkey, signed-message.bin,
 test-keys.json (the private seeds: test material only)."""

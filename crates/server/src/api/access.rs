@@ -43,6 +43,19 @@ pub(crate) async fn load_vendor(app: &App, name: &str) -> Result<VendorRecord, A
 
 /// Signs a host's request into a client certificate of the host CA and enrolls the host
 /// in a host group.
+#[utoipa::path(
+    post,
+    path = "/v1/hosts",
+    operation_id = "access_enroll_host",
+    tag = "access",
+    request_body = EnrollHost,
+    responses(
+        (status = 201, description = "done", body = HostEnrolled),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn enroll_host(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -104,6 +117,19 @@ pub(crate) async fn enroll_host(
 /// expires, authenticated by that certificate ([`HostCaller`]); the request must name the
 /// same host. Signed exactly as at enrollment; the enrollment (and every vendor's approval
 /// of it) stays, and the old certificate stops counting.
+#[utoipa::path(
+    post,
+    path = "/v1/host/renew",
+    operation_id = "access_renew_host",
+    tag = "access",
+    request_body = RenewHost,
+    responses(
+        (status = 200, description = "done", body = HostEnrolled),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn renew_host(
     State(app): State<Arc<App>>,
     caller: HostCaller,
@@ -176,6 +202,18 @@ pub(crate) async fn renew_host(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/hosts",
+    operation_id = "access_list_hosts",
+    tag = "access",
+    responses(
+        (status = 200, description = "done", body = HostList),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn list_hosts(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -199,6 +237,19 @@ pub(crate) async fn list_hosts(
     Ok(Json(HostList { hosts }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/hosts/{name}/revoke",
+    operation_id = "access_revoke_host",
+    tag = "access",
+    params(("name" = String, Path, description = "name (see the route)")),
+    responses(
+        (status = 200, description = "done", body = HostRevoked),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn revoke_host(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -230,6 +281,19 @@ fn vendor_host(h: store::VendorHost) -> VendorHost {
 }
 
 /// Hosts in groups the vendor's models allow, and hosts it approved.
+#[utoipa::path(
+    get,
+    path = "/v1/vendors/{vendor}/hosts",
+    operation_id = "access_list_vendor_hosts",
+    tag = "access",
+    params(("vendor" = String, Path, description = "vendor (see the route)")),
+    responses(
+        (status = 200, description = "done", body = VendorHostList),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn list_vendor_hosts(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -246,6 +310,21 @@ pub(crate) async fn list_vendor_hosts(
 
 /// The vendor's approval of a host's live enrollment: without it the host receives none of
 /// the vendor's weights, whatever group it is in.
+#[utoipa::path(
+    post,
+    path = "/v1/vendors/{vendor}/hosts",
+    operation_id = "access_approve_host",
+    tag = "access",
+    params(("vendor" = String, Path, description = "vendor (see the route)")),
+    request_body = ApproveHost,
+    responses(
+        (status = 200, description = "done", body = Outcome<HostApproval>),
+        (status = 202, description = "waits for approval", body = Outcome<HostApproval>),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn approve_host(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -292,6 +371,19 @@ pub(crate) async fn approve_host(
 }
 
 /// Withdraws the vendor's approval of a host (at once: it narrows access).
+#[utoipa::path(
+    delete,
+    path = "/v1/vendors/{vendor}/hosts/{host}",
+    operation_id = "access_unapprove_host",
+    tag = "access",
+    params(("vendor" = String, Path, description = "vendor (see the route)"), ("host" = String, Path, description = "host (see the route)")),
+    responses(
+        (status = 200, description = "done", body = HostApproval),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn unapprove_host(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -333,6 +425,21 @@ pub(crate) async fn unapprove_host(
 
 // ----- host groups of a model -----------------------------------------------------------------
 
+#[utoipa::path(
+    post,
+    path = "/v1/models/{vendor}/{model}/host-groups",
+    operation_id = "access_allow_host_group",
+    tag = "access",
+    params(("vendor" = String, Path, description = "vendor (see the route)"), ("model" = String, Path, description = "model (see the route)")),
+    request_body = AllowHostGroup,
+    responses(
+        (status = 200, description = "done", body = Outcome<HostGroupChanged>),
+        (status = 202, description = "waits for approval", body = Outcome<HostGroupChanged>),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn allow_host_group(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -373,6 +480,19 @@ pub(crate) async fn allow_host_group(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/models/{vendor}/{model}/host-groups/{group}",
+    operation_id = "access_disallow_host_group",
+    tag = "access",
+    params(("vendor" = String, Path, description = "vendor (see the route)"), ("model" = String, Path, description = "model (see the route)"), ("group" = String, Path, description = "group (see the route)")),
+    responses(
+        (status = 200, description = "done", body = HostGroupChanged),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn disallow_host_group(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -394,6 +514,19 @@ pub(crate) async fn disallow_host_group(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/models/{vendor}/{model}/host-groups",
+    operation_id = "access_list_host_groups",
+    tag = "access",
+    params(("vendor" = String, Path, description = "vendor (see the route)"), ("model" = String, Path, description = "model (see the route)")),
+    responses(
+        (status = 200, description = "done", body = ModelHostGroups),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn list_host_groups(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -428,6 +561,21 @@ fn embargo_widens(old: (Option<i64>, Option<i64>), new: (Option<i64>, Option<i64
 
 /// Sets a model's window for bytes (Unix seconds, each end optional; both absent clears it).
 /// A window that allows bytes at a time the old one did not is a widening change.
+#[utoipa::path(
+    put,
+    path = "/v1/models/{vendor}/{model}/embargo",
+    operation_id = "access_set_embargo",
+    tag = "access",
+    params(("vendor" = String, Path, description = "vendor (see the route)"), ("model" = String, Path, description = "model (see the route)")),
+    request_body = SetEmbargo,
+    responses(
+        (status = 200, description = "done", body = Outcome<Embargo>),
+        (status = 202, description = "waits for approval", body = Outcome<Embargo>),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn set_embargo(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -515,6 +663,20 @@ async fn authorize_exclusion(
 
 /// Excludes a user from one model or the whole vendor. An exclusion wins over every grant,
 /// group grants included. It narrows access, so it applies at once.
+#[utoipa::path(
+    post,
+    path = "/v1/vendors/{vendor}/exclusions",
+    operation_id = "access_exclude",
+    tag = "access",
+    params(("vendor" = String, Path, description = "vendor (see the route)")),
+    request_body = Exclude,
+    responses(
+        (status = 201, description = "done", body = Excluded),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn exclude(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -549,6 +711,20 @@ pub(crate) async fn exclude(
 }
 
 /// Lifts an exclusion: a widening change.
+#[utoipa::path(
+    delete,
+    path = "/v1/vendors/{vendor}/exclusions/{user}",
+    operation_id = "access_unexclude",
+    tag = "access",
+    params(("vendor" = String, Path, description = "vendor (see the route)"), ("user" = String, Path, description = "user (see the route)"), ExclusionQuery),
+    responses(
+        (status = 200, description = "done", body = Outcome<Unexcluded>),
+        (status = 202, description = "waits for approval", body = Outcome<Unexcluded>),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn unexclude(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -617,6 +793,19 @@ fn exclusion_bodies(list: Vec<store::ExclusionRecord>) -> Vec<Exclusion> {
         .collect()
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/vendors/{vendor}/exclusions",
+    operation_id = "access_list_exclusions",
+    tag = "access",
+    params(("vendor" = String, Path, description = "vendor (see the route)")),
+    responses(
+        (status = 200, description = "done", body = ExclusionList),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn list_exclusions(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -635,6 +824,21 @@ pub(crate) async fn list_exclusions(
 
 /// Turns the two-person rule on (at once: it narrows) or off (a widening change, which waits
 /// for a second person while the rule is on).
+#[utoipa::path(
+    put,
+    path = "/v1/vendors/{vendor}/settings",
+    operation_id = "access_set_vendor_settings",
+    tag = "access",
+    params(("vendor" = String, Path, description = "vendor (see the route)")),
+    request_body = VendorSettings,
+    responses(
+        (status = 200, description = "done", body = VendorSettingsChanged),
+        (status = 202, description = "done", body = VendorSettingsChanged),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn set_vendor_settings(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -785,6 +989,19 @@ async fn pending_bodies(app: &App, vendor_id: &str) -> Result<Vec<PendingRequest
     Ok(pending)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/vendors/{vendor}/pending",
+    operation_id = "access_list_pending",
+    tag = "access",
+    params(("vendor" = String, Path, description = "vendor (see the route)")),
+    responses(
+        (status = 200, description = "done", body = PendingList),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn list_pending(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -842,6 +1059,19 @@ impl PendingAt {
 
 /// Ends a pending request without carrying it out: any of those who may approve it rejects
 /// it, its requester cancels it. A narrowing change, so never itself waiting for approval.
+#[utoipa::path(
+    post,
+    path = "/v1/pending/{id}/reject",
+    operation_id = "access_reject",
+    tag = "access",
+    params(("id" = String, Path, description = "id (see the route)")),
+    responses(
+        (status = 200, description = "done", body = PendingRequest),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn reject(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -886,6 +1116,19 @@ pub(crate) async fn reject(
 
 /// Records one person's approval of a request of the vendor, and carries the request out
 /// when it has all the approvals it needs.
+#[utoipa::path(
+    post,
+    path = "/v1/pending/{id}/approve",
+    operation_id = "access_approve",
+    tag = "access",
+    params(("id" = String, Path, description = "id (see the route)")),
+    responses(
+        (status = 200, description = "done", body = PendingRequest),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn approve(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -951,6 +1194,21 @@ pub(crate) async fn approve(
 
 /// Adds a user to one of the vendor's groups: a widening change (every grant to the group
 /// reaches them).
+#[utoipa::path(
+    post,
+    path = "/v1/vendors/{vendor}/groups/{group}/members",
+    operation_id = "access_add_member",
+    tag = "access",
+    params(("vendor" = String, Path, description = "vendor (see the route)"), ("group" = String, Path, description = "group (see the route)")),
+    request_body = AddMember,
+    responses(
+        (status = 200, description = "done", body = Outcome<MemberAdded>),
+        (status = 202, description = "waits for approval", body = Outcome<MemberAdded>),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn add_member(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -1007,6 +1265,19 @@ pub(crate) async fn add_member(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/vendors/{vendor}/groups/{group}/members/{user}",
+    operation_id = "access_remove_member",
+    tag = "access",
+    params(("vendor" = String, Path, description = "vendor (see the route)"), ("group" = String, Path, description = "group (see the route)"), ("user" = String, Path, description = "user (see the route)")),
+    responses(
+        (status = 200, description = "done", body = MemberRemoved),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn remove_member(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -1040,6 +1311,19 @@ async fn member_bodies(app: &App, vendor_id: &str) -> Result<Vec<GroupMember>, A
         .collect())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/vendors/{vendor}/groups",
+    operation_id = "access_list_groups",
+    tag = "access",
+    params(("vendor" = String, Path, description = "vendor (see the route)")),
+    responses(
+        (status = 200, description = "done", body = GroupMembers),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn list_groups(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -1057,6 +1341,19 @@ pub(crate) async fn list_groups(
 // ----- a model's access at a glance ----------------------------------------------------------
 
 /// Everything that decides who receives a model's weights, in one answer.
+#[utoipa::path(
+    get,
+    path = "/v1/models/{vendor}/{model}/access",
+    operation_id = "access_model_access",
+    tag = "access",
+    params(("vendor" = String, Path, description = "vendor (see the route)"), ("model" = String, Path, description = "model (see the route)")),
+    responses(
+        (status = 200, description = "done", body = ModelAccess),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn model_access(
     State(app): State<Arc<App>>,
     caller: Caller,

@@ -20,6 +20,19 @@ use crate::auth::{Caller, Target, allowed, authorize, policy_ids};
 use crate::error::ApiError;
 use crate::state::App;
 
+#[utoipa::path(
+    post,
+    path = "/v1/vendors",
+    operation_id = "admin_create_vendor",
+    tag = "admin",
+    request_body = CreateVendor,
+    responses(
+        (status = 201, description = "done", body = VendorCreated),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn create_vendor(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -46,6 +59,18 @@ pub(crate) async fn create_vendor(
     Ok((StatusCode::CREATED, Json(VendorCreated { name })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/vendors",
+    operation_id = "admin_list_vendors",
+    tag = "admin",
+    responses(
+        (status = 200, description = "done", body = VendorList),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn list_vendors(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -62,6 +87,19 @@ pub(crate) async fn list_vendors(
     Ok(Json(VendorList { vendors }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tokens",
+    operation_id = "admin_create_token",
+    tag = "admin",
+    request_body = CreateToken,
+    responses(
+        (status = 201, description = "done", body = TokenCreated),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn create_token(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -174,6 +212,19 @@ pub(crate) async fn create_token(
 /// holder sheds a secret someone else saw (the operator who issued it) without asking any
 /// vendor again. Self-service: it acts on the presented credential only, so there is no
 /// decision to make beyond authentication.
+#[utoipa::path(
+    post,
+    path = "/v1/tokens/rotate",
+    operation_id = "admin_rotate_token",
+    tag = "admin",
+    request_body = RotateToken,
+    responses(
+        (status = 201, description = "done", body = TokenCreated),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn rotate_token(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -212,6 +263,18 @@ pub(crate) async fn rotate_token(
 
 /// Who the presented token says the caller is, and where it counts. Self-service, like
 /// rotation; recorded as a read.
+#[utoipa::path(
+    get,
+    path = "/v1/whoami",
+    operation_id = "admin_whoami",
+    tag = "admin",
+    responses(
+        (status = 200, description = "done", body = WhoAmI),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn whoami(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -270,6 +333,18 @@ async fn held_grants(app: &App, caller: &Caller) -> Result<Vec<HeldGrant>, ApiEr
 }
 
 /// Every person the service knows (operator).
+#[utoipa::path(
+    get,
+    path = "/v1/users",
+    operation_id = "admin_list_users",
+    tag = "admin",
+    responses(
+        (status = 200, description = "done", body = UserList),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn list_users(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -302,6 +377,18 @@ fn expiry(expires_in_secs: Option<i64>, now: i64) -> Result<Option<i64>, ApiErro
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tokens",
+    operation_id = "admin_list_tokens",
+    tag = "admin",
+    responses(
+        (status = 200, description = "done", body = TokenList),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn list_tokens(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -332,6 +419,19 @@ pub(crate) async fn list_tokens(
 }
 
 /// Revokes a token: refused from the next request on.
+#[utoipa::path(
+    post,
+    path = "/v1/tokens/{id}/revoke",
+    operation_id = "admin_revoke_token",
+    tag = "admin",
+    params(("id" = String, Path, description = "id (see the route)")),
+    responses(
+        (status = 200, description = "done", body = TokenRevoked),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn revoke_token(
     State(app): State<Arc<App>>,
     caller: Caller,

@@ -102,6 +102,19 @@ fn internal(e: anyhow::Error) -> ApiError {
 }
 
 /// `GET /v1/audit/key`: the log's verifier key (C2SP vkey) and origin.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/key",
+    operation_id = "audit_key",
+    tag = "audit",
+    params(VendorScopeQuery),
+    responses(
+        (status = 200, description = "done", body = AuditKey),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn key(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -117,6 +130,19 @@ pub(crate) async fn key(
 
 /// `GET /v1/audit/checkpoint`: the latest signed checkpoint, the log's current size, and the
 /// reason the last signing attempt was refused, if it was.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/checkpoint",
+    operation_id = "audit_latest",
+    tag = "audit",
+    params(VendorScopeQuery),
+    responses(
+        (status = 200, description = "done", body = LatestCheckpoint),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn latest(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -159,6 +185,19 @@ pub(crate) async fn latest(
 /// `POST /v1/audit/checkpoint`: signs a checkpoint of the log as it is now (or returns the
 /// last one when nothing was added). Refused with 409 and the reason when the log is not
 /// consistent with the last checkpoint signed.
+#[utoipa::path(
+    post,
+    path = "/v1/audit/checkpoint",
+    operation_id = "audit_sign",
+    tag = "audit",
+    params(VendorScopeQuery),
+    responses(
+        (status = 200, description = "done", body = SignedCheckpoint),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn sign(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -209,6 +248,19 @@ pub(crate) async fn sign(
 }
 
 /// `GET /v1/audit/checkpoints?from=A&to=B`: signed checkpoints with A <= size <= B.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/checkpoints",
+    operation_id = "audit_checkpoints",
+    tag = "audit",
+    params(RangeQuery, VendorScopeQuery),
+    responses(
+        (status = 200, description = "done", body = CheckpointList),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn checkpoints(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -261,6 +313,19 @@ async fn clamp(app: &App, q: &RangeQuery, max: u64) -> Result<(u64, u64), ApiErr
 /// `GET /v1/audit/entries?from=A&to=B[&vendor=V]`: entries A..B (at most 50,000; the body
 /// says how many by its lines) as NDJSON, each line exactly the stored bytes; in a vendor's
 /// view, other entries' lines stand for them by hash.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/entries",
+    operation_id = "audit_entries",
+    tag = "audit",
+    params(RangeQuery, VendorScopeQuery),
+    responses(
+        (status = 200, description = "the bytes", content_type = "application/x-ndjson"),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn entries(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -297,6 +362,19 @@ pub(crate) async fn entries(
 }
 
 /// `GET /v1/audit/leaves?from=A&to=B`: the stored leaf hashes of entries A..B, 32 bytes each.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/leaves",
+    operation_id = "audit_leaves",
+    tag = "audit",
+    params(RangeQuery, VendorScopeQuery),
+    responses(
+        (status = 200, description = "the bytes", content_type = "application/octet-stream"),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn leaves(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -313,6 +391,19 @@ pub(crate) async fn leaves(
 
 /// `GET /v1/audit/tags?from=A&to=B`: the vendor tags of entries A..B (at most 50,000), 32
 /// bytes each (zeros for entries of format 1 and those of no vendor).
+#[utoipa::path(
+    get,
+    path = "/v1/audit/tags",
+    operation_id = "audit_tags",
+    tag = "audit",
+    params(RangeQuery, VendorScopeQuery),
+    responses(
+        (status = 200, description = "the bytes", content_type = "application/octet-stream"),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn tags(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -328,6 +419,19 @@ pub(crate) async fn tags(
 }
 
 /// `GET /v1/audit/vendor-key?vendor=V`: the vendor's audit tag key, for its own auditors.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/vendor-key",
+    operation_id = "audit_vendor_key",
+    tag = "audit",
+    params(VendorScopeQuery),
+    responses(
+        (status = 200, description = "done", body = VendorAuditKey),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn vendor_key(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -380,6 +484,19 @@ fn out_of_range(e: store::StoreError) -> ApiError {
 
 /// `GET /v1/audit/proof/inclusion?index=I[&size=N]`: entry I's leaf hash and its inclusion
 /// proof in the tree of N entries, with the signed checkpoint of that size when there is one.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/proof/inclusion",
+    operation_id = "audit_inclusion",
+    tag = "audit",
+    params(InclusionQuery, VendorScopeQuery),
+    responses(
+        (status = 200, description = "done", body = InclusionProof),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn inclusion(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -411,6 +528,19 @@ pub(crate) async fn inclusion(
 }
 
 /// `GET /v1/audit/proof/consistency?old=M[&new=N]`: the consistency proof from size M to N.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/proof/consistency",
+    operation_id = "audit_consistency",
+    tag = "audit",
+    params(ConsistencyQuery, VendorScopeQuery),
+    responses(
+        (status = 200, description = "done", body = ConsistencyProof),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn consistency(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -440,6 +570,19 @@ pub(crate) async fn consistency(
 
 /// `GET /v1/audit/edge?size=M`: the right edge of the tree of M entries (what an export
 /// `--since` a checkpoint of size M continues from; see `audit::bundle`).
+#[utoipa::path(
+    get,
+    path = "/v1/audit/edge",
+    operation_id = "audit_edge",
+    tag = "audit",
+    params(EdgeQuery, VendorScopeQuery),
+    responses(
+        (status = 200, description = "done", body = TreeEdge),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn edge(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -464,6 +607,19 @@ const ACTIVITY_SCAN: u64 = 20_000;
 /// grants, exclusions, uploads, deletions…), each with its log index so it can be checked
 /// against the vendor's export. Read from the log itself, for the vendor's admins and
 /// auditors (`export_audit` on the vendor).
+#[utoipa::path(
+    get,
+    path = "/v1/vendors/{vendor}/activity",
+    operation_id = "audit_activity",
+    tag = "audit",
+    params(("vendor" = String, Path, description = "vendor (see the route)"), wire::audit::ActivityQuery),
+    responses(
+        (status = 200, description = "done", body = wire::audit::Activity),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn activity(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -642,6 +798,20 @@ pub(crate) fn activity_event(index: u64, entry: audit::Entry) -> wire::audit::Ac
 
 /// `PUT /v1/vendors/{vendor}/webhook`: sets the vendor's webhook (its admins; `configure`).
 /// The secret is made here and shown once.
+#[utoipa::path(
+    put,
+    path = "/v1/vendors/{vendor}/webhook",
+    operation_id = "audit_set_webhook",
+    tag = "audit",
+    params(("vendor" = String, Path, description = "vendor (see the route)")),
+    request_body = wire::audit::SetWebhook,
+    responses(
+        (status = 200, description = "done", body = wire::audit::WebhookInfo),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn set_webhook(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -680,6 +850,19 @@ pub(crate) async fn set_webhook(
 }
 
 /// `GET /v1/vendors/{vendor}/webhook`: where the events go and how far delivery got.
+#[utoipa::path(
+    get,
+    path = "/v1/vendors/{vendor}/webhook",
+    operation_id = "audit_webhook",
+    tag = "audit",
+    params(("vendor" = String, Path, description = "vendor (see the route)")),
+    responses(
+        (status = 200, description = "done", body = wire::audit::WebhookInfo),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn webhook(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -696,6 +879,19 @@ pub(crate) async fn webhook(
 }
 
 /// `DELETE /v1/vendors/{vendor}/webhook`.
+#[utoipa::path(
+    delete,
+    path = "/v1/vendors/{vendor}/webhook",
+    operation_id = "audit_remove_webhook",
+    tag = "audit",
+    params(("vendor" = String, Path, description = "vendor (see the route)")),
+    responses(
+        (status = 204, description = "removed"),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn remove_webhook(
     State(app): State<Arc<App>>,
     caller: Caller,

@@ -176,6 +176,19 @@ async fn view(app: &App, found: Found) -> Result<BudgetView, ApiError> {
 
 /// `GET /v1/models/{vendor}/{model}/budget`: the budget and its use, for those who see the
 /// model's access (its vendor's admins and auditors, the operator).
+#[utoipa::path(
+    get,
+    path = "/v1/models/{vendor}/{model}/budget",
+    operation_id = "budget_show",
+    tag = "budget",
+    params(("vendor" = String, Path, description = "vendor (see the route)"), ("model" = String, Path, description = "model (see the route)")),
+    responses(
+        (status = 200, description = "done", body = BudgetView),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn show(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -187,6 +200,21 @@ pub(crate) async fn show(
 }
 
 /// `PUT /v1/models/{vendor}/{model}/budget`: replaces the budget (`null` removes it).
+#[utoipa::path(
+    put,
+    path = "/v1/models/{vendor}/{model}/budget",
+    operation_id = "budget_set",
+    tag = "budget",
+    params(("vendor" = String, Path, description = "vendor (see the route)"), ("model" = String, Path, description = "model (see the route)")),
+    request_body = SetBudget,
+    responses(
+        (status = 200, description = "done", body = Outcome<BudgetView>),
+        (status = 202, description = "waits for approval", body = Outcome<BudgetView>),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn set(
     State(app): State<Arc<App>>,
     caller: Caller,

@@ -74,6 +74,19 @@ async fn request(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/models/{vendor}/{model}/delete",
+    operation_id = "deletion_delete_model",
+    tag = "deletion",
+    params(("vendor" = String, Path, description = "vendor (see the route)"), ("model" = String, Path, description = "model (see the route)")),
+    responses(
+        (status = 200, description = "done", body = DeletionStarted),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn delete_model(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -93,6 +106,19 @@ pub(crate) async fn delete_model(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/vendors/{vendor}/delete",
+    operation_id = "deletion_delete_vendor",
+    tag = "deletion",
+    params(("vendor" = String, Path, description = "vendor (see the route)")),
+    responses(
+        (status = 200, description = "done", body = DeletionStarted),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn delete_vendor(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -112,6 +138,19 @@ pub(crate) async fn delete_vendor(
 
 /// A deletion's progress, and its certificate once issued. Readable by the vendor's admins
 /// and auditors and the operator; anyone else gets exactly what a made-up id gets.
+#[utoipa::path(
+    get,
+    path = "/v1/deletions/{id}",
+    operation_id = "deletion_status",
+    tag = "deletion",
+    params(("id" = String, Path, description = "id (see the route)")),
+    responses(
+        (status = 200, description = "done", body = DeletionStatus),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn status(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -178,6 +217,19 @@ pub(crate) async fn status(
 
 /// `GET /v1/vendors/{vendor}/deletions`: the vendor's deletions, newest first, for whoever
 /// may follow them (the vendor's admins and auditors, the operator).
+#[utoipa::path(
+    get,
+    path = "/v1/vendors/{vendor}/deletions",
+    operation_id = "deletion_list",
+    tag = "deletion",
+    params(("vendor" = String, Path, description = "vendor (see the route)")),
+    responses(
+        (status = 200, description = "done", body = DeletionList),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn list(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -260,6 +312,18 @@ async fn current_wipes(
 
 /// The public key deletion certificates are signed with (for `custody verify-certificate
 /// --service-key`). Public, but only for authenticated callers, like everything else.
+#[utoipa::path(
+    get,
+    path = "/v1/service-key",
+    operation_id = "deletion_service_key",
+    tag = "deletion",
+    responses(
+        (status = 200, description = "done", body = ServiceKey),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn service_key(State(app): State<Arc<App>>, _caller: Caller) -> Json<ServiceKey> {
     Json(ServiceKey {
         service_key: app.deletion.service_key_hex(),
@@ -269,6 +333,21 @@ pub(crate) async fn service_key(State(app): State<Arc<App>>, _caller: Caller) ->
 /// Sets the time at which the server shreds the model by itself (e.g. release + grace).
 /// Scheduling destruction waits for the vendor's approval under the two-person rule; the
 /// deletion it starts names who scheduled it and who approved.
+#[utoipa::path(
+    put,
+    path = "/v1/models/{vendor}/{model}/delete-after",
+    operation_id = "deletion_set_delete_after",
+    tag = "deletion",
+    params(("vendor" = String, Path, description = "vendor (see the route)"), ("model" = String, Path, description = "model (see the route)")),
+    request_body = DeleteAfter,
+    responses(
+        (status = 200, description = "done", body = Outcome<DeleteAfterSet>),
+        (status = 202, description = "waits for approval", body = Outcome<DeleteAfterSet>),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn set_delete_after(
     State(app): State<Arc<App>>,
     caller: Caller,

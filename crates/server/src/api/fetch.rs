@@ -73,6 +73,19 @@ pub(crate) fn requested_range(
     Ok(Some(range))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/models/{vendor}/{model}/revisions/{rev}/files/{path}",
+    operation_id = "fetch_file",
+    tag = "fetch",
+    params(("vendor" = String, Path, description = "vendor (see the route)"), ("model" = String, Path, description = "model (see the route)"), ("rev" = String, Path, description = "rev (see the route)"), ("path" = String, Path, description = "path (see the route)")),
+    responses(
+        (status = 200, description = "the bytes", content_type = "application/octet-stream"),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn file(
     State(app): State<Arc<App>>,
     caller: Caller,

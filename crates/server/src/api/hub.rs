@@ -554,7 +554,7 @@ async fn tree(
 /// `https://HOST[:PORT]` as the client addressed this server (the client needs an absolute
 /// `Link`). The host agent rewrites it to its own address. `None` if the request names no
 /// plausible authority.
-fn origin(uri: &Uri, headers: &HeaderMap) -> Option<String> {
+pub(crate) fn origin(uri: &Uri, headers: &HeaderMap) -> Option<String> {
     let authority = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())

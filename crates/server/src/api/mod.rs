@@ -7,8 +7,9 @@ mod admin;
 mod audit;
 mod budget;
 mod deletion;
-mod fetch;
+pub(crate) mod fetch;
 mod hub;
+mod hub_upload;
 mod models;
 mod upload;
 mod wipe;
@@ -19,138 +20,90 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::rejection::JsonRejection;
-use axum::routing::{delete, get, post, put};
+use axum::routing::get;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::state::App;
 
+/// The native API's routes, each described by its handler's `#[utoipa::path]`: a route is
+/// served only as described (`crate::openapi`). The file route's wildcard is the one exception
+/// axum needs spelt its own way; it is added in [`router`] and described through `ApiDoc`.
+pub(crate) fn described_routes() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
+        .routes(routes!(crate::health::v1_health))
+        .routes(routes!(crate::health::healthz))
+        .routes(routes!(crate::health::readyz))
+        .routes(routes!(admin::create_vendor, admin::list_vendors))
+        .routes(routes!(admin::create_token, admin::list_tokens))
+        .routes(routes!(admin::revoke_token))
+        .routes(routes!(admin::rotate_token))
+        .routes(routes!(admin::whoami))
+        .routes(routes!(admin::list_users))
+        .routes(routes!(access::enroll_host, access::list_hosts))
+        .routes(routes!(access::revoke_host))
+        .routes(routes!(access::list_groups))
+        .routes(routes!(audit::activity))
+        .routes(routes!(
+            audit::webhook,
+            audit::set_webhook,
+            audit::remove_webhook
+        ))
+        .routes(routes!(access::add_member))
+        .routes(routes!(access::remove_member))
+        .routes(routes!(access::approve_host, access::list_vendor_hosts))
+        .routes(routes!(access::unapprove_host))
+        .routes(routes!(access::model_access))
+        .routes(routes!(access::exclude, access::list_exclusions))
+        .routes(routes!(access::unexclude))
+        .routes(routes!(access::set_vendor_settings))
+        .routes(routes!(access::list_pending))
+        .routes(routes!(access::approve))
+        .routes(routes!(access::reject))
+        .routes(routes!(deletion::delete_model))
+        .routes(routes!(deletion::set_delete_after))
+        .routes(routes!(deletion::delete_vendor))
+        .routes(routes!(deletion::status))
+        .routes(routes!(deletion::list))
+        .routes(routes!(deletion::service_key))
+        .routes(routes!(access::allow_host_group, access::list_host_groups))
+        .routes(routes!(access::disallow_host_group))
+        .routes(routes!(access::set_embargo))
+        .routes(routes!(budget::show, budget::set))
+        .routes(routes!(models::list))
+        .routes(routes!(models::info))
+        .routes(routes!(models::revision))
+        .routes(routes!(models::grant, models::list_grants))
+        .routes(routes!(models::revoke))
+        .routes(routes!(upload::begin))
+        .routes(routes!(upload::put_file))
+        .routes(routes!(upload::commit))
+        .routes(routes!(wipe::list, wipe::confirm))
+        .routes(routes!(access::renew_host))
+        .routes(routes!(audit::key))
+        .routes(routes!(audit::latest, audit::sign))
+        .routes(routes!(audit::checkpoints))
+        .routes(routes!(audit::entries))
+        .routes(routes!(audit::leaves))
+        .routes(routes!(audit::tags))
+        .routes(routes!(audit::vendor_key))
+        .routes(routes!(audit::inclusion))
+        .routes(routes!(audit::consistency))
+        .routes(routes!(audit::edge))
+        .routes(routes!(crate::openapi::serve))
+}
+
 pub(crate) fn router(app: Arc<App>) -> Router {
-    Router::new()
-        .route("/v1/health", get(|| async { "ok" }))
-        .route("/healthz", get(crate::health::healthz))
-        .route("/readyz", get(crate::health::readyz))
-        .route(
-            "/v1/vendors",
-            post(admin::create_vendor).get(admin::list_vendors),
-        )
-        .route(
-            "/v1/tokens",
-            post(admin::create_token).get(admin::list_tokens),
-        )
-        .route("/v1/tokens/{id}/revoke", post(admin::revoke_token))
-        .route("/v1/tokens/rotate", post(admin::rotate_token))
-        .route("/v1/whoami", get(admin::whoami))
-        .route("/v1/users", get(admin::list_users))
-        .route(
-            "/v1/hosts",
-            post(access::enroll_host).get(access::list_hosts),
-        )
-        .route("/v1/hosts/{name}/revoke", post(access::revoke_host))
-        .route("/v1/vendors/{vendor}/groups", get(access::list_groups))
-        .route("/v1/vendors/{vendor}/activity", get(audit::activity))
-        .route(
-            "/v1/vendors/{vendor}/webhook",
-            get(audit::webhook)
-                .put(audit::set_webhook)
-                .delete(audit::remove_webhook),
-        )
-        .route(
-            "/v1/vendors/{vendor}/groups/{group}/members",
-            post(access::add_member),
-        )
-        .route(
-            "/v1/vendors/{vendor}/groups/{group}/members/{user}",
-            delete(access::remove_member),
-        )
-        .route(
-            "/v1/vendors/{vendor}/hosts",
-            post(access::approve_host).get(access::list_vendor_hosts),
-        )
-        .route(
-            "/v1/vendors/{vendor}/hosts/{host}",
-            delete(access::unapprove_host),
-        )
-        .route(
-            "/v1/models/{vendor}/{model}/access",
-            get(access::model_access),
-        )
-        .route(
-            "/v1/vendors/{vendor}/exclusions",
-            post(access::exclude).get(access::list_exclusions),
-        )
-        .route(
-            "/v1/vendors/{vendor}/exclusions/{user}",
-            delete(access::unexclude),
-        )
-        .route(
-            "/v1/vendors/{vendor}/settings",
-            put(access::set_vendor_settings),
-        )
-        .route("/v1/vendors/{vendor}/pending", get(access::list_pending))
-        .route("/v1/pending/{id}/approve", post(access::approve))
-        .route("/v1/pending/{id}/reject", post(access::reject))
-        .route(
-            "/v1/models/{vendor}/{model}/delete",
-            post(deletion::delete_model),
-        )
-        .route(
-            "/v1/models/{vendor}/{model}/delete-after",
-            put(deletion::set_delete_after),
-        )
-        .route("/v1/vendors/{vendor}/delete", post(deletion::delete_vendor))
-        .route("/v1/deletions/{id}", get(deletion::status))
-        .route("/v1/vendors/{vendor}/deletions", get(deletion::list))
-        .route("/v1/service-key", get(deletion::service_key))
-        .route(
-            "/v1/models/{vendor}/{model}/host-groups",
-            post(access::allow_host_group).get(access::list_host_groups),
-        )
-        .route(
-            "/v1/models/{vendor}/{model}/host-groups/{group}",
-            delete(access::disallow_host_group),
-        )
-        .route(
-            "/v1/models/{vendor}/{model}/embargo",
-            put(access::set_embargo),
-        )
-        .route(
-            "/v1/models/{vendor}/{model}/budget",
-            get(budget::show).put(budget::set),
-        )
-        .route("/v1/models", get(models::list))
-        .route("/v1/models/{vendor}/{model}", get(models::info))
-        .route(
-            "/v1/models/{vendor}/{model}/revisions/{rev}",
-            get(models::revision),
-        )
+    let (described, _) = described_routes().split_for_parts();
+    described
         .route(
             "/v1/models/{vendor}/{model}/revisions/{rev}/files/{*path}",
             get(fetch::file),
         )
-        .route(
-            "/v1/models/{vendor}/{model}/grants",
-            post(models::grant).get(models::list_grants),
-        )
-        .route(
-            "/v1/models/{vendor}/{model}/grants/{user}",
-            delete(models::revoke),
-        )
-        .route("/v1/models/{vendor}/{model}/uploads", post(upload::begin))
-        .route("/v1/uploads/{id}/files/{index}", put(upload::put_file))
-        .route("/v1/uploads/{id}/commit", post(upload::commit))
-        .route("/v1/host/wipe", get(wipe::list).post(wipe::confirm))
-        .route("/v1/host/renew", post(access::renew_host))
-        .route("/v1/audit/key", get(audit::key))
-        .route("/v1/audit/checkpoint", get(audit::latest).post(audit::sign))
-        .route("/v1/audit/checkpoints", get(audit::checkpoints))
-        .route("/v1/audit/entries", get(audit::entries))
-        .route("/v1/audit/leaves", get(audit::leaves))
-        .route("/v1/audit/tags", get(audit::tags))
-        .route("/v1/audit/vendor-key", get(audit::vendor_key))
-        .route("/v1/audit/proof/inclusion", get(audit::inclusion))
-        .route("/v1/audit/proof/consistency", get(audit::consistency))
-        .route("/v1/audit/edge", get(audit::edge))
         .merge(hub::routes())
+        .merge(hub_upload::routes())
         // Sees the matched route template (`crate::logging`); the fallback is not a route.
         .route_layer(axum::middleware::from_fn(crate::logging::route))
         .fallback(|| async { ApiError::NotFound("route".into()) })

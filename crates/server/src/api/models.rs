@@ -114,6 +114,19 @@ pub(crate) async fn resolve_revision(
 
 /// Models the caller may see. Filtering decides per model without recording each check:
 /// listing reveals names only, and only those the policy allows.
+#[utoipa::path(
+    get,
+    path = "/v1/models",
+    operation_id = "models_list",
+    tag = "models",
+    params(ModelListQuery),
+    responses(
+        (status = 200, description = "done", body = ModelList),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn list(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -147,6 +160,19 @@ fn revision_body(r: RevisionRecord) -> Revision {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/models/{vendor}/{model}",
+    operation_id = "models_info",
+    tag = "models",
+    params(("vendor" = String, Path, description = "vendor (see the route)"), ("model" = String, Path, description = "model (see the route)")),
+    responses(
+        (status = 200, description = "done", body = ModelInfo),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn info(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -193,6 +219,19 @@ async fn deleted_mark(
     Ok(Some(mark))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/models/{vendor}/{model}/revisions/{rev}",
+    operation_id = "models_revision",
+    tag = "models",
+    params(("vendor" = String, Path, description = "vendor (see the route)"), ("model" = String, Path, description = "model (see the route)"), ("rev" = String, Path, description = "rev (see the route)")),
+    responses(
+        (status = 200, description = "done", body = RevisionFiles),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn revision(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -230,6 +269,21 @@ pub(crate) fn grantee(user: Option<&str>, group: Option<&str>) -> Result<Grantee
 /// Grants read access. Under the vendor's two-person rule the grant waits as a pending
 /// request (202) until another of the vendor's people approves it; until then it gives no
 /// access (see [`crate::approvals`]).
+#[utoipa::path(
+    post,
+    path = "/v1/models/{vendor}/{model}/grants",
+    operation_id = "models_grant",
+    tag = "models",
+    params(("vendor" = String, Path, description = "vendor (see the route)"), ("model" = String, Path, description = "model (see the route)")),
+    request_body = GrantRequest,
+    responses(
+        (status = 201, description = "done", body = GrantResponse),
+        (status = 202, description = "done", body = GrantResponse),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn grant(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -330,6 +384,19 @@ pub(crate) async fn grant(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/models/{vendor}/{model}/grants",
+    operation_id = "models_list_grants",
+    tag = "models",
+    params(("vendor" = String, Path, description = "vendor (see the route)"), ("model" = String, Path, description = "model (see the route)")),
+    responses(
+        (status = 200, description = "done", body = GrantList),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn list_grants(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -361,6 +428,19 @@ pub(crate) async fn list_grants(
 }
 
 /// `DELETE .../grants/{name}`: a user's grant, or a group's with `?group=true`.
+#[utoipa::path(
+    delete,
+    path = "/v1/models/{vendor}/{model}/grants/{user}",
+    operation_id = "models_revoke",
+    tag = "models",
+    params(("vendor" = String, Path, description = "vendor (see the route)"), ("model" = String, Path, description = "model (see the route)"), ("user" = String, Path, description = "user (see the route)"), RevokeQuery),
+    responses(
+        (status = 200, description = "done", body = GrantRevoked),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn revoke(
     State(app): State<Arc<App>>,
     caller: Caller,

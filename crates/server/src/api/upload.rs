@@ -35,7 +35,7 @@ const MAX_MESSAGE_LEN: usize = 4096;
 /// each path is at most 1024 bytes, see `RepoPath`). Paths are compared case-insensitively
 /// too: two names that differ only in case would overwrite each other on a case-insensitive
 /// file system.
-fn validate_manifest(
+pub(crate) fn validate_manifest(
     request: &UploadRequest,
     limits: &Limits,
 ) -> Result<Vec<(RepoPath, u64, Sha256Hex)>, ApiError> {
@@ -127,7 +127,7 @@ fn validate_manifest(
 
 /// A digest of the manifest as sent, so the same upload run again finds its session (and
 /// an ordinary upload never resumes a derived one, or the other way round).
-fn manifest_digest(
+pub(crate) fn manifest_digest(
     message: &str,
     files: &[(RepoPath, u64, Sha256Hex)],
     derived_from: Option<&CommitId>,
@@ -173,6 +173,21 @@ fn session_body(name: &str, session: &UploadSession) -> wire::upload::UploadSess
 /// `POST /v1/models/{vendor}/{model}/uploads`: opens an upload session (201), or hands back
 /// the caller's unfinished one for the same manifest (200), creating the model on its first
 /// upload.
+#[utoipa::path(
+    post,
+    path = "/v1/models/{vendor}/{model}/uploads",
+    operation_id = "upload_begin",
+    tag = "upload",
+    params(("vendor" = String, Path, description = "vendor (see the route)"), ("model" = String, Path, description = "model (see the route)")),
+    request_body = UploadRequest,
+    responses(
+        (status = 200, description = "done", body = wire::upload::UploadSession),
+        (status = 201, description = "done", body = wire::upload::UploadSession),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn begin(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -272,7 +287,7 @@ async fn decide_upload(
 
 /// The model an ordinary upload goes to, made on its first upload (under the current key
 /// epoch). A deleted model's name stays taken: its key is gone, so nothing can be added.
-async fn model_to_upload_to(
+pub(crate) async fn model_to_upload_to(
     app: &App,
     caller: &Caller,
     decision: &policy::Decision,
@@ -313,7 +328,7 @@ async fn model_to_upload_to(
     clippy::too_many_arguments,
     reason = "one call site; the parts of one request"
 )]
-async fn open_session(
+pub(crate) async fn open_session(
     app: &App,
     caller: &Caller,
     decision: &policy::Decision,
@@ -409,6 +424,20 @@ async fn owned_session(
     Ok((session, model, decision.policy))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/uploads/{id}/files/{index}",
+    operation_id = "upload_put_file",
+    tag = "upload",
+    params(("id" = String, Path, description = "id (see the route)"), ("index" = String, Path, description = "index (see the route)"), PutQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses(
+        (status = 200, description = "done", body = FileEntry),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn put_file(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -417,6 +446,47 @@ pub(crate) async fn put_file(
     body: Body,
 ) -> Result<Json<FileEntry>, ApiError> {
     let (session, model, _) = owned_session(&app, &caller, &id).await?;
+    match receive_file(
+        &app,
+        &session,
+        &model,
+        index,
+        query.offset,
+        None,
+        body.into_data_stream(),
+    )
+    .await?
+    {
+        Received::Stored(entry) => Ok(Json(entry)),
+        Received::Partial => Err(ApiError::Internal(
+            "a body meant to reach the end of the file stopped short".into(),
+        )),
+    }
+}
+
+/// What one body brought to a file.
+pub(crate) enum Received {
+    /// The file is stored whole, checked against its size and digest.
+    Stored(FileEntry),
+    /// The body ended where it was meant to, before the end of the file (a Hub multipart
+    /// chunk): its parts are durable, the file continues with the next body.
+    Partial,
+}
+
+/// Receives the bytes of file `index` of `session` from `offset` (which must be where the
+/// stored prefix ends) to `end` (`None`: the end of the file; otherwise a part boundary), sealing
+/// and storing them part by part; at the end of the file checks size and digest and completes
+/// the object.
+pub(crate) async fn receive_file(
+    app: &Arc<App>,
+    session: &UploadSession,
+    model: &store::ModelRecord,
+    index: usize,
+    offset: u64,
+    end: Option<u64>,
+    body: impl futures::Stream<Item = Result<bytes::Bytes, axum::Error>> + Unpin,
+) -> Result<Received, ApiError> {
+    let id = session.id.clone();
     let upload_file = session
         .files
         .get(index)
@@ -431,13 +501,19 @@ pub(crate) async fn put_file(
     let file = &upload_file.file;
     let layout = PartLayout::new(file.size);
     let stored = (u64::from(upload_file.parts_done) * layout.part_plaintext_len()).min(file.size);
-    if query.offset != stored {
+    if offset != stored {
         return Err(ApiError::ResumeMismatch(format!(
             "the server holds the first {stored} bytes of {}; resend from offset {stored}",
             file.path
         )));
     }
-    let key = crate::keys::model_key(&app, &model).await?;
+    let end = end.unwrap_or(file.size).min(file.size);
+    if end != file.size && (end % layout.part_plaintext_len() != 0 || end <= offset) {
+        return Err(ApiError::Internal(format!(
+            "a body must end at a part boundary after its start, not at {end}"
+        )));
+    }
+    let key = crate::keys::model_key(app, model).await?;
     let backend = app.blobs.backend().clone();
     let object_key = file.object_id.as_str().to_owned();
     let resumable = match (
@@ -501,8 +577,9 @@ pub(crate) async fn put_file(
         in_flight: JoinSet::new(),
         finished: BTreeMap::new(),
         received: stored,
+        end,
     };
-    let outcome = pipeline.run(body.into_data_stream(), file).await;
+    let outcome = pipeline.run(body, file).await;
     match outcome {
         Ok(()) => {}
         Err(Failure::Interrupted(error)) => return Err(error),
@@ -515,6 +592,9 @@ pub(crate) async fn put_file(
             app.store.start_file_upload(&id, index, None, None).await?;
             return Err(error);
         }
+    }
+    if end < file.size {
+        return Ok(Received::Partial);
     }
     let parts = app.store.stored_parts(&id, index).await?;
     let receipts: Vec<PartReceipt> = parts
@@ -547,7 +627,7 @@ pub(crate) async fn put_file(
             git_blob_id.as_deref(),
         )
         .await?;
-    Ok(Json(FileEntry {
+    Ok(Received::Stored(FileEntry {
         path: file.path.clone(),
         size: file.size,
         sha256: file.sha256.clone(),
@@ -584,6 +664,8 @@ struct PartPipeline {
     /// Stored parts beyond the durable prefix, with the hash state at their end.
     finished: BTreeMap<u32, (PartReceipt, Option<[u8; crypto::hash::STATE_LEN]>)>,
     received: u64,
+    /// Where this body ends: the end of the file, or a part boundary before it.
+    end: u64,
 }
 
 impl PartPipeline {
@@ -597,7 +679,13 @@ impl PartPipeline {
         let mut buf: Vec<u8> = Vec::new();
         let mut filling: Option<OwnedSemaphorePermit> = None;
         let mut leftover = bytes::Bytes::new();
-        while self.next_part <= layout.part_count() {
+        // The last part this body fills.
+        let last_part = if self.end >= file.size {
+            layout.part_count()
+        } else {
+            u32::try_from(self.end / layout.part_plaintext_len()).unwrap_or(u32::MAX)
+        };
+        while self.next_part <= last_part {
             let range = layout.part_range(self.next_part);
             let part_len = (range.end - range.start) as usize;
             while buf.len() < part_len && !leftover.is_empty() {
@@ -638,7 +726,7 @@ impl PartPipeline {
             }
         }
         // Every part is on its way: anything more is more than was declared.
-        while self.next_part > layout.part_count() {
+        while self.next_part > last_part {
             match self.next_chunk(&mut body, file, &mut states).await? {
                 Some(_) => {}
                 None => break,
@@ -650,14 +738,17 @@ impl PartPipeline {
                 return Err(Failure::Interrupted(e));
             }
         }
-        if self.received != file.size || self.next_part <= layout.part_count() {
+        if self.received != self.end || self.next_part <= last_part {
             return Err(Failure::Refused(ApiError::bad_request(
                 ErrorCode::SizeMismatch,
                 format!(
                     "{}: received {} bytes, the manifest declared {}",
-                    file.path, self.received, file.size
+                    file.path, self.received, self.end
                 ),
             )));
+        }
+        if self.end < file.size {
+            return Ok(());
         }
         let digest = Sha256Hex::from_bytes(&self.hasher.clone().finish());
         if digest != file.sha256 {
@@ -698,6 +789,17 @@ impl PartPipeline {
                         format!(
                             "{} is longer than the {} bytes declared",
                             file.path, file.size
+                        ),
+                    )));
+                }
+                if self.received > self.end {
+                    // A chunk longer than it was given: what is durable stays.
+                    self.drain(states).await;
+                    return Err(Failure::Interrupted(ApiError::bad_request(
+                        ErrorCode::SizeMismatch,
+                        format!(
+                            "{}: this part runs past byte {}, where it was to end",
+                            file.path, self.end
                         ),
                     )));
                 }
@@ -803,6 +905,19 @@ impl PartPipeline {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/uploads/{id}/commit",
+    operation_id = "upload_commit",
+    tag = "upload",
+    params(("id" = String, Path, description = "id (see the route)")),
+    responses(
+        (status = 201, description = "done", body = Committed),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn commit(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -816,7 +931,7 @@ pub(crate) async fn commit(
             session.files.len()
         )));
     }
-    let commit = commit_id(&model.id, &session)?;
+    let commit = commit_id(&model.id, session.files.iter().map(|f| &f.file))?;
     let name = format!("{}/{}", model.vendor, model.name);
     let touched = session
         .files
@@ -849,16 +964,19 @@ pub(crate) async fn commit(
 
 /// A fresh 160-bit revision id over the model, the files and a random nonce. Revisions are
 /// immutable, so an id is never reused even for identical content.
-fn commit_id(model_id: &str, session: &UploadSession) -> Result<CommitId, ApiError> {
+pub(crate) fn commit_id<'a>(
+    model_id: &str,
+    files: impl Iterator<Item = &'a FileRecord>,
+) -> Result<CommitId, ApiError> {
     let mut hasher = crypto::hash::Sha256::new();
     hasher.update(b"custody-commit-v1\n");
     hasher.update(model_id.as_bytes());
     hasher.update(b"\n");
-    for f in &session.files {
-        hasher.update(f.file.path.as_str().as_bytes());
+    for f in files {
+        hasher.update(f.path.as_str().as_bytes());
         hasher.update(b"\0");
-        hasher.update(f.file.sha256.as_str().as_bytes());
-        hasher.update(format!("\0{}\n", f.file.size).as_bytes());
+        hasher.update(f.sha256.as_str().as_bytes());
+        hasher.update(format!("\0{}\n", f.size).as_bytes());
     }
     hasher.update(&crypto::random_bytes::<16>()?);
     let digest = hasher.finish();

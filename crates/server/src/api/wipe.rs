@@ -75,6 +75,18 @@ impl FromRequestParts<Arc<App>> for HostCaller {
 
 /// The host's copies of deleted models, grouped by model. Copies belong to this enrollment:
 /// a name enrolled again later holds none of the old machine's.
+#[utoipa::path(
+    get,
+    path = "/v1/host/wipe",
+    operation_id = "wipe_list",
+    tag = "wipe",
+    responses(
+        (status = 200, description = "done", body = WipeList),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn list(
     State(app): State<Arc<App>>,
     caller: HostCaller,
@@ -141,6 +153,19 @@ fn searched_text(searched: &[String]) -> Result<String, ApiError> {
 }
 
 /// Records the host's confirmation that it wiped its copies of a deleted model.
+#[utoipa::path(
+    post,
+    path = "/v1/host/wipe",
+    operation_id = "wipe_confirm",
+    tag = "wipe",
+    request_body = ConfirmWipe,
+    responses(
+        (status = 200, description = "done", body = WipeConfirmed),
+        (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
+        (status = "5XX", description = "the server failed; the log has the details", body = wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn confirm(
     State(app): State<Arc<App>>,
     caller: HostCaller,
