@@ -283,6 +283,23 @@ fn a_shredded_model_is_gone_for_good_even_from_backups() {
 
 #[test]
 fn a_crash_at_any_step_is_finished_at_restart() {
+    crash_at_every_step(None);
+}
+
+/// The same crashes on an HSM root (SoftHSM2): the resumed shred destroys the HSM key.
+#[test]
+fn a_crash_at_any_step_is_finished_at_restart_on_a_pkcs11_root() {
+    crash_at_every_step(Some(&testkit::SoftHsm::new().unwrap()));
+}
+
+/// At each step of a deletion the server dies; restarted, it finishes and certifies it. With
+/// `hsm`, the root of trust is that PKCS#11 token.
+fn crash_at_every_step(hsm: Option<&testkit::SoftHsm>) {
+    let hsm_env = hsm.map(|h| h.env()).unwrap_or_default();
+    let env: Vec<(&str, &str)> = hsm_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     for step in [
         "keys_destroyed",
         "epoch_destroyed",
@@ -290,11 +307,24 @@ fn a_crash_at_any_step_is_finished_at_restart() {
         "checked",
     ] {
         let data = tempfile::tempdir().unwrap();
-        let world = World::on(TestServer::start_env(
-            data,
-            &[],
-            &[("CUSTODY_FAILPOINT_DELETION", step)],
-        ));
+        let mut extra = Vec::new();
+        if let Some(hsm) = hsm {
+            let config = data.path().join("custody.toml");
+            std::fs::write(
+                &config,
+                format!(
+                    "data_dir = {:?}\n{}",
+                    data.path().join("custody"),
+                    hsm.root_toml().unwrap()
+                ),
+            )
+            .unwrap();
+            extra = vec!["--config".to_owned(), config.to_str().unwrap().to_owned()];
+        }
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let mut crash_env = env.clone();
+        crash_env.push(("CUSTODY_FAILPOINT_DELETION", step));
+        let world = World::on(TestServer::start_env(data, &extra, &crash_env));
         model_with_weights(&world, "acme/gone", 3);
         let kept = model_with_weights(&world, "acme/kept", 4);
         let id = request_deletion(&world, "acme/gone");
@@ -310,7 +340,7 @@ fn a_crash_at_any_step_is_finished_at_restart() {
         let host = server.host.clone();
         let operator = server.operator.clone();
         let data = server.stop();
-        let mut server = TestServer::start_with(data, &[]);
+        let mut server = TestServer::start_env(data, &extra, &env);
         server.host = host;
         server.operator = operator;
         let world = World {
@@ -319,7 +349,11 @@ fn a_crash_at_any_step_is_finished_at_restart() {
             alice,
         };
         wait_done(&world.server, &world.admin, &id);
-        let _ = verified_certificate(&world, &id);
+        let (cert, _) = verified_certificate(&world, &id);
+        if hsm.is_some() {
+            let text = std::fs::read_to_string(cert).unwrap();
+            assert!(text.contains("C_DestroyObject"), "{step}: {text}");
+        }
         let (run, _) = fetch(&world, "acme/gone");
         assert!(
             !run.success && run.stderr.contains("deleted"),
@@ -533,6 +567,170 @@ fn a_shred_on_kms_roots_and_s3_storage_schedules_the_kms_key_for_deletion() {
     );
 }
 
+/// The same shred on an HSM: a PKCS#11 root (SoftHSM2, its own token in a temp dir). The
+/// epoch's key is destroyed on the token, the certificate says so and names the token, a
+/// backup of the data directory taken before opens nothing, and a wrong PIN stops the start.
+#[test]
+fn a_shred_on_a_pkcs11_root_destroys_the_hsm_key_even_for_backups() {
+    let hsm = testkit::SoftHsm::new().unwrap();
+    let env: Vec<(String, String)> = hsm.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("custody.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n{}",
+            data.path().join("custody"),
+            hsm.root_toml().unwrap()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let world = World::on(TestServer::start_env(data, &["--config", &config], &env));
+    model_with_weights(&world, "acme/gone", 21);
+    let kept = model_with_weights(&world, "acme/kept", 22);
+    assert!(
+        !world.server.data_dir().join("root").exists()
+            && !world
+                .server
+                .data_dir()
+                .with_file_name("custody.root")
+                .exists(),
+        "an HSM root writes no root key file"
+    );
+
+    // The backup: the data directory of the stopped server.
+    let World {
+        server,
+        admin,
+        alice,
+    } = world;
+    let (host, operator) = (server.host.clone(), server.operator.clone());
+    let data = server.stop();
+    let backup = tempfile::tempdir().unwrap();
+    copy_dir(&data.path().join("custody"), &backup.path().join("custody"));
+    let mut server = TestServer::start_env(data, &["--config", &config], &env);
+    server.host = host;
+    server.operator = operator;
+    let world = World {
+        server,
+        admin,
+        alice,
+    };
+
+    let id = request_deletion(&world, "acme/gone");
+    wait_done(&world.server, &world.admin, &id);
+    let (cert, _) = verified_certificate(&world, &id);
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(cert).unwrap()).unwrap();
+    let d = &v["certificate"]["deletion"];
+    assert_eq!(d["root_provider"]["kind"], "pkcs11", "{d}");
+    let description = d["root_provider"]["description"].as_str().unwrap();
+    assert!(
+        description.contains("PKCS#11 token \"custody-test\""),
+        "{description}"
+    );
+    let root = d["destroyed_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kind"] == "root")
+        .unwrap();
+    assert!(
+        root["id"].as_str().unwrap().starts_with("custody-root-1-"),
+        "{root}"
+    );
+    assert!(
+        root["how"].as_str().unwrap().contains("C_DestroyObject"),
+        "{root}"
+    );
+    let risk = d["residual_risk"].as_str().unwrap();
+    assert!(
+        risk.contains("the root of trust is an HSM, PKCS#11 token") && risk.contains("clone"),
+        "{risk}"
+    );
+    let check = d["post_checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "root_of_trust_reports_roots_destroyed")
+        .unwrap();
+    assert_eq!(check["passed"], true, "{check}");
+    let (run, _) = fetch(&world, "acme/gone");
+    assert!(
+        !run.success && run.stderr.contains("deleted"),
+        "{}",
+        run.stderr
+    );
+    let (run, out) = fetch(&world, "acme/kept");
+    assert!(run.success, "{}", run.stderr);
+    assert_same_file(
+        &kept.path().join("model.safetensors"),
+        &out.path().join("m/model.safetensors"),
+    );
+
+    // The backup, on the same token: its epoch's HSM key is gone, so it opens nothing.
+    let backup_config = backup.path().join("custody.toml");
+    std::fs::write(
+        &backup_config,
+        format!(
+            "data_dir = {:?}\n{}",
+            backup.path().join("custody"),
+            hsm.root_toml().unwrap()
+        ),
+    )
+    .unwrap();
+    let server = |config: &Path| {
+        std::process::Command::new(BIN)
+            .args([
+                "server",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--config")
+            .arg(config)
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let output = server(&backup_config);
+    assert!(!output.status.success(), "a server opened the backup");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("root of trust of the current epoch 1")
+            && stderr.contains("custody-root-1-"),
+        "{stderr}"
+    );
+
+    // A wrong PIN stops the start, says so, and never shows the PIN.
+    let wrong_pin = backup.path().join("wrong-pin");
+    std::fs::write(&wrong_pin, "wrong-pin-9876\n").unwrap();
+    std::fs::write(
+        &backup_config,
+        format!(
+            "data_dir = {:?}\n{}",
+            backup.path().join("custody"),
+            hsm.root_toml().unwrap().replace(
+                hsm.pin_file().to_str().unwrap(),
+                wrong_pin.to_str().unwrap()
+            )
+        ),
+    )
+    .unwrap();
+    let output = server(&backup_config);
+    assert!(!output.status.success(), "a wrong PIN was accepted");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(text.contains("refused the PIN"), "{text}");
+    assert!(!text.contains("wrong-pin-9876"), "{text}");
+}
+
 /// Issue 19: a shred cannot be undone, so `custody delete` asks for the name to be typed on a
 /// terminal, refuses without one unless `--yes` is given, and a wrong name deletes nothing.
 #[test]
@@ -717,6 +915,16 @@ fn blocked_by(world: &World, id: &str, why: &str) -> String {
 /// Restarts a world whose server stopped at a failpoint, with `extra` flags, doing `meanwhile`
 /// while it is down.
 fn restart(world: World, extra: &[&str], meanwhile: impl FnOnce(&TestServer)) -> World {
+    restart_env(world, extra, &[], meanwhile)
+}
+
+/// [`restart`] with extra environment variables for the new server.
+fn restart_env(
+    world: World,
+    extra: &[&str],
+    env: &[(&str, &str)],
+    meanwhile: impl FnOnce(&TestServer),
+) -> World {
     let World {
         mut server,
         admin,
@@ -728,7 +936,7 @@ fn restart(world: World, extra: &[&str], meanwhile: impl FnOnce(&TestServer)) ->
     meanwhile(&server);
     let host = server.host.clone();
     let operator = server.operator.clone();
-    let mut server = TestServer::start_with(server.stop(), extra);
+    let mut server = TestServer::start_env(server.stop(), extra, env);
     server.host = host;
     server.operator = operator;
     World {
@@ -883,6 +1091,106 @@ fn a_kms_key_whose_deletion_was_cancelled_blocks_the_certificate() {
             .starts_with("KMS key scheduled for deletion on 20"),
         "{root}"
     );
+}
+
+/// A backup of the HSM token taken before a deletion and restored after its key was destroyed
+/// brings the root back: the post-check asks the token, finds the key under the root's label,
+/// and holds the certificate back until it is gone again.
+#[test]
+fn an_hsm_token_backup_restored_blocks_the_certificate() {
+    let hsm = testkit::SoftHsm::new().unwrap();
+    let hsm_env = hsm.env();
+    let env: Vec<(&str, &str)> = hsm_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("custody.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n{}",
+            data.path().join("custody"),
+            hsm.root_toml().unwrap()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let extra = ["--config", config.as_str()];
+    let mut crash_env = env.clone();
+    crash_env.push(("CUSTODY_FAILPOINT_DELETION", "objects_deleted"));
+    let world = World::on(TestServer::start_env(data, &extra, &crash_env));
+    model_with_weights(&world, "acme/gone", 23);
+    let (label, _) = epoch_one(&world.server);
+    assert!(label.starts_with("custody-root-1-"), "{label}");
+    // The token's backup: one key, epoch 1's root.
+    let token_backup = tempfile::tempdir().unwrap();
+    copy_tree(&hsm.token_dir(), token_backup.path());
+    assert_eq!(objects(token_backup.path()).len(), 1);
+    let id = request_deletion(&world, "acme/gone");
+    let world = restart_env(world, &extra, &env, |_| {
+        copy_tree(token_backup.path(), &hsm.token_dir());
+    });
+    let error = blocked_by(&world, &id, "root_of_trust_reports_roots_destroyed");
+    assert!(
+        error.contains(&format!(
+            "HSM key {label} is still on token \"custody-test\""
+        )),
+        "{error}"
+    );
+
+    // Destroyed again on the token (the restored key's object removed while the server is
+    // down), the retry passes.
+    let World {
+        server,
+        admin,
+        alice,
+    } = world;
+    let (host, operator) = (server.host.clone(), server.operator.clone());
+    let data = server.stop();
+    for object in objects(token_backup.path()) {
+        let name = object.strip_prefix(token_backup.path()).unwrap();
+        std::fs::remove_file(hsm.token_dir().join(name)).unwrap();
+    }
+    let mut server = TestServer::start_env(data, &extra, &env);
+    server.host = host;
+    server.operator = operator;
+    let world = World {
+        server,
+        admin,
+        alice,
+    };
+    wait_done(&world.server, &world.admin, &id);
+    let (cert, _) = verified_certificate(&world, &id);
+    let text = std::fs::read_to_string(cert).unwrap();
+    assert!(text.contains("C_DestroyObject"), "{text}");
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// The key objects SoftHSM2 keeps under `dir` (one file each, beside the token's own).
+fn objects(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for token in std::fs::read_dir(dir).unwrap() {
+        for entry in std::fs::read_dir(token.unwrap().path()).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if name.ends_with(".object") && name != "token.object" {
+                found.push(path);
+            }
+        }
+    }
+    found
 }
 
 /// An attacker with write access to the database edits a deletion's work record: an unknown

@@ -173,7 +173,8 @@ pub enum KeyKind {
 #[serde(deny_unknown_fields)]
 pub struct DestroyedKey {
     pub kind: KeyKind,
-    /// Model key: the model id. Epoch key: `epoch-N`. Root: `root-N.key` or the KMS key ARN.
+    /// Model key: the model id. Epoch key: `epoch-N`. Root: `root-N-ATTEMPT.key`, the KMS key
+    /// ARN, or the HSM key's label `custody-root-N-ATTEMPT`.
     pub id: String,
     pub epoch: u64,
     /// How, e.g. `database row deleted; every backup copy is wrapped under epoch 3`,
@@ -184,7 +185,7 @@ pub struct DestroyedKey {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RootProviderRecord {
-    /// `file` or `aws-kms`.
+    /// `file`, `aws-kms` or `pkcs11`.
     pub kind: String,
     pub description: String,
 }
@@ -323,6 +324,9 @@ pub enum RootPlacement {
     FilesInside { root_dir: String, inside: String },
     /// AWS KMS, one key per epoch.
     Kms,
+    /// A PKCS#11 token (an HSM), one non-extractable key per epoch; `token` says which
+    /// (`PKCS#11 token "LABEL" (slot N) through MODULE`, as the provider describes it).
+    Pkcs11 { token: String },
 }
 
 /// The residual-risk statement for a deletion made under `placement`; `kms_deletion_date` is
@@ -370,6 +374,17 @@ pub fn residual_risk(placement: &RootPlacement, kms_deletion_date: Option<&str>)
             );
             text
         }
+        RootPlacement::Pkcs11 { token } => format!(
+            "Layout: the root of trust is an HSM, {token}, one key per epoch \
+             that never leaves the token; no root key is in the database or the data \
+             directory. Backups of the database and of the data directory taken before this \
+             deletion cannot be decrypted, for any model: they hold keys wrapped only under \
+             destroyed epochs.{HOSTS} The destroyed epoch's key was destroyed on the token \
+             (C_DestroyObject) and the token no longer reports it. A backup or clone of the \
+             token itself made before this deletion (an HSM backup, a replica in an HSM \
+             cluster that missed the destruction, a copy of a software token's files) would \
+             undo it: such copies must be refreshed or destroyed after each deletion."
+        ),
     }
 }
 
@@ -453,7 +468,18 @@ mod tests {
             "{kms}"
         );
         assert!(kms.contains("kms:CancelKeyDeletion"));
-        for text in [outside, inside, kms] {
+        let hsm = residual_risk(
+            &RootPlacement::Pkcs11 {
+                token: "PKCS#11 token \"custody\" (slot 7) through /usr/lib/m.so".into(),
+            },
+            None,
+        );
+        assert!(
+            hsm.contains("PKCS#11") && hsm.contains("token \"custody\" (slot 7)"),
+            "{hsm}"
+        );
+        assert!(hsm.contains("C_DestroyObject") && hsm.contains("backup or clone of the token"));
+        for text in [outside, inside, kms, hsm] {
             assert!(text.contains("confirmed its wipe"), "{text}");
             assert!(!text.contains("  "), "double space: {text}");
         }

@@ -357,7 +357,7 @@ fn check_content(d: &Deletion) -> Result<String, String> {
             ));
         }
     }
-    if !matches!(d.root_provider.kind.as_str(), "file" | "aws-kms") {
+    if !matches!(d.root_provider.kind.as_str(), "file" | "aws-kms" | "pkcs11") {
         return Err(format!("unknown root provider {:?}", d.root_provider.kind));
     }
     if d.post_checks.is_empty() {

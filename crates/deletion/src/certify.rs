@@ -126,7 +126,7 @@ async fn facts(
     });
     let kms_date = match root.kind {
         RootKindName::AwsKms => root.deletion_date.as_deref(),
-        RootKindName::File => None,
+        RootKindName::File | RootKindName::Pkcs11 => None,
     };
     let (_, description) = app.keys.root_provider();
     Ok(certificate::Deletion {

@@ -389,7 +389,7 @@ async fn destroy_epoch(
     // one): either way it is gone now, and the post-check asks the root provider again.
     let deletion_date = match &destroyed.root_destruction {
         shred::RootDestruction::KmsScheduled { deletion_date } => Some(deletion_date.clone()),
-        shred::RootDestruction::FileRemoved => None,
+        shred::RootDestruction::FileRemoved | shred::RootDestruction::HsmKeyDestroyed => None,
         shred::RootDestruction::AlreadyGone => work
             .root_destroyed
             .as_ref()

@@ -76,6 +76,8 @@ pub(crate) enum RootKindName {
     File,
     #[serde(rename = "aws-kms")]
     AwsKms,
+    #[serde(rename = "pkcs11")]
+    Pkcs11,
 }
 
 impl From<shred::RootKind> for RootKindName {
@@ -83,6 +85,7 @@ impl From<shred::RootKind> for RootKindName {
         match kind {
             shred::RootKind::File => RootKindName::File,
             shred::RootKind::Kms => RootKindName::AwsKms,
+            shred::RootKind::Pkcs11 => RootKindName::Pkcs11,
         }
     }
 }
@@ -92,7 +95,7 @@ impl From<shred::RootKind> for RootKindName {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RootDestroyed {
     pub kind: RootKindName,
-    /// The root's name: its key file, or the KMS key ARN.
+    /// The root's name: its key file, the KMS key ARN, or the HSM key's label.
     pub id: String,
     pub epoch: u64,
     /// KMS: the date KMS deletes the key material (RFC 3339), as KMS reported it.
@@ -104,6 +107,9 @@ impl RootDestroyed {
     pub(crate) fn how(&self) -> String {
         match (self.kind, &self.deletion_date) {
             (RootKindName::File, _) => "root key file overwritten and removed".to_owned(),
+            (RootKindName::Pkcs11, _) => {
+                "HSM key destroyed on the token (C_DestroyObject)".to_owned()
+            }
             (RootKindName::AwsKms, Some(date)) => {
                 format!("KMS key scheduled for deletion on {date}; disabled for use meanwhile")
             }

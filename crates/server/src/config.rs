@@ -35,7 +35,9 @@ pub struct ServerConfig {
     #[serde(default)]
     pub identity_dir: Option<PathBuf>,
     /// The root of trust, one root per key epoch: `kind = "file"` (root key files in `dir`,
-    /// default `DATA.root`, beside the data directory) or `kind = "kms"` (AWS KMS). Keep root
+    /// default `DATA.root`, beside the data directory), `kind = "kms"` (AWS KMS) or
+    /// `kind = "pkcs11"` (an HSM through its PKCS#11 module; the PIN from a file or an
+    /// environment variable, never in this file). Keep root
     /// files out of every backup: shredding destroys the old epoch's root, which is what makes
     /// older backups unreadable.
     #[serde(default)]

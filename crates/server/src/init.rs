@@ -229,16 +229,22 @@ async fn open_root(
 ) -> anyhow::Result<Root> {
     let root_config = config.root_config();
     let dir = match &root_config {
-        shred::RootConfig::Kms(_) => {
+        shred::RootConfig::Kms(_) | shred::RootConfig::Pkcs11(_) => {
             let provider = root_config
                 .provider(&config.data_dir)
                 .await
                 .context("opening the root of trust ([root])")?;
             notices.push(format!("root of trust: {}", provider.describe()));
+            let placement = match root_config {
+                shred::RootConfig::Pkcs11(_) => RootPlacement::Pkcs11 {
+                    token: provider.describe(),
+                },
+                _ => RootPlacement::Kms,
+            };
             return Ok(Root {
                 provider,
                 dir: None,
-                placement: RootPlacement::Kms,
+                placement,
             });
         }
         shred::RootConfig::File { dir: Some(dir) } => dir.clone(),

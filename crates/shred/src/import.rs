@@ -90,7 +90,7 @@ pub async fn import_key_store(
             (Some(root), _) => Some(root),
             // The old layout named a file root after its epoch alone.
             (None, RootKind::File) => RootRef::new(&format!("root-{epoch}.key")),
-            (None, RootKind::Kms) => None,
+            (None, RootKind::Kms | RootKind::Pkcs11) => None,
         };
         if let Some(root) = root {
             provider.destroy_root(&root, *epoch).await?;

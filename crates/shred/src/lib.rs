@@ -47,11 +47,13 @@ mod files;
 mod import;
 mod kms;
 mod ledger;
+mod pkcs11;
 mod root;
 
 pub use import::{ImportOutcome, import_key_store};
 pub use kms::{KmsConfig, KmsRoot, KmsSecret};
 pub use ledger::{EpochLedger, EpochRecord, EpochState, Fence, LedgerState};
+pub use pkcs11::{Pkcs11Config, Pkcs11Root};
 pub use root::{
     FileRoot, RootConfig, RootDestruction, RootKind, RootProvider, RootRef, RootStatus,
 };

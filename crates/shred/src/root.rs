@@ -10,6 +10,8 @@
 //! * [`crate::KmsRoot`]: one AWS KMS key per epoch; the epoch key is sealed with KMS Encrypt.
 //!   Destroying schedules the KMS key for deletion (unusable at once, gone after the waiting
 //!   period).
+//! * [`crate::Pkcs11Root`]: one AES key per epoch on a PKCS#11 token (an HSM); the epoch key is
+//!   sealed on the token with AES-GCM. Destroying is C_DestroyObject.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -21,7 +23,7 @@ use crypto::wrap::{unwrap_key, wrap_key};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use crate::{KeyError, KmsConfig, KmsRoot, epoch_aad, files};
+use crate::{KeyError, KmsConfig, KmsRoot, Pkcs11Config, Pkcs11Root, epoch_aad, files};
 
 /// Magic and version of a root key file. Frozen. (Version 1 was the single root of layout v1.)
 const ROOT_FILE_MAGIC: &[u8; 12] = b"custody-root";
@@ -33,6 +35,7 @@ const ROOT_FILE_LEN: usize = 12 + 1 + 8 + crypto::KEY_LEN;
 pub enum RootKind {
     File,
     Kms,
+    Pkcs11,
 }
 
 impl RootKind {
@@ -41,6 +44,8 @@ impl RootKind {
         match self {
             RootKind::File => 1,
             RootKind::Kms => 2,
+            // Never in a layout-v2 file (they predate PKCS#11 roots); from_code refuses it.
+            RootKind::Pkcs11 => 3,
         }
     }
 
@@ -52,11 +57,12 @@ impl RootKind {
         }
     }
 
-    /// `file` or `aws-kms`.
+    /// `file`, `aws-kms` or `pkcs11`.
     pub fn as_str(self) -> &'static str {
         match self {
             RootKind::File => "file",
             RootKind::Kms => "aws-kms",
+            RootKind::Pkcs11 => "pkcs11",
         }
     }
 }
@@ -67,7 +73,8 @@ impl fmt::Display for RootKind {
     }
 }
 
-/// The name of one epoch's root (not secret): `root-N.key`, or a KMS key ARN.
+/// The name of one epoch's root (not secret): `root-N-ATTEMPT.key`, a KMS key ARN, or an HSM
+/// key's label `custody-root-N-ATTEMPT`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RootRef(String);
 
@@ -97,6 +104,8 @@ pub enum RootDestruction {
     FileRemoved,
     /// The KMS key is scheduled for deletion on this date (RFC 3339) and unusable until then.
     KmsScheduled { deletion_date: String },
+    /// The HSM key was destroyed on the token (C_DestroyObject).
+    HsmKeyDestroyed,
     /// Nothing was left to destroy (an earlier call did it, or the root never existed).
     AlreadyGone,
 }
@@ -109,6 +118,9 @@ impl RootDestruction {
             RootDestruction::KmsScheduled { deletion_date } => format!(
                 "KMS key scheduled for deletion on {deletion_date}; disabled for use meanwhile"
             ),
+            RootDestruction::HsmKeyDestroyed => {
+                "HSM key destroyed on the token (C_DestroyObject)".to_owned()
+            }
             RootDestruction::AlreadyGone => "already destroyed".to_owned(),
         }
     }
@@ -332,6 +344,14 @@ pub(crate) fn valid_attempt(attempt: &str) -> bool {
 /// region = "eu-west-1"
 /// # endpoint_url, access_key_id, secret_access_key, pending_window_days (7 to 30)
 /// ```
+///
+/// ```toml
+/// [root]
+/// kind = "pkcs11"
+/// module = "/usr/lib/softhsm/libsofthsm2.so"
+/// token_label = "custody"        # or slot = N
+/// pin_file = "/etc/custody/pin"  # or pin_env = "CUSTODY_HSM_PIN"
+/// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum RootConfig {
@@ -340,18 +360,21 @@ pub enum RootConfig {
         dir: Option<PathBuf>,
     },
     Kms(KmsConfig),
+    Pkcs11(Pkcs11Config),
 }
 
 impl RootConfig {
     /// Builds the provider; `default_dir` is used for a file root without `dir`. A KMS root
     /// makes no call here; its first use (opening the key store at start, which unwraps the
-    /// current epoch key) is what stops a start with bad credentials or endpoint.
+    /// current epoch key) is what stops a start with bad credentials or endpoint. A PKCS#11
+    /// root logs in to its token here: a wrong PIN stops the start.
     pub async fn provider(&self, default_dir: &Path) -> Result<Arc<dyn RootProvider>, KeyError> {
         Ok(match self {
             RootConfig::File { dir } => {
                 Arc::new(FileRoot::open(dir.as_deref().unwrap_or(default_dir))?)
             }
             RootConfig::Kms(config) => Arc::new(KmsRoot::connect(config).await?),
+            RootConfig::Pkcs11(config) => Arc::new(Pkcs11Root::connect(config).await?),
         })
     }
 }
@@ -415,5 +438,18 @@ mod tests {
                 .is_err()
         );
         assert!(toml::from_str::<RootConfig>("kind = \"hsm\"").is_err());
+        let hsm: RootConfig = toml::from_str(
+            "kind = \"pkcs11\"\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\n\
+             token_label = \"custody\"\npin_file = \"/etc/custody/pin\"",
+        )
+        .unwrap();
+        assert!(
+            matches!(&hsm, RootConfig::Pkcs11(c) if c.token_label.as_deref() == Some("custody"))
+        );
+        assert!(
+            toml::from_str::<RootConfig>("kind = \"pkcs11\"\nmodule = \"/m.so\"\npin = \"1234\"")
+                .is_err(),
+            "a PIN in the configuration itself is refused"
+        );
     }
 }

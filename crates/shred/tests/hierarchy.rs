@@ -1,8 +1,11 @@
-//! The key hierarchy on both roots of trust (root key files, and AWS KMS served by moto), with
+//! The key hierarchy on every root of trust (root key files, AWS KMS served by moto, and a
+//! PKCS#11 token served by SoftHSM2), with
 //! its epoch ledger in the database the server uses (the store, on SQLite; the fence against
 //! concurrent model creations also on PostgreSQL).
 //!
-//! Every test runs twice (`file_*` and `kms_*`). Crashes are simulated by a provider that
+//! Every test runs three times (`file::*`, `kms::*`, `pkcs11::*`; the PKCS#11 runs each in a
+//! child process with its own SoftHSM2 token, see `testkit::in_child_with_softhsm`). Crashes
+//! are simulated by a provider that
 //! fails at a chosen call (the hierarchy stops where a crash would have stopped it). A
 //! "backup" is a copy of the database (and, for files, of the root directory) taken at that
 //! moment; several "instances" are several hierarchies over one database.
@@ -21,16 +24,18 @@ use async_trait::async_trait;
 use crypto::SecretKey;
 use shred::{
     EpochLedger, EpochState, FileRoot, KeyError, KeyHierarchy, KmsConfig, KmsRoot, KmsSecret,
-    RootDestruction, RootKind, RootProvider, RootRef, RootStatus, WrappedModelKey,
+    Pkcs11Config, Pkcs11Root, RootDestruction, RootKind, RootProvider, RootRef, RootStatus,
+    WrappedModelKey,
 };
 use store::{NewModel, Store, StoreError};
-use testkit::MotoServer;
+use testkit::{MotoServer, SoftHsm};
 use types::{ModelName, VendorName};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
     File,
     Kms,
+    Pkcs11,
 }
 
 /// A database and a root of trust, as a server would have them.
@@ -48,6 +53,34 @@ fn kms_config() -> KmsConfig {
     config.access_key_id = Some("test".into());
     config.secret_access_key = Some(KmsSecret::new("test"));
     config
+}
+
+/// The token of this (child) process: see `testkit::in_child_with_softhsm`.
+fn softhsm() -> SoftHsm {
+    SoftHsm::current().expect("a PKCS#11 test runs in its SoftHSM child process")
+}
+
+fn pkcs11_config() -> Pkcs11Config {
+    let hsm = softhsm();
+    Pkcs11Config {
+        module: SoftHsm::module().unwrap(),
+        token_label: Some(testkit::SOFTHSM_TOKEN.to_owned()),
+        slot: None,
+        pin_file: Some(hsm.pin_file()),
+        pin_env: None,
+    }
+}
+
+/// The keys on the token, as SoftHSM2 stores them (one file per object besides the token's).
+fn hsm_keys(token_dir: &Path) -> usize {
+    let mut count = 0;
+    for token in std::fs::read_dir(token_dir).unwrap() {
+        for entry in std::fs::read_dir(token.unwrap().path()).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            count += usize::from(name.ends_with(".object") && name != "token.object");
+        }
+    }
+    count
 }
 
 fn db_url(dir: &Path) -> String {
@@ -109,6 +142,7 @@ async fn provider(kind: Kind, roots: &Path) -> Arc<dyn RootProvider> {
     match kind {
         Kind::File => Arc::new(FileRoot::open(roots).unwrap()),
         Kind::Kms => Arc::new(KmsRoot::connect(&kms_config()).await.unwrap()),
+        Kind::Pkcs11 => Arc::new(Pkcs11Root::connect(&pkcs11_config()).await.unwrap()),
     }
 }
 
@@ -217,6 +251,14 @@ macro_rules! both {
         mod kms {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Kind::Kms).await })*
         }
+        mod pkcs11 {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() {
+                let test = concat!("pkcs11::", stringify!($name));
+                if testkit::in_child_with_softhsm(test).unwrap().is_some() {
+                    super::$name(super::Kind::Pkcs11).await
+                }
+            })*
+        }
     };
 }
 
@@ -269,6 +311,16 @@ async fn model_keys_round_trip_across_reopening(kind: Kind) {
             );
             // No root key file anywhere.
             assert!(!setup.roots.exists());
+        }
+        Kind::Pkcs11 => {
+            assert_eq!(info.root_kind, RootKind::Pkcs11);
+            assert!(
+                info.root.as_str().starts_with("custody-root-1-"),
+                "{}",
+                info.root
+            );
+            assert!(!setup.roots.exists());
+            assert_eq!(hsm_keys(&softhsm().token_dir()), 1);
         }
     }
     assert_eq!(states(&setup.store).await, vec![(1, EpochState::Live)]);
@@ -327,6 +379,13 @@ async fn shredding_makes_a_backup_taken_before_unreadable(kind: Kind) {
         }
         (Kind::Kms, RootDestruction::KmsScheduled { deletion_date }) => {
             assert!(deletion_date.starts_with("20"), "{deletion_date}");
+        }
+        (Kind::Pkcs11, RootDestruction::HsmKeyDestroyed) => {
+            assert_eq!(
+                hsm_keys(&softhsm().token_dir()),
+                1,
+                "only epoch 2's key is left"
+            );
         }
         (_, other) => panic!("unexpected destruction {other:?}"),
     }
@@ -433,8 +492,10 @@ async fn crash_after_an_unrecorded_root_discards_it(kind: Kind) {
         .root
         .clone()
         .unwrap();
-    if kind == Kind::File {
-        assert_eq!(names(&setup.roots).len(), 2, "the half-made root exists");
+    match kind {
+        Kind::File => assert_eq!(names(&setup.roots).len(), 2, "the half-made root exists"),
+        Kind::Pkcs11 => assert_eq!(hsm_keys(&softhsm().token_dir()), 2, "the half-made key"),
+        Kind::Kms => {}
     }
     let keys = setup.open().await.unwrap();
     assert_eq!(keys.current_epoch(), 1);
@@ -447,6 +508,10 @@ async fn crash_after_an_unrecorded_root_discards_it(kind: Kind) {
             v.sort();
             v
         });
+    }
+    if kind == Kind::Pkcs11 {
+        // Found by its attempt's label and destroyed: the first root and the new one are left.
+        assert_eq!(hsm_keys(&softhsm().token_dir()), 2);
     }
     let (key, wrapped) = keys.new_model_key("m").await.unwrap();
     drop(keys);
@@ -536,7 +601,9 @@ async fn crash_during_destroy_is_finished_by_destroying_again(kind: Kind) {
     assert!(done.wrapped_key_erased);
     assert_eq!(done.root.as_ref(), Some(&epoch1.root));
     match kind {
-        Kind::File => assert_eq!(done.root_destruction, RootDestruction::AlreadyGone),
+        Kind::File | Kind::Pkcs11 => {
+            assert_eq!(done.root_destruction, RootDestruction::AlreadyGone);
+        }
         Kind::Kms => assert!(matches!(
             done.root_destruction,
             RootDestruction::KmsScheduled { .. }
@@ -565,8 +632,10 @@ async fn a_missing_current_root_is_refused_not_replaced(kind: Kind) {
     );
     // Nothing new was made in its place.
     assert_eq!(states(&setup.store).await, vec![(1, EpochState::Live)]);
-    if kind == Kind::File {
-        assert!(names(&setup.roots).is_empty());
+    match kind {
+        Kind::File => assert!(names(&setup.roots).is_empty()),
+        Kind::Pkcs11 => assert_eq!(hsm_keys(&softhsm().token_dir()), 0),
+        Kind::Kms => {}
     }
     // A ledger without epochs is not started over unless the caller says it is new.
     let empty = Setup::new(kind).await;
@@ -903,7 +972,9 @@ async fn a_root_brought_back_and_a_key_that_still_opens_are_seen(kind: Kind) {
     keys.destroy_epoch(1, None).await.unwrap();
     assert!(keys.epochs_that_open(&recorded).await.unwrap().is_empty());
     match (kind, keys.root_status(&root, 1).await.unwrap()) {
-        (Kind::File, RootStatus::Gone { deletion_date }) => assert_eq!(deletion_date, None),
+        (Kind::File | Kind::Pkcs11, RootStatus::Gone { deletion_date }) => {
+            assert_eq!(deletion_date, None);
+        }
         (Kind::Kms, RootStatus::Gone { deletion_date }) => {
             assert!(deletion_date.unwrap().starts_with("20"));
         }
@@ -941,6 +1012,14 @@ async fn a_root_brought_back_and_a_key_that_still_opens_are_seen(kind: Kind) {
                 "{status:?}"
             );
         }
+        Kind::Pkcs11 => {
+            // SoftHSM2 keeps each process's view of its token, so a token backup restored
+            // under a running process is not seen by it (a real HSM restore is not either,
+            // until a new session): the_hsm_key_never_leaves_the_token shows that a key under
+            // the root's label is reported present.
+            drop(before);
+            return;
+        }
     }
     // With the root alone back, the ledger no longer holds the epoch key: nothing opens.
     assert!(keys.epochs_that_open(&recorded).await.unwrap().is_empty());
@@ -957,4 +1036,230 @@ async fn a_root_brought_back_and_a_key_that_still_opens_are_seen(kind: Kind) {
         keys.epochs_that_open(&recorded).await.unwrap(),
         opens_under(&[1])
     );
+}
+
+/// Runs `body` in this test's SoftHSM child process (see `testkit::in_child_with_softhsm`).
+macro_rules! with_softhsm {
+    ($test:literal, $body:block) => {
+        if testkit::in_child_with_softhsm($test).unwrap().is_some() $body
+    };
+}
+
+/// A wrong PIN, an unknown token, a missing PIN stop the provider before any use, with a
+/// message that says what to fix and never shows the PIN.
+#[tokio::test]
+async fn a_pkcs11_root_refuses_a_wrong_pin_at_start() {
+    with_softhsm!("a_pkcs11_root_refuses_a_wrong_pin_at_start", {
+        let dir = tempfile::tempdir().unwrap();
+        let wrong = dir.path().join("pin");
+        std::fs::write(&wrong, "not-the-pin-1234\n").unwrap();
+        let config = Pkcs11Config {
+            pin_file: Some(wrong),
+            ..pkcs11_config()
+        };
+        let err = Pkcs11Root::connect(&config)
+            .await
+            .err()
+            .expect("a wrong PIN");
+        let text = err.to_string();
+        assert!(text.contains("refused the PIN"), "{text}");
+        assert!(text.contains(testkit::SOFTHSM_TOKEN), "{text}");
+        assert!(!text.contains("not-the-pin"), "{text}");
+
+        let config = Pkcs11Config {
+            token_label: Some("no-such-token".into()),
+            ..pkcs11_config()
+        };
+        let err = Pkcs11Root::connect(&config).await.err().unwrap();
+        assert!(err.to_string().contains("no-such-token"), "{err}");
+        let config = Pkcs11Config {
+            pin_file: None,
+            ..pkcs11_config()
+        };
+        let err = Pkcs11Root::connect(&config).await.err().unwrap();
+        assert!(err.to_string().contains("pin_file"), "{err}");
+        let config = Pkcs11Config {
+            module: "/nonexistent/libpkcs11.so".into(),
+            ..pkcs11_config()
+        };
+        let err = Pkcs11Root::connect(&config).await.err().unwrap();
+        assert!(err.to_string().contains("cannot load"), "{err}");
+        // The right PIN still works: the failures did not lock the token.
+        assert!(Pkcs11Root::connect(&pkcs11_config()).await.is_ok());
+    });
+}
+
+/// A destroyed HSM key opens nothing; a wrapped epoch key is bound to its epoch and refused
+/// when altered.
+#[tokio::test]
+async fn a_destroyed_hsm_key_cannot_unwrap() {
+    with_softhsm!("a_destroyed_hsm_key_cannot_unwrap", {
+        let provider = Pkcs11Root::connect(&pkcs11_config()).await.unwrap();
+        let root = provider.create_root(1, "0badc0de").await.unwrap();
+        let key = SecretKey::generate().unwrap();
+        let wrapped = provider.wrap(&root, 1, &key).await.unwrap();
+        assert!(
+            !wrapped
+                .windows(16)
+                .any(|w| key.expose_secret().windows(16).any(|k| k == w))
+        );
+        assert!(same(
+            &provider.unwrap(&root, 1, &wrapped).await.unwrap(),
+            &key
+        ));
+        // Another epoch's name for the same root is refused before the token is asked.
+        assert!(provider.unwrap(&root, 2, &wrapped).await.is_err());
+        let mut tampered = wrapped.clone();
+        *tampered.last_mut().unwrap() ^= 1;
+        let err = provider.unwrap(&root, 1, &tampered).await.err().unwrap();
+        assert!(matches!(err, KeyError::Provider(_)), "{err}");
+        // Wrapped twice, two different blobs (a fresh IV each time).
+        assert_ne!(provider.wrap(&root, 1, &key).await.unwrap(), wrapped);
+        assert!(matches!(
+            provider.root_status(&root, 1).await.unwrap(),
+            RootStatus::Present(_)
+        ));
+
+        assert_eq!(
+            provider.destroy_root(&root, 1).await.unwrap(),
+            RootDestruction::HsmKeyDestroyed
+        );
+        let err = provider.unwrap(&root, 1, &wrapped).await.err().unwrap();
+        assert!(matches!(err, KeyError::RootGone { epoch: 1, .. }), "{err}");
+        assert!(matches!(
+            provider.wrap(&root, 1, &key).await,
+            Err(KeyError::RootGone { .. })
+        ));
+        assert_eq!(
+            provider.root_status(&root, 1).await.unwrap(),
+            RootStatus::Gone {
+                deletion_date: None
+            }
+        );
+        // Idempotent; and a fresh login (a restarted server) does not find it either.
+        assert_eq!(
+            provider.destroy_root(&root, 1).await.unwrap(),
+            RootDestruction::AlreadyGone
+        );
+        let again = Pkcs11Root::connect(&pkcs11_config()).await.unwrap();
+        assert!(matches!(
+            again.unwrap(&root, 1, &wrapped).await,
+            Err(KeyError::RootGone { .. })
+        ));
+    });
+}
+
+/// What an HSM root adds over a key file, tried as an attacker holding the PIN would: the key's
+/// value cannot be read, copied to a new object (which would survive the shred), or wrapped
+/// out under another key; a second key planted under the root's label is not used.
+#[tokio::test]
+async fn the_hsm_key_never_leaves_the_token() {
+    use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+    use cryptoki::error::{Error, RvError};
+    use cryptoki::mechanism::Mechanism;
+    use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
+    use cryptoki::session::UserType;
+    use cryptoki::types::AuthPin;
+
+    with_softhsm!("the_hsm_key_never_leaves_the_token", {
+        let provider = Pkcs11Root::connect(&pkcs11_config()).await.unwrap();
+        let root = provider.create_root(1, "0badc0de").await.unwrap();
+        let key = SecretKey::generate().unwrap();
+        let wrapped = provider.wrap(&root, 1, &key).await.unwrap();
+
+        // The attacker's own session on the same token, logged in with the PIN.
+        let ctx = Pkcs11::new(SoftHsm::module().unwrap()).unwrap();
+        match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+            Ok(()) | Err(Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+            Err(e) => panic!("{e}"),
+        }
+        let slot = ctx
+            .get_slots_with_initialized_token()
+            .unwrap()
+            .into_iter()
+            .find(|s| ctx.get_token_info(*s).unwrap().label() == testkit::SOFTHSM_TOKEN)
+            .unwrap();
+        let session = ctx.open_rw_session(slot).unwrap();
+        match session.login(UserType::User, Some(&AuthPin::from(testkit::SOFTHSM_PIN))) {
+            Ok(()) | Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(e) => panic!("{e}"),
+        }
+        let label = Attribute::Label(root.as_str().as_bytes().to_vec());
+        let found = session
+            .find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY), label.clone()])
+            .unwrap();
+        assert_eq!(found.len(), 1);
+        let handle = found[0];
+
+        let value = session
+            .get_attributes(handle, &[AttributeType::Value])
+            .unwrap();
+        assert!(
+            !value.iter().any(|a| matches!(a, Attribute::Value(_))),
+            "the key's value was readable: {}",
+            value.len()
+        );
+        let copy = session.copy_object(handle, &[Attribute::Label(b"stolen".to_vec())]);
+        assert!(copy.is_err(), "the root key could be copied");
+        let kek = session
+            .generate_key(
+                &Mechanism::AesKeyGen,
+                &[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(KeyType::AES),
+                    Attribute::ValueLen(32u64.into()),
+                    Attribute::Token(false),
+                    Attribute::Wrap(true),
+                ],
+            )
+            .unwrap();
+        assert!(
+            session
+                .wrap_key(&Mechanism::AesKeyWrapPad, kek, handle)
+                .is_err(),
+            "the root key could be wrapped out of the token"
+        );
+
+        // A key planted under the root's label: the provider refuses to pick one.
+        session
+            .generate_key(
+                &Mechanism::AesKeyGen,
+                &[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(KeyType::AES),
+                    Attribute::ValueLen(32u64.into()),
+                    Attribute::Token(true),
+                    Attribute::Private(true),
+                    Attribute::Encrypt(true),
+                    Attribute::Decrypt(true),
+                    label,
+                ],
+            )
+            .unwrap();
+        let err = provider.unwrap(&root, 1, &wrapped).await.err().unwrap();
+        assert!(err.to_string().contains("refusing to guess"), "{err}");
+        assert!(matches!(
+            provider.root_status(&root, 1).await.unwrap(),
+            RootStatus::Present(_)
+        ));
+        // Logged out (the login is the whole process's): a session without it sees no private
+        // key, and the provider must not take that for "gone". It logs in again and looks.
+        session.logout().unwrap();
+        assert!(
+            session
+                .find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)])
+                .unwrap()
+                .is_empty()
+        );
+        assert!(matches!(
+            provider.root_status(&root, 1).await.unwrap(),
+            RootStatus::Present(_)
+        ));
+        // Destroying the root destroys every key under its label.
+        provider.destroy_root(&root, 1).await.unwrap();
+        assert!(matches!(
+            provider.root_status(&root, 1).await.unwrap(),
+            RootStatus::Gone { .. }
+        ));
+    });
 }

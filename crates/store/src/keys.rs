@@ -99,6 +99,7 @@ fn record_from_row(r: &sqlx::any::AnyRow) -> Result<EpochRecord> {
     let root_kind = match kind.as_str() {
         "file" => RootKind::File,
         "aws-kms" => RootKind::Kms,
+        "pkcs11" => RootKind::Pkcs11,
         other => return Err(corrupt(format!("epoch {epoch}: root kind {other:?}"))),
     };
     let state: String = r.try_get("state")?;

@@ -19,6 +19,9 @@
 //! * [`Cluster::start`] puts it together: N `custody server` processes (the binary is given)
 //!   on a fresh PostgreSQL database, a moto bucket and moto's KMS, one identity from
 //!   `custody init`, behind HAProxy.
+//! * [`SoftHsm::new`] initialises a SoftHSM2 token (a PKCS#11 HSM in software) in a temp dir
+//!   with its own `SOFTHSM2_CONF`; [`in_child_with_softhsm`] reruns a test in a child process
+//!   with that variable set, for tests that load the PKCS#11 module themselves.
 //! * Missing binaries are an error naming the package to install, never a silent skip.
 //!
 //! Errors are plain `String`s with enough context (command, stderr, server log) to act on.
@@ -27,10 +30,12 @@
 mod cluster;
 mod haproxy;
 mod moto;
+mod softhsm;
 
 pub use cluster::{Cluster, ClusterOptions, Instance, Storage};
 pub use haproxy::{Haproxy, haproxy_config};
 pub use moto::MotoServer;
+pub use softhsm::{SOFTHSM_PIN, SOFTHSM_TOKEN, SoftHsm, in_child_with_softhsm};
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
