@@ -1125,11 +1125,11 @@ fn an_hsm_token_backup_restored_blocks_the_certificate() {
     assert!(label.starts_with("custody-root-1-"), "{label}");
     // The token's backup: one key, epoch 1's root.
     let token_backup = tempfile::tempdir().unwrap();
-    copy_tree(&hsm.token_dir(), token_backup.path());
+    copy_dir(&hsm.token_dir(), token_backup.path());
     assert_eq!(objects(token_backup.path()).len(), 1);
     let id = request_deletion(&world, "acme/gone");
     let world = restart_env(world, &extra, &env, |_| {
-        copy_tree(token_backup.path(), &hsm.token_dir());
+        copy_dir(token_backup.path(), &hsm.token_dir());
     });
     let error = blocked_by(&world, &id, "root_of_trust_reports_roots_destroyed");
     assert!(
@@ -1164,18 +1164,6 @@ fn an_hsm_token_backup_restored_blocks_the_certificate() {
     let (cert, _) = verified_certificate(&world, &id);
     let text = std::fs::read_to_string(cert).unwrap();
     assert!(text.contains("C_DestroyObject"), "{text}");
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &to.join(entry.file_name()));
-        } else {
-            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
-    }
 }
 
 /// The key objects SoftHSM2 keeps under `dir` (one file each, beside the token's own).
