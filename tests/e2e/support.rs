@@ -582,11 +582,14 @@ pub fn list_files(dir: &Path) -> Vec<String> {
     out
 }
 
-/// The stored objects of a server, by path, for tamper tests.
+/// The ciphertext files of a server's stored objects, for tamper tests: each object is a
+/// directory of part files beside its part index, and the objects of these tests (under
+/// 8 MiB) have one part, so each path here holds one whole object.
 pub fn stored_objects(server: &TestServer) -> Vec<PathBuf> {
     let root = server.data_dir().join("blobs/objects");
     list_files(&root)
         .into_iter()
+        .filter(|p| !p.ends_with("/index"))
         .map(|p| root.join(p))
         .collect()
 }
