@@ -4,7 +4,10 @@
 //!
 //! Large files come as parallel ranges written in place; a small state file beside the
 //! partial download lists the finished ranges, so an interrupted fetch resumes where it
-//! stopped. The whole-file SHA-256 is checked at the end either way.
+//! stopped. The whole-file SHA-256 is checked at the end either way, computed while the
+//! download runs: small files as their bytes arrive, ranged ones by a task that follows the
+//! written prefix of the file and hashes it from the page cache (ranges arrive out of order;
+//! SHA-256 is sequential), so no second pass over the file follows the download.
 
 use std::path::{Path, PathBuf};
 
@@ -252,13 +255,17 @@ async fn download(
         };
     }
     let state_path = PathBuf::from(format!("{}.state", partial.display()));
-    let received = download_ranges(client, &url, file, &partial, &state_path, bar).await?;
-    // Every range arrived: the whole file must now have the published digest.
-    let verified = verify_file(&partial, file).await;
+    let (received, digest) =
+        download_ranges(client, &url, file, &partial, &state_path, bar).await?;
+    // Every range arrived: the whole file must have the published digest.
     let _ = tokio::fs::remove_file(&state_path).await;
-    if let Err(e) = verified {
+    if digest != file.sha256 {
         let _ = tokio::fs::remove_file(&partial).await;
-        return Err(e);
+        bail!(
+            "{}: integrity check failed: sha256 is {digest}, expected {}",
+            file.path,
+            file.sha256
+        );
     }
     tokio::fs::rename(&partial, local)
         .await
@@ -282,7 +289,7 @@ async fn download_ranges(
     partial: &Path,
     state_path: &Path,
     bar: &indicatif::ProgressBar,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<(u64, Sha256Hex)> {
     let fresh = RangeState {
         sha256: file.sha256.to_string(),
         size: file.size,
@@ -306,7 +313,6 @@ async fn download_ranges(
         _ => (fresh, crate::private::create_new(partial)?),
     };
     out.set_len(file.size)?;
-    let out = std::sync::Arc::new(out);
     let ranges = file.size.div_ceil(RANGE_LEN);
     // Ranges already here are off the bar (the last one may be short).
     let resumed: u64 = state
@@ -315,28 +321,118 @@ async fn download_ranges(
         .map(|i| (i * RANGE_LEN + RANGE_LEN).min(file.size) - i * RANGE_LEN)
         .sum();
     skip_ahead(bar, resumed);
+    let partial = std::sync::Arc::new(PartialFile::new(out, file.size, &state.done));
     let todo: Vec<u64> = (0..ranges).filter(|i| !state.done.contains(i)).collect();
-    let mut received = 0;
-    let mut fetches = futures::stream::iter(todo)
-        .map(|i| {
-            let out = out.clone();
-            async move {
-                let start = i * RANGE_LEN;
-                let end = (start + RANGE_LEN).min(file.size);
-                fetch_range(client, url, file, start, end, out, bar)
-                    .await
-                    .map(|()| (i, end - start))
-            }
-        })
-        .buffer_unordered(RANGES_AT_ONCE);
-    while let Some(result) = fetches.next().await {
-        let (i, len) = result?;
-        received += len;
-        state.done.insert(i);
-        save_state(state_path, &state).await?;
+    let downloads = async {
+        let mut received = 0;
+        let mut fetches = futures::stream::iter(todo)
+            .map(|i| {
+                let partial = partial.clone();
+                async move {
+                    let start = i * RANGE_LEN;
+                    let end = (start + RANGE_LEN).min(file.size);
+                    fetch_range(client, url, file, start, end, partial, bar)
+                        .await
+                        .map(|()| (i, end - start))
+                }
+            })
+            .buffer_unordered(RANGES_AT_ONCE);
+        while let Some(result) = fetches.next().await {
+            let (i, len) = result?;
+            received += len;
+            state.done.insert(i);
+            save_state(state_path, &state).await?;
+        }
+        anyhow::Ok(received)
+    };
+    // A failed range ends the hashing with it (the join drops it).
+    let (received, digest) =
+        futures::future::try_join(downloads, hash_written_prefix(partial.clone())).await?;
+    partial.file.sync_all()?;
+    Ok((received, digest))
+}
+
+/// A file being downloaded as ranges, and how far each range has been written, so the
+/// hashing can follow the contiguous prefix of the file. A range is written from its start,
+/// in order.
+struct PartialFile {
+    file: std::fs::File,
+    size: u64,
+    per_range: Vec<std::sync::atomic::AtomicU64>,
+    /// Bumped after every write: the hashing wakes up and looks again.
+    grew: tokio::sync::watch::Sender<()>,
+}
+
+impl PartialFile {
+    fn new(file: std::fs::File, size: u64, done: &std::collections::BTreeSet<u64>) -> Self {
+        let per_range = (0..size.div_ceil(RANGE_LEN))
+            .map(|i| {
+                let len = (i * RANGE_LEN + RANGE_LEN).min(size) - i * RANGE_LEN;
+                std::sync::atomic::AtomicU64::new(if done.contains(&i) { len } else { 0 })
+            })
+            .collect();
+        PartialFile {
+            file,
+            size,
+            per_range,
+            grew: tokio::sync::watch::Sender::new(()),
+        }
     }
-    out.sync_all()?;
-    Ok(received)
+
+    fn add(&self, range_start: u64, len: u64) {
+        self.per_range[(range_start / RANGE_LEN) as usize]
+            .fetch_add(len, std::sync::atomic::Ordering::Release);
+        self.grew.send_replace(());
+    }
+
+    /// The length of the written prefix of the file.
+    fn prefix(&self) -> u64 {
+        let mut prefix = 0;
+        for written in &self.per_range {
+            let got = written.load(std::sync::atomic::Ordering::Acquire);
+            prefix += got;
+            if got < RANGE_LEN {
+                break;
+            }
+        }
+        prefix.min(self.size)
+    }
+}
+
+/// The SHA-256 of a file being written range by range, read back from the page cache as
+/// its written prefix grows; done when the prefix is the whole file.
+async fn hash_written_prefix(partial: std::sync::Arc<PartialFile>) -> anyhow::Result<Sha256Hex> {
+    let mut grew = partial.grew.subscribe();
+    let mut hasher = crypto::hash::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut hashed = 0u64;
+    loop {
+        grew.borrow_and_update();
+        let prefix = partial.prefix();
+        if prefix > hashed {
+            let reader = partial.clone();
+            (hasher, buf) = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+                use std::os::unix::fs::FileExt;
+                let mut at = hashed;
+                while at < prefix {
+                    let n = (prefix - at).min(buf.len() as u64) as usize;
+                    reader.file.read_exact_at(&mut buf[..n], at)?;
+                    hasher.update(&buf[..n]);
+                    at += n as u64;
+                }
+                Ok((hasher, buf))
+            })
+            .await??;
+            hashed = prefix;
+            continue;
+        }
+        if hashed == partial.size {
+            return Ok(Sha256Hex::from_bytes(&hasher.finish()));
+        }
+        grew.changed()
+            .await
+            .context("the download stopped before the file was whole")?;
+    }
 }
 
 async fn fetch_range(
@@ -345,7 +441,7 @@ async fn fetch_range(
     file: &FileEntry,
     start: u64,
     end: u64,
-    out: std::sync::Arc<std::fs::File>,
+    partial: std::sync::Arc<PartialFile>,
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<()> {
     let response = client
@@ -371,13 +467,14 @@ async fn fetch_range(
         if offset + chunk.len() as u64 > end {
             bail!("{}: the server sent more bytes than asked for", file.path);
         }
-        let out = out.clone();
         let len = chunk.len() as u64;
+        let writer = partial.clone();
         tokio::task::spawn_blocking(move || {
             use std::os::unix::fs::FileExt;
-            out.write_all_at(&chunk, offset)
+            writer.file.write_all_at(&chunk, offset)
         })
         .await??;
+        partial.add(start, len);
         offset += len;
         bar.inc(len);
     }
@@ -396,19 +493,6 @@ async fn save_state(path: &Path, state: &RangeState) -> anyhow::Result<()> {
     let tmp = PathBuf::from(format!("{}.tmp", path.display()));
     crate::private::create_new(&tmp)?.write_all(&serde_json::to_vec(state)?)?;
     tokio::fs::rename(&tmp, path).await?;
-    Ok(())
-}
-
-/// Hashes the finished file and compares it with the manifest.
-async fn verify_file(path: &Path, file: &FileEntry) -> anyhow::Result<()> {
-    let digest = hash_file(std::fs::File::open(path)?).await?;
-    if digest != file.sha256 {
-        bail!(
-            "{}: integrity check failed: sha256 is {digest}, expected {}",
-            file.path,
-            file.sha256
-        );
-    }
     Ok(())
 }
 

@@ -76,7 +76,9 @@ pub fn create_new(path: &Path) -> anyhow::Result<File> {
 }
 
 fn exclusive(path: &Path) -> std::io::Result<File> {
+    // Read too: a ranged download hashes what it wrote, as it grows (`fetch.rs`).
     OpenOptions::new()
+        .read(true)
         .write(true)
         .create_new(true)
         .mode(0o600)
@@ -88,6 +90,7 @@ fn exclusive(path: &Path) -> std::io::Result<File> {
 /// caller starts over with [`create_new`].
 pub fn reopen_own(path: &Path) -> anyhow::Result<Option<File>> {
     let file = match OpenOptions::new()
+        .read(true)
         .write(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
