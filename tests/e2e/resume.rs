@@ -1,5 +1,7 @@
 //! Interrupted transfers continue where they stopped; abandoned uploads leave nothing behind.
 
+use std::io::Write;
+
 use serde_json::{Value, json};
 
 use crate::support::*;
@@ -116,6 +118,212 @@ fn an_interrupted_fetch_resumes_and_verifies_the_whole_file() {
         ["big.bin"],
         "partial or state files left behind"
     );
+}
+
+/// A manifest may leave digests out (the CLI hashes while it sends): the commit must then
+/// confirm each one, and a confirmation that differs from the stored bytes ends the session.
+#[test]
+fn a_digest_left_out_of_the_manifest_is_confirmed_at_commit() {
+    let world = World::new();
+    let server = &world.server;
+    let admin = &world.admin;
+    let begin = || {
+        let (status, session) = server.api(
+            admin,
+            "POST",
+            "/v1/models/acme/later/uploads",
+            Some(json!({ "files": [{ "path": "w.bin", "size": 5 }] })),
+        );
+        assert!(status == 201 || status == 200, "{session}");
+        session["upload_id"].as_str().unwrap().to_owned()
+    };
+    let right = hex::encode(crypto::hash::sha256(b"hello"));
+    let id = begin();
+    let (status, stored) = server.put_bytes(
+        admin,
+        &format!("/v1/uploads/{id}/files/0"),
+        b"hello".to_vec(),
+    );
+    assert_eq!(status, 200, "{stored}");
+    assert_eq!(
+        stored["sha256"], right,
+        "the server answers with the digest it computed"
+    );
+
+    let commit = |body: Value| {
+        server.api(
+            admin,
+            "POST",
+            &format!("/v1/uploads/{id}/commit"),
+            Some(body),
+        )
+    };
+    let (status, body) = commit(json!({}));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_digest")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("listed without a digest")
+    );
+    let (status, body) = commit(json!({ "sha256": { "w.bin": right, "other.bin": right } }));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_path")),
+        "{body}"
+    );
+
+    let wrong = hex::encode(crypto::hash::sha256(b"hellO"));
+    let (status, body) = commit(json!({ "sha256": { "w.bin": wrong } }));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("digest_mismatch")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("abandoned"),
+        "{body}"
+    );
+    // The session is over: not even the right digest commits it now, and no revision exists.
+    let (status, body) = commit(json!({ "sha256": { "w.bin": right } }));
+    assert_eq!(status, 409, "{body}");
+    let (status, _) = server.api(admin, "GET", "/v1/models/acme/later/revisions/main", None);
+    assert_eq!(status, 404);
+
+    // The same manifest again starts a new session, which commits with the right digest.
+    let again = begin();
+    assert_ne!(again, id);
+    let (status, _) = server.put_bytes(
+        admin,
+        &format!("/v1/uploads/{again}/files/0"),
+        b"hello".to_vec(),
+    );
+    assert_eq!(status, 200);
+    let (status, body) = server.api(
+        admin,
+        "POST",
+        &format!("/v1/uploads/{again}/commit"),
+        Some(json!({ "sha256": { "w.bin": right } })),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, files) = server.api(admin, "GET", "/v1/models/acme/later/revisions/main", None);
+    assert_eq!(status, 200, "{files}");
+    assert_eq!(files["files"][0]["sha256"], right);
+}
+
+/// A part the server sealed and stored but never recorded (it died in between) is sealed
+/// again when the client resends it, under the same nonces: it is stored only when it holds
+/// the same bytes. Other bytes drop what was stored of the file, which then starts over under
+/// a new header, so no nonce ever seals two different plaintexts.
+#[test]
+fn a_part_sealed_before_is_stored_again_only_with_the_same_bytes() {
+    let world = World::on(TestServer::start_env(
+        tempfile::tempdir().unwrap(),
+        &[],
+        &[("CUSTODY_FAILPOINT_UPLOAD", "unrecorded")],
+    ));
+    let (server, admin) = (&world.server, &world.admin);
+    let size = (8usize << 20) + 4096;
+    let (status, session) = server.api(
+        admin,
+        "POST",
+        "/v1/models/acme/nonces/uploads",
+        Some(json!({ "files": [{ "path": "w.bin", "size": size }] })),
+    );
+    assert_eq!(status, 201, "{session}");
+    let put = format!(
+        "/v1/uploads/{}/files/0",
+        session["upload_id"].as_str().unwrap()
+    );
+    let first: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    let mut changed = first.clone();
+    changed[100] ^= 1;
+
+    // The failpoint: parts stored, never recorded, the body fails.
+    for attempt in 0..2 {
+        let (status, body) = server.put_bytes(admin, &put, first.clone());
+        assert_eq!(status, 500, "attempt {attempt}: {body}");
+    }
+    let (status, body) = server.put_bytes(admin, &put, changed.clone());
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "resume_mismatch", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("differs from the bytes sent for it before"),
+        "{message}"
+    );
+    // Dropped: the changed bytes now go under a new header, as far as the failpoint lets them.
+    let (status, body) = server.put_bytes(admin, &put, changed);
+    assert_eq!(status, 500, "{body}");
+}
+
+/// The whole-file digest of a ranged fetch is computed while the ranges arrive, from the
+/// written prefix: bytes already in a resumed partial file count too, so damage there is
+/// caught, and nothing is put in place.
+#[test]
+fn a_resumed_fetch_over_damaged_local_bytes_fails_its_digest_check() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let world = World::new();
+    let src = tempfile::tempdir().unwrap();
+    let size = (80u64 << 20) + 7;
+    let original = src.path().join("big.bin");
+    write_data(&original, size, 13);
+    world.upload(src.path(), "acme/damaged");
+    world
+        .server
+        .ok(&world.admin, &["grant", "acme/damaged", "--to", "alice"]);
+    let mut bytes = std::fs::read(&original).unwrap();
+    let sha256 = hex::encode(crypto::hash::sha256(&bytes));
+
+    // A partial download whose first 16 MiB range is recorded as done, with one byte wrong.
+    let out = tempfile::tempdir().unwrap();
+    bytes[1000] ^= 0x40;
+    let partial = out.path().join("big.bin.custody-partial");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&partial)
+        .unwrap();
+    file.write_all(&bytes).unwrap();
+    drop(file);
+    let state = json!({"sha256": sha256, "size": size, "range_len": 16u64 << 20, "done": [0]});
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out.path().join("big.bin.custody-partial.state"))
+        .unwrap();
+    file.write_all(state.to_string().as_bytes()).unwrap();
+    drop(file);
+
+    let target = out.path().to_str().unwrap();
+    let run = world
+        .server
+        .custody(&world.alice, &["fetch", "acme/damaged", "--out", target]);
+    assert!(!run.success, "a fetch over damaged bytes succeeded");
+    assert!(
+        run.stderr.contains("integrity check failed: sha256"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        list_files(out.path()).is_empty(),
+        "{:?}",
+        list_files(out.path())
+    );
+    // The next run starts over and gets the file right.
+    world
+        .server
+        .ok(&world.alice, &["fetch", "acme/damaged", "--out", target]);
+    assert_same_file(&original, &out.path().join("big.bin"));
 }
 
 #[test]

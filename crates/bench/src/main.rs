@@ -44,6 +44,15 @@ struct Cli {
     /// The custody binary (default: `custody` beside this executable)
     #[arg(long)]
     custody: Option<PathBuf>,
+    /// Another custody binary (an earlier build) measured in the same run for rows 3 and 5,
+    /// printed beside the figures of `--custody`: a change's before and after
+    #[arg(long, value_name = "PATH")]
+    before: Option<PathBuf>,
+    /// Record CPU profiles with `perf record` into DIR (the server during each transfer and
+    /// each CLI run; see docs/performance.md). Profiling slows the run: its figures are not
+    /// the benchmark's
+    #[arg(long, value_name = "DIR")]
+    perf: Option<PathBuf>,
     /// Only the cipher and format rows (1 and 2)
     #[arg(long)]
     crypto_only: bool,
@@ -105,19 +114,33 @@ fn main() -> anyhow::Result<()> {
         Some(Hidden::Shred(args)) => shred::run(args),
         Some(Hidden::Load(args)) => load::run(args),
         Some(Hidden::Cluster(args)) => cluster::run(args),
-        None => bench(cli.size_gib, cli.dir, cli.custody, cli.crypto_only),
+        None => bench(
+            cli.size_gib,
+            cli.dir,
+            cli.custody,
+            cli.before,
+            cli.perf,
+            cli.crypto_only,
+        ),
     }
 }
 
 const GIB: f64 = (1u64 << 30) as f64;
 
-struct Https {
-    size: u64,
+/// One custody binary's upload and fetch of the test file.
+struct Transfer {
     upload: Timed,
     fetch: Timed,
+    server_peak_kib: u64,
+}
+
+struct Https {
+    size: u64,
+    now: Transfer,
+    /// The same with `--before`.
+    before: Option<Transfer>,
     plain_fetch: Timed,
     plain_write: Duration,
-    server_peak_kib: u64,
     static_peak_kib: u64,
 }
 
@@ -125,6 +148,8 @@ fn bench(
     size_gib: f64,
     dir: Option<PathBuf>,
     custody: Option<PathBuf>,
+    before: Option<PathBuf>,
+    perf: Option<PathBuf>,
     crypto_only: bool,
 ) -> anyhow::Result<()> {
     if size_gib.is_nan() || size_gib < 1.0 / 16.0 {
@@ -138,6 +163,14 @@ fn bench(
         None
     } else {
         Some(procs::custody_binary(custody)?)
+    };
+    let before = before.map(|b| procs::custody_binary(Some(b))).transpose()?;
+    let perf = match perf {
+        Some(dir) => {
+            std::fs::create_dir_all(&dir)?;
+            Some(procs::Perf { dir })
+        }
+        None => None,
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
 
@@ -153,7 +186,7 @@ fn bench(
                 .prefix("custody-bench-")
                 .tempdir_in(&parent)
                 .with_context(|| format!("making a scratch folder in {}", parent.display()))?;
-            let result = https(&bin, scratch.path(), size);
+            let result = https(&bin, before.as_deref(), perf.as_ref(), scratch.path(), size);
             // Removing the scratch folder (several GiB) before printing anything.
             drop(scratch);
             Some(result?)
@@ -284,7 +317,13 @@ fn file_len(path: &Path) -> anyhow::Result<u64> {
         .len())
 }
 
-fn https(bin: &Path, scratch: &Path, size: u64) -> anyhow::Result<Https> {
+fn https(
+    bin: &Path,
+    before: Option<&Path>,
+    perf: Option<&procs::Perf>,
+    scratch: &Path,
+    size: u64,
+) -> anyhow::Result<Https> {
     let gib = size as f64 / GIB;
     let model = scratch.join("model");
     let source = model.join("model.safetensors");
@@ -301,7 +340,67 @@ fn https(bin: &Path, scratch: &Path, size: u64) -> anyhow::Result<Https> {
     let plain_write = plain::plain_write(&source, &copy)?;
     std::fs::remove_file(&copy)?;
 
-    // custody: a real server on a fresh data directory, as tests/e2e/support.rs starts it.
+    let before = match before {
+        Some(old) => {
+            eprintln!("custody-bench: the --before binary");
+            Some(transfer(old, "before", perf, scratch, &model, size)?)
+        }
+        None => None,
+    };
+    let now = transfer(bin, "now", perf, scratch, &model, size)?;
+
+    // Baseline: the same file from a static HTTPS server, fetched the same way.
+    let cert = scratch.join("static-cert.pem");
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.arg("static-server")
+        .arg("--file")
+        .arg(&source)
+        .args(["--listen", "127.0.0.1:0"])
+        .arg("--cert-out")
+        .arg(&cert);
+    let statik = Server::start(
+        cmd,
+        "custody-bench: listening on ",
+        &scratch.join("static.log"),
+    )?;
+    procs::settle();
+    eprintln!("custody-bench: plain HTTPS fetch");
+    let plain_out = scratch.join("plain-fetched");
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.arg("plain-fetch")
+        .args(["--url", &format!("{}/model.safetensors", statik.url)])
+        .arg("--ca")
+        .arg(&cert)
+        .arg("--out")
+        .arg(&plain_out)
+        .args(["--size", &size.to_string()]);
+    let plain_fetch = procs::run_timed(cmd, statik.pid(), Direction::Download)?;
+    if file_len(&plain_out)? != size {
+        bail!("the plain fetch wrote a file of the wrong size");
+    }
+    let static_peak_kib = statik.peak_rss_kib()?;
+    statik.stop();
+
+    Ok(Https {
+        size,
+        now,
+        before,
+        plain_fetch,
+        plain_write,
+        static_peak_kib,
+    })
+}
+
+/// `custody upload` and `custody fetch` of the folder `model` (one file of `size` bytes)
+/// through a server of `bin` on a fresh data directory, as tests/e2e/support.rs starts it.
+fn transfer(
+    bin: &Path,
+    label: &str,
+    perf: Option<&procs::Perf>,
+    scratch: &Path,
+    model: &Path,
+    size: u64,
+) -> anyhow::Result<Transfer> {
     let data = scratch.join("custody");
     let (server, ca, operator, admin) = start_custody(bin, &data, &scratch.join("server.log"))?;
     let reader = custody_ok(
@@ -341,11 +440,29 @@ fn https(bin: &Path, scratch: &Path, size: u64) -> anyhow::Result<Https> {
         ],
     )?;
 
+    // The operator enrolls the host; the vendor approves it for its weights.
+    custody_ok(
+        bin,
+        &server,
+        &ca,
+        &admin,
+        &["host", "approve", "acme", "bench-host"],
+    )?;
+
     procs::settle();
     eprintln!("custody-bench: custody upload");
     let mut cmd = cli_command(bin, &server, &ca, &admin);
-    cmd.arg("upload").arg(&model).arg("acme/bench");
+    cmd.arg("upload").arg(model).arg("acme/bench");
+    let recording = perf
+        .map(|p| p.attach(server.pid(), &format!("{label}-server-upload")))
+        .transpose()?;
+    if let Some(p) = perf {
+        cmd = p.wrap(&cmd, &format!("{label}-cli-upload"));
+    }
     let upload = procs::run_timed(cmd, server.pid(), Direction::Upload)?;
+    if let Some(r) = recording {
+        r.stop();
+    }
     custody_ok(
         bin,
         &server,
@@ -369,7 +486,16 @@ fn https(bin: &Path, scratch: &Path, size: u64) -> anyhow::Result<Https> {
         .env("CUSTODY_HOST_KEY", host_dir.join("host.key"))
         .args(["fetch", "acme/bench", "--out"])
         .arg(&fetched);
+    let recording = perf
+        .map(|p| p.attach(server.pid(), &format!("{label}-server-fetch")))
+        .transpose()?;
+    if let Some(p) = perf {
+        cmd = p.wrap(&cmd, &format!("{label}-cli-fetch"));
+    }
     let fetch = procs::run_timed(cmd, server.pid(), Direction::Download)?;
+    if let Some(r) = recording {
+        r.stop();
+    }
     if file_len(&fetched.join("model.safetensors"))? != size {
         bail!("custody fetch wrote a file of the wrong size");
     }
@@ -377,47 +503,11 @@ fn https(bin: &Path, scratch: &Path, size: u64) -> anyhow::Result<Https> {
     server.stop();
     std::fs::remove_dir_all(&fetched)?;
     std::fs::remove_dir_all(&data)?;
-
-    // Baseline: the same file from a static HTTPS server, fetched the same way.
-    let cert = scratch.join("static-cert.pem");
-    let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.arg("static-server")
-        .arg("--file")
-        .arg(&source)
-        .args(["--listen", "127.0.0.1:0"])
-        .arg("--cert-out")
-        .arg(&cert);
-    let statik = Server::start(
-        cmd,
-        "custody-bench: listening on ",
-        &scratch.join("static.log"),
-    )?;
-    procs::settle();
-    eprintln!("custody-bench: plain HTTPS fetch");
-    let plain_out = scratch.join("plain-fetched");
-    let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.arg("plain-fetch")
-        .args(["--url", &format!("{}/model.safetensors", statik.url)])
-        .arg("--ca")
-        .arg(&cert)
-        .arg("--out")
-        .arg(&plain_out)
-        .args(["--size", &size.to_string()]);
-    let plain_fetch = procs::run_timed(cmd, statik.pid(), Direction::Download)?;
-    if file_len(&plain_out)? != size {
-        bail!("the plain fetch wrote a file of the wrong size");
-    }
-    let static_peak_kib = statik.peak_rss_kib()?;
-    statik.stop();
-
-    Ok(Https {
-        size,
+    std::fs::remove_dir_all(&host_dir)?;
+    Ok(Transfer {
         upload,
         fetch,
-        plain_fetch,
-        plain_write,
         server_peak_kib,
-        static_peak_kib,
     })
 }
 
@@ -435,6 +525,8 @@ fn cpu_model() -> String {
 struct Row {
     id: &'static str,
     what: String,
+    /// The `--before` binary's figure and ratio, for rows that have one.
+    before: Option<(String, Option<f64>)>,
     ours: String,
     baseline: String,
     ratio: Option<f64>,
@@ -443,12 +535,47 @@ struct Row {
 }
 
 impl Row {
+    fn new(id: &'static str, what: impl Into<String>, ours: String) -> Row {
+        Row {
+            id,
+            what: what.into(),
+            before: None,
+            ours,
+            baseline: String::new(),
+            ratio: None,
+            goal: String::new(),
+            met: None,
+        }
+    }
+
+    fn against(mut self, baseline: String, ratio: f64) -> Row {
+        self.baseline = baseline;
+        self.ratio = Some(ratio);
+        self
+    }
+
+    fn before(mut self, figure: Option<(String, Option<f64>)>) -> Row {
+        self.before = figure;
+        self
+    }
+
     /// A row whose goal is a minimum ratio.
     fn at_least(mut self, goal: f64) -> Row {
-        self.goal = format!(">= {goal:.1}x");
+        self.goal = format!(">= {goal:.2}x");
         self.met = self.ratio.map(|r| r >= goal);
         self
     }
+
+    /// A row whose goal is a memory ceiling.
+    fn below_mib(mut self, peak_kib: u64, ceiling: f64) -> Row {
+        self.goal = format!("< {ceiling:.0} MiB");
+        self.met = Some((peak_kib as f64 / 1024.0) < ceiling);
+        self
+    }
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.0} MiB", kib as f64 / 1024.0)
 }
 
 fn rate(bytes: u64, time: Duration) -> f64 {
@@ -470,150 +597,213 @@ fn print_report(threads: usize, m: &micro::Micro, https: Option<&Https>) {
     );
     println!();
     let mut rows = vec![
-        Row {
-            id: "1",
-            what: "ring AES-256-GCM seal, raw, 1 MiB in place, 1 core (the ceiling)".into(),
-            ours: gbps(m.raw_one),
-            baseline: String::new(),
-            ratio: None,
-            goal: String::new(),
-            met: None,
-        },
-        Row {
-            id: "2a",
-            what: "format seal (PartSealer::seal_part, 8 MiB parts), 1 core".into(),
-            ours: gbps(m.seal_one),
-            baseline: format!("{} (row 1)", gbps(m.raw_one)),
-            ratio: Some(m.seal_one / m.raw_one),
-            goal: String::new(),
-            met: None,
-        }
+        Row::new(
+            "1",
+            "ring AES-256-GCM seal, raw, 1 MiB in place, 1 core (the ceiling)",
+            gbps(m.raw_one),
+        ),
+        Row::new(
+            "2a",
+            "format seal (PartSealer::seal_part, 8 MiB parts), 1 core",
+            gbps(m.seal_one),
+        )
+        .against(
+            format!("{} (row 1)", gbps(m.raw_one)),
+            m.seal_one / m.raw_one,
+        )
         .at_least(0.9),
-        Row {
-            id: "2b",
-            what: "format open (ObjectOpener::open_segment), 1 core".into(),
-            ours: gbps(m.open_one),
-            baseline: format!("{} (row 1)", gbps(m.raw_one)),
-            ratio: Some(m.open_one / m.raw_one),
-            goal: String::new(),
-            met: None,
-        }
+        Row::new(
+            "2b",
+            "format open (ObjectOpener::open_segment), 1 core",
+            gbps(m.open_one),
+        )
+        .against(
+            format!("{} (row 1)", gbps(m.raw_one)),
+            m.open_one / m.raw_one,
+        )
         .at_least(0.9),
-        Row {
-            id: "2c",
-            what: format!("format seal, {threads} threads"),
-            ours: gbps(m.seal_all),
-            baseline: format!("{} (raw, {threads} threads)", gbps(m.raw_all)),
-            ratio: Some(m.seal_all / m.raw_all),
-            goal: String::new(),
-            met: None,
-        },
-        Row {
-            id: "2d",
-            what: format!("format open, {threads} threads"),
-            ours: gbps(m.open_all),
-            baseline: format!("{} (raw, {threads} threads)", gbps(m.raw_all)),
-            ratio: Some(m.open_all / m.raw_all),
-            goal: String::new(),
-            met: None,
-        },
+        Row::new(
+            "2c",
+            format!("format seal, {threads} threads"),
+            gbps(m.seal_all),
+        )
+        .against(
+            format!("{} (raw, {threads} threads)", gbps(m.raw_all)),
+            m.seal_all / m.raw_all,
+        ),
+        Row::new(
+            "2d",
+            format!("format open, {threads} threads"),
+            gbps(m.open_all),
+        )
+        .against(
+            format!("{} (raw, {threads} threads)", gbps(m.raw_all)),
+            m.open_all / m.raw_all,
+        ),
     ];
     if let Some(h) = https {
         let size = h.size;
         let gib = size as f64 / GIB;
         let write = rate(size, h.plain_write);
         let plain_dl = rate(size, h.plain_fetch.wall);
-        rows.push(Row {
-            id: "3a",
-            what: format!(
-                "upload {gib:.2} GiB over HTTPS (`custody upload`: CLI hashing + transfer + seal + store + commit)"
+        let was = |pick: &dyn Fn(&Transfer) -> Option<(String, Option<f64>)>| {
+            h.before.as_ref().and_then(pick)
+        };
+        rows.push(
+            Row::new(
+                "3a",
+                format!(
+                    "upload {gib:.2} GiB over HTTPS (`custody upload` as the user waits: reading and hashing, transfer, seal, store, commit)"
+                ),
+                timed(size, h.now.upload.wall),
+            )
+            .against(
+                format!("{} (row 4b)", timed(size, h.plain_write)),
+                rate(size, h.now.upload.wall) / write,
+            )
+            .before(was(&|t| {
+                Some((
+                    timed(size, t.upload.wall),
+                    Some(rate(size, t.upload.wall) / write),
+                ))
+            }))
+            .at_least(0.8),
+        );
+        rows.push(
+            Row::new(
+                "3b",
+                format!(
+                    "download {gib:.2} GiB over HTTPS (`custody fetch`: 16 MiB ranges x4, SHA-256 check, fsync)"
+                ),
+                timed(size, h.now.fetch.wall),
+            )
+            .against(
+                format!("{} (row 4a)", timed(size, h.plain_fetch.wall)),
+                rate(size, h.now.fetch.wall) / plain_dl,
+            )
+            .before(was(&|t| {
+                Some((
+                    timed(size, t.fetch.wall),
+                    Some(rate(size, t.fetch.wall) / plain_dl),
+                ))
+            }))
+            .at_least(0.9),
+        );
+        if let Some(up) = h.now.upload.server_side {
+            rows.push(
+                Row::new(
+                    "3c",
+                    "upload, server side only (first MiB stored to commit)",
+                    timed(size, up),
+                )
+                .against(
+                    format!("{} (row 4b)", timed(size, h.plain_write)),
+                    rate(size, up) / write,
+                )
+                .before(was(&|t| {
+                    let up = t.upload.server_side?;
+                    Some((timed(size, up), Some(rate(size, up) / write)))
+                }))
+                .at_least(0.9),
+            );
+        }
+        if let (Some(ours), Some(base)) = (h.now.fetch.server_side, h.plain_fetch.server_side) {
+            let base_rate = rate(size, base);
+            rows.push(
+                Row::new(
+                    "3d",
+                    "download, server side only (first MiB to last byte out)",
+                    timed(size, ours),
+                )
+                .against(
+                    format!("{} (static server, same window)", timed(size, base)),
+                    rate(size, ours) / base_rate,
+                )
+                .before(was(&|t| {
+                    let down = t.fetch.server_side?;
+                    Some((timed(size, down), Some(rate(size, down) / base_rate)))
+                }))
+                .at_least(0.95),
+            );
+        }
+        rows.push(
+            Row::new(
+                "4a",
+                "baseline: plain file over HTTPS (static hyper+rustls server, same client stack and ranges, fsync)",
+                timed(size, h.plain_fetch.wall),
             ),
-            ours: timed(size, h.upload.wall),
-            baseline: format!("{} (row 4b)", timed(size, h.plain_write)),
-            ratio: Some(rate(size, h.upload.wall) / write),
-            goal: String::new(),
-            met: None,
+        );
+        rows.push(Row::new(
+            "4b",
+            "baseline: plain file write, 8 MiB buffer, fsync",
+            timed(size, h.plain_write),
+        ));
+        rows.push(
+            Row::new(
+                "5a",
+                "custody server peak resident memory (VmHWM) over start-up, 3a and 3b",
+                mib(h.now.server_peak_kib),
+            )
+            .before(was(&|t| Some((mib(t.server_peak_kib), None))))
+            .below_mib(h.now.server_peak_kib, 128.0),
+        );
+        if let Some(r) = rows.last_mut() {
+            r.baseline = format!("{} (static server)", mib(h.static_peak_kib));
         }
-        .at_least(0.7));
-        rows.push(Row {
-            id: "3b",
-            what: format!(
-                "download {gib:.2} GiB over HTTPS (`custody fetch`: 16 MiB ranges x4, fsync, CLI SHA-256 check)"
-            ),
-            ours: timed(size, h.fetch.wall),
-            baseline: format!("{} (row 4a)", timed(size, h.plain_fetch.wall)),
-            ratio: Some(rate(size, h.fetch.wall) / plain_dl),
-            goal: String::new(),
-            met: None,
-        }
-        .at_least(0.8));
-        if let Some(up) = h.upload.server_side {
-            rows.push(Row {
-                id: "3c",
-                what: "upload, server side only (first MiB of body in → commit; without the CLI's hashing)".into(),
-                ours: timed(size, up),
-                baseline: format!("{} (row 4b)", timed(size, h.plain_write)),
-                ratio: Some(rate(size, up) / write),
-                goal: String::new(),
-            met: None,
-            });
-        }
-        if let (Some(ours), Some(base)) = (h.fetch.server_side, h.plain_fetch.server_side) {
-            rows.push(Row {
-                id: "3d",
-                what: "download, server side only (first MiB to last byte out; without client fsync and check)".into(),
-                ours: timed(size, ours),
-                baseline: format!("{} (static server, same window)", timed(size, base)),
-                ratio: Some(rate(size, ours) / rate(size, base)),
-                goal: String::new(),
-            met: None,
-            });
-        }
-        rows.push(Row {
-            id: "4a",
-            what: "baseline: plain file over HTTPS (static hyper+rustls server, same client stack and ranges, fsync)".into(),
-            ours: timed(size, h.plain_fetch.wall),
-            baseline: String::new(),
-            ratio: None,
-            goal: String::new(),
-            met: None,
-        });
-        rows.push(Row {
-            id: "4b",
-            what: "baseline: plain file write, 8 MiB buffer, fsync".into(),
-            ours: timed(size, h.plain_write),
-            baseline: String::new(),
-            ratio: None,
-            goal: String::new(),
-            met: None,
-        });
-        let peak_mib = h.server_peak_kib as f64 / 1024.0;
-        rows.push(Row {
-            id: "5",
-            what: "custody server peak resident memory (VmHWM) over start-up, 3a and 3b".into(),
-            ours: format!("{peak_mib:.0} MiB"),
-            baseline: format!(
-                "{:.0} MiB (static server)",
-                h.static_peak_kib as f64 / 1024.0
-            ),
-            ratio: None,
-            goal: "< 128 MiB".into(),
-            met: Some(peak_mib < 128.0),
-        });
+        let client = |t: &Transfer| t.upload.client_peak_kib.max(t.fetch.client_peak_kib);
+        rows.push(
+            Row::new(
+                "5b",
+                "custody CLI peak resident memory (VmHWM), the larger of 3a and 3b",
+                mib(client(&h.now)),
+            )
+            .before(was(&|t| Some((mib(client(t)), None))))
+            .below_mib(client(&h.now), 128.0),
+        );
     }
-    println!("| row | what | ours | baseline | ratio | goal | met? |");
-    println!("|---|---|---|---|---|---|---|");
+    let ratio = |r: Option<f64>| r.map(|v| format!("{v:.2}x")).unwrap_or_default();
+    let with_before = rows.iter().any(|r| r.before.is_some());
+    if with_before {
+        println!(
+            "| row | what | before (--before) | ratio before | now | baseline | ratio now | goal | met? |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|");
+    } else {
+        println!("| row | what | ours | baseline | ratio | goal | met? |");
+        println!("|---|---|---|---|---|---|---|");
+    }
     for r in &rows {
-        let ratio = r.ratio.map(|v| format!("{v:.2}x")).unwrap_or_default();
         let met = match r.met {
             Some(true) => "yes",
             Some(false) => "no",
             None => "",
         };
-        println!(
-            "| {} | {} | {} | {} | {} | {} | {} |",
-            r.id, r.what, r.ours, r.baseline, ratio, r.goal, met
-        );
+        if with_before {
+            let (before, before_ratio) = r.before.clone().unwrap_or_default();
+            println!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                r.id,
+                r.what,
+                before,
+                ratio(before_ratio),
+                r.ours,
+                r.baseline,
+                ratio(r.ratio),
+                r.goal,
+                met
+            );
+        } else {
+            println!(
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                r.id,
+                r.what,
+                r.ours,
+                r.baseline,
+                ratio(r.ratio),
+                r.goal,
+                met
+            );
+        }
     }
     println!();
     println!(

@@ -72,18 +72,23 @@ impl Server {
 
     /// Peak resident memory so far (`VmHWM`), in KiB.
     pub fn peak_rss_kib(&self) -> anyhow::Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .context("no VmHWM in /proc/PID/status")
+        peak_rss_kib(self.pid())
     }
 
     pub fn stop(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The peak resident memory (`VmHWM`) of process `pid` so far, in KiB.
+pub fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmHWM in /proc/PID/status")
 }
 
 impl Drop for Server {
@@ -108,7 +113,8 @@ fn io_counters(pid: u32) -> Option<(u64, u64)> {
 /// Which of the server's counters carries the file's bytes.
 #[derive(Clone, Copy)]
 pub enum Direction {
-    /// The server reads the body from its socket (`rchar`).
+    /// The server writes the sealed parts to storage (`wchar`: its socket reads are `recv`
+    /// calls, which `rchar` does not count).
     Upload,
     /// The server writes the body to its socket (`wchar`).
     Download,
@@ -121,34 +127,41 @@ pub struct Timed {
     /// The server's part: from its first MiB of body to its last byte (download) or to the
     /// client's exit (upload, which ends with completing and committing the object).
     pub server_side: Option<Duration>,
+    /// The client's peak resident memory (`VmHWM`, sampled every 5 ms until it exits), KiB.
+    pub client_peak_kib: u64,
 }
 
-/// Runs the client `cmd` to completion, sampling the server's I/O counters every 5 ms.
+/// Runs the client `cmd` to completion, sampling the server's I/O counters and the client's
+/// memory high-water mark every 5 ms.
 pub fn run_timed(mut cmd: Command, server_pid: u32, direction: Direction) -> anyhow::Result<Timed> {
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting the client")?;
+    let client_pid = child.id();
     let sampler = {
         let stop = stop.clone();
         std::thread::spawn(move || {
             let mut samples = Vec::new();
+            let mut client_peak_kib = 0;
             while !stop.load(Ordering::Relaxed) {
-                let Some((r, w)) = io_counters(server_pid) else {
-                    return Vec::new();
-                };
-                samples.push((start.elapsed(), r, w));
+                client_peak_kib = client_peak_kib.max(peak_rss_kib(client_pid).unwrap_or(0));
+                if let Some((r, w)) = io_counters(server_pid) {
+                    samples.push((start.elapsed(), r, w));
+                }
                 std::thread::sleep(Duration::from_millis(5));
             }
-            samples
+            (samples, client_peak_kib)
         })
     };
-    let output = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output();
+    let output = child.wait_with_output();
     let wall = start.elapsed();
     stop.store(true, Ordering::Relaxed);
-    let samples = sampler.join().unwrap_or_default();
+    let (samples, client_peak_kib) = sampler.join().unwrap_or_default();
     let output = output.context("running the client")?;
     if !output.status.success() {
         bail!(
@@ -161,6 +174,7 @@ pub fn run_timed(mut cmd: Command, server_pid: u32, direction: Direction) -> any
     Ok(Timed {
         wall,
         server_side: server_window(&samples, direction, wall),
+        client_peak_kib,
     })
 }
 
@@ -171,8 +185,7 @@ fn server_window(
 ) -> Option<Duration> {
     const MIB: u64 = 1 << 20;
     let value = |s: &(Duration, u64, u64)| match direction {
-        Direction::Upload => s.1,
-        Direction::Download => s.2,
+        Direction::Upload | Direction::Download => s.2,
     };
     let base = value(samples.first()?);
     let last = value(samples.last()?);
@@ -209,4 +222,65 @@ pub fn custody_binary(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 pub fn settle() {
     let _ = Command::new("sync").status();
     std::thread::sleep(Duration::from_millis(500));
+}
+
+/// `--perf DIR`: CPU profiles of a run, for docs/performance.md. `perf record` (software
+/// clock: these machines have no hardware counters) attaches to the server for the whole
+/// transfer and wraps each CLI run, one data file per step. Profiling slows what it watches:
+/// the figures of such a run are not the benchmark's.
+pub struct Perf {
+    pub dir: PathBuf,
+}
+
+const PERF_RECORD: [&str; 6] = ["record", "-e", "cpu-clock", "-F", "499", "-g"];
+
+impl Perf {
+    /// Starts recording process `pid` into `DIR/NAME.data`.
+    pub fn attach(&self, pid: u32, name: &str) -> anyhow::Result<Recording> {
+        let child = Command::new("perf")
+            .args(PERF_RECORD)
+            .arg("-o")
+            .arg(self.dir.join(format!("{name}.data")))
+            .args(["-p", &pid.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting perf record (Debian package linux-perf)")?;
+        // perf needs a moment to attach before the work it should see starts.
+        std::thread::sleep(Duration::from_millis(500));
+        Ok(Recording(child))
+    }
+
+    /// `cmd`, run under `perf record` into `DIR/NAME.data`.
+    pub fn wrap(&self, cmd: &Command, name: &str) -> Command {
+        let mut wrapped = Command::new("perf");
+        wrapped
+            .args(PERF_RECORD)
+            .arg("-o")
+            .arg(self.dir.join(format!("{name}.data")))
+            .arg("--")
+            .arg(cmd.get_program())
+            .args(cmd.get_args());
+        for (key, value) in cmd.get_envs() {
+            match value {
+                Some(v) => wrapped.env(key, v),
+                None => wrapped.env_remove(key),
+            };
+        }
+        wrapped
+    }
+}
+
+/// A `perf record` attached to a process.
+pub struct Recording(Child);
+
+impl Recording {
+    /// Stops recording; perf writes its file on SIGINT.
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
 }

@@ -1,4 +1,9 @@
-//! `custody upload`: hash every file, declare the manifest, stream each file, commit.
+//! `custody upload`: declare the manifest (paths and sizes), stream each file while hashing
+//! it, then commit with the digests, which the server checks against the bytes it stored.
+//!
+//! Each file is read once: a blocking thread reads and hashes it while the request sends
+//! what it read, so hashing runs on another core beside the TLS encryption instead of as a
+//! whole pass over every file before the first byte leaves (see docs/performance.md).
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -9,11 +14,12 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use reqwest::Method;
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use types::{RepoPath, RepoRef};
+use types::{RepoPath, RepoRef, Sha256Hex};
 use wire::ErrorCode;
 use wire::models::FileEntry;
-use wire::upload::{Committed, ManifestEntry, PutQuery, UploadRequest, UploadSession};
+use wire::upload::{
+    CommitRequest, Committed, ManifestEntry, PutQuery, UploadRequest, UploadSession,
+};
 
 use crate::Global;
 use crate::client::Client;
@@ -62,7 +68,6 @@ struct LocalFile {
     path: RepoPath,
     local: PathBuf,
     size: u64,
-    sha256: String,
 }
 
 /// A progress bar on stderr when it is a terminal and output is for humans; hidden otherwise.
@@ -130,21 +135,15 @@ fn collect(dir: &Path) -> anyhow::Result<Vec<(RepoPath, PathBuf, u64)>> {
     Ok(files)
 }
 
-async fn sha256_file(path: &Path, bar: &ProgressBar) -> anyhow::Result<String> {
-    let mut file = tokio::fs::File::open(path)
-        .await
-        .with_context(|| format!("opening {}", path.display()))?;
-    let mut hasher = crypto::hash::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        bar.inc(n as u64);
+/// The SHA-256 of a whole local file (one the server already holds: its digest is still
+/// confirmed at commit).
+async fn sha256_file(path: &Path, bar: &ProgressBar) -> anyhow::Result<Sha256Hex> {
+    let (chunks, digest) = hashed_chunks(path.to_owned(), 0, u64::MAX);
+    let mut chunks = std::pin::pin!(chunks);
+    while let Some(chunk) = chunks.next().await {
+        bar.inc(chunk?.len() as u64);
     }
-    Ok(hex::encode(hasher.finish()))
+    digest.await?
 }
 
 pub async fn upload(
@@ -155,22 +154,13 @@ pub async fn upload(
     derived_from: Option<&str>,
     out: &Output,
 ) -> anyhow::Result<Uploaded> {
-    let found = collect(dir)?;
-    let total: u64 = found.iter().map(|f| f.2).sum();
+    let files: Vec<LocalFile> = collect(dir)?
+        .into_iter()
+        .map(|(path, local, size)| LocalFile { path, local, size })
+        .collect();
+    let total: u64 = files.iter().map(|f| f.size).sum();
 
-    let bar = progress(total, out, "hashing");
-    let mut files = Vec::with_capacity(found.len());
-    for (path, local, size) in found {
-        let sha256 = sha256_file(&local, &bar).await?;
-        files.push(LocalFile {
-            path,
-            local,
-            size,
-            sha256,
-        });
-    }
-    bar.finish_and_clear();
-
+    // Digests are left out: each file is hashed while it is sent, and confirmed at commit.
     let begin = UploadRequest {
         message: message.to_owned(),
         files: files
@@ -178,7 +168,7 @@ pub async fn upload(
             .map(|f| ManifestEntry {
                 path: f.path.to_string(),
                 size: f.size,
-                sha256: f.sha256.clone(),
+                sha256: None,
             })
             .collect(),
         derived_from: derived_from.map(str::to_owned),
@@ -190,6 +180,7 @@ pub async fn upload(
 
     let bar = progress(total, out, "uploading");
     let mut bytes_sent = 0u64;
+    let mut digests = std::collections::BTreeMap::new();
     for attempt in 0..2 {
         let offsets = resume_offsets(&session, files.len())?;
         let stored: u64 = offsets.iter().map(|o| o.unwrap_or(0)).sum::<u64>()
@@ -212,7 +203,7 @@ pub async fn upload(
         let (large, small): (Vec<_>, Vec<_>) = pending
             .into_iter()
             .partition(|(_, f, _)| f.size >= LARGE_FILE);
-        let mut results: Vec<anyhow::Result<u64>> = Vec::new();
+        let mut results: Vec<anyhow::Result<(u64, &LocalFile, Sha256Hex)>> = Vec::new();
         for (index, file, offset) in large {
             results.push(send_file(client, &upload_id, index, file, offset, &bar).await);
         }
@@ -228,7 +219,10 @@ pub async fn upload(
         let mut failure = None;
         for result in results {
             match result {
-                Ok(n) => bytes_sent += n,
+                Ok((n, file, digest)) => {
+                    bytes_sent += n;
+                    digests.insert(file.path.to_string(), digest.to_string());
+                }
                 Err(e) => failure = failure.or(Some(e)),
             }
         }
@@ -241,10 +235,20 @@ pub async fn upload(
             Some(e) => return Err(e),
         }
     }
+    // Files an earlier run stored: their digests are confirmed too, from the local copy.
+    for file in &files {
+        if !digests.contains_key(file.path.as_str()) {
+            let digest = sha256_file(&file.local, &ProgressBar::hidden()).await?;
+            digests.insert(file.path.to_string(), digest.to_string());
+        }
+    }
     bar.finish_and_clear();
 
     let revision: Committed = client
-        .post(&format!("/v1/uploads/{upload_id}/commit"), &wire::Empty {})
+        .post(
+            &format!("/v1/uploads/{upload_id}/commit"),
+            &CommitRequest { sha256: digests },
+        )
         .await?;
     Ok(Uploaded {
         revision,
@@ -252,8 +256,10 @@ pub async fn upload(
     })
 }
 
-/// Files at least this large are sent one at a time.
-const LARGE_FILE: u64 = 8 << 20;
+/// Files at least this large are sent one at a time: the server seals and stores one file's
+/// parts three at a time (8 MiB each), so a file this size keeps its pipeline full; smaller
+/// ones go several at once.
+const LARGE_FILE: u64 = 24 << 20;
 const SMALL_FILES_AT_ONCE: usize = 4;
 
 /// For each file of the session: `None` when stored, else the offset to send from.
@@ -277,22 +283,20 @@ fn is_resume_mismatch(e: &anyhow::Error) -> bool {
         .any(|s| s.code == ErrorCode::ResumeMismatch)
 }
 
-/// Sends one file from `offset` to its end; returns the bytes sent.
-async fn send_file(
+/// Sends one file from `offset` to its end; returns the bytes sent, the file and the SHA-256
+/// of the whole file (the part before `offset` is read and hashed first).
+async fn send_file<'a>(
     client: &Client,
     upload_id: &str,
     index: usize,
-    file: &LocalFile,
+    file: &'a LocalFile,
     offset: u64,
     bar: &ProgressBar,
-) -> anyhow::Result<u64> {
-    let mut handle = tokio::fs::File::open(&file.local)
-        .await
-        .with_context(|| format!("opening {}", file.local.display()))?;
-    handle.seek(std::io::SeekFrom::Start(offset)).await?;
+) -> anyhow::Result<(u64, &'a LocalFile, Sha256Hex)> {
     let length = file.size - offset;
+    let (chunks, digest) = hashed_chunks(file.local.clone(), offset, length);
     let counter = bar.clone();
-    let stream = file_chunks(handle.take(length)).map(move |chunk| {
+    let stream = chunks.map(move |chunk| {
         if let Ok(bytes) = &chunk {
             counter.inc(bytes.len() as u64);
         }
@@ -311,29 +315,99 @@ async fn send_file(
         .call(request)
         .await
         .with_context(|| format!("uploading {}", file.path))?;
-    if stored.path != file.path || stored.sha256.as_str() != file.sha256 {
+    if stored.path != file.path {
+        bail!("the server stored {} instead of {}", stored.path, file.path);
+    }
+    let digest = digest
+        .await
+        .with_context(|| format!("reading {}", file.local.display()))??;
+    // The server's digest is checked again at commit, where a difference ends the upload.
+    if stored.sha256 != digest {
         bail!(
-            "the server stored {} with sha256 {} instead of {} with {}",
-            stored.path,
-            stored.sha256,
+            "{}: the server stored bytes with sha256 {}, this file has {digest}: did it change while it was sent?",
             file.path,
-            file.sha256
+            stored.sha256
         );
     }
-    Ok(length)
+    Ok((length, file, digest))
 }
 
-/// Reads a file as a stream of 1 MiB chunks.
-fn file_chunks(
-    file: tokio::io::Take<tokio::fs::File>,
-) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
-    futures::stream::try_unfold(file, |mut file| async move {
-        let mut buf = vec![0u8; 1 << 20];
-        let n = file.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(None);
+/// Bytes read ahead of the network, in 1 MiB chunks.
+const CHUNKS_AHEAD: usize = 4;
+const CHUNK: u64 = 1 << 20;
+
+/// Reads `len` bytes of the file at `path` from `offset` as a stream of 1 MiB chunks, on a
+/// blocking thread that also hashes the whole file:
+/// first the prefix before `offset` (read, hashed, not sent), then every chunk it sends. The
+/// digest arrives once the stream has ended; a file shorter than promised is an error on the
+/// stream. `len` of `u64::MAX` reads to the end.
+fn hashed_chunks(
+    path: PathBuf,
+    offset: u64,
+    len: u64,
+) -> (
+    impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static,
+    tokio::sync::oneshot::Receiver<anyhow::Result<Sha256Hex>>,
+) {
+    let (chunks_tx, chunks_rx) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
+    let (digest_tx, digest_rx) = tokio::sync::oneshot::channel();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let read = || -> std::io::Result<Option<Sha256Hex>> {
+            let mut file = std::fs::File::open(&path)?;
+            let mut hasher = crypto::hash::Sha256::new();
+            let mut buf = Vec::with_capacity(CHUNK as usize);
+            // The prefix the server already holds.
+            let mut prefix = (&mut file).take(offset);
+            loop {
+                buf.clear();
+                if (&mut prefix).take(CHUNK).read_to_end(&mut buf)? == 0 {
+                    break;
+                }
+                hasher.update(&buf);
+            }
+            if prefix.limit() > 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("{} is shorter than it was", path.display()),
+                ));
+            }
+            let mut rest = file.take(len);
+            loop {
+                let mut chunk = Vec::with_capacity(CHUNK as usize);
+                if (&mut rest).take(CHUNK).read_to_end(&mut chunk)? == 0 {
+                    break;
+                }
+                hasher.update(&chunk);
+                if chunks_tx
+                    .blocking_send(Ok(bytes::Bytes::from(chunk)))
+                    .is_err()
+                {
+                    return Ok(None); // the request stopped: nobody waits for the digest
+                }
+            }
+            if len != u64::MAX && rest.limit() > 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("{} is shorter than it was", path.display()),
+                ));
+            }
+            Ok(Some(Sha256Hex::from_bytes(&hasher.finish())))
+        };
+        match read() {
+            Ok(Some(digest)) => {
+                let _ = digest_tx.send(Ok(digest));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let message = e.to_string();
+                let _ = chunks_tx.blocking_send(Err(e));
+                let _ = digest_tx.send(Err(anyhow::anyhow!(message)));
+            }
         }
-        buf.truncate(n);
-        Ok(Some((bytes::Bytes::from(buf), file)))
-    })
+    });
+    let stream = futures::stream::unfold(chunks_rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    (stream, digest_rx)
 }

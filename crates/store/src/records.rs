@@ -63,14 +63,52 @@ pub struct NewUpload<'a> {
     pub created_by: &'a str,
     pub message: &'a str,
     pub expires_at: i64,
-    pub files: &'a [FileRecord],
+    pub files: &'a [UploadFileRecord],
     /// Refuse if the creator already has this many sessions open (not expired).
     pub max_open_by_creator: u64,
 }
 
+/// A file of an upload session, as its manifest listed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadFileRecord {
+    pub path: RepoPath,
+    pub object_id: ObjectId,
+    pub size: u64,
+    /// The digest the manifest declared; for a file listed without one (`declared` false),
+    /// the digest the server computed when it stored the file, `None` before.
+    pub sha256: Option<Sha256Hex>,
+    /// Whether the manifest declared the digest. Otherwise the client confirms it at commit.
+    pub declared: bool,
+}
+
+impl From<FileRecord> for UploadFileRecord {
+    /// A file whose digest the manifest declared.
+    fn from(file: FileRecord) -> Self {
+        UploadFileRecord {
+            path: file.path,
+            object_id: file.object_id,
+            size: file.size,
+            sha256: Some(file.sha256),
+            declared: true,
+        }
+    }
+}
+
+impl UploadFileRecord {
+    /// The file as a revision will hold it, once its digest is known.
+    pub fn record(&self) -> Option<FileRecord> {
+        Some(FileRecord {
+            path: self.path.clone(),
+            object_id: self.object_id.clone(),
+            size: self.size,
+            sha256: self.sha256.clone()?,
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadFile {
-    pub file: FileRecord,
+    pub file: UploadFileRecord,
     pub done: bool,
     /// The stored object's header (salt and nonce prefix), fixed once the first part is sent.
     pub header: Option<Vec<u8>>,

@@ -37,8 +37,8 @@ impl Store {
             return Ok(None);
         };
         let rows = sqlx::query(
-            "SELECT path, size, sha256, object_id, done, header, backend_upload_id, parts_done, hash_state \
-             FROM upload_files WHERE session_id = $1 ORDER BY idx",
+            "SELECT path, size, sha256, declared, object_id, done, header, backend_upload_id, parts_done, \
+             hash_state FROM upload_files WHERE session_id = $1 ORDER BY idx",
         )
         .bind(id)
         .fetch_all(&self.pool)
@@ -46,8 +46,19 @@ impl Store {
         let files = rows
             .iter()
             .map(|r| {
+                let sha256: String = r.try_get("sha256")?;
                 Ok(UploadFile {
-                    file: file_from_row(r)?,
+                    file: UploadFileRecord {
+                        path: RepoPath::parse(r.try_get("path")?).map_err(corrupt)?,
+                        object_id: ObjectId::parse(r.try_get("object_id")?).map_err(corrupt)?,
+                        size: convert::get_uint::<u64>(r, "size")?,
+                        // Empty: not declared, and not stored yet.
+                        sha256: (!sha256.is_empty())
+                            .then(|| Sha256Hex::parse(&sha256))
+                            .transpose()
+                            .map_err(corrupt)?,
+                        declared: r.try_get::<i64, _>("declared")? != 0,
+                    },
                     done: r.try_get::<i64, _>("done")? != 0,
                     header: r.try_get("header")?,
                     backend_upload_id: r.try_get("backend_upload_id")?,
@@ -71,8 +82,9 @@ impl Store {
         }))
     }
 
-    /// Records that one file of an upload is stored, with its object (and, for a small file,
-    /// the Git blob id of its plaintext, computed while it streamed in). No audit entry: the
+    /// Records that one file of an upload is stored, with its object and the digest of the
+    /// bytes received (and, for a small file, the Git blob id of its plaintext, computed while
+    /// it streamed in). No audit entry: the
     /// upload's commit records every file; an object of an abandoned upload is found through
     /// its session and removed when the session expires.
     pub async fn upload_file_done(
@@ -98,16 +110,23 @@ impl Store {
         .bind(git_blob_id)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE upload_files SET done = 1 WHERE session_id = $1 AND idx = $2")
+        sqlx::query(
+            "UPDATE upload_files SET done = 1, sha256 = $1 WHERE session_id = $2 AND idx = $3",
+        )
+        .bind(file.sha256.as_str())
+        .bind(upload_id)
+        .bind(convert::db_int(idx)?)
+        .execute(&mut *tx)
+        .await?;
+        for table in ["upload_parts", "upload_sealed_parts"] {
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE session_id = $1 AND idx = $2"
+            ))
             .bind(upload_id)
             .bind(convert::db_int(idx)?)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM upload_parts WHERE session_id = $1 AND idx = $2")
-            .bind(upload_id)
-            .bind(convert::db_int(idx)?)
-            .execute(&mut *tx)
-            .await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -157,13 +176,53 @@ impl Store {
         .bind(convert::db_int(idx)?)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM upload_parts WHERE session_id = $1 AND idx = $2")
+        for table in ["upload_parts", "upload_sealed_parts"] {
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE session_id = $1 AND idx = $2"
+            ))
             .bind(upload_id)
             .bind(convert::db_int(idx)?)
             .execute(&mut *tx)
             .await?;
+        }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Claims the nonces of part `part_number` of file `idx` for the plaintext whose running
+    /// SHA-256 (from the file's first byte to the part's end) is `prefix_sha256`, before the
+    /// sealed part goes to storage. True when the claim is new or the same as before; false
+    /// when the part was sealed before for other plaintext: storing it would reuse nonces.
+    pub async fn claim_sealed_part(
+        &self,
+        upload_id: &str,
+        idx: usize,
+        part_number: u32,
+        prefix_sha256: &str,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO upload_sealed_parts (session_id, idx, part_number, prefix_sha256) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (session_id, idx, part_number) DO NOTHING",
+        )
+        .bind(upload_id)
+        .bind(convert::db_int(idx)?)
+        .bind(i64::from(part_number))
+        .bind(prefix_sha256)
+        .execute(&mut *tx)
+        .await?;
+        let claimed: String = sqlx::query(
+            "SELECT prefix_sha256 FROM upload_sealed_parts \
+             WHERE session_id = $1 AND idx = $2 AND part_number = $3",
+        )
+        .bind(upload_id)
+        .bind(convert::db_int(idx)?)
+        .bind(i64::from(part_number))
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("prefix_sha256")?;
+        tx.commit().await?;
+        Ok(claimed == prefix_sha256)
     }
 
     /// Records a stored part, and how far the durable prefix of the file now reaches.
@@ -246,6 +305,18 @@ impl Store {
         Ok(sessions)
     }
 
+    /// Ends a session now, refused at its commit: the sweep removes what it stored.
+    pub async fn expire_upload(&self, id: &str, entry: audit::Entry) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE upload_sessions SET expires_at = $1 WHERE id = $2")
+            .bind(self.clock.now())
+            .bind(id)
+            .execute(tx.conn())
+            .await?;
+        tx.commit(entry).await?;
+        Ok(())
+    }
+
     /// Forgets an abandoned session and the objects of its finished files (whose storage the
     /// caller has already removed).
     pub async fn drop_upload(&self, upload: &UploadSession, entry: audit::Entry) -> Result<()> {
@@ -293,6 +364,13 @@ impl Store {
         .execute(tx.conn())
         .await?;
         for f in &upload.files {
+            // Every file is stored by now, so its digest is known; the caller checked.
+            let sha256 = f.file.sha256.as_ref().ok_or_else(|| {
+                StoreError::Conflict(format!(
+                    "{} of upload {} is not stored",
+                    f.file.path, upload.id
+                ))
+            })?;
             sqlx::query(
                 "INSERT INTO revision_files (commit_id, path, object_id, size, sha256) VALUES ($1, $2, $3, $4, $5)",
             )
@@ -300,7 +378,7 @@ impl Store {
             .bind(f.file.path.as_str())
             .bind(f.file.object_id.as_str())
             .bind(convert::db_int(f.file.size)?)
-            .bind(f.file.sha256.as_str())
+            .bind(sha256.as_str())
             .execute(tx.conn())
             .await?;
         }
@@ -352,15 +430,16 @@ pub(crate) async fn insert_upload(
     .await?;
     for (idx, f) in upload.files.iter().enumerate() {
         sqlx::query(
-            "INSERT INTO upload_files (session_id, idx, path, size, sha256, object_id, done) \
-             VALUES ($1, $2, $3, $4, $5, $6, 0)",
+            "INSERT INTO upload_files (session_id, idx, path, size, sha256, object_id, done, declared) \
+             VALUES ($1, $2, $3, $4, $5, $6, 0, $7)",
         )
         .bind(upload.id)
         .bind(convert::db_int(idx)?)
         .bind(f.path.as_str())
         .bind(convert::db_int(f.size)?)
-        .bind(f.sha256.as_str())
+        .bind(f.sha256.as_ref().map_or("", Sha256Hex::as_str))
         .bind(f.object_id.as_str())
+        .bind(i64::from(f.declared))
         .execute(tx.conn())
         .await?;
     }
@@ -368,6 +447,10 @@ pub(crate) async fn insert_upload(
 }
 
 pub(crate) async fn delete_upload_rows(conn: &mut sqlx::AnyConnection, id: &str) -> Result<()> {
+    sqlx::query("DELETE FROM upload_sealed_parts WHERE session_id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
     sqlx::query("DELETE FROM hub_lfs_sessions WHERE session_id = $1")
         .bind(id)
         .execute(&mut *conn)

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 
 use store::{
     Approved, Approver, Asking, FileRecord, FollowUp, Grantee, NewHost, NewModel, NewPending,
-    NewToken, NewUpload, PendingAction, Store, StoreError,
+    NewToken, NewUpload, PendingAction, Store, StoreError, UploadFileRecord,
 };
 use types::{
     CommitId, GroupName, HostGroupName, HostName, ModelName, ObjectId, RepoPath, Role, Sha256Hex,
@@ -48,6 +48,7 @@ suite!(
     vendors_are_unique_and_a_refused_change_writes_no_entry,
     tokens_store_only_a_hash,
     a_commit_makes_one_immutable_revision,
+    a_digest_left_out_is_the_stored_one,
     grants_come_and_go,
     a_requester_cannot_approve_their_own_request,
     approvals_need_distinct_people_and_expire,
@@ -382,6 +383,7 @@ async fn model(store: &Store) -> String {
 async fn a_commit_makes_one_immutable_revision(store: Store) {
     let model_id = model(&store).await;
     let files = [file("b/w.bin", 2), file("config.json", 1)];
+    let declared = files.clone().map(UploadFileRecord::from);
     store
         .create_upload(
             &NewUpload {
@@ -391,7 +393,7 @@ async fn a_commit_makes_one_immutable_revision(store: Store) {
                 created_by: "vendor-admin:a",
                 message: "first",
                 expires_at: i64::MAX,
-                files: &files,
+                files: &declared,
                 max_open_by_creator: u64::MAX,
             },
             entry("upload.begin"),
@@ -447,7 +449,7 @@ async fn a_commit_makes_one_immutable_revision(store: Store) {
                 created_by: "x",
                 message: "",
                 expires_at: i64::MAX,
-                files: &[file("c", 3)],
+                files: &[file("c", 3).into()],
                 max_open_by_creator: u64::MAX,
             },
             entry("upload.begin"),
@@ -488,7 +490,7 @@ async fn a_commit_makes_one_immutable_revision(store: Store) {
                 created_by: "committer:alice",
                 message: "quantized",
                 expires_at: i64::MAX,
-                files: &[file("q", 4)],
+                files: &[file("q", 4).into()],
                 max_open_by_creator: u64::MAX,
             },
             Some(&commit),
@@ -527,6 +529,67 @@ async fn a_commit_makes_one_immutable_revision(store: Store) {
         commit,
         "a derived revision became main"
     );
+}
+
+/// A file listed without a digest has none until it is stored; then the server's digest is
+/// kept, and the session remembers that the client still has to confirm it.
+async fn a_digest_left_out_is_the_stored_one(store: Store) {
+    let model_id = model(&store).await;
+    let stored = file("w.bin", 8);
+    let listed = UploadFileRecord {
+        sha256: None,
+        declared: false,
+        ..UploadFileRecord::from(stored.clone())
+    };
+    store
+        .create_upload(
+            &NewUpload {
+                id: "u9",
+                manifest_digest: "d9",
+                model_id: &model_id,
+                created_by: "vendor-admin:a",
+                message: "",
+                expires_at: i64::MAX,
+                files: &[listed.clone(), file("config.json", 1).into()],
+                max_open_by_creator: u64::MAX,
+            },
+            entry("upload.begin"),
+        )
+        .await
+        .unwrap();
+    let session = store.upload("u9").await.unwrap().unwrap();
+    assert_eq!(session.files[0].file, listed);
+    assert_eq!(session.files[0].file.record(), None);
+    assert!(session.files[1].file.declared);
+
+    // Nonce claims: the first holds, the same digest again is fine, another is refused, and a
+    // file started over (new header, new nonces) has none.
+    assert!(store.claim_sealed_part("u9", 0, 1, "aa").await.unwrap());
+    assert!(store.claim_sealed_part("u9", 0, 1, "aa").await.unwrap());
+    assert!(store.claim_sealed_part("u9", 0, 2, "cc").await.unwrap());
+    assert!(!store.claim_sealed_part("u9", 0, 1, "bb").await.unwrap());
+    assert!(store.claim_sealed_part("u9", 1, 1, "bb").await.unwrap());
+    store.start_file_upload("u9", 0, None, None).await.unwrap();
+    assert!(store.claim_sealed_part("u9", 0, 1, "bb").await.unwrap());
+    assert!(!store.claim_sealed_part("u9", 1, 1, "aa").await.unwrap());
+
+    store
+        .upload_file_done("u9", 0, &model_id, &stored, 99, None)
+        .await
+        .unwrap();
+    let session = store.upload("u9").await.unwrap().unwrap();
+    assert!(session.files[0].done && !session.files[0].file.declared);
+    assert_eq!(session.files[0].file.record(), Some(stored));
+
+    // Refused at its commit: the session ends now, with its audit entry.
+    store
+        .expire_upload("u9", entry("upload.refuse"))
+        .await
+        .unwrap();
+    let now = store.clock().now();
+    let expired = store.expired_uploads(now + 1).await.unwrap();
+    assert!(expired.iter().any(|s| s.id == "u9"));
+    assert_eq!(audit_actions(&store).await.last().unwrap(), "upload.refuse");
 }
 
 async fn grants_come_and_go(store: Store) {
@@ -865,6 +928,7 @@ async fn concurrent_changes_get_gap_free_sequence_numbers(store: Store) {
 async fn upload_progress_survives_and_expires(store: Store) {
     let model_id = model(&store).await;
     let files = [file("big.bin", 5), file("small", 6)];
+    let uploads = files.clone().map(UploadFileRecord::from);
     let new = |id, digest, expires_at| NewUpload {
         id,
         manifest_digest: digest,
@@ -872,7 +936,7 @@ async fn upload_progress_survives_and_expires(store: Store) {
         created_by: "vendor-admin:a",
         message: "",
         expires_at,
-        files: &files,
+        files: &uploads,
         max_open_by_creator: u64::MAX,
     };
     store
@@ -964,7 +1028,7 @@ async fn upload_progress_survives_and_expires(store: Store) {
 
 async fn open_uploads_are_capped_per_creator(store: Store) {
     model(&store).await;
-    let files = [file("w.bin", 1)];
+    let files = [UploadFileRecord::from(file("w.bin", 1))];
     let far = i64::MAX / 2;
     let new = |id, created_by, expires_at| NewUpload {
         id,

@@ -22,8 +22,11 @@ pub struct UploadRequest {
 pub struct ManifestEntry {
     pub path: String,
     pub size: u64,
-    /// Lowercase hex.
-    pub sha256: String,
+    /// Lowercase hex. Left out, the client hashes the file while it sends it (one read, not
+    /// two) and confirms the digest in the commit ([`CommitRequest`]); the server refuses
+    /// the commit without that confirmation or when it differs from the bytes it stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 /// `POST .../uploads`: 201 for a new session, 200 for the open one of the same manifest.
@@ -63,6 +66,16 @@ pub struct SessionFile {
 pub struct PutQuery {
     #[serde(default)]
     pub offset: u64,
+}
+
+/// `POST /v1/uploads/{id}/commit`: the digests of the files the manifest listed without one,
+/// computed by the client from the bytes it sent (an empty body, or `{}`, when every digest
+/// was declared up front).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CommitRequest {
+    /// Path to lowercase hex SHA-256.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub sha256: std::collections::BTreeMap<String, String>,
 }
 
 /// `POST /v1/uploads/{id}/commit` (201): the new revision.

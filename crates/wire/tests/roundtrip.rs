@@ -741,12 +741,32 @@ fn upload_bodies() {
             files: vec![ManifestEntry {
                 path: "w.bin".into(),
                 size: 3,
-                sha256: SHA.into(),
+                sha256: Some(SHA.into()),
             }],
             derived_from: None,
         },
         json!({ "message": "m", "files": [{ "path": "w.bin", "size": 3, "sha256": SHA }] }),
     );
+    // A digest left out is confirmed at commit.
+    check(
+        UploadRequest {
+            message: "m".into(),
+            files: vec![ManifestEntry {
+                path: "w.bin".into(),
+                size: 3,
+                sha256: None,
+            }],
+            derived_from: None,
+        },
+        json!({ "message": "m", "files": [{ "path": "w.bin", "size": 3 }] }),
+    );
+    check(
+        CommitRequest {
+            sha256: [("w.bin".to_owned(), SHA.to_owned())].into(),
+        },
+        json!({ "sha256": { "w.bin": SHA } }),
+    );
+    check(CommitRequest::default(), json!({}));
     check(
         UploadRequest {
             message: String::new(),

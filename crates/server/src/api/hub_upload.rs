@@ -435,9 +435,9 @@ async fn lfs_batch(
         {
             continue;
         }
-        let mut same = staged
-            .iter()
-            .filter(|s| s.file.file.sha256 == sha256 && s.file.file.size == object.size);
+        let mut same = staged.iter().filter(|s| {
+            s.file.file.sha256.as_ref() == Some(&sha256) && s.file.file.size == object.size
+        });
         if same.clone().any(|s| s.file.done) {
             continue;
         }
@@ -553,13 +553,13 @@ async fn open_staging(
     let files = objects
         .iter()
         .map(|(sha256, size)| {
-            Ok(FileRecord {
+            Ok(store::UploadFileRecord::from(FileRecord {
                 path: RepoPath::parse(&format!("lfs/{sha256}"))
                     .map_err(|e| ApiError::Internal(e.to_string()))?,
                 object_id: ObjectId::from_bytes(&crypto::random_bytes::<16>()?),
                 size: *size,
                 sha256: sha256.clone(),
-            })
+            }))
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
     let total: u64 = files.iter().map(|f| f.size).sum();
@@ -822,13 +822,12 @@ async fn lfs_complete(
     let completion: LfsCompleteRequest = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(ErrorCode::InvalidRequest, e.to_string()))?;
     let file = &staged.session.files[staged.index];
-    if completion.oid != file.file.sha256.as_str() {
+    // Objects staged through the LFS API always declare their oid.
+    let oid = file.file.sha256.as_ref().map_or("", Sha256Hex::as_str);
+    if completion.oid != oid {
         return Err(ApiError::bad_request(
             ErrorCode::InvalidDigest,
-            format!(
-                "this URL is for object {}, not {}",
-                file.file.sha256, completion.oid
-            ),
+            format!("this URL is for object {oid}, not {}", completion.oid),
         )
         .into());
     }
@@ -840,7 +839,7 @@ async fn lfs_complete(
                 "{} of {} parts of object {} are stored: send the others",
                 file.parts_done,
                 layout.part_count(),
-                file.file.sha256
+                oid
             ),
         )
         .into());
@@ -890,10 +889,12 @@ async fn find_object(
         .store
         .staged_files(&model.id, &caller.actor(), app.store.clock().now())
         .await?;
-    if let Some(s) = staged.into_iter().find(|s| {
-        s.file.done && s.file.file.sha256 == *sha256 && size.is_none_or(|n| n == s.file.file.size)
+    if let Some((record, s)) = staged.into_iter().find_map(|s| {
+        let record = s.file.file.record()?;
+        (s.file.done && record.sha256 == *sha256 && size.is_none_or(|n| n == record.size))
+            .then_some((record, s))
     }) {
-        return Ok(Some((s.file.file, Some((s.session_id, s.index)))));
+        return Ok(Some((record, Some((s.session_id, s.index)))));
     }
     let Some(size) = size else {
         // A copy names no size: take it from `main`.
@@ -1230,7 +1231,7 @@ async fn make_commit(
             .map(|(path, size, sha256)| ManifestEntry {
                 path: path.to_owned(),
                 size,
-                sha256: sha256.to_owned(),
+                sha256: Some(sha256.to_owned()),
             })
             .collect(),
         derived_from: None,
@@ -1243,7 +1244,13 @@ async fn make_commit(
         let inline_manifest: Vec<_> = ops
             .inline
             .iter()
-            .map(|f| (f.path.clone(), f.content.len() as u64, f.sha256.clone()))
+            .map(|f| {
+                (
+                    f.path.clone(),
+                    f.content.len() as u64,
+                    Some(f.sha256.clone()),
+                )
+            })
             .collect();
         let digest = manifest_digest(&message, &inline_manifest, None);
         let request = UploadRequest {
@@ -1267,7 +1274,14 @@ async fn make_commit(
             let body = futures::stream::iter([Ok(bytes::Bytes::from(file.content))]);
             receive_file(app, &session, model, index, 0, None, body).await?;
         }
-        added.extend(session.files.iter().map(|f| f.file.clone()));
+        for f in &session.files {
+            // Declared, so known before the bytes came.
+            added.push(
+                f.file
+                    .record()
+                    .ok_or_else(|| ApiError::Internal(format!("{} has no digest", f.file.path)))?,
+            );
+        }
         consumed_sessions.push(session.id);
     }
     // A staging session all of whose objects this commit took is done with.

@@ -14,13 +14,13 @@ use blobstore::{PartLayout, PartReceipt, PartSealer};
 use crypto::hash::ResumableSha256;
 use futures::StreamExt;
 use policy::Action;
-use store::{FileRecord, NewUpload, UploadSession};
-use tokio::sync::OwnedSemaphorePermit;
+use store::{FileRecord, NewUpload, UploadFileRecord, UploadSession};
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use tokio::task::JoinSet;
 use types::{CommitId, ModelName, ObjectId, RepoPath, Sha256Hex, VendorName};
 use wire::ErrorCode;
 use wire::models::FileEntry;
-use wire::upload::{Committed, PutQuery, SessionFile, UploadRequest};
+use wire::upload::{CommitRequest, Committed, PutQuery, SessionFile, UploadRequest};
 
 use super::json_body;
 use super::models::{authorize_model, load_model};
@@ -38,7 +38,7 @@ const MAX_MESSAGE_LEN: usize = 4096;
 pub(crate) fn validate_manifest(
     request: &UploadRequest,
     limits: &Limits,
-) -> Result<Vec<(RepoPath, u64, Sha256Hex)>, ApiError> {
+) -> Result<Vec<(RepoPath, u64, Option<Sha256Hex>)>, ApiError> {
     if request.files.is_empty() {
         return Err(ApiError::bad_request(
             ErrorCode::EmptyUpload,
@@ -80,7 +80,11 @@ pub(crate) fn validate_manifest(
                 format!("path {path:?} appears more than once (names are compared ignoring case)"),
             ));
         }
-        let sha256 = Sha256Hex::parse(&entry.sha256)
+        let sha256 = entry
+            .sha256
+            .as_deref()
+            .map(Sha256Hex::parse)
+            .transpose()
             .map_err(|e| ApiError::bad_request(ErrorCode::InvalidDigest, format!("{path}: {e}")))?;
         if entry.size > limits.max_file_bytes {
             return Err(ApiError::bad_request(
@@ -129,13 +133,15 @@ pub(crate) fn validate_manifest(
 /// an ordinary upload never resumes a derived one, or the other way round).
 pub(crate) fn manifest_digest(
     message: &str,
-    files: &[(RepoPath, u64, Sha256Hex)],
+    files: &[(RepoPath, u64, Option<Sha256Hex>)],
     derived_from: Option<&CommitId>,
 ) -> String {
     let mut hasher = crypto::hash::Sha256::new();
     hasher.update(b"custody-manifest-v1\n");
     hasher.update(message.as_bytes());
     for (path, size, sha256) in files {
+        // A digest left out (the client hashes while it sends) is `-`, never a hex digest.
+        let sha256 = sha256.as_ref().map_or("-", Sha256Hex::as_str);
         hasher.update(format!("\n{path}\0{size}\0{sha256}").as_bytes());
     }
     if let Some(commit) = derived_from {
@@ -335,7 +341,7 @@ pub(crate) async fn open_session(
     name: &str,
     model_record: &store::ModelRecord,
     request: &UploadRequest,
-    files: &[(RepoPath, u64, Sha256Hex)],
+    files: &[(RepoPath, u64, Option<Sha256Hex>)],
     digest: &str,
     derived_from: Option<&CommitId>,
 ) -> Result<UploadSession, ApiError> {
@@ -343,11 +349,12 @@ pub(crate) async fn open_session(
     let records = files
         .iter()
         .map(|(path, size, sha256)| {
-            Ok(FileRecord {
+            Ok(UploadFileRecord {
                 path: path.clone(),
                 object_id: ObjectId::from_bytes(&crypto::random_bytes::<16>()?),
                 size: *size,
                 sha256: sha256.clone(),
+                declared: sha256.is_some(),
             })
         })
         .collect::<Result<Vec<_>, crypto::CryptoError>>()?;
@@ -566,12 +573,15 @@ pub(crate) async fn receive_file(
         sealer: Arc::new(sealer),
         backend_upload: backend_upload.clone(),
         object_key: object_key.clone(),
-        hasher,
-        // Small files are plain Git blobs in the Hub's listings: their id is computed here,
-        // from the first byte (a resumed stream has lost its prefix: the Hub computes it
-        // later, from the stored object, while the model lives).
-        git: (file.size < super::hub::LFS_THRESHOLD && upload_file.parts_done == 0)
-            .then(|| crypto::hash::GitObjectHasher::new("blob", file.size)),
+        path: file.path.clone(),
+        hashing: Baton::Here(Hashing {
+            sha256: hasher,
+            // Small files are plain Git blobs in the Hub's listings: their id is computed
+            // here, from the first byte (a resumed stream has lost its prefix: the Hub
+            // computes it later, from the stored object, while the model lives).
+            git: (file.size < super::hub::LFS_THRESHOLD && upload_file.parts_done == 0)
+                .then(|| crypto::hash::GitObjectHasher::new("blob", file.size)),
+        }),
         next_part: upload_file.parts_done + 1,
         durable: upload_file.parts_done,
         in_flight: JoinSet::new(),
@@ -580,8 +590,8 @@ pub(crate) async fn receive_file(
         end,
     };
     let outcome = pipeline.run(body, file).await;
-    match outcome {
-        Ok(()) => {}
+    let hashing = match outcome {
+        Ok(hashing) => hashing,
         Err(Failure::Interrupted(error)) => return Err(error),
         Err(Failure::Refused(error)) => {
             // The bytes were not the declared file: forget every part, and the header with
@@ -592,7 +602,7 @@ pub(crate) async fn receive_file(
             app.store.start_file_upload(&id, index, None, None).await?;
             return Err(error);
         }
-    }
+    };
     if end < file.size {
         return Ok(Received::Partial);
     }
@@ -616,26 +626,45 @@ pub(crate) async fn receive_file(
     backend
         .complete_upload(&object_key, &backend_upload, receipts)
         .await?;
-    let git_blob_id = pipeline.git.take().map(|g| hex::encode(g.finish()));
+    let stored = FileRecord {
+        path: file.path.clone(),
+        object_id: file.object_id.clone(),
+        size: file.size,
+        sha256: Sha256Hex::from_bytes(&hashing.sha256.finish()),
+    };
+    let git_blob_id = hashing.git.map(|g| hex::encode(g.finish()));
     app.store
         .upload_file_done(
             &id,
             index,
             &model.id,
-            file,
+            &stored,
             crypto::stream::ciphertext_len(file.size),
             git_blob_id.as_deref(),
         )
         .await?;
     Ok(Received::Stored(FileEntry {
-        path: file.path.clone(),
-        size: file.size,
-        sha256: file.sha256.clone(),
+        path: stored.path,
+        size: stored.size,
+        sha256: stored.sha256,
     }))
 }
 
 /// Parts being sealed and stored concurrently, at most this many per file.
 const PARTS_IN_FLIGHT: usize = 3;
+
+/// `CUSTODY_FAILPOINT_UPLOAD=unrecorded` (test-hooks builds only): parts are sealed and
+/// stored but never recorded as durable, and the body then fails, as when a server dies
+/// between storing parts and recording them; a retry sends those parts again.
+#[cfg(feature = "test-hooks")]
+fn failpoint_unrecorded() -> bool {
+    std::env::var("CUSTODY_FAILPOINT_UPLOAD").is_ok_and(|v| v == "unrecorded")
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn failpoint_unrecorded() -> bool {
+    false
+}
 
 enum Failure {
     /// The stream broke or storage failed: what is durable stays, the client resumes.
@@ -644,9 +673,38 @@ enum Failure {
     Refused(ApiError),
 }
 
-/// Receives one file's plaintext, hashes it in order, and seals and stores its parts in
-/// parallel, recording each durable prefix so an interruption loses at most the parts in
-/// flight.
+/// The running digests of one file, handed from part to part in byte order.
+struct Hashing {
+    sha256: ResumableSha256,
+    /// The Git blob id of a small file streamed from its first byte.
+    git: Option<crypto::hash::GitObjectHasher>,
+}
+
+/// Where the digests are: here (no part in flight), or on their way from the part in flight
+/// that hashes last.
+enum Baton {
+    Here(Hashing),
+    Coming(oneshot::Receiver<Hashing>),
+}
+
+impl Baton {
+    async fn take(self) -> Result<Hashing, ApiError> {
+        match self {
+            Baton::Here(hashing) => Ok(hashing),
+            Baton::Coming(receiver) => receiver
+                .await
+                .map_err(|_| ApiError::Internal("a part failed before it was hashed".into())),
+        }
+    }
+}
+
+type PartState = Option<[u8; crypto::hash::STATE_LEN]>;
+
+/// Receives one file's plaintext and hands each part to a blocking task that hashes it
+/// (after the part before it: SHA-256 is sequential), passes the digests on, then seals
+/// and stores the part. So the receiving task only copies bytes, the hash of part n+1 runs
+/// beside the sealing of part n on another core, and each durable prefix is recorded so an
+/// interruption loses at most the parts in flight.
 struct PartPipeline {
     app: Arc<App>,
     upload_id: String,
@@ -654,15 +712,15 @@ struct PartPipeline {
     sealer: Arc<PartSealer>,
     backend_upload: String,
     object_key: String,
-    hasher: ResumableSha256,
-    /// The Git blob id of a small file streamed from its first byte.
-    git: Option<crypto::hash::GitObjectHasher>,
+    /// The file's path, for messages.
+    path: RepoPath,
+    hashing: Baton,
     next_part: u32,
     /// Leading parts known to be stored.
     durable: u32,
-    in_flight: JoinSet<(u32, Result<PartReceipt, blobstore::BlobError>)>,
+    in_flight: JoinSet<(u32, Result<(PartReceipt, PartState), Failure>)>,
     /// Stored parts beyond the durable prefix, with the hash state at their end.
-    finished: BTreeMap<u32, (PartReceipt, Option<[u8; crypto::hash::STATE_LEN]>)>,
+    finished: BTreeMap<u32, (PartReceipt, PartState)>,
     received: u64,
     /// Where this body ends: the end of the file, or a part boundary before it.
     end: u64,
@@ -672,10 +730,9 @@ impl PartPipeline {
     async fn run(
         &mut self,
         mut body: impl futures::Stream<Item = Result<bytes::Bytes, axum::Error>> + Unpin,
-        file: &FileRecord,
-    ) -> Result<(), Failure> {
+        file: &UploadFileRecord,
+    ) -> Result<Hashing, Failure> {
         let layout = self.sealer.layout();
-        let mut states = BTreeMap::new();
         let mut buf: Vec<u8> = Vec::new();
         let mut filling: Option<OwnedSemaphorePermit> = None;
         let mut leftover = bytes::Bytes::new();
@@ -696,7 +753,7 @@ impl PartPipeline {
                     // part of a buffer while it waits for the rest, so streams cannot deadlock
                     // each other, and the parts it has in flight free their room on their own.
                     let need = self.sealer.stored_part_len(self.next_part);
-                    filling = Some(self.reserve(need, &mut states).await?);
+                    filling = Some(self.reserve(need).await?);
                     buf.reserve_exact(need);
                 }
                 let take = (part_len - buf.len()).min(leftover.len());
@@ -704,38 +761,32 @@ impl PartPipeline {
             }
             if buf.len() == part_len {
                 let plaintext = std::mem::take(&mut buf);
-                // In byte order, on this task: a few milliseconds per part with SHA-NI.
-                self.hasher.update(&plaintext);
-                if let Some(git) = self.git.as_mut() {
-                    git.update(&plaintext);
-                }
-                states.insert(self.next_part, self.hasher.export());
                 self.dispatch(self.next_part, plaintext, filling.take());
                 self.next_part += 1;
                 while self.in_flight.len() >= PARTS_IN_FLIGHT {
-                    if let Err(e) = self.settle_one(&mut states).await {
-                        self.drain(&mut states).await;
-                        return Err(Failure::Interrupted(e));
+                    if let Err(e) = self.settle_one().await {
+                        self.drain().await;
+                        return Err(e);
                     }
                 }
                 continue;
             }
-            match self.next_chunk(&mut body, file, &mut states).await? {
+            match self.next_chunk(&mut body, file).await? {
                 Some(chunk) => leftover = chunk,
                 None => break,
             }
         }
         // Every part is on its way: anything more is more than was declared.
         while self.next_part > last_part {
-            match self.next_chunk(&mut body, file, &mut states).await? {
+            match self.next_chunk(&mut body, file).await? {
                 Some(_) => {}
                 None => break,
             }
         }
         while !self.in_flight.is_empty() {
-            if let Err(e) = self.settle_one(&mut states).await {
-                self.drain(&mut states).await;
-                return Err(Failure::Interrupted(e));
+            if let Err(e) = self.settle_one().await {
+                self.drain().await;
+                return Err(e);
             }
         }
         if self.received != self.end || self.next_part <= last_part {
@@ -747,20 +798,33 @@ impl PartPipeline {
                 ),
             )));
         }
-        if self.end < file.size {
-            return Ok(());
+        if failpoint_unrecorded() {
+            return Err(Failure::Interrupted(ApiError::Internal(
+                "failpoint: the stored parts were not recorded".into(),
+            )));
         }
-        let digest = Sha256Hex::from_bytes(&self.hasher.clone().finish());
-        if digest != file.sha256 {
+        let hashing = std::mem::replace(&mut self.hashing, Baton::Coming(oneshot::channel().1))
+            .take()
+            .await
+            .map_err(Failure::Interrupted)?;
+        if self.end < file.size {
+            return Ok(hashing);
+        }
+        let digest = Sha256Hex::from_bytes(&hashing.sha256.clone().finish());
+        // A digest left out of the manifest is checked at the commit, against the client's.
+        if file.declared
+            && let Some(declared) = &file.sha256
+            && digest != *declared
+        {
             return Err(Failure::Refused(ApiError::bad_request(
                 ErrorCode::DigestMismatch,
                 format!(
-                    "{}: the bytes received have sha256 {digest}, the manifest declared {}",
-                    file.path, file.sha256
+                    "{}: the bytes received have sha256 {digest}, the manifest declared {declared}",
+                    file.path
                 ),
             )));
         }
-        Ok(())
+        Ok(hashing)
     }
 
     /// The next piece of the body, or `None` at its end. Counts bytes, and stops the pipeline
@@ -768,13 +832,12 @@ impl PartPipeline {
     async fn next_chunk(
         &mut self,
         body: &mut (impl futures::Stream<Item = Result<bytes::Bytes, axum::Error>> + Unpin),
-        file: &FileRecord,
-        states: &mut BTreeMap<u32, Option<[u8; crypto::hash::STATE_LEN]>>,
+        file: &UploadFileRecord,
     ) -> Result<Option<bytes::Bytes>, Failure> {
         match body.next().await {
             None => Ok(None),
             Some(Err(e)) => {
-                self.drain(states).await;
+                self.drain().await;
                 Err(Failure::Interrupted(ApiError::bad_request(
                     ErrorCode::UploadInterrupted,
                     format!("the request body ended early: {e}"),
@@ -783,7 +846,7 @@ impl PartPipeline {
             Some(Ok(chunk)) => {
                 self.received += chunk.len() as u64;
                 if self.received > file.size {
-                    self.drain(states).await;
+                    self.drain().await;
                     return Err(Failure::Refused(ApiError::bad_request(
                         ErrorCode::SizeMismatch,
                         format!(
@@ -794,7 +857,7 @@ impl PartPipeline {
                 }
                 if self.received > self.end {
                     // A chunk longer than it was given: what is durable stays.
-                    self.drain(states).await;
+                    self.drain().await;
                     return Err(Failure::Interrupted(ApiError::bad_request(
                         ErrorCode::SizeMismatch,
                         format!(
@@ -810,11 +873,7 @@ impl PartPipeline {
 
     /// Room for a part buffer of `bytes` in the budget of all uploads
     /// (`limits.max_upload_buffer_bytes`, in KiB), held until the part is stored.
-    async fn reserve(
-        &mut self,
-        bytes: usize,
-        states: &mut BTreeMap<u32, Option<[u8; crypto::hash::STATE_LEN]>>,
-    ) -> Result<OwnedSemaphorePermit, Failure> {
+    async fn reserve(&mut self, bytes: usize) -> Result<OwnedSemaphorePermit, Failure> {
         let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
         match self
             .app
@@ -825,7 +884,7 @@ impl PartPipeline {
         {
             Ok(permit) => Ok(permit),
             Err(e) => {
-                self.drain(states).await;
+                self.drain().await;
                 Err(Failure::Interrupted(ApiError::Internal(format!(
                     "upload buffer budget: {e}"
                 ))))
@@ -838,23 +897,52 @@ impl PartPipeline {
         let backend = self.app.blobs.backend().clone();
         let key = self.object_key.clone();
         let upload = self.backend_upload.clone();
+        let (pass_on, next) = oneshot::channel();
+        let previous = std::mem::replace(&mut self.hashing, Baton::Coming(next));
+        let store = self.app.store.clone();
+        let (upload_id, index, path) = (self.upload_id.clone(), self.index, self.path.clone());
         self.in_flight.spawn(async move {
-            let sealed = tokio::task::spawn_blocking(move || {
-                let mut buf = plaintext;
-                sealer.seal_part(part, &mut buf).map(|()| buf)
-            })
-            .await;
-            let result = match sealed {
-                Ok(Ok(ciphertext)) => {
-                    backend
-                        .upload_part(&key, &upload, part, bytes::Bytes::from(ciphertext))
-                        .await
+            let result = async {
+                let mut hashing = previous.take().await.map_err(Failure::Interrupted)?;
+                let (state, prefix, ciphertext) = tokio::task::spawn_blocking(move || {
+                    let mut buf = plaintext;
+                    hashing.sha256.update(&buf);
+                    if let Some(git) = hashing.git.as_mut() {
+                        git.update(&buf);
+                    }
+                    let state = hashing.sha256.export();
+                    let prefix = hex::encode(hashing.sha256.clone().finish());
+                    // The next part may hash now; the receiver is gone only if the upload
+                    // stopped, and then nothing waits for the digests.
+                    let _ = pass_on.send(hashing);
+                    sealer
+                        .seal_part(part, &mut buf)
+                        .map(|()| (state, prefix, buf))
+                })
+                .await
+                .map_err(|e| ApiError::Internal(format!("sealing task failed: {e}")))
+                .and_then(|sealed| sealed.map_err(ApiError::from))
+                .map_err(Failure::Interrupted)?;
+                // Before the ciphertext can be seen in storage: these nonces are this
+                // plaintext's, for good (see `Store::claim_sealed_part`).
+                let claimed = store
+                    .claim_sealed_part(&upload_id, index, part, &prefix)
+                    .await
+                    .map_err(|e| Failure::Interrupted(e.into()))?;
+                if !claimed {
+                    return Err(Failure::Refused(ApiError::ResumeMismatch(format!(
+                        "{path}: part {part} differs from the bytes sent for it before: the file \
+                         changed since this upload began; what was stored of it is dropped, send \
+                         it again from its first byte"
+                    ))));
                 }
-                Ok(Err(e)) => Err(e),
-                Err(e) => Err(blobstore::BlobError::Backend(format!(
-                    "sealing task failed: {e}"
-                ))),
-            };
+                let receipt = backend
+                    .upload_part(&key, &upload, part, bytes::Bytes::from(ciphertext))
+                    .await
+                    .map_err(|e| Failure::Interrupted(e.into()))?;
+                Ok((receipt, state))
+            }
+            .await;
             // The buffer is gone: its room goes back to the budget.
             drop(room);
             (part, result)
@@ -862,18 +950,18 @@ impl PartPipeline {
     }
 
     /// Waits for one part to be stored and records how far the durable prefix reaches.
-    async fn settle_one(
-        &mut self,
-        states: &mut BTreeMap<u32, Option<[u8; crypto::hash::STATE_LEN]>>,
-    ) -> Result<(), ApiError> {
+    async fn settle_one(&mut self) -> Result<(), Failure> {
         let Some(joined) = self.in_flight.join_next().await else {
             return Ok(());
         };
-        let (part, result) =
-            joined.map_err(|e| ApiError::Internal(format!("part task failed: {e}")))?;
-        let receipt = result?;
-        let state = states.remove(&part).flatten();
+        let (part, result) = joined.map_err(|e| {
+            Failure::Interrupted(ApiError::Internal(format!("part task failed: {e}")))
+        })?;
+        let (receipt, state) = result?;
         self.finished.insert(part, (receipt, state));
+        if failpoint_unrecorded() {
+            return Ok(());
+        }
         while let Some((receipt, state)) = self.finished.remove(&(self.durable + 1)) {
             self.durable += 1;
             let stored = store::StoredPart {
@@ -890,15 +978,16 @@ impl PartPipeline {
                     self.durable,
                     state.as_ref().map(|s| &s[..]),
                 )
-                .await?;
+                .await
+                .map_err(|e| Failure::Interrupted(e.into()))?;
         }
         Ok(())
     }
 
     /// After a failure: let parts in flight land and record what became durable.
-    async fn drain(&mut self, states: &mut BTreeMap<u32, Option<[u8; crypto::hash::STATE_LEN]>>) {
+    async fn drain(&mut self) {
         while !self.in_flight.is_empty() {
-            if let Err(e) = self.settle_one(states).await {
+            if let Err(Failure::Interrupted(e) | Failure::Refused(e)) = self.settle_one().await {
                 tracing::warn!(upload = %self.upload_id, error = %e, "a part failed while stopping");
             }
         }
@@ -911,6 +1000,7 @@ impl PartPipeline {
     operation_id = "upload_commit",
     tag = "upload",
     params(("id" = String, Path, description = "id (see the route)")),
+    request_body(content = CommitRequest, description = "the digests of the files listed without one (optional: an empty body when every digest was declared)"),
     responses(
         (status = 201, description = "done", body = Committed),
         (status = "4XX", description = "refused: the body says why, in plain words", body = wire::ErrorBody),
@@ -922,7 +1012,19 @@ pub(crate) async fn commit(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(id): Path<String>,
+    body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Committed>), ApiError> {
+    // Clients that declared every digest may send no body at all.
+    let request: CommitRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        CommitRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(
+                ErrorCode::InvalidRequest,
+                format!("the commit body is not a JSON commit request: {e}"),
+            )
+        })?
+    };
     let (session, model, policy) = owned_session(&app, &caller, &id).await?;
     let missing = session.files.iter().filter(|f| !f.done).count();
     if missing > 0 {
@@ -931,15 +1033,15 @@ pub(crate) async fn commit(
             session.files.len()
         )));
     }
-    let commit = commit_id(&model.id, session.files.iter().map(|f| &f.file))?;
     let name = format!("{}/{}", model.vendor, model.name);
-    let touched = session
-        .files
+    let files = confirmed_files(&app, &caller, &session, &name, &request).await?;
+    let commit = commit_id(&model.id, files.iter())?;
+    let touched = files
         .iter()
         .map(|f| audit::Touched {
-            path: f.file.path.to_string(),
-            sha256: f.file.sha256.to_string(),
-            bytes: f.file.size,
+            path: f.path.to_string(),
+            sha256: f.sha256.to_string(),
+            bytes: f.size,
         })
         .collect();
     let entry = caller
@@ -960,6 +1062,71 @@ pub(crate) async fn commit(
             derived_from: session.derived_from,
         }),
     ))
+}
+
+/// The files of a stored session as its revision will hold them, after checking the client's
+/// confirmation of every digest the manifest left out against the digest of the bytes the
+/// server stored. A file that differs (it changed on the client's disk while it was sent, or
+/// a resumed session held another file's prefix) ends the session: the sweep removes what it
+/// stored, and the next run starts over.
+async fn confirmed_files(
+    app: &App,
+    caller: &Caller,
+    session: &UploadSession,
+    name: &str,
+    request: &CommitRequest,
+) -> Result<Vec<FileRecord>, ApiError> {
+    let listed: HashSet<&str> = session.files.iter().map(|f| f.file.path.as_str()).collect();
+    if let Some(stray) = request.sha256.keys().find(|p| !listed.contains(p.as_str())) {
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidPath,
+            format!("the commit confirms {stray:?}, which this upload does not list"),
+        ));
+    }
+    let mut files = Vec::with_capacity(session.files.len());
+    let mut differ = Vec::new();
+    for f in &session.files {
+        let stored = f.file.record().ok_or_else(|| {
+            ApiError::Internal(format!("{} is stored without a digest", f.file.path))
+        })?;
+        if !f.file.declared {
+            let confirmed = request.sha256.get(f.file.path.as_str()).ok_or_else(|| {
+                ApiError::bad_request(
+                    ErrorCode::InvalidDigest,
+                    format!(
+                        "{} was listed without a digest: the commit must confirm the sha256 the client computed while sending it",
+                        f.file.path
+                    ),
+                )
+            })?;
+            let confirmed = Sha256Hex::parse(confirmed).map_err(|e| {
+                ApiError::bad_request(ErrorCode::InvalidDigest, format!("{}: {e}", f.file.path))
+            })?;
+            if confirmed != stored.sha256 {
+                differ.push(format!(
+                    "{}: the server stored bytes with sha256 {}, the client sent {confirmed}",
+                    f.file.path, stored.sha256
+                ));
+            }
+        }
+        files.push(stored);
+    }
+    if !differ.is_empty() {
+        let entry = caller.entry("upload.refuse", name).with_detail(format!(
+            "upload {}: digests differ at commit; the session is ended: {}",
+            session.id,
+            differ.join("; ")
+        ));
+        app.store.expire_upload(&session.id, entry).await?;
+        return Err(ApiError::bad_request(
+            ErrorCode::DigestMismatch,
+            format!(
+                "{}; the files changed while they were sent, so this upload is abandoned: run it again",
+                differ.join("; ")
+            ),
+        ));
+    }
+    Ok(files)
 }
 
 /// A fresh 160-bit revision id over the model, the files and a random nonce. Revisions are
@@ -997,7 +1164,7 @@ mod tests {
                 .map(|p| wire::upload::ManifestEntry {
                     path: (*p).to_owned(),
                     size: 1,
-                    sha256: "0".repeat(64),
+                    sha256: Some("0".repeat(64)),
                 })
                 .collect(),
             derived_from: None,

@@ -68,7 +68,7 @@ pub async fn committed_revision(store: &Store, model_id: &str, commit: &CommitId
                 created_by: "vendor-admin:a",
                 message: "for the test",
                 expires_at: i64::MAX,
-                files: std::slice::from_ref(&file),
+                files: &[file.clone().into()],
                 max_open_by_creator: u64::MAX,
             },
             audit::Entry::new("vendor-admin:a", "upload.begin", "acme/m"),
