@@ -77,15 +77,15 @@ pub(crate) async fn list_vendors(
 ) -> Result<Json<VendorList>, ApiError> {
     authorize(&app, &caller, Action::ListVendors, Target::Service).await?;
     // Only the vendors the caller may see: a committer learns of the vendors where it holds
-    // a grant, a vendor's own roles of their vendor.
-    // The facts of every vendor in one statement.
+    // a grant, a vendor's own roles of their vendor. The facts of every vendor are read in
+    // one statement.
     let all = app.store.vendors().await?;
     let candidates: Vec<&store::VendorRecord> = all.iter().collect();
-    let allowed = allowed_vendors(&app, &caller, Action::ReadMetadata, &candidates).await;
+    let shown = allowed_vendors(&app, &caller, Action::ReadMetadata, &candidates).await;
     let vendors = all
         .iter()
-        .zip(allowed)
-        .filter(|(_, allowed)| *allowed)
+        .zip(shown)
+        .filter(|(_, shown)| *shown)
         .map(|(v, _)| v.name.clone())
         .collect();
     Ok(Json(VendorList { vendors }))
@@ -326,10 +326,10 @@ async fn held_grants(app: &App, caller: &Caller) -> Result<Vec<HeldGrant>, ApiEr
     }
     // The facts of every model in one statement.
     let models: Vec<&store::ModelRecord> = held.iter().map(|(_, m)| m).collect();
-    let allowed = allowed_models(app, caller, Action::ReadMetadata, &models).await;
+    let shown = allowed_models(app, caller, Action::ReadMetadata, &models).await;
     let mut out = Vec::new();
-    for ((grant, model), allowed) in held.into_iter().zip(allowed) {
-        if !allowed {
+    for ((grant, model), shown) in held.into_iter().zip(shown) {
+        if !shown {
             continue;
         }
         out.push(HeldGrant {

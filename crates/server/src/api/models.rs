@@ -139,13 +139,14 @@ pub(crate) async fn list(
         .models(vendor.as_ref())
         .await?
         .into_iter()
+        // A committer's listing never names a deleted model.
         .filter(|m| !(m.deleted_at.is_some() && caller.principal.role == types::Role::Committer))
         .collect();
     // The facts of every model in one statement, not one decision's queries per model.
     let candidates: Vec<&ModelRecord> = models.iter().collect();
-    let allowed = allowed_models(&app, &caller, Action::ReadMetadata, &candidates).await;
-    for (model, allowed) in models.iter().zip(allowed) {
-        if !allowed {
+    let shown = allowed_models(&app, &caller, Action::ReadMetadata, &candidates).await;
+    for (model, shown) in models.iter().zip(shown) {
+        if !shown {
             continue;
         }
         let latest = app.store.latest_revision(&model.id).await?;
