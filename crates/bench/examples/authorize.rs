@@ -7,16 +7,22 @@
 //! does: read the principal's facts from the store (`request_facts`) and decide with the
 //! built-in Cedar policies. Beside it, the baseline: the decision alone on facts prepared in
 //! advance. Prints p50 and p99 in microseconds and the ratio of the two.
+//!
+//! Then a listing, as `GET /v1/models` decides it: 66 models of the vendor, each with a grant
+//! to the caller, decided for one caller with the facts of all of them read in one statement
+//! (`models_facts`), beside the same listing read one `request_facts` per model.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::time::{Duration, Instant};
 
 use policy::{Action, PolicyEngine, Principal};
-use server::auth::{Asking, CallerHost, Credential, Target, request_facts};
+use server::auth::{Asking, CallerHost, Credential, Target, models_facts, request_facts};
 use store::{FollowUp, Grantee, NewHost, NewModel, Store};
 use types::{GroupName, ModelName, Role, UserName, VendorName};
 
 const RUNS: usize = 5_000;
+const LISTINGS: usize = 300;
+const LISTED: usize = 66;
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -185,6 +191,85 @@ async fn main() {
             percentile(&decide_only, 0.5),
             percentile(&decide_only, 0.99),
             percentile(&full, 0.99) / percentile(&decide_only, 0.99)
+        );
+    }
+
+    print!("\npopulating {LISTED} models with a grant to user-1 each… ");
+    for i in 1..LISTED {
+        let id = format!("m{}", i + 1);
+        let name = ModelName::parse(&format!("m-{}", i + 1)).unwrap();
+        store
+            .create_model(
+                &NewModel {
+                    id: &id,
+                    vendor_id: "v1",
+                    name: &name,
+                    key_epoch: 0,
+                    wrapped_key: &[0u8; 8],
+                },
+                entry(),
+            )
+            .await
+            .unwrap();
+        store
+            .allow_host_group(&id, &host_group, "bench", entry())
+            .await
+            .unwrap();
+        let user = Grantee::User(UserName::parse("user-1").unwrap());
+        store
+            .grant("v1", &id, &user, "bench", None, &follow_up, entry())
+            .await
+            .unwrap();
+    }
+    println!("done");
+    let models = store.models(Some(&vendor)).await.unwrap();
+    assert_eq!(models.len(), LISTED);
+    let listed: Vec<&store::ModelRecord> = models.iter().collect();
+    let p = principal("user-1");
+    let asking = Asking {
+        principal: &p,
+        credential: &credential,
+        host: Some(&host),
+    };
+    let mut batched = Vec::with_capacity(LISTINGS);
+    let mut per_model = Vec::with_capacity(LISTINGS);
+    for _ in 0..LISTINGS {
+        let t = Instant::now();
+        let all = models_facts(&store, &asking, &listed, now).await.unwrap();
+        let shown = all
+            .iter()
+            .filter(|f| {
+                f.as_ref()
+                    .is_some_and(|f| engine.decide(f, Action::ReadMetadata).allowed)
+            })
+            .count();
+        batched.push(t.elapsed());
+        assert_eq!(shown, LISTED);
+        let t = Instant::now();
+        let mut shown = 0;
+        for m in &listed {
+            let f = request_facts(&store, &asking, Target::Model(m), now)
+                .await
+                .unwrap();
+            shown += usize::from(engine.decide(&f, Action::ReadMetadata).allowed);
+        }
+        per_model.push(t.elapsed());
+        assert_eq!(shown, LISTED);
+    }
+    batched.sort();
+    per_model.sort();
+    println!();
+    println!("| listing of {LISTED} models | p50 (µs) | p99 | p99 per model |");
+    println!("|---|---|---|---|");
+    for (label, times) in [
+        ("facts in one statement + decide each", &batched),
+        ("one request_facts per model + decide each", &per_model),
+    ] {
+        println!(
+            "| {label} | {:.0} | {:.0} | {:.1} |",
+            percentile(times, 0.5),
+            percentile(times, 0.99),
+            percentile(times, 0.99) / LISTED as f64
         );
     }
 }

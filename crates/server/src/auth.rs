@@ -9,7 +9,9 @@
 //! takes effect on the host's next request.
 //!
 //! [`authorize`] is the one authorization function: it gathers the facts of the request from
-//! the database and asks the policy engine. Any error while gathering facts is a denial.
+//! the database, in one SQL statement, and asks the policy engine. Listings read the facts of
+//! all their items in one statement too ([`allowed_models`], [`allowed_vendors`]). Any error
+//! while gathering facts is a denial.
 
 use std::sync::Arc;
 
@@ -93,6 +95,15 @@ impl CallerHost {
 }
 
 impl Caller {
+    /// Who asks, as the facts of a decision need it.
+    pub(crate) fn asking(&self) -> Asking<'_> {
+        Asking {
+            principal: &self.principal,
+            credential: &self.credential,
+            host: self.host.as_ref(),
+        }
+    }
+
     /// `role:user`, as audit entries name actors.
     pub fn actor(&self) -> String {
         format!("{}:{}", self.principal.role, self.principal.user)
@@ -310,12 +321,8 @@ impl Target<'_> {
 }
 
 async fn gather_facts(app: &App, caller: &Caller, target: Target<'_>) -> Result<Facts, ApiError> {
-    let asking = Asking {
-        principal: &caller.principal,
-        credential: &caller.credential,
-        host: caller.host.as_ref(),
-    };
-    Ok(request_facts(&app.store, &asking, target, app.store.clock().now()).await?)
+    let now = app.store.clock().now();
+    Ok(request_facts(&app.store, &caller.asking(), target, now).await?)
 }
 
 /// Who asks, as the facts of a decision need it.
@@ -325,102 +332,168 @@ pub struct Asking<'a> {
     pub host: Option<&'a CallerHost>,
 }
 
+impl Asking<'_> {
+    /// The store's view of the asker: whose facts to read.
+    fn in_store(&self) -> store::Asking<'_> {
+        store::Asking {
+            user: &self.principal.user,
+            token_id: &self.credential.token_id,
+            all_vendors: self.credential.all_vendors,
+            host_id: self.host.and_then(CallerHost::id),
+        }
+    }
+
+    fn facts(
+        &self,
+        resource: ResourceFacts,
+        groups: &[types::GroupName],
+        host: Option<HostFacts>,
+        credential_counts: bool,
+        now: i64,
+    ) -> Facts {
+        Facts {
+            principal: self.principal.clone(),
+            groups: groups.iter().map(ToString::to_string).collect(),
+            resource,
+            host,
+            now,
+            credential_counts,
+        }
+    }
+
+    /// The facts of a decision on a vendor, from what the store read about it.
+    fn vendor_facts(&self, v: &VendorRecord, at: store::VendorAccessFacts, now: i64) -> Facts {
+        let user = &self.principal.user;
+        let only_user = |yes: bool| if yes { vec![user.clone()] } else { Vec::new() };
+        self.facts(
+            ResourceFacts::Vendor(policy::VendorFacts {
+                name: v.name.clone(),
+                excluded: only_user(at.excluded),
+                readers: only_user(at.holds_grant),
+            }),
+            &at.groups,
+            // Bytes are only ever decided on a model, with the model's vendor's approval.
+            self.host.map(|h| h.facts(now, false)),
+            at.credential_counts,
+            now,
+        )
+    }
+
+    /// The facts of a decision on a model, from what the store read about it.
+    fn model_facts(&self, m: &ModelRecord, access: store::AccessFacts, now: i64) -> Facts {
+        let user = &self.principal.user;
+        let only_user = |yes: bool| if yes { vec![user.clone()] } else { Vec::new() };
+        let facts = ModelFacts {
+            id: m.id.clone(),
+            vendor: m.vendor.clone(),
+            readers: access
+                .direct_grant
+                .map(|expires_at| Grant {
+                    to: user.clone(),
+                    expires_at,
+                })
+                .into_iter()
+                .collect(),
+            reader_groups: access
+                .group_grants
+                .into_iter()
+                .map(|(group, expires_at)| Grant {
+                    to: group.to_string(),
+                    expires_at,
+                })
+                .collect(),
+            excluded: only_user(access.excluded_from_model),
+            vendor_excluded: only_user(access.excluded_from_vendor),
+            host_groups: access.host_groups.iter().map(ToString::to_string).collect(),
+            not_before: access.not_before,
+            not_after: access.not_after,
+        };
+        self.facts(
+            ResourceFacts::Model(facts),
+            &access.groups,
+            self.host.map(|h| h.facts(now, access.host_approved)),
+            access.credential_counts,
+            now,
+        )
+    }
+}
+
 /// Reads from the store what a decision about the asker doing something to `target` depends
 /// on: only the facts about this principal, this credential and this host, so the cost does
-/// not grow with the number of grants. Public for the decision benchmark (`examples/`).
+/// not grow with the number of grants; and all of them in one SQL statement
+/// (`store::facts`), since round trips, not lookups, are what a decision costs. Nothing is
+/// cached, so a change made through any instance counts on the next request everywhere.
+/// Public for the decision benchmark (`examples/`).
 pub async fn request_facts(
     store: &store::Store,
     asking: &Asking<'_>,
     target: Target<'_>,
     now: i64,
 ) -> Result<Facts, store::StoreError> {
-    let principal = asking.principal;
-    let credential = asking.credential;
-    let user = &principal.user;
-    let host_facts = |approved: bool| asking.host.map(|h| h.facts(now, approved));
-    let (resource, groups, host, credential_counts) = match target {
-        Target::Service => (ResourceFacts::Service, Vec::new(), host_facts(false), true),
+    Ok(match target {
+        Target::Service => asking.facts(
+            ResourceFacts::Service,
+            &[],
+            asking.host.map(|h| h.facts(now, false)),
+            true,
+            now,
+        ),
         Target::Vendor(v) => {
-            let excluded = if store.excluded_from_vendor(&v.id, user).await? {
-                vec![user.clone()]
-            } else {
-                Vec::new()
-            };
-            let counts = store
-                .credential_counts(&credential.token_id, credential.all_vendors, &v.id)
+            let mut read = store
+                .vendor_access_facts(&[v.id.as_str()], &asking.in_store(), now)
                 .await?;
-            let readers = if store.holds_grant_at(&v.id, user, now).await? {
-                vec![user.clone()]
-            } else {
-                Vec::new()
-            };
-            (
-                ResourceFacts::Vendor(policy::VendorFacts {
-                    name: v.name.clone(),
-                    excluded,
-                    readers,
-                }),
-                store.groups_of(&v.id, user).await?,
-                // Bytes are only ever decided on a model, with the model's vendor's approval.
-                host_facts(false),
-                counts,
-            )
+            let at = read.remove(&v.id).unwrap_or_default();
+            asking.vendor_facts(v, at, now)
         }
         Target::Model(m) => {
             let access = store
-                .access_facts(
-                    &m.id,
-                    &m.vendor_id,
-                    &store::Asking {
-                        user,
-                        token_id: &credential.token_id,
-                        all_vendors: credential.all_vendors,
-                        host_id: asking.host.and_then(CallerHost::id),
-                    },
-                )
+                .access_facts(&m.id, &m.vendor_id, &asking.in_store())
                 .await?;
-            let only_user = |yes: bool| if yes { vec![user.clone()] } else { Vec::new() };
-            let facts = ModelFacts {
-                id: m.id.clone(),
-                vendor: m.vendor.clone(),
-                readers: access
-                    .direct_grant
-                    .map(|expires_at| Grant {
-                        to: user.clone(),
-                        expires_at,
-                    })
-                    .into_iter()
-                    .collect(),
-                reader_groups: access
-                    .group_grants
-                    .into_iter()
-                    .map(|(group, expires_at)| Grant {
-                        to: group.to_string(),
-                        expires_at,
-                    })
-                    .collect(),
-                excluded: only_user(access.excluded_from_model),
-                vendor_excluded: only_user(access.excluded_from_vendor),
-                host_groups: access.host_groups.iter().map(ToString::to_string).collect(),
-                not_before: access.not_before,
-                not_after: access.not_after,
-            };
-            (
-                ResourceFacts::Model(facts),
-                store.groups_of(&m.vendor_id, user).await?,
-                host_facts(access.host_approved),
-                access.credential_counts,
-            )
+            asking.model_facts(m, access, now)
         }
-    };
-    Ok(Facts {
-        principal: principal.clone(),
-        groups: groups.iter().map(ToString::to_string).collect(),
-        resource,
-        host,
-        now,
-        credential_counts,
     })
+}
+
+/// [`request_facts`] for every model of a listing, in one statement (per 400 models) rather
+/// than one per model: in the order given, `None` for a model that no longer exists (which
+/// its caller denies).
+pub async fn models_facts(
+    store: &store::Store,
+    asking: &Asking<'_>,
+    models: &[&ModelRecord],
+    now: i64,
+) -> Result<Vec<Option<Facts>>, store::StoreError> {
+    let ids: Vec<&str> = models.iter().map(|m| m.id.as_str()).collect();
+    let mut read = store
+        .access_facts_of_models(&ids, &asking.in_store())
+        .await?;
+    Ok(models
+        .iter()
+        .map(|m| match read.remove(&m.id) {
+            // The model's vendor as the store has it, or no facts at all.
+            Some((vendor_id, access)) if vendor_id == m.vendor_id => {
+                Some(asking.model_facts(m, access, now))
+            }
+            _ => None,
+        })
+        .collect())
+}
+
+/// [`request_facts`] for every vendor of a listing, in one statement, in the order given.
+pub async fn vendors_facts(
+    store: &store::Store,
+    asking: &Asking<'_>,
+    vendors: &[&VendorRecord],
+    now: i64,
+) -> Result<Vec<Facts>, store::StoreError> {
+    let ids: Vec<&str> = vendors.iter().map(|v| v.id.as_str()).collect();
+    let mut read = store
+        .vendor_access_facts(&ids, &asking.in_store(), now)
+        .await?;
+    Ok(vendors
+        .iter()
+        .map(|v| asking.vendor_facts(v, read.remove(&v.id).unwrap_or_default(), now))
+        .collect())
 }
 
 /// Decides without recording: for filtering listings, where each hidden item is not a
@@ -434,6 +507,63 @@ pub(crate) async fn allowed(
     match gather_facts(app, caller, target).await {
         Ok(facts) => app.policy.decide(&facts, action).allowed,
         Err(_) => false,
+    }
+}
+
+/// [`allowed`] for each model of a listing, their facts read in one statement: in the order
+/// given. An error reading them denies every one (fail closed).
+pub(crate) async fn allowed_models(
+    app: &App,
+    caller: &Caller,
+    action: Action,
+    models: &[&ModelRecord],
+) -> Vec<bool> {
+    match models_facts(
+        &app.store,
+        &caller.asking(),
+        models,
+        app.store.clock().now(),
+    )
+    .await
+    {
+        Ok(facts) => facts
+            .iter()
+            .map(|f| {
+                f.as_ref()
+                    .is_some_and(|f| app.policy.decide(f, action).allowed)
+            })
+            .collect(),
+        Err(e) => {
+            tracing::error!(request_id = %caller.request_id, error = %e, "gathering decision facts failed");
+            vec![false; models.len()]
+        }
+    }
+}
+
+/// [`allowed`] for each vendor of a listing, their facts read in one statement: in the order
+/// given. An error reading them denies every one (fail closed).
+pub(crate) async fn allowed_vendors(
+    app: &App,
+    caller: &Caller,
+    action: Action,
+    vendors: &[&VendorRecord],
+) -> Vec<bool> {
+    match vendors_facts(
+        &app.store,
+        &caller.asking(),
+        vendors,
+        app.store.clock().now(),
+    )
+    .await
+    {
+        Ok(facts) => facts
+            .iter()
+            .map(|f| app.policy.decide(f, action).allowed)
+            .collect(),
+        Err(e) => {
+            tracing::error!(request_id = %caller.request_id, error = %e, "gathering decision facts failed");
+            vec![false; vendors.len()]
+        }
     }
 }
 

@@ -2,8 +2,8 @@
 //! expiring), exclusions, embargo windows, exclusive hosts (enrollments, and each vendor's
 //! approval of them) and the host groups each model allows.
 //!
-//! Nothing here decides anything: the server reads these facts per request and the policy
-//! crate decides. Every change takes its audit entry, like the rest of the store.
+//! Nothing here decides anything: the server reads these facts per request (all of one
+//! request's in one statement, `facts.rs`) and the policy crate decides. Every change takes its audit entry, like the rest of the store.
 
 use sqlx::Row;
 use types::{GroupName, HostGroupName, HostName, UserName};
@@ -60,24 +60,6 @@ pub struct HeldGrant {
     pub expires_at: Option<i64>,
 }
 
-/// The access facts of one model for one user, read in one go per request.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AccessFacts {
-    /// Expiry of the user's direct grant, if they hold one (`Some(None)`: no expiry).
-    pub direct_grant: Option<Option<i64>>,
-    /// The user's groups that hold a grant on the model, with the grant's expiry.
-    pub group_grants: Vec<(GroupName, Option<i64>)>,
-    pub excluded_from_model: bool,
-    pub excluded_from_vendor: bool,
-    pub host_groups: Vec<HostGroupName>,
-    /// Whether the model's vendor approved the requesting host's enrollment.
-    pub host_approved: bool,
-    /// Whether the requesting credential counts for the model's vendor.
-    pub credential_counts: bool,
-    pub not_before: Option<i64>,
-    pub not_after: Option<i64>,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExclusionRecord {
     pub user: UserName,
@@ -113,15 +95,6 @@ pub struct NewHost<'a> {
 pub struct VendorHost {
     pub host: HostRecord,
     pub approved_by: Option<String>,
-}
-
-/// Who asks for access facts: the user, and the credential and host they present.
-pub struct Asking<'a> {
-    pub user: &'a UserName,
-    pub token_id: &'a str,
-    /// The credential counts for every vendor (no endorsement to look up).
-    pub all_vendors: bool,
-    pub host_id: Option<&'a str>,
 }
 
 fn opt_i64(row: &sqlx::any::AnyRow, col: &str) -> Result<Option<i64>> {
@@ -319,74 +292,6 @@ impl Store {
             .collect()
     }
 
-    /// Everything a decision about `asking` on one model needs.
-    pub async fn access_facts(
-        &self,
-        model_id: &str,
-        vendor_id: &str,
-        asking: &Asking<'_>,
-    ) -> Result<AccessFacts> {
-        let user = asking.user;
-        let mut conn = self.pool.acquire().await?;
-        let mut facts = AccessFacts::default();
-        if let Some(r) =
-            sqlx::query("SELECT expires_at FROM grants WHERE model_id = $1 AND user_name = $2")
-                .bind(model_id)
-                .bind(user.as_str())
-                .fetch_optional(&mut *conn)
-                .await?
-        {
-            facts.direct_grant = Some(opt_i64(&r, "expires_at")?);
-        }
-        let rows = sqlx::query(
-            "SELECT g.group_name, g.expires_at FROM group_grants g \
-             JOIN group_members m ON m.group_name = g.group_name AND m.vendor_id = $3 \
-             WHERE g.model_id = $1 AND m.user_name = $2 ORDER BY g.group_name",
-        )
-        .bind(model_id)
-        .bind(user.as_str())
-        .bind(vendor_id)
-        .fetch_all(&mut *conn)
-        .await?;
-        for r in &rows {
-            facts.group_grants.push((
-                GroupName::parse(r.try_get("group_name")?).map_err(corrupt)?,
-                opt_i64(r, "expires_at")?,
-            ));
-        }
-        let rows = sqlx::query(
-            "SELECT model_id FROM exclusions WHERE vendor_id = $1 AND user_name = $2 \
-             AND (model_id = $3 OR model_id = '')",
-        )
-        .bind(vendor_id)
-        .bind(user.as_str())
-        .bind(model_id)
-        .fetch_all(&mut *conn)
-        .await?;
-        for r in &rows {
-            let m: String = r.try_get("model_id")?;
-            if m.is_empty() {
-                facts.excluded_from_vendor = true;
-            } else {
-                facts.excluded_from_model = true;
-            }
-        }
-        facts.host_groups = host_groups_on(&mut conn, model_id).await?;
-        let row = sqlx::query("SELECT not_before, not_after FROM models WHERE id = $1")
-            .bind(model_id)
-            .fetch_one(&mut *conn)
-            .await?;
-        facts.not_before = opt_i64(&row, "not_before")?;
-        facts.not_after = opt_i64(&row, "not_after")?;
-        facts.host_approved = match asking.host_id {
-            Some(host_id) => host_approved_on(&mut conn, vendor_id, host_id).await?,
-            None => false,
-        };
-        facts.credential_counts =
-            asking.all_vendors || endorsed_on(&mut conn, asking.token_id, vendor_id).await?;
-        Ok(facts)
-    }
-
     /// Whether the credential counts for `vendor_id`: it counts everywhere, or the vendor
     /// endorsed it.
     pub async fn credential_counts(
@@ -400,40 +305,6 @@ impl Store {
         }
         let mut conn = self.pool.acquire().await?;
         endorsed_on(&mut conn, token_id, vendor_id).await
-    }
-
-    /// Whether `user` holds a live grant on a model of the vendor, directly or through one of
-    /// the vendor's groups.
-    pub async fn holds_grant_at(&self, vendor_id: &str, user: &UserName, now: i64) -> Result<bool> {
-        let row = sqlx::query(
-            "SELECT 1 AS one FROM grants g JOIN models m ON m.id = g.model_id \
-             WHERE m.vendor_id = $1 AND g.user_name = $2 \
-             AND (g.expires_at IS NULL OR g.expires_at > $3) \
-             UNION ALL \
-             SELECT 1 AS one FROM group_grants gg JOIN models m ON m.id = gg.model_id \
-             JOIN group_members gm ON gm.group_name = gg.group_name AND gm.vendor_id = m.vendor_id \
-             WHERE m.vendor_id = $1 AND gm.user_name = $2 \
-             AND (gg.expires_at IS NULL OR gg.expires_at > $3) \
-             LIMIT 1",
-        )
-        .bind(vendor_id)
-        .bind(user.as_str())
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.is_some())
-    }
-
-    /// Whether `user` is excluded from every model of the vendor.
-    pub async fn excluded_from_vendor(&self, vendor_id: &str, user: &UserName) -> Result<bool> {
-        let row = sqlx::query(
-            "SELECT 1 AS one FROM exclusions WHERE vendor_id = $1 AND model_id = '' AND user_name = $2",
-        )
-        .bind(vendor_id)
-        .bind(user.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.is_some())
     }
 
     // ----- exclusions ----------------------------------------------------------------------
@@ -867,20 +738,6 @@ pub(crate) async fn insert_vendor_host(
     .execute(conn)
     .await?;
     Ok(())
-}
-
-async fn host_approved_on(
-    conn: &mut sqlx::AnyConnection,
-    vendor_id: &str,
-    host_id: &str,
-) -> Result<bool> {
-    let row =
-        sqlx::query("SELECT 1 AS one FROM vendor_hosts WHERE vendor_id = $1 AND host_id = $2")
-            .bind(vendor_id)
-            .bind(host_id)
-            .fetch_optional(conn)
-            .await?;
-    Ok(row.is_some())
 }
 
 async fn endorsed_on(

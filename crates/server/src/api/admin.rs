@@ -16,7 +16,7 @@ use wire::admin::{
 };
 
 use super::json_body;
-use crate::auth::{Caller, Target, allowed, authorize, policy_ids};
+use crate::auth::{Caller, Target, allowed_models, allowed_vendors, authorize, policy_ids};
 use crate::error::ApiError;
 use crate::state::App;
 
@@ -77,13 +77,17 @@ pub(crate) async fn list_vendors(
 ) -> Result<Json<VendorList>, ApiError> {
     authorize(&app, &caller, Action::ListVendors, Target::Service).await?;
     // Only the vendors the caller may see: a committer learns of the vendors where it holds
-    // a grant, a vendor's own roles of their vendor.
-    let mut vendors = Vec::new();
-    for v in app.store.vendors().await? {
-        if allowed(&app, &caller, Action::ReadMetadata, Target::Vendor(&v)).await {
-            vendors.push(v.name);
-        }
-    }
+    // a grant, a vendor's own roles of their vendor. The facts of every vendor are read in
+    // one statement.
+    let all = app.store.vendors().await?;
+    let candidates: Vec<&store::VendorRecord> = all.iter().collect();
+    let shown = allowed_vendors(&app, &caller, Action::ReadMetadata, &candidates).await;
+    let vendors = all
+        .iter()
+        .zip(shown)
+        .filter(|(_, shown)| *shown)
+        .map(|(v, _)| v.name.clone())
+        .collect();
     Ok(Json(VendorList { vendors }))
 }
 
@@ -310,16 +314,22 @@ pub(crate) async fn whoami(
 /// The grants the caller holds on models it may see (an exclusion hides the model, as it
 /// does everywhere else).
 async fn held_grants(app: &App, caller: &Caller) -> Result<Vec<HeldGrant>, ApiError> {
-    let mut out = Vec::new();
+    let mut held = Vec::new();
     for grant in app
         .store
         .grants_held(&caller.principal.user, app.store.clock().now())
         .await?
     {
-        let Some(model) = app.store.model_by_id(&grant.model_id).await? else {
-            continue;
-        };
-        if !allowed(app, caller, Action::ReadMetadata, Target::Model(&model)).await {
+        if let Some(model) = app.store.model_by_id(&grant.model_id).await? {
+            held.push((grant, model));
+        }
+    }
+    // The facts of every model in one statement.
+    let models: Vec<&store::ModelRecord> = held.iter().map(|(_, m)| m).collect();
+    let shown = allowed_models(app, caller, Action::ReadMetadata, &models).await;
+    let mut out = Vec::new();
+    for ((grant, model), shown) in held.into_iter().zip(shown) {
+        if !shown {
             continue;
         }
         out.push(HeldGrant {

@@ -18,7 +18,7 @@ use wire::models::{
 
 use super::json_body;
 use crate::approvals::{self, Change};
-use crate::auth::{Caller, Target, allowed, authorize, policy_ids};
+use crate::auth::{Caller, Target, allowed, allowed_models, authorize, policy_ids};
 use crate::error::ApiError;
 use crate::state::App;
 use crate::suggest;
@@ -134,16 +134,26 @@ pub(crate) async fn list(
 ) -> Result<Json<ModelList>, ApiError> {
     let vendor = query.vendor.as_deref().map(VendorName::parse).transpose()?;
     let mut visible = Vec::new();
-    for model in app.store.models(vendor.as_ref()).await? {
-        let hidden = model.deleted_at.is_some() && caller.principal.role == types::Role::Committer;
-        if hidden || !allowed(&app, &caller, Action::ReadMetadata, Target::Model(&model)).await {
+    let models: Vec<ModelRecord> = app
+        .store
+        .models(vendor.as_ref())
+        .await?
+        .into_iter()
+        // A committer's listing never names a deleted model.
+        .filter(|m| !(m.deleted_at.is_some() && caller.principal.role == types::Role::Committer))
+        .collect();
+    // The facts of every model in one statement, not one decision's queries per model.
+    let candidates: Vec<&ModelRecord> = models.iter().collect();
+    let shown = allowed_models(&app, &caller, Action::ReadMetadata, &candidates).await;
+    for (model, shown) in models.iter().zip(shown) {
+        if !shown {
             continue;
         }
         let latest = app.store.latest_revision(&model.id).await?;
         visible.push(ModelSummary {
             id: format!("{}/{}", model.vendor, model.name),
             latest: latest.map(|r| r.commit),
-            deleted: deleted_mark(&app, &caller, &model).await?,
+            deleted: deleted_mark(&app, &caller, model).await?,
         });
     }
     Ok(Json(ModelList { models: visible }))
