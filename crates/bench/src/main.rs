@@ -11,10 +11,12 @@
 
 mod audit;
 mod cluster;
+mod hub;
 mod load;
 mod micro;
 mod plain;
 mod procs;
+mod s3;
 mod shred;
 
 use std::io::Write;
@@ -74,6 +76,11 @@ enum Hidden {
     /// Scale-out: 1 and 3 instances on PostgreSQL behind HAProxy: audit appends per second,
     /// aggregate download throughput
     Cluster(cluster::ClusterArgs),
+    /// The S3 backend: `custody upload`/`fetch` with blobs in a bucket on moto, against the
+    /// raw aws-sdk-s3 client on the same moto; then part size and concurrency of the raw client
+    S3(s3::S3Args),
+    /// The Hugging Face path: `hf download` through `custody agent` against `custody fetch`
+    Hub(hub::HubArgs),
     /// The baseline server: one file over HTTPS, nothing else
     #[command(hide = true)]
     StaticServer {
@@ -114,6 +121,8 @@ fn main() -> anyhow::Result<()> {
         Some(Hidden::Shred(args)) => shred::run(args),
         Some(Hidden::Load(args)) => load::run(args),
         Some(Hidden::Cluster(args)) => cluster::run(args),
+        Some(Hidden::S3(args)) => s3::run(args),
+        Some(Hidden::Hub(args)) => hub::run(args),
         None => bench(
             cli.size_gib,
             cli.dir,
@@ -248,11 +257,22 @@ fn start_custody(
     data: &Path,
     log: &Path,
 ) -> anyhow::Result<(Server, PathBuf, String, String)> {
+    start_custody_with(bin, data, log, &[])
+}
+
+/// [`start_custody`] with extra server flags (`--config FILE`).
+fn start_custody_with(
+    bin: &Path,
+    data: &Path,
+    log: &Path,
+    extra: &[&std::ffi::OsStr],
+) -> anyhow::Result<(Server, PathBuf, String, String)> {
     let mut cmd = Command::new(bin);
     cmd.arg("server")
         .arg("--data-dir")
         .arg(data)
         .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .args(extra)
         .env("CUSTODY_LOG", "info");
     let server = Server::start(cmd, "custody: listening on ", log)?;
     let ca = data.join("tls/cert.pem");
