@@ -9,10 +9,16 @@ use types::ObjectId;
 
 use crate::{Backend, BlobError, PartSealer};
 
-/// Segments read and opened ahead of the one being sent: decryption of one large file then
-/// runs on several cores while the network drains the current segment. Bounds memory at
-/// `READ_AHEAD` MiB per download.
-pub const READ_AHEAD: usize = 4;
+/// Segments read from the backend in one request. One GET per 1 MiB segment made an S3
+/// backend pay a request's latency (and moto, which reads the whole object for every ranged
+/// GET, a whole object) per MiB; four per request cut the requests fourfold (issue 15,
+/// docs/performance.md).
+pub const SEGMENTS_PER_READ: u64 = 4;
+
+/// Reads in flight ahead of the one being sent: decryption then runs on several cores while
+/// the network drains the current read. Bounds memory at `READ_AHEAD` x `SEGMENTS_PER_READ`
+/// MiB per download stream.
+pub const READ_AHEAD: usize = 2;
 
 /// Encrypted objects over a backend.
 #[derive(Clone)]
@@ -115,18 +121,22 @@ impl BlobStore {
             first..last + 1
         };
         let backend = self.backend.clone();
-        let reads = futures::stream::iter(segments).map(move |index| {
-            read_segment(
+        let batches = (segments.start..segments.end)
+            .step_by(SEGMENTS_PER_READ as usize)
+            .map(move |first| first..(first + SEGMENTS_PER_READ).min(segments.end));
+        let reads = futures::stream::iter(batches).map(move |batch| {
+            read_segments(
                 backend.clone(),
                 key.clone(),
                 opener.clone(),
                 plaintext_len,
                 range.clone(),
-                index,
+                batch,
             )
         });
         Ok(reads
             .buffered(READ_AHEAD)
+            .flat_map(futures::stream::iter)
             .try_filter(|chunk| futures::future::ready(!chunk.is_empty())))
     }
 
@@ -140,39 +150,77 @@ impl BlobStore {
     }
 }
 
-/// Reads, opens and trims one segment to the requested range.
-async fn read_segment(
+/// Reads the segments `batch` in one backend request, opens each in place in that one buffer,
+/// and trims them to the requested range: the plaintext of each segment, in order, and after
+/// the first that fails to open, its error (the segments before it still go out, so a range
+/// is cut off exactly where the damage starts).
+async fn read_segments(
     backend: Arc<dyn Backend>,
     key: String,
     opener: Arc<ObjectOpener>,
     plaintext_len: u64,
     range: Range<u64>,
-    index: u64,
-) -> Result<Bytes, BlobError> {
+    batch: Range<u64>,
+) -> Vec<Result<Bytes, BlobError>> {
     let last_index = stream::segment_count(plaintext_len) - 1;
-    let ct_len = stream::segment_ciphertext_len(plaintext_len, index);
-    let ciphertext = backend
-        .read_range(&key, stream::segment_offset(index), ct_len)
-        .await?;
-    // AES-GCM over 1 MiB is CPU work: keep it off the reactor, and let read-ahead spread it
+    let start = stream::segment_offset(batch.start);
+    let lengths: Vec<u64> = batch
+        .clone()
+        .map(|index| stream::segment_ciphertext_len(plaintext_len, index))
+        .collect();
+    let ciphertext = match backend.read_range(&key, start, lengths.iter().sum()).await {
+        Ok(bytes) => bytes,
+        Err(e) => return vec![Err(e)],
+    };
+    // AES-GCM over MiBs is CPU work: keep it off the reactor, and let read-ahead spread it
     // over the cores.
-    let plaintext = tokio::task::spawn_blocking(move || {
+    let opened = tokio::task::spawn_blocking(move || {
         // Opened in place when the backend handed over the only reference (it does).
         let mut buf = match ciphertext.try_into_mut() {
-            Ok(unique) => Vec::from(unique),
-            Err(shared) => shared.to_vec(),
+            Ok(unique) => unique,
+            Err(shared) => bytes::BytesMut::from(&shared[..]),
         };
-        opener
-            .open_segment(index, index == last_index, &mut buf)
-            .map(|()| buf)
+        let mut plaintexts = Vec::with_capacity(lengths.len());
+        let mut failure = None;
+        let mut at = 0usize;
+        for (index, len) in batch.zip(&lengths) {
+            let len = *len as usize;
+            match opener.open_segment_in_place(index, index == last_index, &mut buf[at..at + len]) {
+                Ok(plaintext_len) => plaintexts.push((index, at..at + plaintext_len)),
+                Err(e) => {
+                    failure = Some(BlobError::from(e));
+                    break;
+                }
+            }
+            at += len;
+        }
+        (buf.freeze(), plaintexts, failure)
     })
-    .await
-    .map_err(|e| BlobError::Backend(format!("decryption task failed: {e}")))??;
-    let segment_start = index * SEGMENT_PLAINTEXT_LEN as u64;
-    let from = range.start.saturating_sub(segment_start) as usize;
-    let to = (range.end.saturating_sub(segment_start)).min(plaintext.len() as u64) as usize;
-    if from >= to {
-        return Ok(Bytes::new());
+    .await;
+    let (buf, plaintexts, failure) = match opened {
+        Ok(opened) => opened,
+        Err(e) => {
+            return vec![Err(BlobError::Backend(format!(
+                "decryption task failed: {e}"
+            )))];
+        }
+    };
+    let mut out: Vec<Result<Bytes, BlobError>> = plaintexts
+        .into_iter()
+        .map(|(index, within)| {
+            let segment_start = index * SEGMENT_PLAINTEXT_LEN as u64;
+            let len = (within.end - within.start) as u64;
+            let from = range.start.saturating_sub(segment_start).min(len) as usize;
+            let to = range.end.saturating_sub(segment_start).min(len) as usize;
+            if from >= to {
+                Ok(Bytes::new())
+            } else {
+                Ok(buf.slice(within.start + from..within.start + to))
+            }
+        })
+        .collect();
+    if let Some(e) = failure {
+        out.push(Err(e));
     }
-    Ok(Bytes::from(plaintext).slice(from..to))
+    out
 }

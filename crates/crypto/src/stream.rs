@@ -234,6 +234,27 @@ impl ObjectOpener {
         last: bool,
         buf: &mut Vec<u8>,
     ) -> Result<(), CryptoError> {
+        match self.open_segment_in_place(index, last, buf) {
+            Ok(len) => {
+                buf.truncate(len);
+                Ok(())
+            }
+            Err(e) => {
+                buf.clear();
+                Err(e)
+            }
+        }
+    }
+
+    /// [`Self::open_segment`] over a slice (one segment's ciphertext and tag, inside a larger
+    /// buffer read in one request): the plaintext is the first `len` bytes of `buf` on
+    /// success; on failure the whole slice is zeroed.
+    pub fn open_segment_in_place(
+        &self,
+        index: u64,
+        last: bool,
+        buf: &mut [u8],
+    ) -> Result<usize, CryptoError> {
         let nonce = self.inner.nonce(index, last)?;
         let len_ok = if last {
             (TAG_LEN..=SEGMENT_CIPHERTEXT_LEN).contains(&buf.len())
@@ -241,25 +262,17 @@ impl ObjectOpener {
             buf.len() == SEGMENT_CIPHERTEXT_LEN
         };
         if !len_ok {
-            buf.clear();
             return Err(CryptoError::Integrity);
         }
         let opened = self
             .inner
             .key
-            .open_in_place(nonce, Aad::from(&self.inner.header), buf.as_mut_slice())
+            .open_in_place(nonce, Aad::from(&self.inner.header), buf)
             .map(|plaintext| plaintext.len());
-        match opened {
-            Ok(len) => {
-                buf.truncate(len);
-                Ok(())
-            }
-            Err(_) => {
-                buf.fill(0);
-                buf.clear();
-                Err(CryptoError::Integrity)
-            }
-        }
+        opened.map_err(|_| {
+            buf.fill(0);
+            CryptoError::Integrity
+        })
     }
 }
 
