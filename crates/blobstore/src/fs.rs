@@ -578,8 +578,9 @@ mod tests {
         let object = backend.object_path(KEY).unwrap();
         std::fs::write(object.join("000002"), b"gh").unwrap();
         assert_eq!(&backend.read_range(KEY, 0, 6).await.unwrap()[..], b"abcdef");
+        assert_eq!(&backend.read_range(KEY, 4, 4).await.unwrap()[..], b"efgh");
         assert!(matches!(
-            backend.read_range(KEY, 4, 4).await,
+            backend.read_range(KEY, 4, 6).await,
             Err(BlobError::Integrity)
         ));
         std::fs::remove_file(object.join("000002")).unwrap();
