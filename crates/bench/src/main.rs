@@ -542,11 +542,14 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
+/// A figure of the `--before` binary and its ratio to the baseline, when it has one.
+type Before = (String, Option<f64>);
+
 struct Row {
     id: &'static str,
     what: String,
     /// The `--before` binary's figure and ratio, for rows that have one.
-    before: Option<(String, Option<f64>)>,
+    before: Option<Before>,
     ours: String,
     baseline: String,
     ratio: Option<f64>,
@@ -574,7 +577,7 @@ impl Row {
         self
     }
 
-    fn before(mut self, figure: Option<(String, Option<f64>)>) -> Row {
+    fn before(mut self, figure: Option<Before>) -> Row {
         self.before = figure;
         self
     }
@@ -666,9 +669,7 @@ fn print_report(threads: usize, m: &micro::Micro, https: Option<&Https>) {
         let gib = size as f64 / GIB;
         let write = rate(size, h.plain_write);
         let plain_dl = rate(size, h.plain_fetch.wall);
-        let was = |pick: &dyn Fn(&Transfer) -> Option<(String, Option<f64>)>| {
-            h.before.as_ref().and_then(pick)
-        };
+        let was = |pick: &dyn Fn(&Transfer) -> Option<Before>| h.before.as_ref().and_then(pick);
         rows.push(
             Row::new(
                 "3a",

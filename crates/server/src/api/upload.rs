@@ -574,14 +574,14 @@ pub(crate) async fn receive_file(
         backend_upload: backend_upload.clone(),
         object_key: object_key.clone(),
         path: file.path.clone(),
-        hashing: Baton::Here(Hashing {
+        hashing: Baton::Here(Box::new(Hashing {
             sha256: hasher,
             // Small files are plain Git blobs in the Hub's listings: their id is computed
             // here, from the first byte (a resumed stream has lost its prefix: the Hub
             // computes it later, from the stored object, while the model lives).
             git: (file.size < super::hub::LFS_THRESHOLD && upload_file.parts_done == 0)
                 .then(|| crypto::hash::GitObjectHasher::new("blob", file.size)),
-        }),
+        })),
         next_part: upload_file.parts_done + 1,
         durable: upload_file.parts_done,
         in_flight: JoinSet::new(),
@@ -683,14 +683,14 @@ struct Hashing {
 /// Where the digests are: here (no part in flight), or on their way from the part in flight
 /// that hashes last.
 enum Baton {
-    Here(Hashing),
+    Here(Box<Hashing>),
     Coming(oneshot::Receiver<Hashing>),
 }
 
 impl Baton {
     async fn take(self) -> Result<Hashing, ApiError> {
         match self {
-            Baton::Here(hashing) => Ok(hashing),
+            Baton::Here(hashing) => Ok(*hashing),
             Baton::Coming(receiver) => receiver
                 .await
                 .map_err(|_| ApiError::Internal("a part failed before it was hashed".into())),
@@ -699,6 +699,9 @@ impl Baton {
 }
 
 type PartState = Option<[u8; crypto::hash::STATE_LEN]>;
+
+/// What a part's task ends with: its number, and its receipt and the hash state at its end.
+type PartOutcome = (u32, Result<(PartReceipt, PartState), Failure>);
 
 /// Receives one file's plaintext and hands each part to a blocking task that hashes it
 /// (after the part before it: SHA-256 is sequential), passes the digests on, then seals
@@ -718,7 +721,7 @@ struct PartPipeline {
     next_part: u32,
     /// Leading parts known to be stored.
     durable: u32,
-    in_flight: JoinSet<(u32, Result<(PartReceipt, PartState), Failure>)>,
+    in_flight: JoinSet<PartOutcome>,
     /// Stored parts beyond the durable prefix, with the hash state at their end.
     finished: BTreeMap<u32, (PartReceipt, PartState)>,
     received: u64,
