@@ -239,10 +239,12 @@ impl ObjectOpener {
                 buf.truncate(len);
                 Ok(())
             }
-            Err(e) => {
+            // An index out of range fails before `buf` is touched; it stays as it was.
+            Err(CryptoError::Integrity) => {
                 buf.clear();
-                Err(e)
+                Err(CryptoError::Integrity)
             }
+            Err(e) => Err(e),
         }
     }
 
