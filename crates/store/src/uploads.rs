@@ -118,15 +118,7 @@ impl Store {
         .bind(convert::db_int(idx)?)
         .execute(&mut *tx)
         .await?;
-        for table in ["upload_parts", "upload_sealed_parts"] {
-            sqlx::query(&format!(
-                "DELETE FROM {table} WHERE session_id = $1 AND idx = $2"
-            ))
-            .bind(upload_id)
-            .bind(convert::db_int(idx)?)
-            .execute(&mut *tx)
-            .await?;
-        }
+        forget_parts(&mut tx, upload_id, idx).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -176,15 +168,7 @@ impl Store {
         .bind(convert::db_int(idx)?)
         .execute(&mut *tx)
         .await?;
-        for table in ["upload_parts", "upload_sealed_parts"] {
-            sqlx::query(&format!(
-                "DELETE FROM {table} WHERE session_id = $1 AND idx = $2"
-            ))
-            .bind(upload_id)
-            .bind(convert::db_int(idx)?)
-            .execute(&mut *tx)
-            .await?;
-        }
+        forget_parts(&mut tx, upload_id, idx).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -441,6 +425,21 @@ pub(crate) async fn insert_upload(
         .bind(f.object_id.as_str())
         .bind(i64::from(f.declared))
         .execute(tx.conn())
+        .await?;
+    }
+    Ok(())
+}
+
+/// Forgets the stored parts of one file of a session and their nonce claims: the file is
+/// done, or starts over under a new header.
+async fn forget_parts(conn: &mut sqlx::AnyConnection, upload_id: &str, idx: usize) -> Result<()> {
+    for table in ["upload_parts", "upload_sealed_parts"] {
+        sqlx::query(&format!(
+            "DELETE FROM {table} WHERE session_id = $1 AND idx = $2"
+        ))
+        .bind(upload_id)
+        .bind(convert::db_int(idx)?)
+        .execute(&mut *conn)
         .await?;
     }
     Ok(())
