@@ -322,6 +322,55 @@ fn start_custody_with(
     Ok((server, ca, operator, admin))
 }
 
+/// Makes host `bench-host` (group `bench`) in `dir`: its key and CSR, enrolled by the
+/// operator, approved by acme's admin. Returns its certificate's path (the key is `host.key`
+/// beside it).
+pub(crate) fn enroll_bench_host(
+    bin: &Path,
+    server: &Server,
+    ca: &Path,
+    operator: &str,
+    admin: &str,
+    dir: &Path,
+) -> anyhow::Result<PathBuf> {
+    let status = Command::new(bin)
+        .args(["host", "csr", "--name", "bench-host", "--out"])
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    if !status.success() {
+        bail!("custody host csr failed");
+    }
+    let csr = dir.join("host.csr");
+    let cert = dir.join("host.crt");
+    custody_ok(
+        bin,
+        server,
+        ca,
+        operator,
+        &[
+            "host",
+            "enroll",
+            csr.to_str().context("non-UTF-8 path")?,
+            "--name",
+            "bench-host",
+            "--group",
+            "bench",
+            "--out",
+            cert.to_str().context("non-UTF-8 path")?,
+        ],
+    )?;
+    // The operator enrolls the host; the vendor approves it for its weights.
+    custody_ok(
+        bin,
+        server,
+        ca,
+        admin,
+        &["host", "approve", "acme", "bench-host"],
+    )?;
+    Ok(cert)
+}
+
 fn cli_command(bin: &Path, server: &Server, ca: &Path, token: &str) -> Command {
     let mut cmd = Command::new(bin);
     cmd.env("CUSTODY_SERVER", &server.url)
@@ -433,41 +482,7 @@ fn transfer(
 
     // Weight bytes go only to an enrolled exclusive host: the fetch below runs as one.
     let host_dir = scratch.join("host");
-    let host_out = host_dir.to_str().context("non-UTF-8 path")?;
-    let status = Command::new(bin)
-        .args(["host", "csr", "--name", "bench-host", "--out", host_out])
-        .status()?;
-    if !status.success() {
-        bail!("custody host csr failed");
-    }
-    let csr = host_dir.join("host.csr");
-    let host_cert = host_dir.join("host.crt");
-    custody_ok(
-        bin,
-        &server,
-        &ca,
-        &operator,
-        &[
-            "host",
-            "enroll",
-            csr.to_str().context("non-UTF-8 path")?,
-            "--name",
-            "bench-host",
-            "--group",
-            "bench",
-            "--out",
-            host_cert.to_str().context("non-UTF-8 path")?,
-        ],
-    )?;
-
-    // The operator enrolls the host; the vendor approves it for its weights.
-    custody_ok(
-        bin,
-        &server,
-        &ca,
-        &admin,
-        &["host", "approve", "acme", "bench-host"],
-    )?;
+    let host_cert = enroll_bench_host(bin, &server, &ca, &operator, &admin, &host_dir)?;
 
     procs::settle();
     eprintln!("custody-bench: custody upload");

@@ -100,41 +100,7 @@ impl Custody {
         )?;
         // Weight bytes go only to an enrolled exclusive host: fetches run as one.
         let host_dir = scratch.join("host");
-        let host_out = host_dir.to_str().context("non-UTF-8 path")?;
-        let status = Command::new(bin)
-            .args(["host", "csr", "--name", "bench-host", "--out", host_out])
-            .stdout(std::process::Stdio::null())
-            .status()?;
-        if !status.success() {
-            bail!("custody host csr failed");
-        }
-        let csr = host_dir.join("host.csr");
-        let host_cert = host_dir.join("host.crt");
-        custody_ok(
-            bin,
-            &server,
-            &ca,
-            &operator,
-            &[
-                "host",
-                "enroll",
-                csr.to_str().context("non-UTF-8 path")?,
-                "--name",
-                "bench-host",
-                "--group",
-                "bench",
-                "--out",
-                host_cert.to_str().context("non-UTF-8 path")?,
-            ],
-        )?;
-        // The operator enrolls the host; the vendor approves it for its weights.
-        custody_ok(
-            bin,
-            &server,
-            &ca,
-            &admin,
-            &["host", "approve", "acme", "bench-host"],
-        )?;
+        let host_cert = crate::enroll_bench_host(bin, &server, &ca, &operator, &admin, &host_dir)?;
         Ok(Custody {
             bin: bin.to_owned(),
             server,
