@@ -5,9 +5,9 @@ use std::str::FromStr;
 use std::sync::{LazyLock, Mutex};
 
 use cedar_policy::{
-    Authorizer, Context, Decision as CedarDecision, Effect, Entities, Entity, EntityId,
-    EntityTypeName, EntityUid, PolicyId, PolicySet, Request, RestrictedExpression, Schema,
-    ValidationMode, Validator,
+    ActionConstraint, Authorizer, Context, Decision as CedarDecision, Effect, Entities, Entity,
+    EntityId, EntityTypeName, EntityUid, PolicyId, PolicySet, Request, RestrictedExpression,
+    Schema, ValidationMode, Validator,
 };
 use serde::Serialize;
 use types::Role;
@@ -103,11 +103,35 @@ fn uid(ty: &EntityTypeName, id: &str) -> EntityUid {
 /// A loaded, strictly validated policy engine. Cheap to share (`Send + Sync`).
 pub struct PolicyEngine {
     pub(crate) schema: Schema,
+    /// Every policy; decisions use the per-action sets in `actions` (tests compare both).
+    #[cfg(test)]
     pub(crate) policies: PolicySet,
     meta: HashMap<PolicyId, PolicyMeta>,
     authorizer: Authorizer,
     types: TypeNames,
-    actions: Vec<(Action, EntityUid)>,
+    /// Each action with its uid and the policies whose action scope can match it. Cedar
+    /// evaluates every policy it is given; a request only ever needs those whose scope
+    /// names its action (about a quarter of the set), and leaving out a policy whose scope
+    /// cannot match changes no decision (see `scope_can_match`).
+    actions: Vec<ActionPolicies>,
+}
+
+struct ActionPolicies {
+    action: Action,
+    uid: EntityUid,
+    policies: PolicySet,
+}
+
+/// Whether a policy with action scope `scope` could apply to a request for `action`.
+/// Conservative: with action groups in the schema, an `in` scope is kept for every action
+/// (membership would need the hierarchy); keeping a policy that cannot apply costs time,
+/// never a decision.
+fn scope_can_match(scope: &ActionConstraint, action: &EntityUid, schema_has_groups: bool) -> bool {
+    match scope {
+        ActionConstraint::Any => true,
+        ActionConstraint::Eq(only) => only == action,
+        ActionConstraint::In(any_of) => schema_has_groups || any_of.contains(action),
+    }
 }
 
 impl std::fmt::Debug for PolicyEngine {
@@ -238,12 +262,27 @@ impl PolicyEngine {
 
         let types = TypeNames::new()?;
         let action_type = type_name("Action")?;
-        let actions = Action::ALL
-            .iter()
-            .map(|a| (*a, uid(&action_type, a.cedar_name())))
-            .collect();
+        let schema_has_groups = schema.action_groups().next().is_some();
+        let mut actions = Vec::with_capacity(Action::ALL.len());
+        for action in Action::ALL {
+            let action_uid = uid(&action_type, action.cedar_name());
+            let mut policies = PolicySet::new();
+            for policy in set.policies() {
+                if scope_can_match(&policy.action_constraint(), &action_uid, schema_has_groups) {
+                    policies
+                        .add(policy.clone())
+                        .map_err(|e| PolicyError::Schema(e.to_string()))?;
+                }
+            }
+            actions.push(ActionPolicies {
+                action,
+                uid: action_uid,
+                policies,
+            });
+        }
         Ok(PolicyEngine {
             schema,
+            #[cfg(test)]
             policies: set,
             meta,
             authorizer: Authorizer::new(),
@@ -411,12 +450,7 @@ impl PolicyEngine {
             ));
         }
 
-        let action_uid = self
-            .actions
-            .iter()
-            .find(|(a, _)| *a == action)
-            .map(|(_, u)| u.clone())
-            .ok_or_else(|| PolicyError::Facts(format!("unknown action {}", action.as_str())))?;
+        let action_uid = self.action_policies(action)?.uid.clone();
         let context = Context::from_pairs(context).map_err(|e| bad(&e))?;
         let request = Request::new(
             principal_uid,
@@ -436,11 +470,33 @@ impl PolicyEngine {
         })
     }
 
+    fn action_policies(&self, action: Action) -> Result<&ActionPolicies, PolicyError> {
+        self.actions
+            .iter()
+            .find(|a| a.action == action)
+            .ok_or_else(|| PolicyError::Facts(format!("unknown action {}", action.as_str())))
+    }
+
     /// Decide a prepared request. Allowed only when Cedar allows and reports no error.
     pub fn decide_prepared(&self, prepared: &Prepared) -> Decision {
+        let policies = match self.action_policies(prepared.action) {
+            Ok(found) => &found.policies,
+            Err(e) => return Decision::failed(vec![e.to_string()]),
+        };
+        self.decide_with(prepared, policies)
+    }
+
+    /// Decide a prepared request against every policy, not only those of its action (the
+    /// tests check that both agree).
+    #[cfg(test)]
+    pub(crate) fn decide_prepared_all_policies(&self, prepared: &Prepared) -> Decision {
+        self.decide_with(prepared, &self.policies)
+    }
+
+    fn decide_with(&self, prepared: &Prepared, policies: &PolicySet) -> Decision {
         let response =
             self.authorizer
-                .is_authorized(&prepared.request, &self.policies, &prepared.entities);
+                .is_authorized(&prepared.request, policies, &prepared.entities);
         let diagnostics = response.diagnostics();
         let errors: Vec<String> = diagnostics.errors().map(|e| e.to_string()).collect();
         let mut deciding: Vec<&PolicyMeta> = diagnostics
