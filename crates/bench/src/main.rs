@@ -642,7 +642,7 @@ fn print_report(threads: usize, m: &micro::Micro, https: Option<&Https>) {
         ),
         Row::new(
             "2a",
-            "format seal (PartSealer::seal_part, 8 MiB parts), 1 core",
+            "format seal (PartSealer::seal, 8 MiB parts), 1 core",
             gbps(m.seal_one),
         )
         .against(

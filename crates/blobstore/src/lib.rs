@@ -21,7 +21,8 @@ pub use backend::{Backend, PartReceipt};
 pub use fs::FsBackend;
 pub use object::BlobStore;
 pub use parts::{
-    MAX_OBJECT_WITH_SMALLEST_PARTS, MAX_PARTS, MIN_SEGMENTS_PER_PART, PartLayout, PartSealer,
+    MAX_OBJECT_WITH_SMALLEST_PARTS, MAX_PARTS, MIN_SEGMENTS_PER_PART, PartBuffer, PartLayout,
+    PartSealer,
 };
 pub use s3::{S3Backend, S3Config, S3Secret};
 

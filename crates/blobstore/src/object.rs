@@ -58,9 +58,9 @@ impl BlobStore {
         let mut stored = 0;
         for part in 1..=sealer.layout().part_count() {
             let range = sealer.layout().part_range(part);
-            let mut ciphertext = Vec::with_capacity(sealer.stored_part_len(part));
-            ciphertext.extend_from_slice(&plaintext[range.start as usize..range.end as usize]);
-            sealer.seal_part(part, &mut ciphertext)?;
+            let mut buffer = sealer.part_buffer(part)?;
+            buffer.fill(&plaintext[range.start as usize..range.end as usize]);
+            let ciphertext = sealer.seal(buffer)?;
             stored += ciphertext.len() as u64;
             match self
                 .backend

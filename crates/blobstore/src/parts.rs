@@ -130,46 +130,124 @@ impl PartSealer {
         plain + segments * stream::TAG_LEN + if part == 1 { HEADER_LEN } else { 0 }
     }
 
-    /// Turns `buf`, holding exactly part `part`'s plaintext, into the bytes stored as that part,
-    /// in place: one buffer per part in flight, no copy beside it. Give `buf` a capacity of
-    /// [`PartSealer::stored_part_len`] to avoid a reallocation.
-    pub fn seal_part(&self, part: u32, buf: &mut Vec<u8>) -> Result<(), BlobError> {
-        let range = self.layout.part_range(part);
-        if part == 0
-            || part > self.layout.part_count()
-            || buf.len() as u64 != range.end - range.start
-        {
+    /// An empty buffer for part `part`, laid out as the part will be stored (see
+    /// [`PartBuffer`]). Fails for a part the object does not have.
+    pub fn part_buffer(&self, part: u32) -> Result<PartBuffer, BlobError> {
+        self.part_buffer_in(part, Vec::new())
+    }
+
+    /// [`PartSealer::part_buffer`] in an allocation that is no longer needed (a sealed part
+    /// already stored): its old bytes are overwritten as the part is filled.
+    pub fn part_buffer_in(&self, part: u32, mut bytes: Vec<u8>) -> Result<PartBuffer, BlobError> {
+        if part == 0 || part > self.layout.part_count() {
             return Err(BlobError::Backend(format!(
-                "part {part} must hold {} plaintext bytes, got {}",
-                range.end - range.start,
-                buf.len()
+                "part {part} is not a part of an object of {} parts",
+                self.layout.part_count()
+            )));
+        }
+        let range = self.layout.part_range(part);
+        bytes.resize(self.stored_part_len(part), 0);
+        Ok(PartBuffer {
+            part,
+            plaintext_len: (range.end - range.start) as usize,
+            filled: 0,
+            header_len: if part == 1 { HEADER_LEN } else { 0 },
+            bytes,
+        })
+    }
+
+    /// Seals a full [`PartBuffer`] in place and returns the part's stored bytes.
+    pub fn seal(&self, mut buffer: PartBuffer) -> Result<Vec<u8>, BlobError> {
+        if !buffer.is_full() || buffer.bytes.len() != self.stored_part_len(buffer.part) {
+            return Err(BlobError::Backend(format!(
+                "part {} must hold {} plaintext bytes, got {}",
+                buffer.part, buffer.plaintext_len, buffer.filled
             )));
         }
         let segments = stream::segment_count(self.layout.plaintext_len);
-        let first = range.start / SEGMENT_PLAINTEXT_LEN as u64;
-        let plain_len = buf.len();
-        let count = plain_len.div_ceil(SEGMENT_PLAINTEXT_LEN).max(1);
-        let header_len = if part == 1 { HEADER_LEN } else { 0 };
-        buf.resize(self.stored_part_len(part), 0);
-        // Last segment first: each moves right to make room for the tags before it, so no
-        // plaintext is overwritten before it is sealed.
-        for k in (0..count).rev() {
-            let p_start = k * SEGMENT_PLAINTEXT_LEN;
-            let p_end = (p_start + SEGMENT_PLAINTEXT_LEN).min(plain_len);
-            let c_start = header_len + k * stream::SEGMENT_CIPHERTEXT_LEN;
-            let len = p_end - p_start;
-            buf.copy_within(p_start..p_end, c_start);
+        let first = self.layout.part_range(buffer.part).start / SEGMENT_PLAINTEXT_LEN as u64;
+        let header_len = buffer.header_len;
+        for (k, plain) in buffer.segment_ranges().enumerate() {
             let index = first + k as u64;
             let tag = self.sealer.seal_segment_detached(
                 index,
                 index + 1 == segments,
-                &mut buf[c_start..c_start + len],
+                &mut buffer.bytes[plain.clone()],
             )?;
-            buf[c_start + len..c_start + len + stream::TAG_LEN].copy_from_slice(&tag);
+            buffer.bytes[plain.end..plain.end + stream::TAG_LEN].copy_from_slice(&tag);
         }
-        buf[..header_len].copy_from_slice(&self.header[..header_len]);
-        Ok(())
+        buffer.bytes[..header_len].copy_from_slice(&self.header[..header_len]);
+        Ok(buffer.bytes)
     }
+}
+
+/// One part's plaintext, written where its ciphertext will be stored: after the header
+/// (part 1), each segment at its ciphertext offset with room for its tag after it. Sealing it
+/// is then in place, with no copy: [`PartSealer::seal`].
+pub struct PartBuffer {
+    part: u32,
+    plaintext_len: usize,
+    filled: usize,
+    header_len: usize,
+    bytes: Vec<u8>,
+}
+
+impl PartBuffer {
+    /// Copies as much of `data` as the part still takes into place; returns how much.
+    pub fn fill(&mut self, mut data: &[u8]) -> usize {
+        let mut taken = 0;
+        while self.filled < self.plaintext_len && !data.is_empty() {
+            let in_segment = self.filled % SEGMENT_PLAINTEXT_LEN;
+            let room = (SEGMENT_PLAINTEXT_LEN - in_segment).min(self.plaintext_len - self.filled);
+            let take = room.min(data.len());
+            let at = self.stored_offset(self.filled);
+            self.bytes[at..at + take].copy_from_slice(&data[..take]);
+            self.filled += take;
+            taken += take;
+            data = &data[take..];
+        }
+        taken
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.filled == self.plaintext_len
+    }
+
+    /// The plaintext written so far, in order, one slice per segment (to hash it).
+    pub fn plaintext(&self) -> impl Iterator<Item = &[u8]> {
+        self.segment_ranges()
+            .map(|r| &self.bytes[r])
+            .scan(self.filled, |left, seg| {
+                let take = seg.len().min(*left);
+                *left -= take;
+                (take > 0).then(|| &seg[..take])
+            })
+    }
+
+    fn stored_offset(&self, plaintext_offset: usize) -> usize {
+        stored_offset(self.header_len, plaintext_offset)
+    }
+
+    /// Where each segment's plaintext sits in `bytes` (a part holds at least one segment,
+    /// maybe empty: the object of zero bytes). Borrows nothing, so the bytes can be sealed
+    /// while it runs.
+    fn segment_ranges(&self) -> impl Iterator<Item = Range<usize>> + use<> {
+        let (plaintext_len, header_len) = (self.plaintext_len, self.header_len);
+        let count = plaintext_len.div_ceil(SEGMENT_PLAINTEXT_LEN).max(1);
+        (0..count).map(move |k| {
+            let start = k * SEGMENT_PLAINTEXT_LEN;
+            let len = (start + SEGMENT_PLAINTEXT_LEN).min(plaintext_len) - start;
+            let at = stored_offset(header_len, start);
+            at..at + len
+        })
+    }
+}
+
+/// Where plaintext byte `plaintext_offset` of a part sits in the part's stored form.
+fn stored_offset(header_len: usize, plaintext_offset: usize) -> usize {
+    header_len
+        + plaintext_offset / SEGMENT_PLAINTEXT_LEN * stream::SEGMENT_CIPHERTEXT_LEN
+        + plaintext_offset % SEGMENT_PLAINTEXT_LEN
 }
 
 #[cfg(test)]
@@ -224,8 +302,16 @@ mod sealing {
             let mut stored = Vec::new();
             for part in 1..=sealer.layout().part_count() {
                 let r = sealer.layout().part_range(part);
-                let mut buf = data[r.start as usize..r.end as usize].to_vec();
-                sealer.seal_part(part, &mut buf).unwrap();
+                let mut buffer = sealer.part_buffer(part).unwrap();
+                // In uneven pieces, as a request body arrives.
+                for piece in data[r.start as usize..r.end as usize].chunks(SEG / 3 + 7) {
+                    assert_eq!(buffer.fill(piece), piece.len());
+                }
+                assert!(buffer.is_full());
+                assert_eq!(buffer.fill(b"more"), 0, "a full part takes nothing more");
+                let hashed: Vec<u8> = buffer.plaintext().flatten().copied().collect();
+                assert_eq!(hashed, data[r.start as usize..r.end as usize]);
+                let buf = sealer.seal(buffer).unwrap();
                 assert_eq!(buf.len(), sealer.stored_part_len(part));
                 stored.extend_from_slice(&buf);
             }

@@ -10,7 +10,8 @@ use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use blobstore::{PartLayout, PartReceipt, PartSealer};
+use blobstore::{PartBuffer, PartLayout, PartReceipt, PartSealer};
+use bytes::Buf;
 use crypto::hash::ResumableSha256;
 use futures::StreamExt;
 use policy::Action;
@@ -736,7 +737,7 @@ impl PartPipeline {
         file: &UploadFileRecord,
     ) -> Result<Hashing, Failure> {
         let layout = self.sealer.layout();
-        let mut buf: Vec<u8> = Vec::new();
+        let mut buf: Option<PartBuffer> = None;
         let mut filling: Option<OwnedSemaphorePermit> = None;
         let mut leftover = bytes::Bytes::new();
         // The last part this body fills.
@@ -747,24 +748,27 @@ impl PartPipeline {
         };
         while self.next_part <= last_part {
             let range = layout.part_range(self.next_part);
-            let part_len = (range.end - range.start) as usize;
-            while buf.len() < part_len && !leftover.is_empty() {
-                if buf.capacity() == 0 {
-                    // Room for the ciphertext too: the part is sealed in this buffer. The whole
-                    // of it is taken from the budget of all uploads at once, before the first
-                    // byte (the stream waits while the budget is spent): a stream never holds
-                    // part of a buffer while it waits for the rest, so streams cannot deadlock
-                    // each other, and the parts it has in flight free their room on their own.
-                    let need = self.sealer.stored_part_len(self.next_part);
-                    filling = Some(self.reserve(need).await?);
-                    buf.reserve_exact(need);
-                }
-                let take = (part_len - buf.len()).min(leftover.len());
-                buf.extend_from_slice(&leftover.split_to(take));
+            if buf.is_none() && (range.is_empty() || !leftover.is_empty()) {
+                // Room for the ciphertext too: the part is sealed in this buffer. The whole of
+                // it is taken from the budget of all uploads at once, before the first byte
+                // (the stream waits while the budget is spent): a stream never holds part of a
+                // buffer while it waits for the rest, so streams cannot deadlock each other,
+                // and the parts it has in flight free their room on their own.
+                let need = self.sealer.stored_part_len(self.next_part);
+                filling = Some(self.reserve(need).await?);
+                buf = Some(
+                    self.sealer
+                        .part_buffer(self.next_part)
+                        .map_err(|e| Failure::Interrupted(e.into()))?,
+                );
             }
-            if buf.len() == part_len {
-                let plaintext = std::mem::take(&mut buf);
-                self.dispatch(self.next_part, plaintext, filling.take());
+            if let Some(filled) = buf.as_mut() {
+                // Each byte goes once, straight to where its ciphertext will be.
+                let taken = filled.fill(&leftover);
+                leftover.advance(taken);
+            }
+            if let Some(full) = buf.take_if(|b| b.is_full()) {
+                self.dispatch(self.next_part, full, filling.take());
                 self.next_part += 1;
                 while self.in_flight.len() >= PARTS_IN_FLIGHT {
                     if let Err(e) = self.settle_one().await {
@@ -895,7 +899,7 @@ impl PartPipeline {
         }
     }
 
-    fn dispatch(&mut self, part: u32, plaintext: Vec<u8>, room: Option<OwnedSemaphorePermit>) {
+    fn dispatch(&mut self, part: u32, plaintext: PartBuffer, room: Option<OwnedSemaphorePermit>) {
         let sealer = self.sealer.clone();
         let backend = self.app.blobs.backend().clone();
         let key = self.object_key.clone();
@@ -908,19 +912,18 @@ impl PartPipeline {
             let result = async {
                 let mut hashing = previous.take().await.map_err(Failure::Interrupted)?;
                 let (state, prefix, ciphertext) = tokio::task::spawn_blocking(move || {
-                    let mut buf = plaintext;
-                    hashing.sha256.update(&buf);
-                    if let Some(git) = hashing.git.as_mut() {
-                        git.update(&buf);
+                    for segment in plaintext.plaintext() {
+                        hashing.sha256.update(segment);
+                        if let Some(git) = hashing.git.as_mut() {
+                            git.update(segment);
+                        }
                     }
                     let state = hashing.sha256.export();
                     let prefix = hex::encode(hashing.sha256.clone().finish());
                     // The next part may hash now; the receiver is gone only if the upload
                     // stopped, and then nothing waits for the digests.
                     let _ = pass_on.send(hashing);
-                    sealer
-                        .seal_part(part, &mut buf)
-                        .map(|()| (state, prefix, buf))
+                    sealer.seal(plaintext).map(|sealed| (state, prefix, sealed))
                 })
                 .await
                 .map_err(|e| ApiError::Internal(format!("sealing task failed: {e}")))
