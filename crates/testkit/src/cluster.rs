@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use crate::{Haproxy, MotoServer, PgCluster, free_port};
+use crate::{Haproxy, MotoServer, PgCluster, START_ATTEMPTS, free_port};
 
 /// One `custody server` process.
 #[derive(Debug)]
@@ -143,19 +143,30 @@ impl Cluster {
             database_url,
             bucket,
             operator: String::new(),
-            ports: ports.clone(),
+            ports,
             instances: (0..n).map(|_| None).collect(),
             lb: None,
         };
         for i in 0..n {
-            std::fs::write(cluster.config_path(i), cluster.config(i))
-                .map_err(|e| format!("cannot write the configuration of instance {i}: {e}"))?;
-            cluster.start_instance(i, &[])?;
+            // A port that was free when chosen may be taken before the instance binds it
+            // (other tests pick ports too): choose another and start again.
+            let mut attempt = 1;
+            loop {
+                std::fs::write(cluster.config_path(i), cluster.config(i))
+                    .map_err(|e| format!("cannot write the configuration of instance {i}: {e}"))?;
+                match cluster.start_instance(i, &[]) {
+                    Err(e) if e.contains("Address already in use") && attempt < START_ATTEMPTS => {
+                        cluster.ports[i] = free_port();
+                        attempt += 1;
+                    }
+                    started => break started?,
+                }
+            }
             if i == 0 {
                 cluster.operator = cluster.first_operator()?;
             }
         }
-        cluster.lb = Some(Haproxy::start(&ports)?);
+        cluster.lb = Some(Haproxy::start(&cluster.ports)?);
         Ok(cluster)
     }
 
