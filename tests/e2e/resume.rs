@@ -269,7 +269,6 @@ fn a_part_sealed_before_is_stored_again_only_with_the_same_bytes() {
 /// caught, and nothing is put in place.
 #[test]
 fn a_resumed_fetch_over_damaged_local_bytes_fails_its_digest_check() {
-    use std::os::unix::fs::OpenOptionsExt;
     let world = World::new();
     let src = tempfile::tempdir().unwrap();
     let size = (80u64 << 20) + 7;
@@ -285,24 +284,8 @@ fn a_resumed_fetch_over_damaged_local_bytes_fails_its_digest_check() {
     // A partial download whose first 16 MiB range is recorded as done, with one byte wrong.
     let out = tempfile::tempdir().unwrap();
     bytes[1000] ^= 0x40;
-    let partial = out.path().join("big.bin.custody-partial");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&partial)
-        .unwrap();
-    file.write_all(&bytes).unwrap();
-    drop(file);
     let state = json!({"sha256": sha256, "size": size, "range_len": 16u64 << 20, "done": [0]});
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(out.path().join("big.bin.custody-partial.state"))
-        .unwrap();
-    file.write_all(state.to_string().as_bytes()).unwrap();
-    drop(file);
+    write_partial_download(out.path(), "big.bin", &bytes, &state);
 
     let target = out.path().to_str().unwrap();
     let run = world
@@ -324,6 +307,43 @@ fn a_resumed_fetch_over_damaged_local_bytes_fails_its_digest_check() {
         .server
         .ok(&world.alice, &["fetch", "acme/damaged", "--out", target]);
     assert_same_file(&original, &out.path().join("big.bin"));
+
+    // A state file naming ranges past the end of the file (damaged, or written by hand) is
+    // not trusted for them: the fetch neither crashes nor skips a range, and the bytes are
+    // right.
+    let out = tempfile::tempdir().unwrap();
+    bytes[1000] ^= 0x40;
+    let state = json!({
+        "sha256": sha256, "size": size, "range_len": 16u64 << 20, "done": [1, 5, 4_000_000_000u64]
+    });
+    write_partial_download(out.path(), "big.bin", &bytes, &state);
+    let target = out.path().to_str().unwrap();
+    world
+        .server
+        .ok(&world.alice, &["fetch", "acme/damaged", "--out", target]);
+    assert_same_file(&original, &out.path().join("big.bin"));
+}
+
+/// Leaves in `dir` what an interrupted `custody fetch` of `name` leaves: the partial file
+/// holding `bytes` and its state file, both private to this user.
+fn write_partial_download(dir: &std::path::Path, name: &str, bytes: &[u8], state: &Value) {
+    use std::os::unix::fs::OpenOptionsExt;
+    for (file, contents) in [
+        (format!("{name}.custody-partial"), bytes.to_vec()),
+        (
+            format!("{name}.custody-partial.state"),
+            state.to_string().into_bytes(),
+        ),
+    ] {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(dir.join(file))
+            .unwrap()
+            .write_all(&contents)
+            .unwrap();
+    }
 }
 
 #[test]

@@ -137,7 +137,7 @@ fn bench(bin: &Path, hf: &Path, scratch: &Path, size: u64) -> anyhow::Result<Rep
     let out = scratch.join("fetched");
     rows.push(timed_row(
         "h1",
-        "`custody fetch` of the model (16 MiB ranges x4 over HTTPS, fsync, SHA-256 check)",
+        "`custody fetch` of the model (ranges x4 over HTTPS, fsync, SHA-256 check)",
         &[server_pid],
         || {
             procs::run_timed(

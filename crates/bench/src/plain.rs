@@ -28,6 +28,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
+use wire::models::{FETCH_RANGES_AT_ONCE as RANGES_AT_ONCE, fetch_range_len};
 
 /// Chunks the static server sends: 1 MiB, as the custody server sends 1 MiB segments.
 const CHUNK: u64 = 1 << 20;
@@ -193,10 +194,6 @@ impl hyper::body::Body for FileBody {
     }
 }
 
-/// As `custody fetch` does for large files: 16 MiB ranges, four at once, written in place.
-const RANGE_LEN: u64 = 16 << 20;
-const RANGES_AT_ONCE: usize = 4;
-
 /// `custody-bench plain-fetch`: downloads `size` bytes from `url` into `out` the way
 /// `custody fetch` downloads a large file (same client, same ranges, fsync at the end), minus
 /// what custody adds: no bearer token, no state file, no SHA-256 check.
@@ -234,12 +231,13 @@ async fn fetch(url: &str, ca: &Path, out_path: &Path, size: u64) -> anyhow::Resu
         .with_context(|| format!("creating {}", out_path.display()))?;
     out.set_len(size)?;
     let out = Arc::new(out);
-    let mut fetches = futures::stream::iter(0..size.div_ceil(RANGE_LEN))
+    let range_len = fetch_range_len(size);
+    let mut fetches = futures::stream::iter(0..size.div_ceil(range_len))
         .map(|i| {
             let (http, out) = (&http, out.clone());
             async move {
-                let start = i * RANGE_LEN;
-                let end = (start + RANGE_LEN).min(size);
+                let start = i * range_len;
+                let end = (start + range_len).min(size);
                 fetch_range(http, url, start, end, out).await
             }
         })

@@ -6,7 +6,8 @@
 //! `custody fetch` of one file, against aws-sdk-s3 (set up like custody's backend: the `cloud`
 //! crate's client, path style, checksums only when required) putting the same bytes as a
 //! multipart upload with custody's server's pattern (8 MiB parts, 3 at a time) and getting them
-//! back with `custody fetch`'s pattern (16 MiB ranged GETs, 4 at a time, written in place, fsync).
+//! back with `custody fetch`'s pattern (its ranged GETs, as many at a time, written in place,
+//! fsync).
 //! Then the raw client alone over a grid of part sizes and concurrencies, with moto's CPU use
 //! over each transfer (from `/proc/PID/stat`): moto is one Python process, so what it can serve
 //! bounds every figure here.
@@ -480,10 +481,22 @@ fn bench(bin: &Path, scratch: &Path, size: u64, tune: bool) -> anyhow::Result<Re
     std::fs::remove_dir_all(&fetched)?;
 
     procs::settle();
-    eprintln!("custody-bench s3: raw ranged get, 16 MiB ranges x4");
+    let range_len = wire::models::fetch_range_len(size);
+    eprintln!(
+        "custody-bench s3: raw ranged get, {} MiB ranges x{}",
+        range_len / MIB,
+        wire::models::FETCH_RANGES_AT_ONCE
+    );
     let out = scratch.join("raw-fetched");
     let get = raw_transfer(moto_pid, || {
-        runtime.block_on(raw_get(&client, RAW_KEY, &out, size, 16 * MIB, 4))
+        runtime.block_on(raw_get(
+            &client,
+            RAW_KEY,
+            &out,
+            size,
+            range_len,
+            wire::models::FETCH_RANGES_AT_ONCE,
+        ))
     })?;
     if file_len(&out)? != size {
         bail!("the raw get wrote a file of the wrong size");
@@ -600,7 +613,7 @@ impl Report {
             (
                 "s2",
                 format!(
-                    "download {mib} MiB: `custody fetch` (16 MiB ranges x4, fsync, SHA-256) vs raw ranged GETs (16 MiB x4, written in place, fsync)"
+                    "download {mib} MiB: `custody fetch` (its ranges x4, fsync, SHA-256) vs raw ranged GETs (the same ranges, written in place, fsync)"
                 ),
                 &self.fetch,
                 &self.get,

@@ -18,7 +18,9 @@ use reqwest::Method;
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use types::{CommitId, RepoPath, RepoRef, Sha256Hex};
-use wire::models::{FileEntry, RevisionFiles};
+use wire::models::{
+    FETCH_RANGES_AT_ONCE as RANGES_AT_ONCE, FileEntry, RevisionFiles, fetch_range_len as range_len,
+};
 
 use crate::Global;
 use crate::client::{Client, encode_path};
@@ -220,8 +222,6 @@ async fn is_complete(local: &Path, file: &FileEntry) -> bool {
 
 /// Files from this size on are fetched as parallel ranges, resumably.
 const PARALLEL_FROM: u64 = 64 << 20;
-const RANGE_LEN: u64 = 16 << 20;
-const RANGES_AT_ONCE: usize = 4;
 
 /// Downloads one file into place; returns the bytes received over the network.
 async fn download(
@@ -293,7 +293,7 @@ async fn download_ranges(
     let fresh = RangeState {
         sha256: file.sha256.to_string(),
         size: file.size,
-        range_len: RANGE_LEN,
+        range_len: range_len(file.size),
         done: Default::default(),
     };
     // Resume only a download of the same bytes, laid out the same way, into a partial file
@@ -313,15 +313,18 @@ async fn download_ranges(
         _ => (fresh, crate::private::create_new(partial)?),
     };
     out.set_len(file.size)?;
-    let ranges = file.size.div_ceil(RANGE_LEN);
+    let range_len = state.range_len;
+    let ranges = file.size.div_ceil(range_len);
+    // A state file names only ranges of this file (a damaged one must not index past its end).
+    state.done.retain(|i| *i < ranges);
     // Ranges already here are off the bar (the last one may be short).
     let resumed: u64 = state
         .done
         .iter()
-        .map(|i| (i * RANGE_LEN + RANGE_LEN).min(file.size) - i * RANGE_LEN)
+        .map(|i| (i * range_len + range_len).min(file.size) - i * range_len)
         .sum();
     skip_ahead(bar, resumed);
-    let partial = std::sync::Arc::new(PartialFile::new(out, file.size, &state.done));
+    let partial = std::sync::Arc::new(PartialFile::new(out, file.size, range_len, &state.done));
     let todo: Vec<u64> = (0..ranges).filter(|i| !state.done.contains(i)).collect();
     let downloads = async {
         let mut received = 0;
@@ -329,8 +332,8 @@ async fn download_ranges(
             .map(|i| {
                 let partial = partial.clone();
                 async move {
-                    let start = i * RANGE_LEN;
-                    let end = (start + RANGE_LEN).min(file.size);
+                    let start = i * range_len;
+                    let end = (start + range_len).min(file.size);
                     fetch_range(client, url, file, start, end, partial, bar)
                         .await
                         .map(|()| (i, end - start))
@@ -358,29 +361,36 @@ async fn download_ranges(
 struct PartialFile {
     file: std::fs::File,
     size: u64,
+    range_len: u64,
     per_range: Vec<std::sync::atomic::AtomicU64>,
     /// Bumped after every write: the hashing wakes up and looks again.
     grew: tokio::sync::watch::Sender<()>,
 }
 
 impl PartialFile {
-    fn new(file: std::fs::File, size: u64, done: &std::collections::BTreeSet<u64>) -> Self {
-        let per_range = (0..size.div_ceil(RANGE_LEN))
+    fn new(
+        file: std::fs::File,
+        size: u64,
+        range_len: u64,
+        done: &std::collections::BTreeSet<u64>,
+    ) -> Self {
+        let per_range = (0..size.div_ceil(range_len))
             .map(|i| {
-                let len = (i * RANGE_LEN + RANGE_LEN).min(size) - i * RANGE_LEN;
+                let len = (i * range_len + range_len).min(size) - i * range_len;
                 std::sync::atomic::AtomicU64::new(if done.contains(&i) { len } else { 0 })
             })
             .collect();
         PartialFile {
             file,
             size,
+            range_len,
             per_range,
             grew: tokio::sync::watch::Sender::new(()),
         }
     }
 
     fn add(&self, range_start: u64, len: u64) {
-        self.per_range[(range_start / RANGE_LEN) as usize]
+        self.per_range[(range_start / self.range_len) as usize]
             .fetch_add(len, std::sync::atomic::Ordering::Release);
         self.grew.send_replace(());
     }
@@ -391,7 +401,7 @@ impl PartialFile {
         for written in &self.per_range {
             let got = written.load(std::sync::atomic::Ordering::Acquire);
             prefix += got;
-            if got < RANGE_LEN {
+            if got < self.range_len {
                 break;
             }
         }
