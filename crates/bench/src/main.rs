@@ -143,6 +143,9 @@ struct Transfer {
     server_peak_kib: u64,
 }
 
+/// One of a transfer's two timed runs (its upload or its fetch).
+type PickTimed = fn(&Transfer) -> &Timed;
+
 struct Https {
     size: u64,
     now: Transfer,
@@ -150,6 +153,8 @@ struct Https {
     before: Option<Transfer>,
     plain_fetch: Timed,
     plain_write: Duration,
+    /// CPU time of this process over the plain write (it runs nothing else meanwhile).
+    plain_write_cpu: Option<Duration>,
     static_peak_kib: u64,
 }
 
@@ -406,7 +411,11 @@ fn https(
     procs::settle();
     eprintln!("custody-bench: plain write + fsync");
     let copy = scratch.join("plain-copy");
+    let cpu_before = procs::cpu_time(std::process::id());
     let plain_write = plain::plain_write(&source, &copy)?;
+    let plain_write_cpu = procs::cpu_time(std::process::id())
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
     std::fs::remove_file(&copy)?;
 
     let before = match before {
@@ -456,6 +465,7 @@ fn https(
         before,
         plain_fetch,
         plain_write,
+        plain_write_cpu,
         static_peak_kib,
     })
 }
@@ -612,6 +622,38 @@ impl Row {
     }
 }
 
+/// `server 4.1 s + CLI 2.0 s = 1.42 core-s/GB, 2 cores 78% busy`: the CPU time of a transfer
+/// of `size` bytes that took `wall`, per GB and against all `cores` over `wall`.
+fn cpu_use(
+    size: u64,
+    wall: Duration,
+    server: Option<Duration>,
+    client: Option<Duration>,
+    client_name: &str,
+    cores: usize,
+) -> String {
+    let (Some(client), total) = (
+        client,
+        server.unwrap_or_default() + client.unwrap_or_default(),
+    ) else {
+        return "(not measured)".to_string();
+    };
+    let parts = match server {
+        Some(server) => format!(
+            "server {:.1} s + {client_name} {:.1} s",
+            server.as_secs_f64(),
+            client.as_secs_f64()
+        ),
+        None => format!("{client_name} {:.1} s", client.as_secs_f64()),
+    };
+    format!(
+        "{parts} = {:.2} core-s/GB, {} cores {:.0}% busy",
+        total.as_secs_f64() / (size as f64 / 1e9),
+        cores,
+        100.0 * total.as_secs_f64() / (wall.as_secs_f64().max(1e-9) * cores as f64)
+    )
+}
+
 fn mib(kib: u64) -> String {
     format!("{:.0} MiB", kib as f64 / 1024.0)
 }
@@ -709,7 +751,9 @@ fn print_report(threads: usize, m: &micro::Micro, https: Option<&Https>) {
             Row::new(
                 "3b",
                 format!(
-                    "download {gib:.2} GiB over HTTPS (`custody fetch`: 16 MiB ranges x4, SHA-256 check, fsync)"
+                    "download {gib:.2} GiB over HTTPS (`custody fetch`: {} MiB ranges x{}, SHA-256 check, fsync)",
+                    wire::models::fetch_range_len(size) >> 20,
+                    wire::models::FETCH_RANGES_AT_ONCE
                 ),
                 timed(size, h.now.fetch.wall),
             )
@@ -796,6 +840,41 @@ fn print_report(threads: usize, m: &micro::Micro, https: Option<&Https>) {
             .before(was(&|t| Some((mib(client(t)), None))))
             .below_mib(client(&h.now), 128.0),
         );
+        // What the machine gave each transfer: when client and server together keep every
+        // core busy, the run is bound by this machine's CPU, which they share here and would
+        // not in a deployment.
+        let cpu = |t: &Timed, client: &str| {
+            cpu_use(size, t.wall, t.server_cpu, t.client_cpu, client, threads)
+        };
+        let write_cpu = cpu_use(
+            size,
+            h.plain_write,
+            None,
+            h.plain_write_cpu,
+            "writer",
+            threads,
+        );
+        let transfers: [(&str, &str, PickTimed, String); 2] = [
+            ("6a", "3a", |t| &t.upload, format!("{write_cpu} (row 4b)")),
+            (
+                "6b",
+                "3b",
+                |t| &t.fetch,
+                format!("{} (row 4a)", cpu(&h.plain_fetch, "client")),
+            ),
+        ];
+        for (id, of, pick, baseline) in transfers {
+            let mut row = Row::new(
+                id,
+                format!(
+                    "CPU of {of}: server + CLI, per GB moved, and how busy the machine's cores were"
+                ),
+                cpu(pick(&h.now), "CLI"),
+            )
+            .before(was(&|t| Some((cpu(pick(t), "CLI"), None))));
+            row.baseline = baseline;
+            rows.push(row);
+        }
     }
     let ratio = |r: Option<f64>| r.map(|v| format!("{v:.2}x")).unwrap_or_default();
     let with_before = rows.iter().any(|r| r.before.is_some());
@@ -845,6 +924,7 @@ fn print_report(threads: usize, m: &micro::Micro, https: Option<&Https>) {
     println!(
         "GB/s = 10^9 bytes per second. Ratio = ours / baseline throughput. Rows 1-2: median of 5 \
          rounds of 1 GiB per thread; all-thread figures are sums of per-thread rates. Rows 3-4: \
-         one run each; the test file is in the page cache."
+         one run each; the test file is in the page cache. Rows 6: CPU time (user + system) from \
+         /proc/PID/stat; client and server share this machine's cores."
     );
 }

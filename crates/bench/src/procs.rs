@@ -1,5 +1,5 @@
 //! Child processes (the `custody` server and CLI, the static server), their memory high-water
-//! mark, and the server side of a transfer seen through `/proc/PID/io`.
+//! mark and CPU time, and the server side of a transfer seen through `/proc/PID/io`.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -110,6 +110,35 @@ fn io_counters(pid: u32) -> Option<(u64, u64)> {
     Some((field("rchar:")?, field("wchar:")?))
 }
 
+/// The CPU time (user + system, all threads) a process has used so far, from `/proc/PID/stat`.
+/// `None` once it is gone or where the kernel does not show it.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from the last `)`.
+    // After it: state is field 3, utime field 14, stime field 15.
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_secs_f64(
+        (utime + stime) as f64 / clock_ticks_per_second(),
+    ))
+}
+
+/// `sysconf(_SC_CLK_TCK)`, the unit of `/proc/PID/stat`'s times, asked of `getconf` once.
+fn clock_ticks_per_second() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .filter(|t: &f64| *t > 0.0)
+            .unwrap_or(100.0)
+    })
+}
+
 /// Which of the server's counters carries the file's bytes.
 #[derive(Clone, Copy)]
 pub enum Direction {
@@ -129,12 +158,17 @@ pub struct Timed {
     pub server_side: Option<Duration>,
     /// The client's peak resident memory (`VmHWM`, sampled every 5 ms until it exits), KiB.
     pub client_peak_kib: u64,
+    /// CPU time the server used while the client ran.
+    pub server_cpu: Option<Duration>,
+    /// CPU time the client used (its last sample, at most 5 ms before it exited).
+    pub client_cpu: Option<Duration>,
 }
 
 /// Runs the client `cmd` to completion, sampling the server's I/O counters and the client's
-/// memory high-water mark every 5 ms.
+/// memory high-water mark and CPU time every 5 ms.
 pub fn run_timed(mut cmd: Command, server_pid: u32, direction: Direction) -> anyhow::Result<Timed> {
     let stop = Arc::new(AtomicBool::new(false));
+    let server_cpu_before = cpu_time(server_pid);
     let start = Instant::now();
     let child = cmd
         .stdin(Stdio::null())
@@ -148,20 +182,25 @@ pub fn run_timed(mut cmd: Command, server_pid: u32, direction: Direction) -> any
         std::thread::spawn(move || {
             let mut samples = Vec::new();
             let mut client_peak_kib = 0;
+            let mut client_cpu = None;
             while !stop.load(Ordering::Relaxed) {
                 client_peak_kib = client_peak_kib.max(peak_rss_kib(client_pid).unwrap_or(0));
+                client_cpu = cpu_time(client_pid).or(client_cpu);
                 if let Some((r, w)) = io_counters(server_pid) {
                     samples.push((start.elapsed(), r, w));
                 }
                 std::thread::sleep(Duration::from_millis(5));
             }
-            (samples, client_peak_kib)
+            (samples, client_peak_kib, client_cpu)
         })
     };
     let output = child.wait_with_output();
     let wall = start.elapsed();
+    let server_cpu = cpu_time(server_pid)
+        .zip(server_cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
     stop.store(true, Ordering::Relaxed);
-    let (samples, client_peak_kib) = sampler.join().unwrap_or_default();
+    let (samples, client_peak_kib, client_cpu) = sampler.join().unwrap_or_default();
     let output = output.context("running the client")?;
     if !output.status.success() {
         bail!(
@@ -175,6 +214,8 @@ pub fn run_timed(mut cmd: Command, server_pid: u32, direction: Direction) -> any
         wall,
         server_side: server_window(&samples, direction, wall),
         client_peak_kib,
+        server_cpu,
+        client_cpu,
     })
 }
 
