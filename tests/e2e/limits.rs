@@ -917,3 +917,66 @@ fn uploads_share_the_part_buffer_budget_and_all_finish() {
         assert_eq!(revision["files"][0]["size"], 20u64 << 20, "{revision}");
     }
 }
+
+/// The smallest download budget (16 MiB) has room for one stream's read-ahead (12 MiB) at a
+/// time. A download whose client reads nothing keeps a second one waiting, unanswered, until
+/// it is dropped; then the second is served whole. Fetches of a large file by several
+/// `custody fetch` at once (four ranges each) wait for room in turn and all get every byte.
+#[test]
+fn downloads_share_the_read_ahead_budget_and_all_finish() {
+    let world = World::on(server_with("max_download_buffer_bytes = 16777216"));
+    let src = tempfile::tempdir().unwrap();
+    let size = (80u64 << 20) + 7;
+    write_data(&src.path().join("w.bin"), size, 21);
+    let commit = world.upload(src.path(), "acme/big");
+    world
+        .server
+        .ok(&world.admin, &["grant", "acme/big", "--to", "alice"]);
+    let url = format!(
+        "{}/v1/models/acme/big/revisions/{commit}/files/w.bin",
+        world.server.url
+    );
+    let client = https_client_on(&world.server.ca, world.server.host.as_ref());
+    let get = || client.get(&url).bearer_auth(&world.alice).send();
+
+    let rt = runtime();
+    rt.block_on(async {
+        let stalled = get().await.unwrap();
+        assert_eq!(stalled.status(), 200);
+        // Its read-ahead fills and stays reserved while nobody reads.
+        let waiting = tokio::spawn(get());
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(
+            !waiting.is_finished(),
+            "a second download was answered while the first held the whole budget"
+        );
+        drop(stalled);
+        let served = waiting.await.unwrap().unwrap();
+        assert_eq!(served.status(), 200);
+        assert_eq!(served.bytes().await.unwrap().len() as u64, size);
+    });
+
+    let outs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let fetches: Vec<_> = outs
+        .iter()
+        .map(|out| {
+            world
+                .server
+                .command(world.server.host.as_ref(), &world.alice)
+                .args(["fetch", "acme/big", "--out", out.path().to_str().unwrap()])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (fetch, out) in fetches.into_iter().zip(&outs) {
+        let output = fetch.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_same_file(&src.path().join("w.bin"), &out.path().join("w.bin"));
+    }
+}

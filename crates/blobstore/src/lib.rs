@@ -19,7 +19,7 @@ mod s3;
 
 pub use backend::{Backend, PartReceipt};
 pub use fs::FsBackend;
-pub use object::BlobStore;
+pub use object::{BlobStore, read_buffer_bytes};
 pub use parts::{
     MAX_OBJECT_WITH_SMALLEST_PARTS, MAX_PARTS, MIN_SEGMENTS_PER_PART, PartBuffer, PartLayout,
     PartSealer,

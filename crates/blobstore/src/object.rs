@@ -20,6 +20,19 @@ pub const SEGMENTS_PER_READ: u64 = 4;
 /// MiB per download stream.
 pub const READ_AHEAD: usize = 2;
 
+/// The most memory one stream of [`BlobStore::open_range`] over `range` of a file holds at
+/// once: the reads in flight and the one being sent, `SEGMENTS_PER_READ` segments each (fewer
+/// when the range covers fewer). The server reserves it before it opens the stream.
+pub fn read_buffer_bytes(range: &Range<u64>) -> u64 {
+    let segment = SEGMENT_PLAINTEXT_LEN as u64;
+    let segments = if range.is_empty() {
+        1
+    } else {
+        range.end.div_ceil(segment) - range.start / segment
+    };
+    segments.min((READ_AHEAD as u64 + 1) * SEGMENTS_PER_READ) * (segment + stream::TAG_LEN as u64)
+}
+
 /// Encrypted objects over a backend.
 #[derive(Clone)]
 pub struct BlobStore {
@@ -223,4 +236,33 @@ async fn read_segments(
         out.push(Err(e));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_buffer_bytes;
+
+    const MIB: u64 = 1 << 20;
+    /// One segment as stored: 1 MiB of ciphertext and its tag.
+    const SEGMENT: u64 = MIB + 16;
+
+    #[test]
+    fn a_stream_reserves_the_segments_it_covers_up_to_three_reads() {
+        for (range, segments) in [
+            (0..0, 1),
+            (0..1, 1),
+            (0..MIB, 1),
+            (MIB - 1..MIB + 1, 2),
+            (5 * MIB..9 * MIB, 4),
+            (0..12 * MIB, 12),
+            (3..64 * MIB, 12),
+            (0..u64::MAX / 2, 12),
+        ] {
+            assert_eq!(
+                read_buffer_bytes(&range),
+                segments * SEGMENT,
+                "range {range:?}"
+            );
+        }
+    }
 }

@@ -352,6 +352,10 @@ pub struct Limits {
     /// Memory for upload part buffers, all uploads together; a stream waits for room instead
     /// of allocating beyond it. One stream holds at most four 8 MiB parts. At least 16 MiB.
     pub max_upload_buffer_bytes: u64,
+    /// Memory for download read-ahead, all downloads together; a download waits for room
+    /// before it is opened instead of allocating beyond it. One stream holds at most 12 MiB
+    /// (three reads of four 1 MiB segments). At least 16 MiB.
+    pub max_download_buffer_bytes: u64,
     /// Refused authentications one source (IPv6: /64) is answered 401 in a minute; beyond,
     /// 429 with `Retry-After` until the minute ends. Authenticated requests are never counted
     /// nor slowed.
@@ -384,6 +388,7 @@ impl Default for Limits {
             max_upload_bytes: 2 << 40,
             max_open_uploads_per_user: 16,
             max_upload_buffer_bytes: 512 << 20,
+            max_download_buffer_bytes: 512 << 20,
             refusals_per_minute_per_source: 60,
             refusal_sources_per_minute: 256,
         }

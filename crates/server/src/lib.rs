@@ -113,11 +113,15 @@ pub async fn run(config: ServerConfig, on_started: impl FnOnce(&Started)) -> any
         config.limits.refusals_per_minute_per_source,
         config.limits.refusal_sources_per_minute,
     );
-    let upload_buffers = Arc::new(tokio::sync::Semaphore::new(
-        usize::try_from(config.limits.max_upload_buffer_bytes / 1024)
-            .unwrap_or(usize::MAX)
-            .min(tokio::sync::Semaphore::MAX_PERMITS),
-    ));
+    let kib_budget = |bytes: u64| {
+        Arc::new(tokio::sync::Semaphore::new(
+            usize::try_from(bytes / 1024)
+                .unwrap_or(usize::MAX)
+                .min(tokio::sync::Semaphore::MAX_PERMITS),
+        ))
+    };
+    let upload_buffers = kib_budget(config.limits.max_upload_buffer_bytes);
+    let download_buffers = kib_budget(config.limits.max_download_buffer_bytes);
     let keys = Arc::new(prepared.keys);
     let checkpointer = Arc::new(prepared.checkpointer);
     let witnesses = Arc::new(witnesses);
@@ -152,6 +156,7 @@ pub async fn run(config: ServerConfig, on_started: impl FnOnce(&Started)) -> any
         refusals,
         budget_refusals: Default::default(),
         upload_buffers,
+        download_buffers,
         instance,
         readiness: health::Readiness::default(),
         _instance_lock: prepared.instance_lock,

@@ -29,6 +29,8 @@ pub(crate) struct App {
     pub witnesses: Arc<Witnesses>,
     /// The budget of upload part buffers (`limits.max_upload_buffer_bytes`), in KiB.
     pub upload_buffers: Arc<tokio::sync::Semaphore>,
+    /// The budget of download read-ahead (`limits.max_download_buffer_bytes`), in KiB.
+    pub download_buffers: Arc<tokio::sync::Semaphore>,
     /// Refused authentication of this instance, counted per source and minute.
     pub refusals: Refusals,
     /// Fetches this instance refused for a model's egress budget, counted per minute.

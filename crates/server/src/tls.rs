@@ -130,6 +130,11 @@ impl Policy {
             16 << 20,
         )?;
         at_least(
+            "max_download_buffer_bytes",
+            limits.max_download_buffer_bytes,
+            16 << 20,
+        )?;
+        at_least(
             "refusals_per_minute_per_source",
             limits.refusals_per_minute_per_source.into(),
             1,
@@ -883,6 +888,18 @@ mod tests {
         };
         let err = Policy::new(&limits).err().unwrap();
         assert!(err.to_string().contains("max_file_bytes"), "{err}");
+        // The smallest download budget must hold the largest stream's read-ahead, or every
+        // download would wait for room forever.
+        let limits = Limits {
+            max_download_buffer_bytes: (16 << 20) - 1,
+            ..Limits::default()
+        };
+        let err = Policy::new(&limits).err().unwrap();
+        assert!(
+            err.to_string().contains("max_download_buffer_bytes"),
+            "{err}"
+        );
+        assert!(blobstore::read_buffer_bytes(&(0..u64::MAX / 2)) <= 16 << 20);
         assert!(Policy::new(&Limits::default()).is_ok());
     }
 }

@@ -138,13 +138,23 @@ pub(crate) async fn find_file(
 }
 
 /// The plaintext of `range` of `file`, decrypted segment by segment. The model key lives
-/// only until the stream has its per-object key.
+/// only until the stream has its per-object key. The stream's read-ahead is reserved first in
+/// the budget of all downloads (`limits.max_download_buffer_bytes`) and held until the stream
+/// is dropped: many slow downloads at once wait for room instead of growing memory.
 pub(crate) async fn open_file(
     app: &App,
     found: &Found,
     file: &FileRecord,
     range: Range<u64>,
 ) -> Result<BoxStream<'static, Result<Bytes, blobstore::BlobError>>, ApiError> {
+    let kib =
+        u32::try_from(blobstore::read_buffer_bytes(&range).div_ceil(1024)).unwrap_or(u32::MAX);
+    let room = app
+        .download_buffers
+        .clone()
+        .acquire_many_owned(kib)
+        .await
+        .map_err(|e| ApiError::Internal(format!("download buffer budget: {e}")))?;
     let key = crate::keys::model_key(app, &found.record).await?;
     let stream = app
         .blobs
@@ -158,7 +168,10 @@ pub(crate) async fn open_file(
         )
         .await?;
     drop(key);
-    Ok(Box::pin(stream))
+    Ok(Box::pin(stream.map(move |chunk| {
+        let _held = &room;
+        chunk
+    })))
 }
 
 /// Serves the bytes of an authorized fetch: the whole file or the one range `range_header`
