@@ -925,17 +925,8 @@ fn uploads_share_the_part_buffer_budget_and_all_finish() {
 #[test]
 fn downloads_share_the_read_ahead_budget_and_all_finish() {
     let world = World::on(server_with("max_download_buffer_bytes = 16777216"));
-    let src = tempfile::tempdir().unwrap();
     let size = (80u64 << 20) + 7;
-    write_data(&src.path().join("w.bin"), size, 21);
-    let commit = world.upload(src.path(), "acme/big");
-    world
-        .server
-        .ok(&world.admin, &["grant", "acme/big", "--to", "alice"]);
-    let url = format!(
-        "{}/v1/models/acme/big/revisions/{commit}/files/w.bin",
-        world.server.url
-    );
+    let (src, url) = world.upload_one_file_for_alice("acme/big", size, 21);
     let client = https_client_on(&world.server.ca, world.server.host.as_ref());
     let get = || client.get(&url).bearer_auth(&world.alice).send();
 

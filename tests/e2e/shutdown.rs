@@ -24,16 +24,7 @@ fn world_with_file(grace: u64, size: u64) -> (World, tempfile::TempDir, String) 
         data,
         &["--config", config.to_str().unwrap()],
     ));
-    let src = tempfile::tempdir().unwrap();
-    write_data(&src.path().join("w.bin"), size, 11);
-    let commit = world.upload(src.path(), "acme/big");
-    world
-        .server
-        .ok(&world.admin, &["grant", "acme/big", "--to", "alice"]);
-    let url = format!(
-        "{}/v1/models/acme/big/revisions/{commit}/files/w.bin",
-        world.server.url
-    );
+    let (src, url) = world.upload_one_file_for_alice("acme/big", size, 11);
     (world, src, url)
 }
 

@@ -635,6 +635,26 @@ impl World {
             .ok(&self.admin, &["host", "allow", model, "gpu"]);
         commit
     }
+
+    /// Uploads one file `w.bin` of `size` bytes (the data of `seed`) as `acme/MODEL` and grants
+    /// it to alice; returns the folder it came from and the file's native fetch URL.
+    pub fn upload_one_file_for_alice(
+        &self,
+        model: &str,
+        size: u64,
+        seed: u64,
+    ) -> (tempfile::TempDir, String) {
+        let src = tempfile::tempdir().unwrap();
+        write_data(&src.path().join("w.bin"), size, seed);
+        let commit = self.upload(src.path(), model);
+        self.server
+            .ok(&self.admin, &["grant", model, "--to", "alice"]);
+        let url = format!(
+            "{}/v1/models/{model}/revisions/{commit}/files/w.bin",
+            self.server.url
+        );
+        (src, url)
+    }
 }
 
 /// Waits until `ready` holds, polling; panics after `secs`.
