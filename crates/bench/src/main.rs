@@ -632,12 +632,10 @@ fn cpu_use(
     client_name: &str,
     cores: usize,
 ) -> String {
-    let (Some(client), total) = (
-        client,
-        server.unwrap_or_default() + client.unwrap_or_default(),
-    ) else {
+    let Some(client) = client else {
         return "(not measured)".to_string();
     };
+    let total = server.unwrap_or_default() + client;
     let parts = match server {
         Some(server) => format!(
             "server {:.1} s + {client_name} {:.1} s",

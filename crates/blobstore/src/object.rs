@@ -16,8 +16,8 @@ use crate::{Backend, BlobError, PartSealer};
 pub const SEGMENTS_PER_READ: u64 = 4;
 
 /// Reads in flight ahead of the one being sent: decryption then runs on several cores while
-/// the network drains the current read. Bounds memory at `READ_AHEAD` x `SEGMENTS_PER_READ`
-/// MiB per download stream.
+/// the network drains the current read. With the read being sent, a download stream holds at
+/// most `READ_AHEAD + 1` reads of `SEGMENTS_PER_READ` segments: [`read_buffer_bytes`].
 pub const READ_AHEAD: usize = 2;
 
 /// The most memory one stream of [`BlobStore::open_range`] over `range` of a file holds at
